@@ -1,0 +1,3 @@
+from hexzd.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The Textual dashboard. Installed as `hexzd.tui`; talks to the daemon only over ZeroMQ and the state file."""
