@@ -87,11 +87,13 @@ class Games:
         actions = np.asarray(actions, np.int64).reshape(-1)
         if actions.shape[0] != self.batch:
             raise ValueError(f"{actions.shape[0]} actions for {self.batch} games")
-        legal = self.legal()
-        for b in np.flatnonzero(actions >= 0):
-            a = int(actions[b])
-            if a > self.n * self.n or not legal[b, a]:
-                raise IllegalMove(self._why_illegal(b, a))
+        nn = self.n * self.n
+        games = np.flatnonzero(actions >= 0)
+        moves = actions[games]
+        ok = (moves <= nn) & self.legal()[games, np.minimum(moves, nn)]
+        if not ok.all():
+            b = games[np.argmin(ok)]
+            raise IllegalMove(self._why_illegal(b, int(actions[b])))
         kernels.play(*self.arrays, actions)
 
     def _why_illegal(self, b: int, a: int) -> str:

@@ -120,6 +120,38 @@ def swap_cell(board, b):
 
 
 @numba.njit(nogil=True, cache=True)
+def edge_roots(parent, b, n, colour):
+    """The union-find roots of `colour`'s two edge nodes."""
+    nn = n * n
+    if colour == BLACK:
+        return _find(parent, b, nn + TOP), _find(parent, b, nn + BOTTOM)
+    return _find(parent, b, nn + LEFT), _find(parent, b, nn + RIGHT)
+
+
+@numba.njit(nogil=True, cache=True)
+def wins_at(board, parent, b, n, cell, colour, root_a, root_b):
+    """Would a `colour` stone on the empty `cell` join its two edges?
+
+    root_a, root_b: edge_roots(parent, b, n, colour). The stone wins when it
+    touches both edges' groups, directly or through a neighbour.
+    """
+    r = cell // n
+    c = cell - r * n
+    if colour == BLACK:
+        touch_a, touch_b = r == 0, r == n - 1
+    else:
+        touch_a, touch_b = c == 0, c == n - 1
+    for k in range(6):
+        rr = r + _DR[k]
+        cc = c + _DC[k]
+        if 0 <= rr < n and 0 <= cc < n and board[b, rr * n + cc] == colour:
+            g = _find(parent, b, rr * n + cc)
+            touch_a = touch_a or g == root_a
+            touch_b = touch_b or g == root_b
+    return touch_a and touch_b
+
+
+@numba.njit(nogil=True, cache=True)
 def play_one(board, parent, to_play, winner, ply, b, action):
     """Plays one legal move in game b and updates its winner."""
     n = side(board)

@@ -1,0 +1,225 @@
+"""Batched MCTS over many games at once: the thin Python layer over native/mcts.py.
+
+A `Search` holds B games (its roots), their trees and the buffers that one
+simulation step passes between the kernels and the evaluator. Each step is a
+few kernel calls for the whole batch, none per game:
+
+    search.select()                   # leaves' planes -> search.planes
+    logits, values = net(search.planes)
+    search.backup(logits, values)
+
+`run(sims, evaluate)` loops over these; `evaluate=None` means random-rollout
+values with uniform priors, the cold start before any network exists. A
+self-play worker may instead interleave the steps of two Searches, so that
+one group's tree search overlaps the other's inference.
+"""
+import math
+from typing import Callable
+
+import numpy as np
+
+from hexzd.config import SearchConfig
+from hexzd.engine import NUM_PLANES, Games
+from hexzd.native import mcts as kernels
+from hexzd.native.rng import seeds
+
+Evaluate = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+GUMBEL_C_VISIT = 50.0  # sigma's constants from Danihelka et al. 2022
+GUMBEL_C_SCALE = 1.0
+_NO_TABLE = np.zeros((0, 0), np.int32)
+
+
+def considered_visits(considered: int, sims: int) -> list[int]:
+    """Sequential halving's visit schedule (mctx's get_sequence_of_considered_visits).
+
+    Entry k is the number of visits that simulation k brings a considered
+    move up to, when `considered` moves share `sims` simulations.
+    """
+    if considered <= 1:
+        return list(range(sims))
+    log2max = math.ceil(math.log2(considered))
+    sequence, visits, m = [], [0] * considered, considered
+    while len(sequence) < sims:
+        extra = max(1, int(sims / (log2max * m)))
+        for _ in range(extra):
+            sequence.extend(visits[:m])
+            for i in range(m):
+                visits[i] += 1
+        m = max(2, m // 2)
+    return sequence[:sims]
+
+
+def considered_table(max_considered: int, sims: int) -> np.ndarray:
+    """int32[max_considered + 1, sims]: the schedule for each number of moves."""
+    return np.array([considered_visits(m, sims) for m in range(max_considered + 1)], np.int32)
+
+
+def new_tree(batch: int, nodes: int, edges: int) -> kernels.Tree:
+    tree = kernels.Tree(
+        node_parent=np.zeros((batch, nodes), np.int32),
+        node_edge=np.zeros((batch, nodes), np.int32),
+        node_first=np.zeros((batch, nodes), np.int32),
+        node_count=np.zeros((batch, nodes), np.int16),
+        node_visits=np.zeros((batch, nodes), np.int32),
+        node_value=np.zeros((batch, nodes), np.float32),
+        node_win=np.zeros((batch, nodes), np.int32),
+        edge_action=np.zeros((batch, edges), np.int16),
+        edge_prior=np.zeros((batch, edges), np.float32),
+        edge_child=np.zeros((batch, edges), np.int32),
+        num_nodes=np.zeros(batch, np.int32),
+        num_edges=np.zeros(batch, np.int32),
+    )
+    kernels.clear(tree, np.ones(batch, np.bool_))
+    return tree
+
+
+def grow(tree: kernels.Tree, nodes: int, edges: int) -> kernels.Tree:
+    """A copy of the tree with room for `nodes` nodes and `edges` edges."""
+    def widen(a, width):
+        if a.ndim == 1 or a.shape[1] >= width:
+            return a
+        out = np.zeros((a.shape[0], width), a.dtype)
+        out[:, : a.shape[1]] = a
+        return out
+
+    return kernels.Tree(*(
+        widen(a, nodes if name.startswith("node") else edges)
+        for name, a in zip(kernels.Tree._fields, tree)
+    ))
+
+
+class Search:
+    """B games and their search trees. See the module docstring."""
+
+    def __init__(self, batch: int, n: int, swap: bool = False,
+                 config: SearchConfig | None = None, seed: int = 0,
+                 explore: bool = True, reuse_tree: bool = True):
+        """explore=False turns off root noise and sampling: play for evaluation."""
+        self.config = config or SearchConfig()
+        self.explore = explore
+        self.reuse_tree = reuse_tree and not self.config.gumbel  # Gumbel searches afresh
+        self.roots = Games.new(batch, n, swap)
+        self._leaves = Games.new(batch, n, swap)
+        self.leaves = kernels.State(*self._leaves.arrays)
+        self.tree = new_tree(batch, 64, 4 * (n * n + 1))
+        self.leaf = np.zeros(batch, np.int32)
+        self.planes = np.zeros((batch, NUM_PLANES, n, n), np.float32)
+        self.rng = seeds(batch, seed)
+        self.gumbel_score = np.full((batch, n * n + 1), -np.inf, np.float32)
+        self._uniform = np.zeros((batch, n * n), np.float32)
+        self._table = _NO_TABLE
+
+    @property
+    def n(self) -> int:
+        return self.roots.n
+
+    @property
+    def batch(self) -> int:
+        return self.roots.batch
+
+    # -- one simulation step ------------------------------------------------
+
+    def select(self, write_planes: bool = True) -> None:
+        """Descends every tree to a leaf and writes its planes to self.planes."""
+        self._reserve()
+        c = self.config
+        kernels.select(
+            self.tree, kernels.State(*self.roots.arrays), self.leaves, self.leaf,
+            self.roots.swap, c.c_puct, c.fpu_reduction, self.gumbel_score,
+            self._table, GUMBEL_C_VISIT, GUMBEL_C_SCALE, self.planes, write_planes,
+        )
+
+    def backup(self, logits: np.ndarray, values: np.ndarray) -> None:
+        """Expands the leaves with the evaluator's output and backs values up."""
+        nn = self.n * self.n
+        if logits.shape != (self.batch, nn) or values.shape != (self.batch,):
+            raise ValueError(
+                f"evaluator returned logits {logits.shape} and values {values.shape}; "
+                f"expected ({self.batch}, {nn}) and ({self.batch},)"
+            )
+        c = self.config
+        noise = c.dirichlet_fraction if self.explore else 0.0
+        considered = c.gumbel_actions if c.gumbel else 0
+        kernels.expand_backup(
+            self.tree, self.leaves, self.leaf,
+            np.ascontiguousarray(logits, np.float32), np.ascontiguousarray(values, np.float32),
+            self.roots.swap, self.rng, c.dirichlet_alpha, noise,
+            self.gumbel_score, considered, self.explore,
+        )
+
+    def rollouts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform logits and random-fill values for the current leaves."""
+        return self._uniform, kernels.rollout_values(self.leaves, self.rng, self.config.rollouts)
+
+    def run(self, sims: int, evaluate: Evaluate | None = None) -> None:
+        """Runs `sims` simulations in every tree. evaluate=None: random rollouts."""
+        c = self.config
+        self._table = considered_table(c.gumbel_actions, sims) if c.gumbel else _NO_TABLE
+        for _ in range(sims):
+            self.select(write_planes=evaluate is not None)
+            logits, values = evaluate(self.planes) if evaluate else self.rollouts()
+            self.backup(logits, values)
+
+    def _reserve(self) -> None:
+        """Grows the tree arrays, doubling, so that one more step fits."""
+        t = self.tree
+        need_nodes = int(t.num_nodes.max()) + 1
+        need_edges = int(t.num_edges.max()) + self.n * self.n + 1
+        nodes, edges = t.node_parent.shape[1], t.edge_action.shape[1]
+        if need_nodes > nodes or need_edges > edges:
+            while nodes < need_nodes:
+                nodes *= 2
+            while edges < need_edges:
+                edges *= 2
+            self.tree = grow(t, nodes, edges)
+
+    # -- after the search ---------------------------------------------------
+
+    def visits(self) -> np.ndarray:
+        """float32[B, n*n + 1]: the roots' visit counts per action, swap last."""
+        return kernels.root_visits(self.tree, self.n * self.n)
+
+    def choose(self) -> tuple[np.ndarray, np.ndarray]:
+        """The move to play in each game and the policy to train on.
+
+        PUCT: the visit distribution, and a move sampled from it for the first
+        `temperature_moves` plies (the most visited after, or when not
+        exploring). Gumbel: the improved policy and sequential halving's move.
+        A move that wins at once overrides both.
+        Returns int64[B] (-1 for a finished game) and float32[B, n*n + 1].
+        """
+        nn = self.n * self.n
+        if self.config.gumbel:
+            moves, policy = kernels.gumbel_moves(
+                self.tree, self.gumbel_score, nn, GUMBEL_C_VISIT, GUMBEL_C_SCALE)
+        else:
+            visits = self.visits()
+            early = self.roots.ply < self.config.temperature_moves
+            temperature = np.where(early & self.explore, 1.0, 0.0)
+            moves = kernels.sample_moves(visits, temperature, self.rng)
+            policy = visits / np.maximum(visits.sum(axis=1, keepdims=True), 1.0)
+        # A win in one is played, and taught, whatever the search's spread.
+        wins = kernels.root_wins(self.tree)
+        won = np.flatnonzero(wins >= 0)
+        moves[won] = wins[won]
+        policy[won] = 0.0
+        policy[won, wins[won]] = 1.0
+        return moves, policy
+
+    def play(self, moves) -> None:
+        """Plays moves[b] in game b (-1 skips it) and moves the trees along."""
+        moves = np.asarray(moves, np.int64)
+        self.roots.play(moves)
+        c = self.config
+        noise = c.dirichlet_fraction if self.explore else 0.0
+        kernels.advance(self.tree, moves, self.reuse_tree, self.rng, c.dirichlet_alpha, noise)
+
+    def new_games(self, mask) -> None:
+        """Starts fresh games, with fresh trees, where mask is true."""
+        mask = np.asarray(mask, np.bool_)
+        self.roots.reset(mask)
+        kernels.clear(self.tree, mask)
+
+    def memory_bytes(self) -> int:
+        return sum(a.nbytes for a in self.tree)

@@ -1,0 +1,140 @@
+"""Batched MCTS against the brute-force solver, plus tree invariants."""
+import numpy as np
+import pytest
+
+from hexzd.config import SearchConfig
+from hexzd.search import Search, considered_visits
+from solver import connected, winner, winning_moves
+
+
+def random_positions(n, count, stones, seed):
+    """Random legal positions with no winner yet, as move lists."""
+    rng = np.random.default_rng(seed)
+    found = []
+    while len(found) < count:
+        k = int(rng.integers(*stones))
+        moves = [int(x) for x in rng.permutation(n * n)[:k]]
+        cells = [0] * (n * n)
+        for i, a in enumerate(moves):
+            cells[a] = 1 if i % 2 == 0 else 2
+        if winner(tuple(cells), n) == 0:
+            found.append((moves, tuple(cells), 1 if k % 2 == 0 else 2))
+    return found
+
+
+def search_at(positions, n, sims, **config):
+    search = Search(len(positions), n, config=SearchConfig(**config), seed=7, explore=False)
+    for ply in range(max(len(m) for m, _, _ in positions)):
+        search.play([m[ply] if ply < len(m) else -1 for m, _, _ in positions])
+    search.run(sims)
+    return search
+
+
+def immediate_wins(cells, n, to_play):
+    return [
+        x for x in range(n * n)
+        if cells[x] == 0 and connected(cells[:x] + (to_play,) + cells[x + 1:], n, to_play)
+    ]
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_win_in_one_is_always_found(n):
+    positions = [
+        p for p in random_positions(n, 400, (2, n * n - 1), seed=n)
+        if immediate_wins(p[1], n, p[2])
+    ][:60]
+    assert len(positions) >= 30
+    moves, _ = search_at(positions, n, sims=200).choose()
+    for (_, cells, to_play), move in zip(positions, moves):
+        assert move in immediate_wins(cells, n, to_play)
+
+
+@pytest.mark.parametrize("n,stones,sims", [(3, (0, 6), 1500), (4, (5, 11), 4000)])
+def test_rollout_mcts_finds_a_winning_move_in_won_positions(n, stones, sims):
+    positions = [
+        p for p in random_positions(n, 80, stones, seed=10 + n)
+        if winning_moves(p[1], n, p[2])
+    ][:40]
+    moves, _ = search_at(positions, n, sims).choose()
+    missed = [
+        (p[1], int(m)) for p, m in zip(positions, moves)
+        if m not in winning_moves(p[1], n, p[2])
+    ]
+    assert not missed
+
+
+def test_gumbel_finds_win_in_one_with_a_small_budget():
+    n = 4
+    positions = [
+        p for p in random_positions(n, 400, (6, 12), seed=3)
+        if immediate_wins(p[1], n, p[2])
+    ][:40]
+    moves, policy = search_at(positions, n, sims=32, gumbel=True, gumbel_actions=16).choose()
+    for (_, cells, to_play), move in zip(positions, moves):
+        assert move in immediate_wins(cells, n, to_play)
+    assert np.allclose(policy.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_sequential_halving_schedule_matches_hand_computation():
+    # 4 moves, 10 simulations: one visit each, then the best 2 get 2 more
+    # visits per phase until the budget is spent.
+    assert considered_visits(4, 10) == [0, 0, 0, 0, 1, 1, 2, 2, 3, 3]
+    assert considered_visits(1, 3) == [0, 1, 2]
+
+
+def subtree(tree, b, node):
+    """A plain-Python copy of a subtree: {move path: (N, W, P)}."""
+    out = {}
+
+    def walk(node, path, prior):
+        out[path] = (int(tree.node_visits[b, node]), float(tree.node_value[b, node]), prior)
+        first = tree.node_first[b, node]
+        for e in range(first, first + tree.node_count[b, node]) if first >= 0 else ():
+            child = tree.edge_child[b, e]
+            if child >= 0:
+                walk(child, path + (int(tree.edge_action[b, e]),), float(tree.edge_prior[b, e]))
+
+    walk(node, (), None)
+    return out
+
+
+def check_invariants(tree, b):
+    for node in range(tree.num_nodes[b]):
+        visits = tree.node_visits[b, node]
+        assert visits >= 1
+        assert -1.0 - 1e-4 <= tree.node_value[b, node] / visits <= 1.0 + 1e-4
+        first = tree.node_first[b, node]
+        if first < 0:
+            continue
+        edges = slice(first, first + tree.node_count[b, node])
+        children = tree.edge_child[b, edges]
+        assert tree.node_visits[b, children[children >= 0]].sum() == visits - 1
+        assert abs(tree.edge_prior[b, edges].sum() - 1.0) < 1e-4
+
+
+def test_tree_invariants_and_reuse_keep_the_played_subtree():
+    search = Search(8, 5, swap=True, seed=3)
+    for _ in range(12):
+        search.run(150)
+        for b in range(search.batch):
+            check_invariants(search.tree, b)
+        moves, _ = search.choose()
+        kept = []
+        for b, move in enumerate(moves):
+            t = search.tree
+            first = t.node_first[b, 0]
+            edge = first + list(t.edge_action[b, first:first + t.node_count[b, 0]]).index(move)
+            kept.append(subtree(t, b, t.edge_child[b, edge]))
+        search.config = search.config.model_copy(update={"dirichlet_fraction": 0.0})
+        search.play(moves)
+        for b in range(search.batch):
+            after = subtree(search.tree, b, 0)
+            assert after.keys() == kept[b].keys()
+            for path in after:
+                assert after[path][:2] == kept[b][path][:2]
+                if path:
+                    assert after[path][2] == kept[b][path][2]
+        search.config = SearchConfig()
+        done = search.roots.done
+        if done.any():
+            search.new_games(done)
