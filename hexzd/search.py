@@ -20,6 +20,7 @@ import numpy as np
 
 from hexzd.config import SearchConfig
 from hexzd.engine import NUM_PLANES, Games
+from hexzd.native import engine as engine_kernels
 from hexzd.native import mcts as kernels
 from hexzd.native.rng import seeds
 
@@ -66,6 +67,8 @@ def new_tree(batch: int, nodes: int, edges: int) -> kernels.Tree:
         node_win=np.zeros((batch, nodes), np.int32),
         edge_action=np.zeros((batch, edges), np.int16),
         edge_prior=np.zeros((batch, edges), np.float32),
+        edge_visits=np.zeros((batch, edges), np.int32),
+        edge_value=np.zeros((batch, edges), np.float32),
         edge_child=np.zeros((batch, edges), np.int32),
         num_nodes=np.zeros(batch, np.int32),
         num_edges=np.zeros(batch, np.int32),
@@ -150,22 +153,37 @@ class Search:
 
     def rollouts(self) -> tuple[np.ndarray, np.ndarray]:
         """Uniform logits and random-fill values for the current leaves."""
-        return self._uniform, kernels.rollout_values(self.leaves, self.rng, self.config.rollouts)
+        values = engine_kernels.fill_playouts(
+            self.leaves.board, self.leaves.to_play, self.leaves.winner, self.rng, self.config.rollouts)
+        return self._uniform, values
 
     def run(self, sims: int, evaluate: Evaluate | None = None) -> None:
         """Runs `sims` simulations in every tree. evaluate=None: random rollouts."""
         c = self.config
         self._table = considered_table(c.gumbel_actions, sims) if c.gumbel else _NO_TABLE
+        if evaluate is None:
+            self._search_rollouts(sims)
+            return
         for _ in range(sims):
-            self.select(write_planes=evaluate is not None)
-            logits, values = evaluate(self.planes) if evaluate else self.rollouts()
-            self.backup(logits, values)
+            self.select()
+            self.backup(*evaluate(self.planes))
 
-    def _reserve(self) -> None:
-        """Grows the tree arrays, doubling, so that one more step fits."""
+    def _search_rollouts(self, sims: int) -> None:
+        """All of a tree's rollout simulations in one kernel call: see search_rollouts."""
+        self._reserve(sims)
+        c = self.config
+        kernels.search_rollouts(
+            self.tree, kernels.State(*self.roots.arrays), self.leaves, sims, self.roots.swap,
+            c.c_puct, c.fpu_reduction, self.rng, c.rollouts, c.dirichlet_alpha,
+            c.dirichlet_fraction if self.explore else 0.0, self.gumbel_score, self._table,
+            c.gumbel_actions if c.gumbel else 0, self.explore, GUMBEL_C_VISIT, GUMBEL_C_SCALE,
+        )
+
+    def _reserve(self, steps: int = 1) -> None:
+        """Grows the tree arrays, doubling, so that `steps` more steps fit."""
         t = self.tree
-        need_nodes = int(t.num_nodes.max()) + 1
-        need_edges = int(t.num_edges.max()) + self.n * self.n + 1
+        need_nodes = int(t.num_nodes.max()) + steps
+        need_edges = int(t.num_edges.max()) + steps * (self.n * self.n + 1)
         nodes, edges = t.node_parent.shape[1], t.edge_action.shape[1]
         if need_nodes > nodes or need_edges > edges:
             while nodes < need_nodes:

@@ -264,6 +264,26 @@ def rotate180(planes, policy):
 
 
 @numba.njit(nogil=True, cache=True)
+def random_moves(board, winner, rng):
+    """A uniformly random empty cell per running game, -1 for finished ones."""
+    out = np.full(board.shape[0], -1, np.int64)
+    for b in range(board.shape[0]):
+        if winner[b] != EMPTY:
+            continue
+        count = 0
+        for x in range(board.shape[1]):
+            count += board[b, x] == EMPTY
+        k = below(rng, b, count)
+        for x in range(board.shape[1]):
+            if board[b, x] == EMPTY:
+                if k == 0:
+                    out[b] = x
+                    break
+                k -= 1
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
 def full_board_winner(cells, n, stack, seen):
     """The winner of a full board: does Black join the top to the bottom?
 
@@ -324,25 +344,33 @@ def fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen):
 
 
 @numba.njit(nogil=True, cache=True)
+def playout_value(board, to_play, winner, b, rng, playouts, cells, empty, stack, seen):
+    """Mean result of `playouts` random fills of game b, for the player to move."""
+    total = 0.0
+    for _ in range(playouts):
+        w = fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen)
+        total += 1.0 if w == to_play[b] else -1.0
+    return total / playouts
+
+
+@numba.njit(nogil=True, cache=True)
+def playout_scratch(n):
+    """The scratch arrays that fill_playout_one needs: cells, empty, stack, seen."""
+    nn = n * n
+    return np.empty(nn, np.int8), np.empty(nn, np.int16), np.empty(nn, np.int16), np.empty(nn, np.bool_)
+
+
+@numba.njit(nogil=True, cache=True)
 def fill_playouts(board, to_play, winner, rng, playouts):
     """Mean result of `playouts` random fills per game, for the player to move.
 
     Returns float32[B] in [-1, 1]: +1 when every playout is won by the player
     to move in that game.
     """
-    n = side(board)
-    nn = n * n
-    cells = np.empty(nn, np.int8)
-    empty = np.empty(nn, np.int16)
-    stack = np.empty(nn, np.int16)
-    seen = np.empty(nn, np.bool_)
+    cells, empty, stack, seen = playout_scratch(side(board))
     out = np.empty(board.shape[0], np.float32)
     for b in range(board.shape[0]):
-        total = 0.0
-        for _ in range(playouts):
-            w = fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen)
-            total += 1.0 if w == to_play[b] else -1.0
-        out[b] = total / playouts
+        out[b] = playout_value(board, to_play, winner, b, rng, playouts, cells, empty, stack, seen)
     return out
 
 

@@ -5,10 +5,12 @@ P the prior, and PUCT picks argmax Q + c_puct * P * sqrt(N_parent) / (1 + N).
 
 A tree is a `Tree` of arrays, one per field, in the style of mctx. Nodes are
 positions; edges are the legal moves of an expanded node, stored in one
-contiguous block per node. Memory grows with the simulations done: each
-simulation adds one node (26 bytes) and, when it expands it, one edge per
-legal move (10 bytes each). On 9x9 that is at most 26 + 82 * 10 = 846 bytes
-per simulation; the Python layer doubles the capacity when it runs short.
+contiguous block per node, with each move's N and W beside its prior so
+that PUCT reads one block of memory front to back. Memory grows with the
+simulations done: each simulation adds one node (26 bytes) and, when it
+expands it, one edge per legal move (18 bytes each). On 9x9 that is at most
+26 + 82 * 18 = 1,502 bytes per simulation; the Python layer doubles the
+capacity when it runs short.
 
 One simulation is two kernel calls for the whole batch:
     select        descends each tree by PUCT to one leaf, plays the moves on a
@@ -24,15 +26,18 @@ import numba
 import numpy as np
 
 from .engine import (
+    BLACK,
     EMPTY,
     canonical_index,
     copy_one,
     features_one,
-    fill_playout_one,
+    playout_scratch,
+    playout_value,
     play_one,
     side,
     edge_roots,
     swap_legal,
+    transpose,
     wins_at,
 )
 from .rng import gamma, gumbel, uniform
@@ -43,7 +48,7 @@ UNEXPANDED = -1  # node_first of a node whose edges are not made yet
 UNVISITED = -1  # edge_child of a move never tried
 NO_WIN = -1  # node_win of a node with no winning move
 NODE_BYTES = 4 + 4 + 4 + 2 + 4 + 4 + 4
-EDGE_BYTES = 2 + 4 + 4
+EDGE_BYTES = 2 + 4 + 4 + 4 + 4
 
 Tree = namedtuple(
     "Tree",
@@ -57,6 +62,8 @@ Tree = namedtuple(
         "node_win",  # int32[B, N]      an edge that wins at once, or NO_WIN
         "edge_action",  # int16[B, E]   the move
         "edge_prior",  # float32[B, E]  P
+        "edge_visits",  # int32[B, E]   N of the move
+        "edge_value",  # float32[B, E]  W of the move, for the player making it
         "edge_child",  # int32[B, E]    the node it leads to, or UNVISITED
         "num_nodes",  # int32[B]        nodes in use
         "num_edges",  # int32[B]        edges in use
@@ -81,12 +88,12 @@ def clear_one(tree, b):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def child_q(tree, b, child, fpu_q):
+def edge_q(tree, b, e, fpu_q):
     """(Q, N) of a move, from the view of the player making it."""
-    if child == UNVISITED or tree.node_visits[b, child] == 0:
+    n = tree.edge_visits[b, e]
+    if n == 0:
         return fpu_q, 0
-    n = tree.node_visits[b, child]
-    return -tree.node_value[b, child] / n, n  # the child's W is the opponent's
+    return tree.edge_value[b, e] / n, n
 
 
 @numba.njit(nogil=True, cache=True)
@@ -99,7 +106,7 @@ def puct_edge(tree, b, node, c_puct, fpu_reduction):
     first = tree.node_first[b, node]
     best, best_score = first, -np.inf
     for e in range(first, first + tree.node_count[b, node]):
-        q, n = child_q(tree, b, tree.edge_child[b, e], fpu_q)
+        q, n = edge_q(tree, b, e, fpu_q)
         score = q + scale * tree.edge_prior[b, e] / (1 + n)
         if score > best_score:
             best, best_score = e, score
@@ -129,9 +136,7 @@ def gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale):
     for i in range(count):
         if gumbel_score[b, i] > -np.inf:
             considered += 1
-        child = tree.edge_child[b, first + i]
-        if child != UNVISITED:
-            max_visits = max(max_visits, tree.node_visits[b, child])
+        max_visits = max(max_visits, tree.edge_visits[b, first + i])
     k = min(tree.node_visits[b, ROOT] - 1, table.shape[1] - 1)
     target = table[min(considered, table.shape[0] - 1), k]
     root_q = tree.node_value[b, ROOT] / max(tree.node_visits[b, ROOT], 1)
@@ -140,7 +145,7 @@ def gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale):
     for i in range(count):
         if gumbel_score[b, i] == -np.inf:
             continue
-        q, n = child_q(tree, b, tree.edge_child[b, first + i], root_q)
+        q, n = edge_q(tree, b, first + i, root_q)
         if n < fallback_visits:
             fallback, fallback_visits = first + i, n
         if n == target:
@@ -148,6 +153,28 @@ def gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale):
             if score > best_score:
                 best, best_score = first + i, score
     return best if best >= 0 else fallback
+
+
+@numba.njit(nogil=True, cache=True)
+def select_one(tree, roots, leaves, b, c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale):
+    """Descends tree b to a new leaf, playing its moves on leaves[b]. Returns the leaf."""
+    copy_one(roots.board, roots.parent, roots.to_play, roots.winner, roots.ply, b,
+             leaves.board, leaves.parent, leaves.to_play, leaves.winner, leaves.ply, b)
+    node = ROOT
+    while leaves.winner[b] == EMPTY and tree.node_first[b, node] != UNEXPANDED:
+        if tree.node_win[b, node] != NO_WIN:
+            e = tree.node_win[b, node]  # a won position needs no search
+        elif table.shape[0] > 0 and node == ROOT:
+            e = gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale)
+        else:
+            e = puct_edge(tree, b, node, c_puct, fpu_reduction)
+        play_one(leaves.board, leaves.parent, leaves.to_play, leaves.winner, leaves.ply,
+                 b, tree.edge_action[b, e])
+        child = tree.edge_child[b, e]
+        if child == UNVISITED:
+            return new_node(tree, b, node, e)
+        node = child
+    return node
 
 
 @numba.njit(nogil=True, cache=True)
@@ -160,27 +187,9 @@ def select(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction,
     n, n] receives their canonical planes when write_planes is true. An empty
     table turns Gumbel root selection off.
     """
-    use_gumbel = table.shape[0] > 0
     for b in range(tree.num_nodes.shape[0]):
-        copy_one(roots.board, roots.parent, roots.to_play, roots.winner, roots.ply, b,
-                 leaves.board, leaves.parent, leaves.to_play, leaves.winner, leaves.ply, b)
-        node = ROOT
-        while leaves.winner[b] == EMPTY and tree.node_first[b, node] != UNEXPANDED:
-            if tree.node_win[b, node] != NO_WIN:
-                e = tree.node_win[b, node]  # a won position needs no search
-            elif use_gumbel and node == ROOT:
-                e = gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale)
-            else:
-                e = puct_edge(tree, b, node, c_puct, fpu_reduction)
-            play_one(leaves.board, leaves.parent, leaves.to_play, leaves.winner, leaves.ply,
-                     b, tree.edge_action[b, e])
-            child = tree.edge_child[b, e]
-            if child == UNVISITED:
-                child = new_node(tree, b, node, e)
-                node = child
-                break
-            node = child
-        leaf[b] = node
+        leaf[b] = select_one(tree, roots, leaves, b, c_puct, fpu_reduction,
+                             gumbel_score, table, c_visit, c_scale)
         if write_planes:
             features_one(leaves.board, leaves.to_play, leaves.ply, b, swap, planes, b)
 
@@ -201,8 +210,11 @@ def new_node(tree, b, parent, edge):
 
 
 @numba.njit(nogil=True, cache=True)
-def expand(tree, leaves, b, node, logits, swap):
+def expand(tree, leaves, b, node, logits, swap, flat_prior):
     """Adds an edge per legal move, with priors softmax(logits) over them.
+
+    flat_prior=True skips the logits: every move gets the same prior, as in
+    plain MCTS with random rollouts.
 
     It also notes a move that wins at once, if there is one: search then
     always takes it, and the node is worth a sure win to the player to move.
@@ -210,33 +222,47 @@ def expand(tree, leaves, b, node, logits, swap):
     nn = leaves.board.shape[1]
     n = side(leaves.board)
     mover = leaves.to_play[b]
-    root_a, root_b = edge_roots(leaves.parent, b, n, mover)
     first = tree.num_edges[b]
     count = 0
+    stones = 0  # the mover's; fewer than n - 1 cannot win at once
     top = -np.inf
     for a in range(nn + 1):
         if a < nn:
-            ok = leaves.board[b, a] == EMPTY
+            stone = leaves.board[b, a]
+            stones += stone == mover
+            if stone != EMPTY:
+                continue
+            logit = 0.0 if flat_prior else logits[b, a if mover == BLACK else transpose(a, n)]
+        elif swap_legal(leaves.winner, leaves.ply, b, swap):
+            logit = 0.0 if flat_prior else logits[b, canonical_index(leaves.board, leaves.to_play, b, a)]
         else:
-            ok = swap_legal(leaves.winner, leaves.ply, b, swap)
-        if ok:
-            e = first + count
-            logit = logits[b, canonical_index(leaves.board, leaves.to_play, b, a)]
-            tree.edge_action[b, e] = a
-            tree.edge_prior[b, e] = logit
-            tree.edge_child[b, e] = UNVISITED
-            if (tree.node_win[b, node] == NO_WIN and a < nn
-                    and wins_at(leaves.board, leaves.parent, b, n, a, mover, root_a, root_b)):
+            continue
+        e = first + count
+        tree.edge_action[b, e] = a
+        tree.edge_prior[b, e] = logit
+        tree.edge_child[b, e] = UNVISITED
+        tree.edge_visits[b, e] = 0
+        tree.edge_value[b, e] = 0.0
+        top = max(top, logit)
+        count += 1
+    if stones >= n - 1:
+        root_a, root_b = edge_roots(leaves.parent, b, n, mover)
+        for e in range(first, first + count):
+            a = tree.edge_action[b, e]
+            if a < nn and wins_at(leaves.board, leaves.parent, b, n, a, mover, root_a, root_b):
                 tree.node_win[b, node] = e
-            top = max(top, logit)
-            count += 1
-    total = 0.0
-    for e in range(first, first + count):
-        p = math.exp(tree.edge_prior[b, e] - top)
-        tree.edge_prior[b, e] = p
-        total += p
-    for e in range(first, first + count):
-        tree.edge_prior[b, e] /= total
+                break
+    if flat_prior:
+        for e in range(first, first + count):
+            tree.edge_prior[b, e] = 1.0 / count
+    else:
+        total = 0.0
+        for e in range(first, first + count):
+            p = math.exp(tree.edge_prior[b, e] - top)
+            tree.edge_prior[b, e] = p
+            total += p
+        for e in range(first, first + count):
+            tree.edge_prior[b, e] /= total
     tree.node_first[b, node] = first
     tree.node_count[b, node] = count
     tree.num_edges[b] = first + count
@@ -281,6 +307,25 @@ def start_gumbel(tree, b, rng, gumbel_score, considered, sample):
 
 
 @numba.njit(nogil=True, cache=True)
+def expand_backup_one(tree, leaves, b, node, logits, flat_prior, value, swap, rng,
+                      noise_alpha, noise_fraction, gumbel_score, gumbel_considered, gumbel_sample):
+    """Expands leaf `node` of tree b and backs its value up (see expand_backup)."""
+    if leaves.winner[b] != EMPTY:
+        value = -1.0
+    else:
+        if tree.node_first[b, node] == UNEXPANDED:
+            expand(tree, leaves, b, node, logits, swap, flat_prior)
+            if node == ROOT:
+                if gumbel_considered > 0:
+                    start_gumbel(tree, b, rng, gumbel_score, gumbel_considered, gumbel_sample)
+                else:
+                    add_noise(tree, b, rng, noise_alpha, noise_fraction)
+        if tree.node_win[b, node] != NO_WIN:
+            value = 1.0  # the exact value beats the evaluator's guess
+    backup(tree, b, node, value)
+
+
+@numba.njit(nogil=True, cache=True)
 def expand_backup(tree, leaves, leaf, logits, values, swap, rng,
                   noise_alpha, noise_fraction, gumbel_score, gumbel_considered, gumbel_sample):
     """Expands each leaf with the evaluator's output and backs its value up.
@@ -291,21 +336,32 @@ def expand_backup(tree, leaves, leaf, logits, values, swap, rng,
     Dirichlet noise, or its Gumbel draw when gumbel_considered > 0.
     """
     for b in range(tree.num_nodes.shape[0]):
-        node = leaf[b]
-        if leaves.winner[b] != EMPTY:
-            v = -1.0
-        else:
-            v = values[b]
-            if tree.node_first[b, node] == UNEXPANDED:
-                expand(tree, leaves, b, node, logits, swap)
-            if tree.node_win[b, node] != NO_WIN:
-                v = 1.0  # the exact value beats the evaluator's guess
-                if node == ROOT:
-                    if gumbel_considered > 0:
-                        start_gumbel(tree, b, rng, gumbel_score, gumbel_considered, gumbel_sample)
-                    else:
-                        add_noise(tree, b, rng, noise_alpha, noise_fraction)
-        backup(tree, b, node, v)
+        expand_backup_one(tree, leaves, b, leaf[b], logits, False, values[b], swap, rng,
+                          noise_alpha, noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
+
+
+@numba.njit(nogil=True, cache=True)
+def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng, playouts,
+                    noise_alpha, noise_fraction, gumbel_score, table, gumbel_considered,
+                    gumbel_sample, c_visit, c_scale):
+    """`sims` simulations per tree with random-fill values and uniform priors.
+
+    The same steps as select + expand_backup, but a tree's simulations run
+    back to back: random rollouts need no batch for an accelerator, and a
+    tree that stays in the CPU's cache searches several times faster than B
+    trees visited in turn. The tree arrays must have room for `sims` steps.
+    """
+    no_logits = np.zeros((0, 0), np.float32)
+    cells, empty, stack, seen = playout_scratch(side(leaves.board))
+    for b in range(tree.num_nodes.shape[0]):
+        for _ in range(sims):
+            node = select_one(tree, roots, leaves, b, c_puct, fpu_reduction,
+                              gumbel_score, table, c_visit, c_scale)
+            value = playout_value(leaves.board, leaves.to_play, leaves.winner, b, rng, playouts,
+                                  cells, empty, stack, seen)
+            expand_backup_one(tree, leaves, b, node, no_logits, True, value, swap, rng,
+                              noise_alpha, noise_fraction, gumbel_score, gumbel_considered,
+                              gumbel_sample)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -315,31 +371,11 @@ def backup(tree, b, node, v):
         tree.node_visits[b, node] += 1
         tree.node_value[b, node] += v
         v = -v
+        e = tree.node_edge[b, node]
+        if e >= 0:
+            tree.edge_visits[b, e] += 1
+            tree.edge_value[b, e] += v
         node = tree.node_parent[b, node]
-
-
-@numba.njit(nogil=True, cache=True)
-def rollout_values(leaves, rng, playouts):
-    """Random-fill values of every leaf for the player to move, float32[B].
-
-    The cold-start evaluator: with uniform logits it is plain MCTS with
-    random rollouts.
-    """
-    n = side(leaves.board)
-    nn = n * n
-    cells = np.empty(nn, np.int8)
-    empty = np.empty(nn, np.int16)
-    stack = np.empty(nn, np.int16)
-    seen = np.empty(nn, np.bool_)
-    out = np.empty(leaves.board.shape[0], np.float32)
-    for b in range(leaves.board.shape[0]):
-        total = 0.0
-        for _ in range(playouts):
-            w = fill_playout_one(leaves.board, leaves.to_play, leaves.winner, b, rng,
-                                 cells, empty, stack, seen)
-            total += 1.0 if w == leaves.to_play[b] else -1.0
-        out[b] = total / playouts
-    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -352,9 +388,7 @@ def root_visits(tree, nn):
         if first == UNEXPANDED:
             continue
         for e in range(first, first + tree.node_count[b, ROOT]):
-            child = tree.edge_child[b, e]
-            if child != UNVISITED:
-                out[b, tree.edge_action[b, e]] = tree.node_visits[b, child]
+            out[b, tree.edge_action[b, e]] = tree.edge_visits[b, e]
     return out
 
 
@@ -410,14 +444,12 @@ def gumbel_moves(tree, gumbel_score, nn, c_visit, c_scale):
         root_q = tree.node_value[b, ROOT] / max(tree.node_visits[b, ROOT], 1)
         max_visits = 0
         for e in range(first, first + count):
-            child = tree.edge_child[b, e]
-            if child != UNVISITED:
-                max_visits = max(max_visits, tree.node_visits[b, child])
+            max_visits = max(max_visits, tree.edge_visits[b, e])
         best, best_n, best_score = -1, -1, -np.inf
         top = -np.inf
         for i in range(count):
             e = first + i
-            q, n = child_q(tree, b, tree.edge_child[b, e], root_q)
+            q, n = edge_q(tree, b, e, root_q)
             s = sigma(q, max_visits, c_visit, c_scale)
             score = gumbel_score[b, i] + s
             if score > -np.inf and (n > best_n or (n == best_n and score > best_score)):
@@ -499,6 +531,8 @@ def compact(tree, b, new_root):
         for k in range(tree.node_count[b, i]):
             tree.edge_action[b, new_first + k] = tree.edge_action[b, old_first + k]
             tree.edge_prior[b, new_first + k] = tree.edge_prior[b, old_first + k]
+            tree.edge_visits[b, new_first + k] = tree.edge_visits[b, old_first + k]
+            tree.edge_value[b, new_first + k] = tree.edge_value[b, old_first + k]
             c = tree.edge_child[b, old_first + k]
             tree.edge_child[b, new_first + k] = remap[c] if c != UNVISITED else UNVISITED
     tree.num_nodes[b] = kept

@@ -37,8 +37,13 @@ def open_uniform(state, i):
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def below(state, i, n):
-    """An integer in [0, n). The modulo bias is below 2**-40 for n <= 4096."""
-    return np.int64(next_u64(state, i) % numba.uint64(n))
+    """An integer in [0, n), n < 2**32, by Lemire's multiply-shift.
+
+    A multiply instead of a 64-bit modulo: the division was the largest cost
+    of a random fill. The bias is below n / 2**32, under 1e-7 on 19x19.
+    """
+    x = next_u64(state, i) >> numba.uint64(32)
+    return np.int64((x * numba.uint64(n)) >> numba.uint64(32))
 
 
 @numba.njit(nogil=True, cache=True)

@@ -1,0 +1,72 @@
+"""`hexzd bench engine`: random games per second, hexzd against OpenSpiel.
+
+Both play uniformly random games move by move, checking for a winner after
+every move. hexzd steps 256 games at once through its kernels; OpenSpiel
+plays one game at a time through its Python API, the way a Python program
+uses it. Both run on one core.
+"""
+import numpy as np
+
+from hexzd.benchmarks.timing import rate, single_core
+from hexzd.engine import Games
+from hexzd.native import engine as kernels
+from hexzd.native.rng import seeds
+
+BATCH = 256
+
+
+def hexzd_games(n: int, batch: int = BATCH, seed: int = 0):
+    games = Games.new(batch, n)
+    rng = seeds(batch, seed)
+
+    def work() -> float:
+        games.reset()
+        while True:
+            moves = kernels.random_moves(games.board, games.winner, rng)
+            if moves.max() < 0:
+                return batch
+            kernels.play(*games.arrays, moves)
+
+    return work
+
+
+def openspiel_games(n: int, seed: int = 0):
+    import pyspiel
+
+    game = pyspiel.load_game("hex", {"board_size": n})
+    rng = np.random.default_rng(seed)
+
+    def work() -> float:
+        state = game.new_initial_state()
+        while not state.is_terminal():
+            legal = state.legal_actions()
+            state.apply_action(legal[rng.integers(len(legal))])
+        return 1
+
+    return work
+
+
+def run(size: int = 9, seconds: float = 3.0) -> dict:
+    single_core()
+    hexzd_work = hexzd_games(size)
+    hexzd_work()  # compile the kernels before timing
+    hexzd_per_s = rate(hexzd_work, seconds)
+    baseline_per_s = rate(openspiel_games(size), seconds)
+    return {
+        "benchmark": "engine",
+        "unit": "games/s",
+        "size": size,
+        "batch": BATCH,
+        "hexzd_per_s": hexzd_per_s,
+        "baseline": "OpenSpiel hex (Python API), one game at a time",
+        "baseline_per_s": baseline_per_s,
+        "ratio": hexzd_per_s / baseline_per_s,
+    }
+
+
+def report(result: dict) -> None:
+    r = result
+    print(f"engine, {r['size']}x{r['size']}, random games move by move, one core")
+    print(f"  hexzd     {r['hexzd_per_s']:12,.0f} {r['unit']}  ({r['batch']} games per batch)")
+    print(f"  OpenSpiel {r['baseline_per_s']:12,.0f} {r['unit']}")
+    print(f"  ratio     {r['ratio']:12.1f}x")

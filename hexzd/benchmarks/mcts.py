@@ -1,0 +1,71 @@
+"""`hexzd bench mcts`: random-rollout MCTS simulations per second against OpenSpiel.
+
+The baseline is OpenSpiel's C++ `MCTSBot` with a `RandomRolloutEvaluator`
+(one rollout per leaf), playing a game against itself one move at a time.
+hexzd runs the same number of simulations per move in 256 games at once,
+with one random fill per leaf. Both run on one core.
+"""
+from hexzd.benchmarks.timing import rate, single_core
+from hexzd.search import Search
+
+BATCH = 256
+SIMS = 200  # simulations per move, for both
+
+
+def hexzd_search(n: int, sims: int, batch: int = BATCH, seed: int = 0):
+    search = Search(batch, n, seed=seed)
+
+    def work() -> float:
+        search.run(sims)
+        moves, _ = search.choose()
+        search.play(moves)
+        done = search.roots.done
+        if done.any():
+            search.new_games(done)
+        return batch * sims
+
+    return work
+
+
+def openspiel_search(n: int, sims: int, seed: int = 0):
+    import pyspiel
+
+    game = pyspiel.load_game("hex", {"board_size": n})
+    evaluator = pyspiel.RandomRolloutEvaluator(1, seed)
+    bot = pyspiel.MCTSBot(game, evaluator, 2.0, sims, 1000, False, seed, False)
+    state = [game.new_initial_state()]
+
+    def work() -> float:
+        if state[0].is_terminal():
+            state[0] = game.new_initial_state()
+        state[0].apply_action(bot.step(state[0]))
+        return sims
+
+    return work
+
+
+def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS) -> dict:
+    single_core()
+    hexzd_work = hexzd_search(size, sims)
+    hexzd_work()  # compile the kernels before timing
+    hexzd_per_s = rate(hexzd_work, seconds)
+    baseline_per_s = rate(openspiel_search(size, sims), seconds)
+    return {
+        "benchmark": "mcts",
+        "unit": "simulations/s",
+        "size": size,
+        "batch": BATCH,
+        "sims_per_move": sims,
+        "hexzd_per_s": hexzd_per_s,
+        "baseline": "OpenSpiel C++ MCTSBot + RandomRolloutEvaluator(1)",
+        "baseline_per_s": baseline_per_s,
+        "ratio": hexzd_per_s / baseline_per_s,
+    }
+
+
+def report(result: dict) -> None:
+    r = result
+    print(f"mcts, {r['size']}x{r['size']}, random rollouts, {r['sims_per_move']} simulations per move, one core")
+    print(f"  hexzd     {r['hexzd_per_s']:12,.0f} {r['unit']}  ({r['batch']} games per batch)")
+    print(f"  MCTSBot   {r['baseline_per_s']:12,.0f} {r['unit']}")
+    print(f"  ratio     {r['ratio']:12.1f}x")
