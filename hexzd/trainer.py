@@ -1,0 +1,525 @@
+"""The trainer: finished games in, network snapshots out.
+
+    source    GameSource: SqliteGames (the run's state file, read-only) or
+              RecordFile (JSON lines, one game a line, for runs without a daemon)
+    window    the most recent `window` positions, rebuilt from each game's
+              moves and stored visit distributions (GameRecord.positions)
+    step      a batch drawn with replacement, each position rotated by 180
+              degrees with probability 1/2; loss = policy cross-entropy
+              against the visit distribution + value_weight * value MSE
+              against the game's result, weight decay in the optimiser
+    pacing    a step is due while samples_trained + batch_size <=
+              reuse * positions_seen, so each position is trained on
+              `reuse` times on average whether self-play is fast or slow
+    snapshot  every `snapshot_every` steps: weights, optimiser state,
+              counters, RNG states, the source's cursor, params and FLOPs
+
+A snapshot holds no positions: on resume the window is refilled from the
+source, newest game first, up to the cursor the snapshot names, and each
+position goes back into the slot it had. Training then continues as if it
+had never stopped, to the bit on the CPU.
+
+A game that cannot be read (a corrupt blob, an illegal move, a winner that
+does not match the moves) is logged, counted in `skipped` and left out.
+
+The daemon runs it as:
+
+    trainer = Trainer(config, SqliteGames(db), Snapshot.from_bytes(blob) or None)
+    trainer.run(stop=event, on_snapshot=lambda s: push(s.to_bytes(), s.meta()))
+"""
+import io
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+from base64 import b64decode, b64encode
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hexzd.config import Config, TrainConfig
+from hexzd.native.engine import NUM_PLANES, rotate180
+from hexzd.net import TRAIN_FLOPS_PER_SAMPLE, HexNet, NetSpec, count_flops, count_params
+from hexzd.records import GameRecord
+
+__all__ = [
+    "GameSource", "RecordFile", "Snapshot", "SqliteGames", "Trainer", "Window",
+    "learning_rate", "losses", "write_records",
+]
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+
+# ---------------------------------------------------------------- sources
+
+
+class GameSource(Protocol):
+    """Where finished games come from. A cursor marks how far it has been read.
+
+    Items are GameRecords, or the exception that stopped one from being read,
+    so that the trainer can report it and go on.
+    """
+
+    cursor: int
+
+    def read(self, limit: int) -> list[GameRecord | Exception]:
+        """Up to `limit` games after the cursor, oldest first; moves the cursor past them."""
+        ...
+
+    def history(self, cursor: int) -> Iterator[GameRecord | Exception]:
+        """The games up to and including `cursor`, newest first."""
+        ...
+
+
+_GAME_COLUMNS = "id, board_size, moves, winner, policy, sims, model_id"
+
+
+def _record_of_row(row) -> GameRecord | Exception:
+    _, board_size, moves, winner, policy, sims, model_id = row
+    if not isinstance(moves, str) or not isinstance(policy, bytes):
+        return ValueError(f"game {row[0]}: moves or policy of the wrong type")
+    return GameRecord(board_size, moves, winner, policy, sims or 0, model_id)
+
+
+class SqliteGames:
+    """The `games` table of the run's state file, through a read-only connection.
+
+    WAL lets this reader run beside the daemon's writer; each query sees the
+    games committed before it. The cursor is the id of the last game read.
+    """
+
+    def __init__(self, path, cursor: int = 0):
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        self.connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self.cursor = cursor
+
+    def read(self, limit: int) -> list[GameRecord | Exception]:
+        rows = self.connection.execute(
+            f"SELECT {_GAME_COLUMNS} FROM games WHERE id > ? ORDER BY id LIMIT ?", (self.cursor, limit)
+        ).fetchall()
+        if rows:
+            self.cursor = rows[-1][0]
+        return [_record_of_row(row) for row in rows]
+
+    def history(self, cursor: int) -> Iterator[GameRecord | Exception]:
+        rows = self.connection.execute(
+            f"SELECT {_GAME_COLUMNS} FROM games WHERE id <= ? ORDER BY id DESC", (cursor,)
+        )
+        for row in rows:
+            yield _record_of_row(row)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def record_to_json(record: GameRecord) -> str:
+    data = asdict(record)
+    data["policy"] = b64encode(record.policy).decode()
+    return json.dumps(data)
+
+
+def record_from_json(line: bytes) -> GameRecord | Exception:
+    try:
+        data = json.loads(line)
+        data["policy"] = b64decode(data["policy"], validate=True)
+        return GameRecord(**data)
+    except (ValueError, TypeError, KeyError) as e:
+        return ValueError(f"unreadable record line: {e!r}")
+
+
+def write_records(path, records) -> None:
+    """Appends games to a RecordFile, one JSON object a line."""
+    with open(path, "a") as f:
+        for record in records:
+            f.write(record_to_json(record) + "\n")
+
+
+class RecordFile:
+    """A plain file of games, one JSON object a line (`write_records`).
+
+    The policy blob is base64. The cursor is a byte offset; a last line
+    without its newline is still being written and waits for the next read.
+    """
+
+    def __init__(self, path, cursor: int = 0):
+        self.path = Path(path)
+        self.cursor = cursor
+
+    def _lines(self, start: int, stop: int | None = None) -> list[tuple[int, bytes]]:
+        """(end offset, line) of the complete lines in [start, stop)."""
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            data = f.read() if stop is None else f.read(stop - start)
+        out, offset = [], start
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            offset += len(line)
+            out.append((offset, line))
+        return out
+
+    def read(self, limit: int) -> list[GameRecord | Exception]:
+        lines = self._lines(self.cursor)[:limit]
+        if lines:
+            self.cursor = lines[-1][0]
+        return [record_from_json(line) for _, line in lines]
+
+    def history(self, cursor: int) -> Iterator[GameRecord | Exception]:
+        for _, line in reversed(self._lines(0, cursor)):
+            yield record_from_json(line)
+
+
+# ---------------------------------------------------------------- window
+
+
+class Window:
+    """A ring of the most recent positions: position i (counting from the first
+    ever added) lives in slot (i - origin) % capacity.
+
+    The origin is 0 until the capacity changes; a resized window starts
+    counting at its oldest position, so that its filled slots stay 0..size-1.
+    Planes are 0/1 and kept as uint8; the visit distributions come from
+    float16 blobs and stay float16, normalised to sum 1.
+    """
+
+    def __init__(self, capacity: int, n: int, origin: int = 0):
+        self.capacity, self.n, self.origin = capacity, n, origin
+        self.planes = np.zeros((capacity, NUM_PLANES, n, n), np.uint8)
+        self.policy = np.zeros((capacity, n * n), np.float16)
+        self.value = np.zeros(capacity, np.float32)
+        self.seen = origin  # positions ever added
+
+    @property
+    def size(self) -> int:
+        return min(self.seen - self.origin, self.capacity)
+
+    def put(self, first: int, planes, policy, value) -> None:
+        """Writes positions first, first+1, ... into their slots.
+
+        Positions before the origin, or older than the newest `capacity`
+        (counting up to `seen` or the last one written, whichever is later),
+        are left out: their slots belong to newer positions.
+        """
+        total = policy.sum(1, keepdims=True)
+        policy = np.divide(policy, total, out=np.zeros_like(policy), where=total > 0)
+        newest = max(self.seen, first + len(value))
+        oldest = max(self.origin, newest - self.capacity)
+        keep = min(len(value), max(0, oldest - first))
+        slots = (first - self.origin + np.arange(keep, len(value))) % self.capacity
+        self.planes[slots] = planes[keep:]
+        self.policy[slots] = policy[keep:]
+        self.value[slots] = value[keep:]
+
+    def add(self, planes, policy, value) -> None:
+        self.put(self.seen, planes, policy, value)
+        self.seen += len(value)
+
+    def sample(self, batch: int, rng: np.random.Generator):
+        """A batch drawn with replacement, half of it rotated by 180 degrees.
+
+        Returns float32 planes[B, 4, n, n], policy[B, n*n], value[B].
+        """
+        index = rng.integers(0, self.size, batch)
+        planes = self.planes[index].astype(np.float32)
+        policy = self.policy[index].astype(np.float32)
+        flip = rng.random(batch) < 0.5
+        if flip.any():
+            planes[flip], policy[flip] = rotate180(planes[flip], policy[flip])
+        return planes, policy, self.value[index].copy()
+
+    def resized(self, capacity: int) -> "Window":
+        """The same newest positions in a window of another capacity."""
+        count = min(self.size, capacity)
+        out = Window(capacity, self.n, origin=self.seen - count)
+        out.seen = self.seen
+        slots = (np.arange(out.origin, self.seen) - self.origin) % self.capacity
+        out.put(out.origin, self.planes[slots], self.policy[slots].astype(np.float32), self.value[slots])
+        return out
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def _to_cpu(obj):
+    """A copy of a state dict (nested) with every tensor on the CPU, plain layout."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu").contiguous().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile; DataParallel and DDP
+
+
+def clean_weights(weights: dict) -> dict:
+    """Weights as a plain CPU HexNet expects them, whoever wrote them.
+
+    Strips the prefixes that torch.compile and DataParallel add, moves every
+    tensor to the CPU in the plain layout and widens half floats to float32.
+    """
+    out = {}
+    for key, t in weights.items():
+        for prefix in _WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+        t = _to_cpu(t)
+        out[key] = t.float() if t.is_floating_point() else t
+    return out
+
+
+@dataclass
+class Snapshot:
+    """A network and everything needed to resume its training.
+
+    `to_bytes` is what the daemon stores in `models.weights`; `meta` has the
+    values of the other `models` columns.
+    """
+
+    spec: NetSpec
+    weights: dict  # state dict, CPU float32
+    params: int
+    flops_per_eval: int
+    step: int = 0
+    positions_seen: int = 0
+    samples_trained: int = 0
+    train_flops: int = 0
+    cursor: int = 0  # the source's cursor after the last game in the window
+    window_origin: int = 0  # Window.origin: where the window started counting after a resize
+    optimizer: dict | None = None  # optimizer.state_dict(), tensors on the CPU
+    rng: dict = field(default_factory=dict)  # {"numpy": bit generator state, "torch": ByteTensor}
+    created_at: float = field(default_factory=time.time)
+
+    def model(self) -> HexNet:
+        """The network in eval mode, on the CPU."""
+        model = self.spec.build()
+        model.load_state_dict(clean_weights(self.weights))
+        return model.eval()
+
+    def meta(self) -> dict:
+        return {
+            "train_step": self.step, "positions_seen": self.positions_seen, "params": self.params,
+            "flops_per_eval": self.flops_per_eval, "train_flops": self.train_flops,
+        }
+
+    def to_bytes(self) -> bytes:
+        data = asdict(self)
+        data["spec"] = self.spec.to_dict()
+        data["format"] = SNAPSHOT_FORMAT
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "Snapshot":
+        """Reads a snapshot written on any device; only plain data is unpickled."""
+        data = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        version = data.pop("format", None)
+        if version != SNAPSHOT_FORMAT:
+            raise ValueError(f"snapshot format {version}, this hexzd reads {SNAPSHOT_FORMAT}")
+        data["spec"] = NetSpec(**data["spec"])
+        data["weights"] = clean_weights(data["weights"])
+        return cls(**data)
+
+
+# ---------------------------------------------------------------- training
+
+
+def learning_rate(step: int, train: TrainConfig) -> float:
+    """Linear warm-up to lr, then constant or a cosine down to lr * lr_final."""
+    warm = min(1.0, (step + 1) / train.warmup_steps) if train.warmup_steps else 1.0
+    if train.lr_schedule == "constant":
+        return train.lr * warm
+    progress = min(1.0, max(0, step - train.warmup_steps) / train.decay_steps)
+    return train.lr * warm * (train.lr_final + (1 - train.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def losses(model: HexNet, planes, policy, value) -> tuple[torch.Tensor, torch.Tensor]:
+    """(policy cross-entropy against the visit distributions, value MSE against results)."""
+    logits, predicted = model(planes)
+    policy_loss = -(policy * F.log_softmax(logits, dim=1)).sum(1).mean()
+    return policy_loss, F.mse_loss(predicted, value)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(name)
+
+
+def make_optimizer(model: HexNet, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD; weight decay on conv and linear weights only, not on biases or batch norm."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    other = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.momentum, 0.999))
+
+
+class Trainer:
+    """Reads games, keeps the window, steps the optimiser at the pace of the games."""
+
+    def __init__(self, config: Config, source: GameSource, snapshot: Snapshot | None = None):
+        self.config, self.source = config, source
+        train = config.train
+        torch.set_num_threads(train.threads)
+        self.spec = NetSpec(config.game.board_size, config.model.blocks, config.model.channels)
+        self.device = pick_device(train.device)
+        torch.manual_seed(train.seed)
+        self.rng = np.random.default_rng(train.seed)
+        self.model = self.spec.build().to(self.device)
+        self.params, self.flops_per_eval = count_params(self.model), count_flops(self.model)
+        self.optimizer = make_optimizer(self.model, train)
+        self.window = Window(train.window, self.spec.board_size)
+        self.step = self.samples_trained = self.train_flops = 0
+        self.skipped = 0  # games left out as unreadable
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    # -- games in
+
+    def _positions(self, item: GameRecord | Exception):
+        """The positions of one game, or None (logged and counted) if it cannot be used."""
+        try:
+            if isinstance(item, Exception):
+                raise item
+            if item.board_size != self.spec.board_size:
+                raise ValueError(f"a {item.board_size}x{item.board_size} game in a {self.spec.board_size}x"
+                                 f"{self.spec.board_size} run")
+            return item.positions(self.config.game.swap)
+        except Exception as e:  # any fault of one record skips that record, never the training
+            self.skipped += 1
+            log.warning("skipped a game: %s", e)
+            return None
+
+    def poll(self, limit: int = 1000) -> int:
+        """Reads new games into the window; returns the positions added."""
+        added = 0
+        for item in self.source.read(limit):
+            positions = self._positions(item)
+            if positions is not None:
+                self.window.add(positions.planes, positions.policy, positions.value)
+                added += len(positions.value)
+        return added
+
+    def _refill(self, cursor: int, seen: int, origin: int) -> None:
+        """Puts back the window as it was when the source stood at `cursor`."""
+        self.window = Window(self.window.capacity, self.spec.board_size, origin)
+        self.window.seen = end = seen
+        for item in self.source.history(cursor):
+            if end <= max(origin, seen - self.window.capacity):
+                break
+            positions = self._positions(item)
+            if positions is not None:
+                count = len(positions.value)
+                self.window.put(end - count, positions.planes, positions.policy, positions.value)
+                end -= count
+        self.source.cursor = cursor
+
+    # -- steps
+
+    def steps_due(self) -> int:
+        """Steps the reuse target allows now (0 until min_positions are in)."""
+        train = self.config.train
+        if self.window.size < min(train.min_positions, train.window):
+            return 0
+        return max(0, int(train.reuse * self.window.seen - self.samples_trained) // train.batch_size)
+
+    def train_step(self) -> dict:
+        """One optimiser step on a fresh batch; returns its metrics."""
+        train = self.config.train
+        lr = learning_rate(self.step, train)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        planes, policy, value = (
+            torch.from_numpy(a).to(self.device) for a in self.window.sample(train.batch_size, self.rng)
+        )
+        self.model.train()
+        policy_loss, value_loss = losses(self.model, planes, policy, value)
+        loss = policy_loss + train.value_weight * value_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.samples_trained += train.batch_size
+        self.train_flops += TRAIN_FLOPS_PER_SAMPLE * self.flops_per_eval * train.batch_size
+        return {"step": self.step, "lr": lr, "policy_loss": policy_loss.item(), "value_loss": value_loss.item()}
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
+        on_metrics: Callable[[dict], None] | None = None,
+        max_steps: int | None = None,
+    ) -> None:
+        """Trains until `stop` is set (or `max_steps` more steps), waiting for games when ahead."""
+        stop = stop or threading.Event()
+        target = None if max_steps is None else self.step + max_steps
+        while not stop.is_set() and (target is None or self.step < target):
+            self.poll()
+            if self.steps_due() == 0:
+                stop.wait(self.config.train.poll_seconds)
+                continue
+            metrics = self.train_step()
+            if on_metrics:
+                on_metrics(metrics)
+            if on_snapshot and self.step % self.config.train.snapshot_every == 0:
+                on_snapshot(self.snapshot())
+
+    def apply(self, config: Config) -> None:
+        """Takes a new config's live keys (fixed keys were refused before this)."""
+        train = config.train
+        torch.set_num_threads(train.threads)
+        if train.window != self.window.capacity:
+            self.window = self.window.resized(train.window)
+        for group in self.optimizer.param_groups:
+            if group["weight_decay"]:
+                group["weight_decay"] = train.weight_decay
+            if "momentum" in group:
+                group["momentum"] = train.momentum
+            else:
+                group["betas"] = (train.momentum, group["betas"][1])
+        self.config = config
+
+    # -- snapshots
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            spec=self.spec,
+            weights=_to_cpu(self.model.state_dict()),
+            params=self.params,
+            flops_per_eval=self.flops_per_eval,
+            step=self.step,
+            positions_seen=self.window.seen,
+            samples_trained=self.samples_trained,
+            train_flops=self.train_flops,
+            cursor=self.source.cursor,
+            window_origin=self.window.origin,
+            optimizer=_to_cpu(self.optimizer.state_dict()),
+            rng={"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+        )
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        if snapshot.spec != self.spec:
+            raise ValueError(f"the snapshot's network {snapshot.spec} is not this run's {self.spec}")
+        self.model.load_state_dict(clean_weights(snapshot.weights))
+        if snapshot.optimizer is not None:
+            self.optimizer.load_state_dict(snapshot.optimizer)
+        self.step, self.samples_trained = snapshot.step, snapshot.samples_trained
+        self.train_flops = snapshot.train_flops
+        if snapshot.rng:
+            self.rng.bit_generator.state = snapshot.rng["numpy"]
+            torch.set_rng_state(snapshot.rng["torch"])
+        self._refill(snapshot.cursor, snapshot.positions_seen, snapshot.window_origin)
