@@ -35,8 +35,8 @@ from hexzd.native.engine import NUM_PLANES
 from hexzd.net import HexNet, NetSpec
 
 __all__ = [
-    "BACKENDS", "PRECISIONS", "TOLERANCE", "Evaluator", "available", "make_evaluator",
-    "max_difference", "sample_features",
+    "BACKENDS", "PRECISIONS", "TOLERANCE", "EagerEvaluator", "Evaluator", "available", "build",
+    "fold_batch_norm", "make_evaluator", "max_difference", "sample_features", "throughput",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,10 @@ class EagerEvaluator:
 
 def _true_fp32():
     """cuDNN runs fp32 convolutions in TF32 unless told not to; fp32 here means fp32."""
-    return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False)
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(
+        enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False
+    )
 
 
 class CpuEvaluator:
@@ -170,7 +173,7 @@ class CpuEvaluator:
     backend, precision, device = "cpu", "fp32", "cpu"
 
     def __init__(self, model: HexNet):
-        self.model = fold_batch_norm(model.float().cpu()).to(memory_format=torch.channels_last)
+        self.model = fold_batch_norm(model).float().cpu().to(memory_format=torch.channels_last)
         self.spec, self.reason = model.spec, "asked for"
 
     def evaluate(self, features):
@@ -205,7 +208,7 @@ class CudaEvaluator:
 
     def __init__(self, model: HexNet, precision: str = "bf16", graphs: bool = True):
         self.spec, self.precision, self.reason = model.spec, precision, "asked for"
-        self.model = fold_batch_norm(model.float()).to(self.device, memory_format=torch.channels_last)
+        self.model = fold_batch_norm(model).float().to("cuda", memory_format=torch.channels_last)
         self.dtype = _DTYPES[precision]
         self.graphs = graphs
         self._captured = {}  # bucket -> (graph, host input, device input, logits, values)
@@ -258,7 +261,7 @@ class MpsEvaluator:
     def __init__(self, model: HexNet, precision: str = "fp16"):
         self.spec, self.precision, self.reason = model.spec, precision, "asked for"
         self.dtype = _DTYPES[precision]
-        self.model = fold_batch_norm(model.float()).to("mps", dtype=self.dtype)
+        self.model = fold_batch_norm(model).to("mps", dtype=self.dtype)
 
     def evaluate(self, features):
         x = torch.from_numpy(_check(features, self.spec)).to("mps", dtype=self.dtype)
@@ -296,7 +299,7 @@ class TensorRTEvaluator:
         if precision not in ("fp16", "int8"):
             raise ValueError(f"tensorrt runs fp16 or int8, not {precision}")
         self.spec, self.precision, self.reason = model.spec, precision, "asked for"
-        self.reference = model.float().cpu().eval()
+        self.reference = copy.deepcopy(model).float().cpu().eval()
         self.model = fold_batch_norm(self.reference).cuda()
         self.digest = weights_digest(self.reference)
         self._engines = {}
