@@ -7,7 +7,7 @@ uses it. Both run on one core.
 """
 import numpy as np
 
-from hexzd.benchmarks.timing import rate, single_core
+from hexzd.benchmarks.timing import compare, single_core
 from hexzd.engine import Games
 from hexzd.native import engine as kernels
 from hexzd.native.rng import seeds
@@ -48,20 +48,10 @@ def openspiel_games(n: int, seed: int = 0):
 
 def run(size: int = 9, seconds: float = 3.0) -> dict:
     single_core()
-    hexzd_work = hexzd_games(size)
-    hexzd_work()  # compile the kernels before timing
-    hexzd_per_s = rate(hexzd_work, seconds)
-    baseline_per_s = rate(openspiel_games(size), seconds)
-    return {
-        "benchmark": "engine",
-        "unit": "games/s",
-        "size": size,
-        "batch": BATCH,
-        "hexzd_per_s": hexzd_per_s,
-        "baseline": "OpenSpiel hex (Python API), one game at a time",
-        "baseline_per_s": baseline_per_s,
-        "ratio": hexzd_per_s / baseline_per_s,
-    }
+    return compare(
+        "engine", "games/s", size, seconds, hexzd_games(size), openspiel_games(size),
+        batch=BATCH, baseline="OpenSpiel hex (Python API), one game at a time",
+    )
 
 
 def report(result: dict) -> None:

@@ -5,7 +5,7 @@ The baseline is OpenSpiel's C++ `MCTSBot` with a `RandomRolloutEvaluator`
 hexzd runs the same number of simulations per move in 256 games at once,
 with one random fill per leaf. Both run on one core.
 """
-from hexzd.benchmarks.timing import rate, single_core
+from hexzd.benchmarks.timing import compare, single_core
 from hexzd.search import Search
 
 BATCH = 256
@@ -46,21 +46,10 @@ def openspiel_search(n: int, sims: int, seed: int = 0):
 
 def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS) -> dict:
     single_core()
-    hexzd_work = hexzd_search(size, sims)
-    hexzd_work()  # compile the kernels before timing
-    hexzd_per_s = rate(hexzd_work, seconds)
-    baseline_per_s = rate(openspiel_search(size, sims), seconds)
-    return {
-        "benchmark": "mcts",
-        "unit": "simulations/s",
-        "size": size,
-        "batch": BATCH,
-        "sims_per_move": sims,
-        "hexzd_per_s": hexzd_per_s,
-        "baseline": "OpenSpiel C++ MCTSBot + RandomRolloutEvaluator(1)",
-        "baseline_per_s": baseline_per_s,
-        "ratio": hexzd_per_s / baseline_per_s,
-    }
+    return compare(
+        "mcts", "simulations/s", size, seconds, hexzd_search(size, sims), openspiel_search(size, sims),
+        batch=BATCH, sims_per_move=sims, baseline="OpenSpiel C++ MCTSBot + RandomRolloutEvaluator(1)",
+    )
 
 
 def report(result: dict) -> None:

@@ -18,3 +18,21 @@ def rate(work: Callable[[], float], seconds: float) -> float:
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return done / elapsed
+
+
+def compare(benchmark: str, unit: str, size: int, seconds: float,
+            hexzd_work: Callable[[], float], baseline_work: Callable[[], float],
+            **details) -> dict:
+    """Times hexzd and its baseline on the same work, in this run.
+
+    hexzd_work runs once first, untimed, so that numba compiles outside the
+    measurement.
+    """
+    hexzd_work()
+    hexzd_per_s = rate(hexzd_work, seconds)
+    baseline_per_s = rate(baseline_work, seconds)
+    return {
+        "benchmark": benchmark, "unit": unit, "size": size, **details,
+        "hexzd_per_s": hexzd_per_s, "baseline_per_s": baseline_per_s,
+        "ratio": hexzd_per_s / baseline_per_s,
+    }
