@@ -20,7 +20,6 @@ import numpy as np
 
 from hexzd.config import SearchConfig
 from hexzd.engine import NUM_PLANES, Games
-from hexzd.native import engine as engine_kernels
 from hexzd.native import mcts as kernels
 from hexzd.native.rng import seeds
 
@@ -153,14 +152,20 @@ class Search:
 
     def rollouts(self) -> tuple[np.ndarray, np.ndarray]:
         """Uniform logits and random-fill values for the current leaves."""
-        values = engine_kernels.fill_playouts(
-            self.leaves.board, self.leaves.to_play, self.leaves.winner, self.rng, self.config.rollouts)
-        return self._uniform, values
+        return self._uniform, self._leaves.playouts(self.rng, self.config.rollouts)
+
+    def begin_move(self, sims: int) -> None:
+        """Plans a move's search of `sims` simulations (Gumbel's halving schedule).
+
+        run() calls it; a caller driving select() and backup() itself calls
+        it once before each move's simulations.
+        """
+        c = self.config
+        self._table = considered_table(c.gumbel_actions, sims) if c.gumbel else _NO_TABLE
 
     def run(self, sims: int, evaluate: Evaluate | None = None) -> None:
         """Runs `sims` simulations in every tree. evaluate=None: random rollouts."""
-        c = self.config
-        self._table = considered_table(c.gumbel_actions, sims) if c.gumbel else _NO_TABLE
+        self.begin_move(sims)
         if evaluate is None:
             self._search_rollouts(sims)
             return
@@ -238,6 +243,3 @@ class Search:
         mask = np.asarray(mask, np.bool_)
         self.roots.reset(mask)
         kernels.clear(self.tree, mask)
-
-    def memory_bytes(self) -> int:
-        return sum(a.nbytes for a in self.tree)

@@ -144,3 +144,13 @@ def test_tree_invariants_and_reuse_keep_the_played_subtree():
         done = search.roots.done
         if done.any():
             search.new_games(done)
+
+
+def test_stated_bytes_per_node_and_edge_match_the_arrays():
+    from hexzd.native.mcts import EDGE_BYTES, NODE_BYTES
+    from hexzd.search import new_tree
+
+    tree = new_tree(1, 4, 4)
+    node = sum(a.itemsize for name, a in zip(tree._fields, tree) if name.startswith("node"))
+    edge = sum(a.itemsize for name, a in zip(tree._fields, tree) if name.startswith("edge"))
+    assert (node, edge) == (NODE_BYTES, EDGE_BYTES) == (26, 18)
