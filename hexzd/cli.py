@@ -34,3 +34,102 @@ def bench(name, size, seconds, as_json):
         click.echo(json.dumps(result))
     else:
         module.report(result)
+
+
+DB_OPTION = click.option("--db", default="run.sqlite", show_default=True, type=click.Path(dir_okay=False),
+                         help="the run's state file")
+
+
+def _duration(ctx, param, value):
+    from hexzd.daemon import parse_duration
+
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@main.command()
+@click.option("--config", "config_path", default="config.toml", show_default=True,
+              type=click.Path(dir_okay=False), help="the run's config; created with the defaults if missing")
+@DB_OPTION
+@click.option("--headless", is_flag=True, help="no dashboard: concise progress lines, for servers and CI")
+@click.option("--for", "duration", callback=_duration, metavar="DURATION",
+              help="stop after this long: 90s, 5m, 2h, 1h30m")
+def start(config_path, db, headless, duration):
+    """Start the daemon: self-play, training and duels, until stopped."""
+    import asyncio
+    import logging
+
+    from hexzd.daemon import Daemon
+    from hexzd.store import StateFileError
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    daemon = Daemon(config_path, db, headless=True, duration=duration)
+    try:
+        code = asyncio.run(daemon.run())
+    except (RuntimeError, ValueError, StateFileError) as e:
+        raise click.ClickException(str(e)) from None
+    raise SystemExit(code)
+
+
+def _request(db, command: str) -> dict:
+    """Sends a control request to the daemon of `db`; its status, or a clear error."""
+    import zmq
+
+    from hexzd import messages as m
+    from hexzd.rundir import RunDir
+
+    context = zmq.Context()
+    socket = context.socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(RunDir.of(db).control)
+        socket.send(m.encode(m.Request(command=command)))
+        if not socket.poll(5000):
+            raise click.ClickException(f"no hexzd daemon answers for {db}; start one with `hexzd start`")
+        reply = m.decode(socket.recv())
+    finally:
+        socket.close()
+        context.term()
+    if not reply.ok:
+        raise click.ClickException(reply.error)
+    return reply.status
+
+
+def _print_status(status: dict) -> None:
+    c = status["counters"]
+    click.echo(f"daemon {status['pid']} {status['state']}, up {status['uptime']:.0f} s, on {status['db']}")
+    click.echo(f"  games {c['games']:,.0f}  positions {c['positions']:,.0f}  train step {c['train_step']:,.0f}"
+               f"  best {'model ' + str(status['best']) if status['best'] else 'random rollouts'}")
+    if status["duel"]:
+        click.echo(f"  {status['duel']}")
+    if status["config_error"]:
+        click.echo(f"  config refused: {status['config_error']}")
+    for name, w in status["workers"].items():
+        state = f"pid {w['pid']}" if w["alive"] else "down"
+        click.echo(f"  {name:<12} {state:<12} restarts {w['restarts']}")
+
+
+@main.command()
+@DB_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def status(db, as_json):
+    """Show what the running daemon is doing."""
+    result = _request(db, "status")
+    click.echo(json.dumps(result)) if as_json else _print_status(result)
+
+
+def _simple(command: str, done: str):
+    @DB_OPTION
+    def action(db):
+        _request(db, command)
+        click.echo(done)
+
+    action.__doc__ = f"{command.capitalize()} the running daemon."
+    return main.command(command)(action)
+
+
+stop = _simple("stop", "stopping: the daemon finishes in-flight work and exits")
+pause = _simple("pause", "paused: workers idle until `hexzd resume`")
+resume = _simple("resume", "resumed")

@@ -34,9 +34,9 @@ class GameConfig(Section):
 
 
 class SearchConfig(Section):
-    """[search]: MCTS settings for self-play."""
+    """MCTS settings: self-play's, and the base of the duel's."""
 
-    sims: int = live(64, "simulations per move (the tuner moves it within [tune] bounds)", ge=1, le=100_000)
+    sims: int = live(64, "simulations per move", ge=1, le=100_000)
     c_puct: float = live(1.5, "PUCT exploration constant", gt=0)
     fpu_reduction: float = live(0.25, "an unvisited child's value is its parent's minus this", ge=0, le=2)
     dirichlet_alpha: float = live(0.3, "root noise concentration; ~10/legal moves is usual", gt=0)
@@ -45,6 +45,53 @@ class SearchConfig(Section):
     gumbel: bool = live(False, "Gumbel root selection with sequential halving (small budgets)")
     gumbel_actions: int = live(16, "actions considered at the root by Gumbel search", ge=1)
     rollouts: int = live(1, "random fills per leaf before the first network exists", ge=1, le=64)
+
+
+class SelfplayConfig(SearchConfig):
+    """[selfplay]: the self-play workers and their search."""
+
+    workers: int = live(1, "self-play worker processes", ge=0, le=256)
+    games: int = live(32, "games per group; each worker keeps `groups` groups in flight", ge=1, le=65_536)
+    groups: int = live(2, "groups per worker: one searches on the CPU while another is evaluated", ge=1, le=8)
+    numba_threads: int = live(1, "numba threads per self-play worker", ge=1, le=256)
+
+
+class DuelConfig(Section):
+    """[duel]: candidate against best, paired games, stopped by an SPRT."""
+
+    sims: int = live(64, "simulations per move in duels (fixed within a duel)", ge=1, le=100_000)
+    pairs: int = live(8, "pairs of games in flight; each opening is played with both colours", ge=1, le=4096)
+    max_pairs: int = live(100, "a duel still undecided after this many pairs is a rejection", ge=1)
+    elo0: float = live(0.0, "SPRT H0: the candidate is this many Elo stronger, or less")
+    elo1: float = live(100.0, "SPRT H1: the candidate is this many Elo stronger, or more")
+    alpha: float = live(0.05, "SPRT: chance of promoting a candidate no stronger than elo0", gt=0, lt=0.5)
+    beta: float = live(0.05, "SPRT: chance of rejecting a candidate as strong as elo1", gt=0, lt=0.5)
+    opening_plies: int = live(1, "random opening moves (0: none; 1: each first move in turn)", ge=0, le=8)
+
+
+class BudgetConfig(Section):
+    """[budget]: the run stops cleanly when one is spent (0: no limit)."""
+
+    hours: float = live(0.0, "wall-clock hours of this daemon's life", ge=0)
+    games: int = live(0, "self-play games in the state file", ge=0)
+    positions: int = live(0, "self-play positions in the state file", ge=0)
+    pflops: float = live(0.0, "self-play plus training compute, in PFLOP", ge=0)
+
+
+class RetentionConfig(Section):
+    """[retention]: keeps the state file bounded on long runs."""
+
+    window_multiple: float = live(2.0, "games kept in full: this many training windows of positions", ge=1)
+    thin_keep: float = live(0.05, "share of the older games kept (evenly spread), for analysis", ge=0, le=1)
+    snapshot_every: int = live(10, "weights kept for every Nth non-promoted snapshot; others pruned", ge=1)
+
+
+class DaemonConfig(Section):
+    """[daemon]: supervision, logging and endpoints."""
+
+    tcp_port: int = fixed(0, "0: ipc sockets in the run directory only; else also a TCP control port", ge=0, le=65_535)
+    progress_seconds: float = live(10.0, "seconds between progress lines and metric samples", gt=0)
+    restart_backoff: float = live(1.0, "first wait before restarting a crashed worker; doubles, up to 60 s", gt=0)
 
 
 class ModelConfig(Section):
@@ -79,7 +126,7 @@ class TrainConfig(Section):
     window: int = live(100_000, "positions in the sliding replay window", ge=1)
     min_positions: int = live(2_000, "positions in the window before the first step", ge=1)
     reuse: float = live(4.0, "target times each position is trained on, on average", gt=0)
-    snapshot_every: int = live(500, "steps between candidate snapshots", ge=1)
+    snapshot_every: int = live(200, "steps between candidate snapshots", ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = fixed("auto", "where the trainer runs; auto: cuda, mps, then cpu")
     threads: int = live(1, "torch CPU threads for the trainer", ge=1, le=256)
     seed: int = fixed(0, "seed of the trainer's sampling and initial weights")
@@ -92,14 +139,22 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     game: GameConfig = GameConfig()
-    search: SearchConfig = SearchConfig()
+    selfplay: SelfplayConfig = SelfplayConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    duel: DuelConfig = DuelConfig()
+    budget: BudgetConfig = BudgetConfig()
+    retention: RetentionConfig = RetentionConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
 
 def load(path: Path) -> Config:
     """Reads and validates a config file. Raises ValueError naming the key."""
-    text = Path(path).read_text()
+    return parse(Path(path).read_text(), path)
+
+
+def parse(text: str, path="config.toml") -> Config:
+    """Validates a config file's text. Raises ValueError naming the key and line."""
     try:
         return Config.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as e:
@@ -110,6 +165,23 @@ def load(path: Path) -> Config:
         line = line_of(text, first["loc"])
         where = f"{path}:{line}" if line else str(path)
         raise ValueError(f"{where}: {key}: {first['msg']}") from None
+
+
+def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> str | None:
+    """Why `new` may not replace `old` while a run goes on, or None if it may.
+
+    A fixed key (board size, network shape) is set when the state file is
+    made; changing it would mix games and networks that do not fit together.
+    """
+    for section in Config.model_fields:
+        before, after = getattr(old, section), getattr(new, section)
+        for key, info in type(before).model_fields.items():
+            if not info.json_schema_extra["live"] and getattr(before, key) != getattr(after, key):
+                line = line_of(text, (section, key))
+                where = f"{path}:{line}" if line else str(path)
+                return (f"{where}: {section}.{key}: fixed for this run at {getattr(before, key)!r}; "
+                        f"start a new state file to change it")
+    return None
 
 
 def line_of(text: str, loc: tuple) -> int | None:

@@ -21,8 +21,8 @@ def test_every_key_has_a_comment_saying_live_or_fixed():
 
 
 @pytest.mark.parametrize("edit,where", [
-    ("sims = 64", "config.toml:9: search.sims"),
-    ("c_puct = 1.5", "config.toml:10: search.c_puct"),
+    ("sims = 64", "config.toml:9: selfplay.sims"),
+    ("c_puct = 1.5", "config.toml:10: selfplay.c_puct"),
 ])
 def test_bad_values_name_the_key_and_line(tmp_path, edit, where):
     key, _ = edit.split(" = ")

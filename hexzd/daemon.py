@@ -1,0 +1,626 @@
+"""The daemon: supervises the workers, owns the state file, follows config.toml.
+
+One asyncio process:
+    supervisor  starts K self-play workers, a trainer and a duel worker,
+                restarts a crashed one with doubling backoff, logs why
+    ingest      PULL: results from the workers, written in transactions
+    control     ROUTER: status / stop / pause / resume for the CLI and dashboard
+    watch       config.toml, re-read when it changes: a valid edit is applied
+                within seconds, a bad one refused with its key and line
+    tick        progress lines, metrics, budgets, retention
+
+It is the state file's only writer. Everything the run needs to resume (the
+best model, the trainer's checkpoint, the counters) is in the file, so a
+restart, even after `kill -9`, carries on where the last commit left it.
+"""
+import asyncio
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from hexzd import messages as m
+from hexzd import store
+from hexzd.config import Config, default_toml, fixed_changes, parse
+from hexzd.rundir import RunDir
+
+log = logging.getLogger("hexzd")
+
+COUNTERS = ("games", "positions", "evals", "selfplay_flops", "train_flops", "accel_seconds", "wall_seconds",
+            "train_step")
+STOP_GRACE = 20.0  # seconds the workers get to finish up before they are killed
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class Worker:
+    """One supervised worker process."""
+
+    name: str
+    kind: str
+    seed: int
+    process: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    restarts: int = 0
+    backoff: float = 0.0
+    not_before: float = 0.0  # monotonic time before which it is not restarted
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+@dataclass
+class Pending:
+    """Rows waiting for one transaction, kept while the file cannot be written."""
+
+    messages: list = field(default_factory=list)
+    failing_since: float | None = None
+
+
+class Daemon:
+    def __init__(self, config_path, db, headless: bool = True, duration: float | None = None,
+                 out=None):
+        self.config_path, self.db = Path(config_path), Path(db)
+        self.run_dir = RunDir.of(self.db)
+        self.headless, self.duration = headless, duration
+        self.out = out or (lambda line: print(line, flush=True))
+        self.workers: dict[str, Worker] = {}
+        self.counters = dict.fromkeys(COUNTERS, 0.0)
+        self.flops_per_eval: dict[int, int] = {}
+        self.best: int | None = None
+        self.paused = False
+        self.stopping: asyncio.Event | None = None
+        self.stop_reason = ""
+        self.pending = Pending()
+        self.write_lock = asyncio.Lock()
+        self.config_text = ""
+        self.config_error: str | None = None
+        self.started = time.monotonic()
+        self.last_tick = time.monotonic()
+        self.last_train_step = 0.0
+        self.duel_line = ""
+
+    # -- start and stop ------------------------------------------------------
+
+    def load_config(self) -> Config:
+        """The config to start with; a missing file is created with the defaults."""
+        if not self.config_path.exists():
+            self.config_path.write_text(default_toml())
+            self.out(f"wrote the default config to {self.config_path}")
+        self.config_text = self.config_path.read_text()
+        return parse(self.config_text, self.config_path)
+
+    async def run(self) -> int:
+        """Runs until stopped; returns the process exit code."""
+        self.lock = self.run_dir.lock()  # first: a second daemon must not touch anything
+        self.config = self.load_config()
+        self.db_connection = await store.writer(self.db)
+        try:
+            await self._check_fixed()
+            await self._load_state()
+            self.run_dir.write_config(self.config.model_dump())
+            await self._record_config(self.config_text, True, None)
+            self._bind()
+            self.stopping = asyncio.Event()
+            self._signals()
+            await self._event("info", "daemon", f"started (pid {os.getpid()}) on {self.db}")
+            tasks = [asyncio.create_task(t) for t in (
+                self._supervise(), self._ingest(), self._control(), self._watch(), self._tick())]
+            await self.stopping.wait()
+            tasks[0].cancel()  # no restarts while the workers stop
+            await self._shutdown(tasks)
+            return 0
+        finally:
+            await self.db_connection.close()
+            self.context.destroy(linger=0) if hasattr(self, "context") else None
+            self.lock.close()
+
+    async def _check_fixed(self) -> None:
+        """A state file keeps the fixed keys it was made with."""
+        row = await self._one("SELECT value FROM meta WHERE key = 'config'")
+        if row is None:
+            await self._execute("INSERT INTO meta VALUES ('config', ?)", (self.config.model_dump_json(),))
+            return
+        made_with = Config.model_validate_json(row[0])
+        error = fixed_changes(made_with, self.config, self.config_text, self.config_path)
+        if error:
+            raise RuntimeError(f"{error} (the state file {self.db} was made with it)")
+
+    async def _load_state(self) -> None:
+        for name in COUNTERS:
+            row = await self._one("SELECT value FROM meta WHERE key = ?", (f"counter.{name}",))
+            self.counters[name] = float(row[0]) if row else 0.0
+        row = await self._one("SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1")
+        self.best = row[0] if row else None
+        self.last_train_step = self.counters["train_step"]
+
+    def _bind(self) -> None:
+        self.context = zmq.asyncio.Context()
+        self.pull = self.context.socket(zmq.PULL)
+        self.pull.bind(self.run_dir.results)
+        self.pub = self.context.socket(zmq.PUB)
+        self.pub.bind(self.run_dir.updates)
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.bind(self.run_dir.control)
+        if self.config.daemon.tcp_port:
+            self.router.bind(f"tcp://127.0.0.1:{self.config.daemon.tcp_port}")
+
+    def _signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig) -> None:
+        if self.stopping.is_set():  # the second Ctrl-C: stop now
+            self.out("stopping now")
+            for worker in self.workers.values():
+                if worker.alive:
+                    worker.process.kill()
+            os._exit(130)
+        self.out(f"{signal.Signals(sig).name}: stopping gracefully (again to force)")
+        self.stop("signal " + signal.Signals(sig).name)
+
+    def stop(self, reason: str) -> None:
+        if not self.stopping.is_set():
+            self.stop_reason = reason
+            self.stopping.set()
+
+    async def _shutdown(self, tasks) -> None:
+        """Stops the workers, takes in what they flush, then the last commit."""
+        await self._event("info", "daemon", f"stopping: {self.stop_reason}")
+        await self._publish(m.Stop())
+        deadline = time.monotonic() + STOP_GRACE
+        while any(w.alive for w in self.workers.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for worker in self.workers.values():
+            if worker.alive:
+                worker.process.kill()
+                await worker.process.wait()
+        await asyncio.sleep(0.3)  # the last results in the socket
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._drain()
+        await self._flush()
+        await self._tick_counters()
+        self.out(self.progress_line("stopped"))
+
+    # -- the state file ------------------------------------------------------
+
+    async def _execute(self, sql, params=()) -> None:
+        await self.db_connection.execute(sql, params)
+
+    async def _one(self, sql, params=()):
+        async with self.db_connection.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _transaction(self, writes) -> None:
+        """Runs the coroutine function `writes` in one transaction, with the counters."""
+        async with self.write_lock:
+            await self.db_connection.execute("BEGIN IMMEDIATE")
+            try:
+                await writes()
+                await self._save_counters()
+                await self.db_connection.execute("COMMIT")
+            except BaseException:
+                if self.db_connection.in_transaction:
+                    await self.db_connection.execute("ROLLBACK")
+                raise
+
+    async def _save_counters(self) -> None:
+        await self.db_connection.executemany(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [(f"counter.{k}", repr(v)) for k, v in self.counters.items()])
+
+    async def _event(self, level: str, source: str, message: str) -> None:
+        """Logs an event and records it in the state file (later, if it cannot now)."""
+        line = f"{level}: {source}: {message}"
+        log.log(getattr(logging, level.upper()), "%s: %s", source, message)
+        if level != "debug":
+            self.out(line)
+        self.pending.messages.append(m.Event(level=level, source=source, message=message))
+        await self._flush()
+
+    async def _record_config(self, text: str, accepted: bool, error: str | None) -> None:
+        await self._transaction(lambda: self._execute(
+            "INSERT INTO config_history (at, text, accepted, error) VALUES (?, ?, ?, ?)",
+            (time.time(), text, int(accepted), error)))
+
+    # -- results ---------------------------------------------------------------
+
+    async def _ingest(self) -> None:
+        """Takes results as they come; writes them in batches, one transaction each."""
+        while True:
+            if self.pending.failing_since is None:  # while the file fails, leave results queued in zmq
+                frame = await self.pull.recv()
+                self._take(frame)
+                while len(self.pending.messages) < 512 and await self.pull.poll(0):
+                    self._take(await self.pull.recv())
+            await self._flush()
+            if self.pending.failing_since is not None:
+                await asyncio.sleep(min(30.0, 1.0 + time.monotonic() - self.pending.failing_since))
+
+    async def _drain(self) -> None:
+        while await self.pull.poll(0):
+            self._take(await self.pull.recv())
+
+    def _take(self, frame: bytes) -> None:
+        try:
+            self.pending.messages.append(m.decode(frame))
+        except m.BadMessage as e:
+            log.warning("dropped a malformed result: %s", e)
+            self.pending.messages.append(m.Event(level="warning", source="daemon",
+                                                 message=f"dropped a malformed message: {e}"))
+
+    async def _flush(self) -> None:
+        """Writes the pending messages in one transaction; on failure keeps them and backs off."""
+        if not self.pending.messages:
+            return
+        batch, self.pending.messages = self.pending.messages, []
+        counters = dict(self.counters)
+        after = []  # updates to publish once committed
+        try:
+            await self._transaction(lambda: self._write(batch, after))
+        except sqlite3.IntegrityError:
+            self.counters = counters
+            await self._write_one_by_one(batch)
+            return
+        except sqlite3.Error as e:  # locked, disk full, I/O: keep everything, retry later
+            self.counters = counters
+            self.pending.messages = batch + self.pending.messages
+            if self.pending.failing_since is None:
+                self.pending.failing_since = time.monotonic()
+                self.out(f"error: daemon: cannot write {self.db}: {e}; holding results and retrying")
+            return
+        if self.pending.failing_since is not None:
+            self.pending.failing_since = None
+            await self._event("warning", "daemon", f"{self.db} is writable again; results held meanwhile are saved")
+        for update in after:
+            await self._publish(update)
+
+    async def _write_one_by_one(self, batch) -> None:
+        """Writes each message alone, dropping (and reporting) those the schema refuses."""
+        for message in batch:
+            counters, after = dict(self.counters), []
+            try:
+                await self._transaction(lambda: self._write([message], after))
+            except sqlite3.IntegrityError as e:
+                self.counters = counters
+                self.pending.messages.append(m.Event(
+                    level="warning", source="daemon",
+                    message=f"dropped a {m.KIND_OF[type(message)]} message the state file refuses: {e}"))
+                continue
+            for update in after:
+                await self._publish(update)
+
+    async def _write(self, batch, after) -> None:
+        for message in batch:
+            handler = getattr(self, f"_on_{m.KIND_OF[type(message)]}", None)
+            if handler is None:
+                await self._event_row(m.Event(level="warning", source="daemon",
+                                              message=f"a worker sent a {m.KIND_OF[type(message)]} message"))
+            else:
+                await handler(message, after)
+
+    async def _event_row(self, e: m.Event) -> None:
+        await self._execute("INSERT INTO events (at, level, source, message) VALUES (?, ?, ?, ?)",
+                            (time.time(), e.level, e.source, e.message))
+
+    async def _on_event(self, e: m.Event, after) -> None:
+        await self._event_row(e)
+        if e.source != "daemon":
+            self.out(f"{e.level}: {e.source}: {e.message}")
+
+    async def _on_hello(self, hello: m.Hello, after) -> None:
+        log.info("%s is up (pid %d)", hello.worker, hello.pid)
+
+    async def _on_metrics(self, metrics: m.Metrics, after) -> None:
+        now = time.time()
+        await self.db_connection.executemany(
+            "INSERT INTO metrics VALUES (?, ?, ?, ?)",
+            [(now, metrics.source, name, value) for name, value in metrics.values.items()])
+        if "train_step" in metrics.values:
+            self.counters["train_step"] = metrics.values["train_step"]
+
+    async def _on_game(self, game: m.Game, after) -> None:
+        await self._execute(
+            "INSERT INTO games (model_id, created_at, board_size, sims, moves, winner, length, policy,"
+            " evals, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (game.model_id, time.time(), game.board_size, game.sims, game.moves, game.winner,
+             game.length, game.policy, game.evals, game.worker))
+        c = self.counters
+        c["games"] += 1
+        c["positions"] += game.length
+        c["evals"] += game.evals
+        c["selfplay_flops"] += game.evals * await self._flops_per_eval(game.model_id)
+        c["accel_seconds"] += game.seconds
+
+    async def _flops_per_eval(self, model_id: int | None) -> int:
+        if model_id is None:
+            return 0
+        if model_id not in self.flops_per_eval:
+            row = await self._one("SELECT flops_per_eval FROM models WHERE id = ?", (model_id,))
+            self.flops_per_eval[model_id] = row[0] if row else 0
+        return self.flops_per_eval[model_id]
+
+    async def _on_snapshot(self, s: m.Snapshot, after) -> None:
+        c = self.counters
+        c["accel_seconds"] += s.train_seconds
+        c["train_step"], c["train_flops"] = s.train_step, s.train_flops
+        parent = await self._one("SELECT MAX(id) FROM models")
+        cursor = await self.db_connection.execute(
+            "INSERT INTO models (parent_id, created_at, train_step, positions_seen, samples_trained, params,"
+            " flops_per_eval, selfplay_flops, train_flops, wall_seconds, accel_seconds, positions_generated,"
+            " weights, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (parent[0], time.time(), s.train_step, s.positions_seen, s.samples_trained, s.params,
+             s.flops_per_eval, c["selfplay_flops"], s.train_flops, c["wall_seconds"] + self._unticked(),
+             c["accel_seconds"], int(c["positions"]), s.weights, s.checkpoint))
+        model_id = cursor.lastrowid
+        # Only the newest checkpoint is needed to resume; older ones would only bloat the file.
+        await self._execute("UPDATE models SET checkpoint = NULL WHERE id < ? AND checkpoint IS NOT NULL",
+                            (model_id,))
+        self.out(f"info: trainer: snapshot {model_id} at step {s.train_step}")
+        await self._schedule_duel(after)
+
+    async def _schedule_duel(self, after) -> None:
+        """Starts a duel for the newest undueled snapshot, unless one is under way."""
+        if await self._one("SELECT id FROM duels WHERE result IS NULL"):
+            return
+        row = await self._one(
+            "SELECT MAX(id) FROM models WHERE id > COALESCE((SELECT MAX(candidate_id) FROM duels), 0)")
+        if row[0] is None:
+            return
+        cursor = await self.db_connection.execute(
+            "INSERT INTO duels (candidate_id, opponent_id, sims, started_at) VALUES (?, ?, ?, ?)",
+            (row[0], self.best, self.config.duel.sims, time.time()))
+        after.append(m.Duel(duel_id=cursor.lastrowid))
+        opponent = f"model {self.best}" if self.best else "random-rollout MCTS"
+        self.duel_line = f"duel {cursor.lastrowid}: model {row[0]} vs {opponent}"
+
+    async def _on_duel_game(self, g: m.DuelGame, after) -> None:
+        cursor = await self.db_connection.execute(
+            "INSERT OR IGNORE INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (g.duel_id, g.pair, g.moves, g.winner, g.candidate_colour, time.time()))
+        if cursor.rowcount:
+            won = g.winner == g.candidate_colour
+            await self._execute("UPDATE duels SET wins = wins + ?, losses = losses + ? WHERE id = ?",
+                                (int(won), int(not won), g.duel_id))
+
+    async def _on_duel_end(self, d: m.DuelEnd, after) -> None:
+        row = await self._one("SELECT candidate_id, opponent_id, result FROM duels WHERE id = ?", (d.duel_id,))
+        if row is None or row[2] is not None:
+            return  # a repeat from a restarted worker
+        candidate, opponent, _ = row
+        now = time.time()
+        await self._execute("UPDATE duels SET finished_at = ?, wins = ?, losses = ?, llr = ?, result = ?"
+                            " WHERE id = ?", (now, d.wins, d.losses, d.llr, d.result, d.duel_id))
+        score = d.wins / max(1, d.wins + d.losses)
+        self.out(f"info: duel: {d.duel_id} model {candidate} {d.result}: {d.wins}-{d.losses}, llr {d.llr:.2f}")
+        if d.result == "accepted":
+            await self._execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (candidate, now, d.duel_id, score))
+            await self._execute("UPDATE models SET promoted_at = ? WHERE id = ?", (now, candidate))
+            await self._event_row(m.Event(level="info", source="daemon", message=(
+                f"model {candidate} promoted over {opponent or 'random rollouts'}: {d.wins}-{d.losses}")))
+            self.best = candidate
+            after.append(m.Best(model_id=candidate))
+        self.duel_line = ""
+        await self._schedule_duel(after)
+
+    async def _publish(self, update: m.Message) -> None:
+        await self.pub.send(m.encode(update))
+
+    # -- workers ---------------------------------------------------------------
+
+    def _wanted(self) -> list[Worker]:
+        wanted = [Worker(f"selfplay-{k}", "selfplay", k) for k in range(self.config.selfplay.workers)]
+        return wanted + [Worker("trainer", "trainer", 0), Worker("duel", "duel", 0)]
+
+    async def _supervise(self) -> None:
+        while True:
+            wanted = {w.name: w for w in self._wanted()}
+            for name in list(self.workers):
+                if name not in wanted and self.workers[name].alive:  # fewer workers configured
+                    self.workers[name].process.terminate()
+                if name not in wanted and not self.workers[name].alive:
+                    del self.workers[name]
+            for name, fresh in wanted.items():
+                worker = self.workers.setdefault(name, fresh)
+                await self._watch_worker(worker)
+            await asyncio.sleep(0.5)
+
+    async def _watch_worker(self, worker: Worker) -> None:
+        now = time.monotonic()
+        if worker.process is not None and worker.process.returncode is not None:
+            code = worker.process.returncode
+            worker.process = None
+            worker.restarts += 1
+            healthy = now - worker.started > MAX_BACKOFF
+            worker.backoff = self.config.daemon.restart_backoff if healthy or not worker.backoff \
+                else min(MAX_BACKOFF, 2 * worker.backoff)
+            worker.not_before = now + worker.backoff
+            await self._event("warning", "daemon", f"{worker.name} exited with code {code}; "
+                              f"restarting in {worker.backoff:g} s (see {self.run_dir.log(worker.name)})")
+        if worker.process is None and now >= worker.not_before:
+            await self._start(worker)
+
+    def _environment(self, worker: Worker) -> dict:
+        c = self.config
+        threads = {"selfplay": c.model.threads, "trainer": c.train.threads, "duel": c.model.threads}[worker.kind]
+        return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                "NUMBA_NUM_THREADS": str(c.selfplay.numba_threads), "PYTHONUNBUFFERED": "1"}
+
+    async def _start(self, worker: Worker) -> None:
+        with open(self.run_dir.log(worker.name), "ab") as logfile:
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hexzd.workers", worker.kind, "--db", str(self.db),
+                "--name", worker.name, "--seed", str(worker.seed + 100 * worker.restarts),
+                stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                env=self._environment(worker),
+                start_new_session=True,  # Ctrl-C reaches the daemon only; it stops the workers
+            )
+        worker.started = time.monotonic()
+
+    # -- control -----------------------------------------------------------------
+
+    async def _control(self) -> None:
+        while True:
+            frames = await self.router.recv_multipart()
+            identity, body = frames[0], frames[-1]
+            try:
+                request = m.decode(body)
+                if not isinstance(request, m.Request):
+                    raise m.BadMessage(f"expected a request, got {m.KIND_OF[type(request)]}")
+                reply = await self._answer(request)
+            except m.BadMessage as e:
+                reply = m.Reply(ok=False, error=str(e))
+            await self.router.send_multipart([identity, *frames[1:-1], m.encode(reply)])
+
+    async def _answer(self, request: m.Request) -> m.Reply:
+        if request.command in ("pause", "resume"):
+            self.paused = request.command == "pause"
+            await self._publish(m.Pause(paused=self.paused))
+            await self._event("info", "daemon", f"{request.command}d by a client")
+        elif request.command == "stop":
+            self.stop("stop requested by a client")
+        return m.Reply(ok=True, status=self.status())
+
+    def status(self) -> dict:
+        return {
+            "pid": os.getpid(), "db": str(self.db), "config": str(self.config_path),
+            "state": "stopping" if self.stopping.is_set() else "paused" if self.paused else "running",
+            "uptime": time.monotonic() - self.started, "best": self.best,
+            "counters": dict(self.counters), "duel": self.duel_line, "config_error": self.config_error,
+            "workers": {w.name: {"pid": w.process.pid if w.alive else None, "alive": w.alive,
+                                 "restarts": w.restarts} for w in self.workers.values()},
+        }
+
+    # -- config.toml -----------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Re-reads config.toml when it changes (checked every second)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                text = self.config_path.read_text()
+            except OSError as e:
+                text = f"# unreadable: {e}"
+            if text != self.config_text:
+                self.config_text = text
+                await self._reconfigure(text)
+
+    async def _reconfigure(self, text: str) -> None:
+        try:
+            config = parse(text, self.config_path)
+            error = fixed_changes(self.config, config, text, self.config_path)
+        except ValueError as e:
+            config, error = None, str(e)
+        await self._record_config(text, error is None, error)
+        if error:
+            self.config_error = error
+            await self._event("error", "config", f"edit refused, still running on the last good config: {error}")
+            return
+        self.config, self.config_error = config, None
+        self.run_dir.write_config(config.model_dump())
+        await self._publish(m.ConfigUpdate(config=config.model_dump()))
+        await self._event("info", "config", f"applied the edit to {self.config_path}")
+
+    # -- progress, budgets and retention ---------------------------------------
+
+    def _unticked(self) -> float:
+        return time.monotonic() - self.last_tick
+
+    async def _tick_counters(self) -> None:
+        self.counters["wall_seconds"] += self._unticked()
+        self.last_tick = time.monotonic()
+        await self._transaction(lambda: asyncio.sleep(0))
+
+    async def _tick(self) -> None:
+        last = dict(self.counters)
+        retention_due = time.monotonic()
+        while True:
+            await asyncio.sleep(self.config.daemon.progress_seconds)
+            elapsed = self._unticked()
+            await self._tick_counters()
+            rates = {k: (self.counters[k] - last[k]) / elapsed for k in ("games", "positions", "train_step")}
+            last = dict(self.counters)
+            await self._transaction(lambda: self.db_connection.executemany(
+                "INSERT INTO metrics VALUES (?, 'daemon', ?, ?)",
+                [(time.time(), f"{k}_per_s", v) for k, v in rates.items()]))
+            if self.headless:
+                self.out(self.progress_line(rates=rates))
+            self._check_budgets()
+            if time.monotonic() >= retention_due:
+                await self._retain()
+                retention_due = time.monotonic() + 60
+
+    def progress_line(self, label: str = "", rates: dict | None = None) -> str:
+        c, r = self.counters, rates or {}
+        t = int(time.monotonic() - self.started)
+        clock = f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+        rate = lambda k: f" ({r[k]:,.1f}/s)" if k in r else ""  # noqa: E731
+        best = f"model {self.best}" if self.best else "rollouts"
+        return (f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
+                f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
+                f"best {best}" + (f" | {self.duel_line}" if self.duel_line else "")
+                + (" | paused" if self.paused else ""))
+
+    def _check_budgets(self) -> None:
+        b, c = self.config.budget, self.counters
+        spent = [
+            (self.duration and time.monotonic() - self.started >= self.duration, "the --for duration"),
+            (b.hours and c["wall_seconds"] >= b.hours * 3600, "budget.hours"),
+            (b.games and c["games"] >= b.games, "budget.games"),
+            (b.positions and c["positions"] >= b.positions, "budget.positions"),
+            (b.pflops and c["selfplay_flops"] + c["train_flops"] >= b.pflops * 1e15, "budget.pflops"),
+        ]
+        for done, what in spent:
+            if done:
+                self.stop(f"{what} is spent")
+                return
+
+    async def _retain(self) -> None:
+        """Thins games older than the kept windows and prunes snapshot weights."""
+        keep = self.config.retention
+        keep_positions = int(keep.window_multiple * self.config.train.window)
+        every = 0 if keep.thin_keep == 0 else max(1, round(1 / keep.thin_keep))
+
+        async def writes():
+            row = await self._one(
+                "SELECT id FROM (SELECT id, SUM(length) OVER (ORDER BY id DESC) AS acc FROM games)"
+                " WHERE acc > ? LIMIT 1", (keep_positions,))
+            if row is not None:
+                thin = "1" if every == 0 else f"id % {every} != 0"
+                await self._execute(f"DELETE FROM games WHERE id <= ? AND {thin}", (row[0],))
+            await self._execute(
+                "UPDATE models SET weights = NULL WHERE weights IS NOT NULL AND promoted_at IS NULL"
+                " AND id % ? != 0 AND id < (SELECT MAX(id) FROM models)"
+                " AND id NOT IN (SELECT candidate_id FROM duels WHERE result IS NULL)", (keep.snapshot_every,))
+
+        await self._transaction(writes)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '5m', '2h', '1h30m' or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    total, number = 0.0, ""
+    for char in text.strip().lower():
+        if char.isdigit() or char == ".":
+            number += char
+        elif char in units and number:
+            total, number = total + float(number) * units[char], ""
+        else:
+            raise ValueError(f"cannot read the duration {text!r}; use e.g. 90s, 5m, 2h or 1h30m")
+    if number:
+        total += float(number)
+    if total <= 0:
+        raise ValueError(f"the duration {text!r} is not positive")
+    return total

@@ -1,0 +1,154 @@
+"""The messages between the daemon, its workers and its clients.
+
+Every message is one msgpack map with a protocol version `v` and a `kind`;
+its fields are checked against the kind's pydantic model. A frame that does
+not decode, has another version, an unknown kind or a bad field raises
+BadMessage, which the receiver logs and drops: a stray or corrupt message
+never stops the daemon.
+
+Sockets (endpoints in the run directory, see hexzd.daemon.Endpoints):
+    results  PUSH (workers) -> PULL (daemon): game, snapshot, duel_game,
+             duel_end, metrics, event, hello
+    updates  PUB (daemon) -> SUB (workers): best, config, pause, duel, stop
+    control  REQ/DEALER (clients) -> ROUTER (daemon): request -> reply
+"""
+from typing import Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+VERSION = 1
+
+
+class BadMessage(ValueError):
+    """A frame that is not a valid message of this protocol version."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- results: workers to daemon ---------------------------------------------
+
+class Hello(Message):
+    worker: str
+    pid: int
+
+
+class Game(Message):
+    worker: str
+    model_id: int | None  # None: random-rollout MCTS
+    board_size: int = Field(ge=2, le=19)
+    sims: int = Field(ge=1)
+    moves: str
+    winner: Literal[1, 2]
+    length: int = Field(ge=1)
+    policy: bytes
+    evals: int = Field(ge=0)  # network evaluations spent on the game (0 with rollouts)
+    seconds: float = Field(ge=0)  # accelerator-or-CPU time of the worker, per game
+
+
+class Snapshot(Message):
+    train_step: int = Field(ge=0)
+    positions_seen: int = Field(ge=0)
+    samples_trained: int = Field(ge=0)
+    params: int = Field(ge=0)
+    flops_per_eval: int = Field(ge=0)
+    train_flops: float = Field(ge=0)
+    train_seconds: float = Field(ge=0)  # the trainer's busy time since it started training
+    weights: bytes  # Snapshot.to_bytes() without optimizer state: what players load
+    checkpoint: bytes  # the full Snapshot: what the trainer resumes from
+
+
+class DuelGame(Message):
+    duel_id: int
+    pair: int = Field(ge=0)
+    moves: str
+    winner: Literal[1, 2]
+    candidate_colour: Literal[1, 2]
+
+
+class DuelEnd(Message):
+    duel_id: int
+    result: Literal["accepted", "rejected"]
+    wins: int = Field(ge=0)
+    losses: int = Field(ge=0)
+    llr: float
+
+
+class Metrics(Message):
+    source: str
+    values: dict[str, float]
+
+
+class Event(Message):
+    level: Literal["debug", "info", "warning", "error"]
+    source: str
+    message: str
+
+
+# -- updates: daemon to workers -----------------------------------------------
+
+class Best(Message):
+    model_id: int
+
+
+class ConfigUpdate(Message):
+    config: dict  # Config.model_dump(): already validated by the daemon
+
+
+class Pause(Message):
+    paused: bool
+
+
+class Duel(Message):
+    duel_id: int
+
+
+class Stop(Message):
+    pass
+
+
+# -- control: clients to daemon ------------------------------------------------
+
+class Request(Message):
+    command: Literal["status", "stop", "pause", "resume"]
+
+
+class Reply(Message):
+    ok: bool
+    status: dict = {}
+    error: str | None = None
+
+
+KINDS: dict[str, type[Message]] = {
+    "hello": Hello, "game": Game, "snapshot": Snapshot, "duel_game": DuelGame, "duel_end": DuelEnd,
+    "metrics": Metrics, "event": Event, "best": Best, "config": ConfigUpdate, "pause": Pause,
+    "duel": Duel, "stop": Stop, "request": Request, "reply": Reply,
+}
+KIND_OF = {model: kind for kind, model in KINDS.items()}
+
+
+def encode(message: Message) -> bytes:
+    return msgpack.packb({"v": VERSION, "kind": KIND_OF[type(message)], **message.model_dump()},
+                         use_bin_type=True)
+
+
+def decode(frame: bytes) -> Message:
+    """The message in a frame. Raises BadMessage saying what is wrong with it."""
+    try:
+        data = msgpack.unpackb(frame, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types for garbage
+        raise BadMessage(f"not msgpack: {e}") from None
+    if not isinstance(data, dict):
+        raise BadMessage(f"a message is a map, not {type(data).__name__}")
+    version, kind = data.pop("v", None), data.pop("kind", None)
+    if version != VERSION:
+        raise BadMessage(f"protocol version {version!r}, expected {VERSION}")
+    if kind not in KINDS:
+        raise BadMessage(f"unknown kind {kind!r}")
+    try:
+        return KINDS[kind].model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise BadMessage(f"{kind}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

@@ -1,0 +1,124 @@
+"""Self-play: groups of games searched by batched MCTS, finished games out.
+
+A worker keeps `groups` groups of `games` games in flight. With a network,
+one simulation step of a group is select (numba, CPU) -> evaluate (torch,
+in the inference thread) -> backup (numba). The steps of the groups are
+interleaved so that while group A's leaves are being evaluated, group B's
+tree search runs: the kernels are nogil, so the CPU search and the
+accelerator's inference overlap. Before the first network exists, each group
+runs its rollout simulations in one fused kernel call instead.
+"""
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from hexzd.config import SelfplayConfig
+from hexzd.records import GameRecord
+from hexzd.search import Evaluate, Search
+
+
+@dataclass
+class Network:
+    """The network self-play uses: its id in the state file and its evaluator."""
+
+    model_id: int
+    evaluate: Evaluate
+    flops_per_eval: int = 0
+
+
+class Group:
+    """One batch of games and the moves and visit distributions played so far."""
+
+    def __init__(self, config: SelfplayConfig, n: int, swap: bool, seed: int):
+        self.search = Search(config.games, n, swap, config, seed=seed)
+        self.actions = [[] for _ in range(config.games)]
+        self.policies = [[] for _ in range(config.games)]
+        self.seconds = np.zeros(config.games)  # inference time spent on each game
+
+    def finish_move(self, sims: int, model_id: int | None) -> list[tuple[GameRecord, int, float]]:
+        """Plays the searched moves; returns the games that ended: (record, evals, seconds)."""
+        search = self.search
+        moves, policy = search.choose()
+        for b in np.flatnonzero(moves >= 0):
+            self.actions[b].append(int(moves[b]))
+            self.policies[b].append(policy[b])
+        search.play(moves)
+        done = np.flatnonzero(search.roots.done)
+        finished = []
+        for b in done:
+            record = GameRecord.from_arrays(
+                search.n, self.actions[b], np.array(self.policies[b]), search.roots.winner[b],
+                sims=sims, model_id=model_id)
+            evals = sims * len(self.actions[b]) if model_id is not None else 0
+            finished.append((record, evals, float(self.seconds[b])))
+            self.actions[b], self.policies[b] = [], []
+            self.seconds[b] = 0.0
+        if len(done):
+            search.new_games(search.roots.done)
+        return finished
+
+
+class SelfPlay:
+    """The games of one self-play worker. `move()` advances every game one move."""
+
+    def __init__(self, config: SelfplayConfig, n: int, swap: bool, seed: int = 0):
+        self.n, self.swap, self.seed = n, swap, seed
+        self.network: Network | None = None
+        self.config = config
+        self.groups = self._new_groups()
+        self.inference = ThreadPoolExecutor(1, thread_name_prefix="inference")
+
+    def _new_groups(self) -> list[Group]:
+        c = self.config
+        return [Group(c, self.n, self.swap, self.seed * 1000 + g) for g in range(c.groups)]
+
+    def apply(self, config: SelfplayConfig) -> None:
+        """Takes new live settings; a new group shape restarts the games in flight."""
+        reshape = (config.games, config.groups) != (self.config.games, self.config.groups)
+        self.config = config
+        if reshape:
+            self.seed += 1
+            self.groups = self._new_groups()
+        for group in self.groups:
+            group.search.config = config
+
+    def move(self) -> list[tuple[GameRecord, int, float]]:
+        """Searches and plays one move in every game; returns the games that ended."""
+        sims = self.config.sims
+        for group in self.groups:
+            group.search.begin_move(sims)
+        if self.network is None:
+            for group in self.groups:
+                group.search.run(sims)
+        else:
+            self._simulate(sims)
+        model_id = self.network.model_id if self.network else None
+        return [game for group in self.groups for game in group.finish_move(sims, model_id)]
+
+    def _simulate(self, sims: int) -> None:
+        """`sims` steps of every group, each group's search overlapping another's inference."""
+        evaluate = self.network.evaluate
+        pending = None  # (group, future of its evaluation, time it was submitted)
+
+        def resolve():
+            group, future, started = pending  # noqa: F821 (bound before every call)
+            logits, values = future.result()
+            group.seconds += (time.perf_counter() - started) / group.search.batch
+            group.search.backup(logits, values)
+
+        for _ in range(sims):
+            for group in self.groups:
+                if pending is not None and pending[0] is group:
+                    resolve()  # a single group cannot overlap with itself
+                    pending = None
+                group.search.select()
+                submitted = (group, self.inference.submit(evaluate, group.search.planes), time.perf_counter())
+                if pending is not None:
+                    resolve()
+                pending = submitted
+        resolve()
+
+    def close(self) -> None:
+        self.inference.shutdown(wait=True)

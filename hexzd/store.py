@@ -1,0 +1,192 @@
+"""The state file: one SQLite database per run, queried by users while it runs.
+
+The daemon is its only writer (aiosqlite, WAL, one connection); workers and
+users read it through read-only connections, which WAL lets run beside the
+writer. Every write is a transaction, so a `kill -9` at any moment leaves
+the file as of the last commit: nothing committed is lost, nothing half
+written is seen.
+
+The schema is versioned with `PRAGMA user_version`. MIGRATIONS[k] takes a
+file from version k to k + 1; a file newer than this code is refused.
+The README's "Querying the state file" documents every table and column.
+"""
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+MIGRATIONS = [
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE models (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        parent_id INTEGER REFERENCES models(id),
+        created_at REAL NOT NULL,
+        train_step INTEGER NOT NULL,
+        positions_seen INTEGER NOT NULL,
+        samples_trained INTEGER NOT NULL,
+        params INTEGER NOT NULL,
+        flops_per_eval INTEGER NOT NULL,
+        selfplay_flops REAL NOT NULL,
+        train_flops REAL NOT NULL,
+        wall_seconds REAL NOT NULL,
+        accel_seconds REAL NOT NULL,
+        positions_generated INTEGER NOT NULL,
+        promoted_at REAL,
+        rating REAL, rating_lo REAL, rating_hi REAL,
+        weights BLOB,
+        checkpoint BLOB
+    );
+
+    CREATE TABLE games (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        model_id INTEGER REFERENCES models(id),
+        created_at REAL NOT NULL,
+        board_size INTEGER NOT NULL,
+        sims INTEGER NOT NULL,
+        moves TEXT NOT NULL,
+        winner INTEGER NOT NULL CHECK (winner IN (1, 2)),
+        length INTEGER NOT NULL,
+        policy BLOB NOT NULL,
+        evals INTEGER NOT NULL,
+        worker TEXT NOT NULL
+    );
+    CREATE INDEX games_created ON games(created_at);
+
+    CREATE TABLE duels (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        candidate_id INTEGER NOT NULL REFERENCES models(id),
+        opponent_id INTEGER REFERENCES models(id),
+        sims INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        wins INTEGER NOT NULL DEFAULT 0,
+        losses INTEGER NOT NULL DEFAULT 0,
+        llr REAL,
+        result TEXT CHECK (result IN ('accepted', 'rejected', 'cancelled'))
+    );
+
+    CREATE TABLE duel_games (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        duel_id INTEGER NOT NULL REFERENCES duels(id),
+        pair INTEGER NOT NULL,
+        moves TEXT NOT NULL,
+        winner INTEGER NOT NULL CHECK (winner IN (1, 2)),
+        candidate_colour INTEGER NOT NULL CHECK (candidate_colour IN (1, 2)),
+        created_at REAL NOT NULL,
+        UNIQUE (duel_id, pair, candidate_colour)
+    );
+
+    CREATE TABLE promotions (
+        model_id INTEGER PRIMARY KEY REFERENCES models(id),
+        at REAL NOT NULL,
+        duel_id INTEGER REFERENCES duels(id),
+        score REAL
+    );
+
+    CREATE TABLE metrics (at REAL NOT NULL, source TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL);
+    CREATE INDEX metrics_name_at ON metrics(name, at);
+
+    CREATE TABLE tuning (at REAL NOT NULL, knob TEXT NOT NULL, old REAL, new REAL, reason TEXT NOT NULL);
+
+    CREATE TABLE config_history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        text TEXT NOT NULL,
+        accepted INTEGER NOT NULL,
+        error TEXT
+    );
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        level TEXT NOT NULL,
+        source TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+
+    CREATE VIEW throughput_hourly AS
+        SELECT CAST(created_at / 3600 AS INTEGER) * 3600 AS hour,
+               COUNT(*) AS games, SUM(length) AS positions, SUM(evals) AS evals,
+               SUM(length) / 3600.0 AS positions_per_second
+        FROM games GROUP BY hour ORDER BY hour;
+
+    CREATE VIEW promotion_history AS
+        SELECT p.model_id, p.at, p.duel_id, p.score, d.opponent_id AS replaced,
+               d.wins, d.losses, d.llr, m.train_step, m.positions_seen
+        FROM promotions p JOIN models m ON m.id = p.model_id
+        LEFT JOIN duels d ON d.id = p.duel_id
+        ORDER BY p.at;
+
+    CREATE VIEW rating_vs_compute AS
+        SELECT id AS model_id, rating, rating_lo, rating_hi,
+               selfplay_flops, train_flops, selfplay_flops + train_flops AS total_flops,
+               wall_seconds, accel_seconds, positions_generated, samples_trained,
+               promoted_at IS NOT NULL AS promoted
+        FROM models ORDER BY total_flops;
+    """,
+]
+VERSION = len(MIGRATIONS)
+
+
+class StateFileError(RuntimeError):
+    """A state file this code cannot use: newer than the code, or not hexzd's."""
+
+
+def migrate(connection: sqlite3.Connection, path="state file") -> int:
+    """Brings a file up to VERSION, one migration per transaction; returns the old version."""
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > VERSION:
+        raise StateFileError(
+            f"{path} has schema version {version}, newer than this hexzd's {VERSION}: upgrade hexzd")
+    for target in range(version + 1, VERSION + 1):
+        connection.executescript(
+            f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
+    return version
+
+
+def prepare(path) -> int:
+    """Creates or migrates the state file, in WAL mode. Returns the version it had."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        return migrate(connection, path)
+    finally:
+        connection.close()
+
+
+def read_only(path, timeout: float = 10.0) -> sqlite3.Connection:
+    """A reader's connection: it can never write, and waits out the writer's locks."""
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+    connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return connection
+
+
+async def writer(path) -> aiosqlite.Connection:
+    """The daemon's one connection. synchronous=NORMAL in WAL: a commit survives
+    a crash of the process (kill -9); only a power cut may lose the last ones."""
+    prepare(path)
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    await connection.execute("PRAGMA busy_timeout = 10000")
+    await connection.execute("PRAGMA synchronous = NORMAL")
+    await connection.execute("PRAGMA foreign_keys = ON")
+    return connection
+
+
+def best_model(connection) -> int | None:
+    """The id of the most recently promoted model, or None before the first promotion."""
+    row = connection.execute(
+        "SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def weights(connection, model_id: int) -> bytes:
+    row = connection.execute("SELECT weights FROM models WHERE id = ?", (model_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"no model {model_id} in the state file")
+    if row[0] is None:
+        raise KeyError(f"model {model_id}'s weights were pruned (see [retention])")
+    return row[0]
