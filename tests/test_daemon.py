@@ -1,0 +1,185 @@
+"""The daemon end to end: real processes, real ZeroMQ sockets, a real state file.
+
+These are the daemon's acceptance tests. They run in CI: about seven minutes
+in all, most of it the five-minute run on the default config.
+"""
+import sqlite3
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from hexzd import store
+from hexzd.rundir import RunDir
+
+from daemon_run import QUICK, DaemonRun, alive, config_text
+
+
+@pytest.fixture
+def runs():
+    started = []
+
+    def make(path, **kw):
+        run = DaemonRun(path, **kw)
+        started.append(run)
+        return run
+
+    yield make
+    for run in started:
+        run.cleanup()
+
+
+@pytest.mark.timeout(480)
+def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
+    run = runs(tmp_path, duration="5m").start()
+    assert run.process.wait(timeout=420) == 0
+    games, snapshots = run.count("games"), run.count("models")
+    finished = run.count("duels", "result IS NOT NULL")
+    promotions = run.count("promotions")
+    print(f"5 min on 5x5: {games} games, {snapshots} snapshots, {finished} duels, {promotions} promotions")
+    assert games >= 500 and snapshots >= 3 and finished >= 1 and promotions >= 1
+    assert run.query("PRAGMA integrity_check") == [("ok",)]
+    # Self-play switched to the promoted network: later games name it.
+    best = run.query("SELECT model_id FROM promotions ORDER BY at LIMIT 1")[0][0]
+    assert run.count("games", f"model_id = {best}") > 0
+
+
+def snapshot_rows(run: DaemonRun) -> dict:
+    """Every committed row that a restart must keep, by table."""
+    return {
+        "games": run.query("SELECT id, moves, winner, policy FROM games"),
+        "models": run.query("SELECT id, train_step, params FROM models"),
+        "duels": run.query("SELECT id, candidate_id, opponent_id FROM duels"),
+        "duel_games": run.query("SELECT id, duel_id, moves FROM duel_games"),
+        "events": run.query("SELECT id, message FROM events"),
+        "config_history": run.query("SELECT id, text FROM config_history"),
+    }
+
+
+@pytest.mark.timeout(300)
+def test_kill_9_of_a_worker_and_of_the_daemon_loses_nothing(runs, tmp_path):
+    run = runs(tmp_path, edits=QUICK).start()
+    run.wait_for(lambda: run.count("models") >= 1 and run.count("games") >= 200, 120, "a snapshot")
+    pids = run.worker_pids()
+    # A worker killed with -9 is restarted, and the event says so.
+    import os
+    import signal
+
+    os.kill(pids["selfplay-0"], signal.SIGKILL)
+    run.wait_for(lambda: run.count("events", "message LIKE 'selfplay-0 exited with code -9%'") == 1,
+                 30, "the restart event")
+    run.wait_for(lambda: run.worker_pids().get("selfplay-0", pids["selfplay-0"]) != pids["selfplay-0"],
+                 30, "a new selfplay-0")
+    pids = run.worker_pids()
+    before = snapshot_rows(run)
+    run.kill9()
+    # The workers notice their daemon is gone and exit: no orphans.
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids.values())
+    assert run.query("PRAGMA integrity_check") == [("ok",)]
+
+    run.start()  # the same state file, the same config
+    games_then = max(r[0] for r in before["games"])
+    models_then = max(r[0] for r in before["models"])
+    run.wait_for(lambda: run.count("games", f"id > {games_then}") >= 50, 120, "new games")
+    run.wait_for(lambda: run.count("models", f"id > {models_then}") >= 1, 120, "a new snapshot")
+    assert run.hexzd("stop").returncode == 0
+    assert run.process.wait(60) == 0
+    after = snapshot_rows(run)
+    for table, rows in before.items():
+        kept = set(after[table])
+        assert all(row in kept for row in rows), f"{table} lost rows"
+    # Ids go on from where they were: nothing reused, nothing skipped back.
+    new_games = [r[0] for r in after["games"] if r not in set(before["games"])]
+    assert min(new_games) > games_then
+    # The trainer resumed from its checkpoint rather than starting over.
+    resumed = run.query("SELECT message FROM events WHERE message LIKE 'trainer resumed from model%'")
+    assert resumed
+    first_new = run.query("SELECT MIN(train_step) FROM models WHERE id > ?", (models_then,))[0][0]
+    assert first_new > max(r[1] for r in before["models"])
+    assert run.query("PRAGMA integrity_check") == [("ok",)]
+
+
+BAD_EDITS = [
+    # (how the file is broken, what the refusal must name)
+    (lambda t: t.replace("sims = 64", "sims = [64", 1), "not valid TOML"),
+    (lambda t: t.replace("[selfplay]", "[selfplay]\nsimz = 3", 1), "selfplay.simz"),
+    (lambda t: t.replace("c_puct = 1.5", 'c_puct = "high"', 1), "config.toml:10: selfplay.c_puct"),
+    (lambda t: t.replace("sims = 64", "sims = -5", 1), "config.toml:9: selfplay.sims"),
+    (lambda t: t.replace("board_size = 5", "board_size = 7", 1), "config.toml:5: game.board_size: fixed"),
+]
+
+
+@pytest.mark.timeout(300)
+def test_bad_config_edits_are_refused_one_by_one_and_a_good_one_applies(runs, tmp_path):
+    run = runs(tmp_path, edits=QUICK).start()
+    good = run.config.read_text()
+    run.wait_for(lambda: run.count("games") > 0, 60, "self-play")
+    for number, (breaking, named) in enumerate(BAD_EDITS, start=1):
+        games = run.count("games")
+        run.config.write_text(breaking(good))
+        run.wait_for(lambda: run.count("config_history", "accepted = 0") == number, 15,
+                     f"the refusal of bad edit {number}")
+        error = run.query("SELECT error FROM config_history ORDER BY id DESC LIMIT 1")[0][0]
+        assert named in error
+        run.wait_for(lambda: run.count("games") > games, 30, "self-play to go on")
+        assert run.process.poll() is None
+    status = run.hexzd("status")
+    assert "config refused" in status.stdout and "game.board_size" in status.stdout
+    run.config.write_text(good.replace("sims = 64", "sims = 24", 1))
+    run.wait_for(lambda: run.count("games", "sims = 24") > 0, 60, "games with the new sims")
+    assert run.query("SELECT accepted FROM config_history ORDER BY id DESC LIMIT 1") == [(1,)]
+
+    # A second daemon on the same file refuses, clearly.
+    second = run.hexzd("start", "--headless", "--config", str(run.config))
+    assert second.returncode == 1 and "another hexzd daemon" in second.stderr
+
+    # A malformed message is logged and dropped; the daemon goes on.
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.connect(RunDir.of(run.db).results)
+    for frame in (b"\xc1garbage", msgpack.packb({"v": 99, "kind": "game"}),
+                  msgpack.packb({"v": 1, "kind": "game", "winner": 3})):
+        push.send(frame)
+    push.close(linger=2000)
+    context.term()
+    run.wait_for(lambda: run.count("events", "message LIKE 'dropped a malformed message%'") == 3, 15,
+                 "the malformed messages to be reported")
+    games = run.count("games")
+    run.wait_for(lambda: run.count("games") > games, 30, "self-play after the bad messages")
+    assert run.stop() == 0
+    assert "stopped" in run.output.read_text()
+
+
+def test_a_state_file_newer_than_the_code_is_refused(runs, tmp_path):
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    with sqlite3.connect(db) as connection:
+        connection.execute(f"PRAGMA user_version = {store.VERSION + 1}")
+    run = runs(tmp_path)
+    result = run.hexzd("start", "--headless", "--config", str(run.config))
+    assert result.returncode == 1
+    assert f"schema version {store.VERSION + 1}, newer than this hexzd's {store.VERSION}" in result.stderr
+
+
+def test_migrations_build_the_documented_schema_and_keep_rows(tmp_path):
+    db = tmp_path / "run.sqlite"
+    assert store.prepare(db) == 0
+    with sqlite3.connect(db) as connection:
+        connection.execute("INSERT INTO events (at, level, source, message) VALUES (1, 'info', 't', 'kept')")
+    assert store.prepare(db) == store.VERSION  # a second open migrates nothing
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT message FROM events").fetchall() == [("kept",)]
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+    assert {"models", "games", "duels", "duel_games", "promotions", "metrics", "tuning", "config_history",
+            "events", "throughput_hourly", "promotion_history", "rating_vs_compute"} <= tables
+
+
+def test_control_commands_without_a_daemon_say_so(tmp_path):
+    run = DaemonRun(tmp_path)
+    result = run.hexzd("status", timeout=30)
+    assert result.returncode == 1 and "no hexzd daemon answers" in result.stderr
