@@ -133,3 +133,48 @@ def _simple(command: str, done: str):
 stop = _simple("stop", "stopping: the daemon finishes in-flight work and exits")
 pause = _simple("pause", "paused: workers idle until `hexzd resume`")
 resume = _simple("resume", "resumed")
+
+
+MODEL_OPTION = click.option("--model", default="best", show_default=True,
+                            help="`best` (the latest promoted model) or a model id")
+ROLLOUTS_OPTION = click.option("--random-rollouts", is_flag=True,
+                               help="plain random-rollout MCTS: no state file, no network")
+
+
+def _engine(**options):
+    from hexzd.htp import EngineError, open_engine
+
+    try:
+        return open_engine(**options)
+    except EngineError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command()
+@DB_OPTION
+@MODEL_OPTION
+@click.option("--sims", type=click.IntRange(1, 1_000_000), help="simulations per genmove  [default: 800]")
+@click.option("--seconds", type=click.FloatRange(min=0.01), help="search for this long per genmove instead")
+@ROLLOUTS_OPTION
+@click.option("--resign/--no-resign", default=True, show_default=True,
+              help="answer `resign` when the search finds every move lost")
+def htp(db, model, sims, seconds, random_rollouts, resign):
+    """An HTP (GTP for Hex) engine on stdin and stdout, for HexGui and matches."""
+    _engine(db=db, model=model, sims=sims, seconds=seconds, random_rollouts=random_rollouts,
+            resign=resign).serve()
+
+
+@main.command()
+@DB_OPTION
+@MODEL_OPTION
+@click.option("--sims", type=click.IntRange(1, 1_000_000), help="simulations per move  [default: 800]")
+@click.option("--size", type=click.IntRange(2, 19), help="board side n  [default: the model's]")
+@click.option("--colour", "--color", type=click.Choice(["black", "white"]), default="black",
+              show_default=True, help="your colour; Black moves first and joins top to bottom")
+@ROLLOUTS_OPTION
+def play(db, model, sims, size, colour, random_rollouts):
+    """Play against the best model in the terminal: arrow keys and Enter, or type cells."""
+    from hexzd.play import play_game
+
+    engine = _engine(db=db, model=model, sims=sims, random_rollouts=random_rollouts, size=size)
+    play_game(engine, colour)

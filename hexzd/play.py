@@ -1,0 +1,240 @@
+"""`hexzd play`: a human against the engine, in the terminal.
+
+On a terminal the board is a small Textual app: the arrow keys move a
+cursor, Enter (or space) puts a stone under it, `u` takes back your last
+move with the engine's answer, `q` quits. When stdin or stdout is not a
+terminal (a pipe, a script, a test) it reads moves as typed cells instead,
+one per line: `c3`, `undo`, `quit`. Both drive one `Match` over the same
+`HtpEngine` that `hexzd htp` serves, so the rules and the search are the
+engine's.
+"""
+import sys
+
+from rich.console import Console
+from rich.text import Text
+
+from hexzd.engine import BLACK, EMPTY, WHITE, IllegalMove
+from hexzd.htp import HtpEngine
+from hexzd.notation import LETTERS, cell_name, parse_cell
+
+COLOUR_NAMES = {BLACK: "Black", WHITE: "White"}
+EDGE_STYLE = {BLACK: "bold red", WHITE: "bold blue"}
+STONES = {EMPTY: (".", "dim"), BLACK: ("X", EDGE_STYLE[BLACK]), WHITE: ("O", EDGE_STYLE[WHITE])}
+LEGEND = "X Black: top to bottom (red edges)   O White: left to right (blue edges)"
+
+
+def render(cells, n: int, cursor: int | None = None, last: int | None = None) -> Text:
+    """The rhombus, each row a step right of the one above, stones and edges coloured.
+
+    The cursor's cell is shown in reverse video, the last move underlined.
+    """
+    letters = " ".join(LETTERS[:n])
+    text = Text("   " + letters + "\n", style=EDGE_STYLE[BLACK])
+    for r in range(n):
+        text.append(" " * r + f"{r + 1:>2} ", style=EDGE_STYLE[WHITE])
+        for c in range(n):
+            a = r * n + c
+            glyph, style = STONES[int(cells[a])]
+            style += " reverse" if a == cursor else ""
+            style += " underline" if a == last else ""
+            text.append(glyph, style=style)
+            text.append(" ")
+        text.append(f"{r + 1}\n", style=EDGE_STYLE[WHITE])
+    text.append(" " * (n + 2) + letters, style=EDGE_STYLE[BLACK])
+    return text
+
+
+class Match:
+    """A game between a human of colour `human` and the engine."""
+
+    def __init__(self, engine: HtpEngine, human: int):
+        self.engine, self.human = engine, human
+        self.machine = WHITE if human == BLACK else BLACK
+        self.resigned = None  # the colour that resigned
+
+    @property
+    def over(self) -> bool:
+        return self.engine.winner != EMPTY or self.resigned is not None
+
+    @property
+    def human_to_move(self) -> bool:
+        return not self.over and self.engine.to_play == self.human
+
+    @property
+    def last(self) -> int | None:
+        return self.engine.moves[-1][1] if self.engine.moves else None
+
+    def board(self, cursor: int | None = None) -> Text:
+        return render(self.engine.cells, self.engine.n, cursor, self.last)
+
+    def human_move(self, action: int) -> None:
+        """Raises IllegalMove (a ValueError) when it may not be played."""
+        if not self.human_to_move:
+            raise IllegalMove("the game is over" if self.over else "it is not your move")
+        self.engine.play(self.human, action)
+
+    def engine_move(self) -> str:
+        move = self.engine.genmove(self.machine)
+        if move is None:
+            self.resigned = self.machine
+            return "hexzd resigns"
+        return f"hexzd plays {cell_name(move, self.engine.n)}"
+
+    def undo(self) -> None:
+        """Takes back the human's last move and everything after it."""
+        if not any(colour == self.human for colour, _ in self.engine.moves):
+            raise IllegalMove("you have no move to take back")
+        self.resigned = None
+        while self._undo_one() != self.human:
+            pass
+
+    def _undo_one(self) -> int:
+        colour = self.engine.moves[-1][0]
+        self.engine.undo()
+        return colour
+
+    def result(self) -> str:
+        if self.resigned is not None:
+            return "hexzd resigns: you win" if self.resigned == self.machine else "you resign"
+        if self.engine.winner == EMPTY:
+            return "game abandoned"
+        won = self.engine.winner == self.human
+        return f"{COLOUR_NAMES[self.engine.winner]} wins: " + ("you win" if won else "hexzd wins")
+
+    def status(self) -> str:
+        if self.over:
+            return self.result()
+        return f"you play {COLOUR_NAMES[self.human]}; " + (
+            "your move" if self.human_to_move else "hexzd is thinking...")
+
+
+def text_game(match: Match, console: Console, stdin) -> None:
+    """Moves typed as cells, one per line; for pipes and scripts."""
+    n = match.engine.n
+    echo = not stdin.isatty()  # a terminal shows what was typed; show piped moves too
+    console.print(LEGEND)
+    console.print(match.board())
+    while not match.over:
+        if not match.human_to_move:
+            console.print(match.engine_move())
+            console.print(match.board())
+            continue
+        console.print("your move (a cell such as c3, undo, quit): ", end="")
+        line = stdin.readline()
+        word = line.strip().lower()
+        if echo or not line:
+            console.print(word if line else "quit")
+        if not line or word in ("quit", "q", "exit"):
+            return
+        try:
+            if word == "undo":
+                match.undo()
+            elif word:
+                match.human_move(parse_cell(word, n))
+        except ValueError as e:
+            console.print(str(e))
+            continue
+        console.print(match.board())
+    console.print(match.result())
+
+
+def cursor_app(match: Match):
+    """The Textual app: arrow keys move the cursor, Enter plays there."""
+    from textual import work
+    from textual.app import App, ComposeResult
+    from textual.binding import Binding
+    from textual.widgets import Footer, Static
+
+    n = match.engine.n
+
+    class PlayApp(App):
+        CSS = "Screen { align: center middle; } Static { width: auto; margin: 0 2; }"
+        BINDINGS = [
+            Binding("up", "cursor(-1, 0)", "up", show=False),
+            Binding("down", "cursor(1, 0)", "down", show=False),
+            Binding("left", "cursor(0, -1)", "left", show=False),
+            Binding("right", "cursor(0, 1)", "right", show=False),
+            Binding("enter", "place", "play here"),
+            Binding("space", "place", "play here", show=False),
+            Binding("u", "undo", "undo"),
+            Binding("q", "quit", "quit"),
+        ]
+
+        def __init__(self):
+            super().__init__()
+            self.row = self.col = n // 2
+            self.thinking = False
+            self.message = ""
+
+        def compose(self) -> ComposeResult:
+            yield Static(LEGEND)
+            yield Static(id="board")
+            yield Static(id="status")
+            yield Footer()
+
+        def on_mount(self) -> None:
+            self.redraw()
+            self.maybe_think()
+
+        def redraw(self) -> None:
+            self.query_one("#board", Static).update(match.board(self.row * n + self.col))
+            status = match.status() + (f"  ({self.message})" if self.message else "")
+            self.query_one("#status", Static).update(status)
+
+        def action_cursor(self, dr: int, dc: int) -> None:
+            self.row = min(max(self.row + dr, 0), n - 1)
+            self.col = min(max(self.col + dc, 0), n - 1)
+            self.redraw()
+
+        def action_place(self) -> None:
+            if self.thinking:
+                return
+            try:
+                match.human_move(self.row * n + self.col)
+                self.message = ""
+            except ValueError as e:
+                self.message = str(e)
+            self.redraw()
+            self.maybe_think()
+
+        def action_undo(self) -> None:
+            if self.thinking:
+                return
+            try:
+                match.undo()
+                self.message = ""
+            except ValueError as e:
+                self.message = str(e)
+            self.redraw()
+
+        def maybe_think(self) -> None:
+            if not match.over and not match.human_to_move:
+                self.thinking = True
+                self.redraw()
+                self.think()
+
+        @work(thread=True, exclusive=True)
+        def think(self) -> None:
+            said = match.engine_move()
+            self.call_from_thread(self.thought, said)
+
+        def thought(self, said: str) -> None:
+            self.thinking, self.message = False, said
+            self.redraw()
+
+    return PlayApp()
+
+
+def play_game(engine: HtpEngine, colour: str, cursor: bool | None = None, stdin=None) -> None:
+    """Plays one game against `engine`; the human has `colour` ("black" or "white")."""
+    match = Match(engine, BLACK if colour == "black" else WHITE)
+    stdin = stdin or sys.stdin
+    if cursor is None:
+        cursor = stdin.isatty() and sys.stdout.isatty()
+    console = Console()
+    if not cursor:
+        text_game(match, console, stdin)
+        return
+    cursor_app(match).run()
+    console.print(match.board())
+    console.print(match.result())
