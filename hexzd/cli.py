@@ -57,9 +57,21 @@ def _duration(ctx, param, value):
 @click.option("--for", "duration", callback=_duration, metavar="DURATION",
               help="stop after this long: 90s, 5m, 2h, 1h30m")
 def start(config_path, db, headless, duration):
-    """Start the daemon: self-play, training and duels, until stopped."""
+    """Start the daemon: self-play, training and duels, until stopped.
+
+    On a terminal, without --headless, the daemon runs in the background (log in
+    run.sqlite.d/daemon.log) and the dashboard in front: q leaves the daemon
+    running, Ctrl-C stops it."""
     import asyncio
     import logging
+    import sys
+
+    if not headless:
+        if sys.stdout.isatty() and sys.stdin.isatty():
+            from hexzd.tui.launch import start_attached
+
+            raise SystemExit(start_attached(config_path, db, duration))
+        click.echo("no terminal: running headless", err=True)
 
     from hexzd.daemon import Daemon
     from hexzd.store import StateFileError
@@ -71,6 +83,15 @@ def start(config_path, db, headless, duration):
     except (RuntimeError, ValueError, StateFileError) as e:
         raise click.ClickException(str(e)) from None
     raise SystemExit(code)
+
+
+@main.command()
+@DB_OPTION
+def attach(db):
+    """Show the dashboard of the running daemon (q quits it; the daemon keeps running)."""
+    from hexzd.tui.launch import attach as run_dashboard
+
+    run_dashboard(db)
 
 
 def _request(db, command: str) -> dict:

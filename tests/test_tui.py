@@ -1,0 +1,417 @@
+"""The dashboard: its data functions, its panels, and the app driven by Textual's pilot."""
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from hexzd import messages as m
+from hexzd import store
+from hexzd.rundir import RunDir
+from hexzd.tui import views
+from hexzd.tui.app import Dashboard
+from hexzd.tui.data import DaemonError, query_daemon, snapshot
+
+REFUSED = "config.toml:5: game.board_size: fixed for this run at 5; start a new state file to change it"
+NOW = time.time()
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path: ipc socket paths are limited to ~100 characters."""
+    path = Path(tempfile.mkdtemp(prefix="hz", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+FILL = {"kind": "promotion", "opponent_sims": 64}  # columns that only some schema versions have
+
+
+def insert(c, table: str, **values) -> None:
+    """Inserts a row, filling the NOT NULL columns without default that the schema in force has and
+    `values` lacks (the schema grows while the dashboard must keep reading it)."""
+    for _, name, _, notnull, default, pk in c.execute(f"PRAGMA table_info({table})").fetchall():
+        if notnull and default is None and not pk and name not in values:
+            values[name] = FILL.get(name, 0)
+    c.execute(f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+              tuple(values.values()))
+
+
+def make_state_file(path: Path, gpu: bool = False) -> Path:
+    """A state file as a daemon would leave it: three snapshots, two promotions, a duel under way,
+    a refused config edit as the latest, metrics and events."""
+    store.prepare(path)
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("BEGIN")
+    for i, (step, rating, promoted) in enumerate([(200, 0.0, NOW - 300), (400, 85.0, NOW - 120),
+                                                  (600, None, None)], start=1):
+        insert(c, "models", parent_id=i - 1 or None, created_at=NOW - 400 + 100 * i, train_step=step,
+               params=1000, flops_per_eval=1000, promoted_at=promoted, rating=rating,
+               rating_lo=None if rating is None else rating - 40, rating_hi=None if rating is None else rating + 40)
+    insert(c, "duels", candidate_id=1, opponent_id=None, sims=64, started_at=NOW - 320, finished_at=NOW - 300,
+           wins=26, losses=0, llr=3.21, result="accepted")
+    insert(c, "duels", candidate_id=2, opponent_id=1, sims=64, started_at=NOW - 200, finished_at=NOW - 120,
+           wins=38, losses=16, llr=3.43, result="accepted")
+    insert(c, "duels", candidate_id=3, opponent_id=2, sims=64, started_at=NOW - 60, wins=7, losses=5)
+    insert(c, "promotions", model_id=1, at=NOW - 300, duel_id=1, score=1.0)
+    insert(c, "promotions", model_id=2, at=NOW - 120, duel_id=2, score=0.7)
+    insert(c, "config_history", at=NOW - 500, text="a", accepted=1, error=None)
+    insert(c, "config_history", at=NOW - 30, text="b", accepted=0, error=REFUSED)
+    for k in range(30):
+        at = NOW - 300 + 10 * k
+        c.executemany("INSERT INTO metrics (at, source, name, value) VALUES (?, ?, ?, ?)", [
+            (at, "daemon", "games_per_s", 100 + k), (at, "daemon", "positions_per_s", 1500 + 10 * k),
+            (at, "daemon", "train_step_per_s", 9.5), (at, "trainer", "policy_loss", 3.0 - k / 20),
+            (at, "trainer", "value_loss", 0.9 - k / 100), (at, "trainer", "lr", 0.002)])
+        if gpu:
+            c.executemany("INSERT INTO metrics (at, source, name, value) VALUES (?, 'daemon', ?, ?)",
+                          [(at, "gpu_util", 50 + k), (at, "gpu_memory_gb", 3.5)])
+    insert(c, "tuning", at=NOW - 50, knob="sims", old=64, new=96, reason="the accelerator idles")
+    insert(c, "events", at=NOW - 500, level="info", source="daemon", message="started (pid 1)")
+    insert(c, "events", at=NOW - 30, level="error", source="config",
+           message=f"edit refused, still running on the last good config: {REFUSED}")
+    insert(c, "meta", key="counter.games", value="1234")
+    insert(c, "meta", key="counter.train_step", value="650")
+    c.execute("COMMIT")
+    c.close()
+    return path
+
+
+class FakeDaemon(threading.Thread):
+    """A ROUTER on the run's control socket that answers as the daemon does, recording the commands."""
+
+    def __init__(self, db, refuse: str | None = None):
+        super().__init__(daemon=True)
+        self.db, self.refuse, self.commands, self.state = db, refuse, [], "running"
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        RunDir.of(db).path.mkdir(parents=True, exist_ok=True)
+        self.router.bind(RunDir.of(db).control)
+        self.done = threading.Event()
+
+    def status(self) -> dict:
+        return {"pid": os.getpid(), "db": str(self.db), "config": "config.toml", "state": self.state,
+                "uptime": 75.0, "best": 2, "duel": "duel 3: model 3 vs model 2", "config_error": REFUSED,
+                "counters": dict.fromkeys(["games", "positions", "evals", "selfplay_flops", "train_flops",
+                                           "accel_seconds", "wall_seconds", "train_step"], 10.0),
+                "workers": {"selfplay-0": {"pid": 11, "alive": True, "restarts": 0},
+                            "trainer": {"pid": None, "alive": False, "restarts": 3}}}
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            if not self.router.poll(20):
+                continue
+            identity, *rest, body = self.router.recv_multipart()
+            command = m.decode(body).command
+            self.commands.append(command)
+            self.state = {"pause": "paused", "resume": "running", "stop": "stopping"}.get(command, self.state)
+            reply = (m.Reply(ok=False, error=self.refuse) if self.refuse
+                     else m.Reply(ok=True, status=self.status()))
+            self.router.send_multipart([identity, *rest, m.encode(reply)])
+
+    def close(self) -> None:
+        self.done.set()
+        self.join()
+        self.router.close()
+        self.context.term()
+
+
+@pytest.fixture
+def fake_daemon(short_dir):
+    daemon = FakeDaemon(make_state_file(short_dir / "run.sqlite"))
+    daemon.start()
+    yield daemon
+    daemon.close()
+
+
+def text_of(app, name: str) -> str:
+    return str(app.query_one(f"#{name}").content)
+
+
+# -- the data functions ----------------------------------------------------------------
+
+def test_snapshot_reads_every_table(tmp_path):
+    snap = snapshot(make_state_file(tmp_path / "run.sqlite"))
+    assert snap["error"] is None and snap["best"] == 2
+    assert [r["id"] for r in snap["models"]] == [3, 2, 1] and snap["model_count"] == 3
+    assert snap["models"][1]["rating"] == 85.0 and snap["models"][1]["score"] == 0.7
+    assert [p["model_id"] for p in snap["promotions"]] == [2, 1] and snap["promotions"][0]["replaced"] == 1
+    assert snap["duels"][0]["finished_at"] is None and snap["duels"][0]["wins"] == 7
+    assert not snap["config"][0]["accepted"] and snap["config"][0]["error"] == REFUSED
+    assert snap["tuning"][0]["knob"] == "sims" and snap["gpu"] == []
+    assert snap["counters"] == {"games": 1234.0, "train_step": 650.0}
+    games = snap["series"]["games_per_s"]
+    assert len(games) == 30 and games[-1][1] == 129 and games[0][0] < games[-1][0]  # oldest first
+    assert snap["events"][0]["level"] == "error"
+
+
+def test_snapshot_finds_gpu_metrics(tmp_path):
+    snap = snapshot(make_state_file(tmp_path / "run.sqlite", gpu=True))
+    assert snap["gpu"] == ["gpu_memory_gb", "gpu_util"]
+    text = views.throughput_panel(snap).plain
+    assert "util" in text and "memory_gb" in text and "no GPU" not in text
+
+
+def test_snapshot_of_a_missing_or_foreign_file(tmp_path):
+    assert "no state file" in snapshot(tmp_path / "absent.sqlite")["error"]
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    assert "cannot" in snapshot(tmp_path / "junk.sqlite")["error"]
+    sqlite3.connect(tmp_path / "empty.sqlite").close()
+    assert "not a hexzd state file" in snapshot(tmp_path / "empty.sqlite")["error"]
+    assert views.models_panel(snapshot(tmp_path / "absent.sqlite")).plain.startswith("no state file")
+
+
+def test_snapshot_never_writes(tmp_path):
+    path = make_state_file(tmp_path / "run.sqlite")
+    before = path.read_bytes()
+    snapshot(path)
+    assert path.read_bytes() == before
+
+
+def test_query_daemon_without_a_daemon(short_dir):
+    db = short_dir / "run.sqlite"
+    started = time.monotonic()
+    assert query_daemon(db, "status") is None  # no socket file: at once
+    assert time.monotonic() - started < 0.5
+    RunDir.of(db).path.mkdir()
+    Path(RunDir.of(db).control.removeprefix("ipc://")).touch()  # stale, as after kill -9
+    assert query_daemon(db, "status", timeout=0.2) is None
+
+
+def test_query_daemon_speaks_the_control_protocol(fake_daemon):
+    assert query_daemon(fake_daemon.db, "status")["state"] == "running"
+    assert query_daemon(fake_daemon.db, "pause")["state"] == "paused"
+    assert fake_daemon.commands == ["status", "pause"]
+
+
+def test_query_daemon_raises_a_refusal(short_dir):
+    daemon = FakeDaemon(short_dir / "run.sqlite", refuse="expected a request")
+    daemon.start()
+    try:
+        with pytest.raises(DaemonError, match="expected a request"):
+            query_daemon(daemon.db, "status")
+    finally:
+        daemon.close()
+
+
+# -- the panels --------------------------------------------------------------------------
+
+def test_sparkline_and_numbers():
+    assert views.sparkline([]) == ""
+    assert views.sparkline([1, 1, 1]) == "▁▁▁"
+    assert views.sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert len(views.sparkline(range(100), width=10)) == 10
+    assert views.number(1234567) == "1.23M" and views.number(0.753) == "0.753" and views.number(None) == "-"
+    assert views.ago(100, 100 + 3700) == "1h01m ago"
+
+
+def test_panels_from_a_snapshot(tmp_path):
+    snap = snapshot(make_state_file(tmp_path / "run.sqlite"))
+    models = views.models_panel(snap).plain
+    assert "3 models, 2 promotions, best model 2" in models
+    assert "85 ±40" in models and "model 2 over model 1: 38-16" in models
+    assert "model 1 over random rollouts: 26-0" in models
+    assert "REFUSED: " + REFUSED in views.config_panel(snap).plain
+    assert REFUSED in views.config_banner(None, snap).plain
+    assert "no GPU" in views.throughput_panel(snap).plain
+    assert "sims 64 -> 96" in views.training_panel(snap).plain
+    duels = views.duels_panel(None, snap).plain
+    assert "unfinished: " in duels and " 3: model 3" in duels and "vs model 2" in duels and "7-5" in duels
+    assert "accepted" in duels and "llr +3.43" in duels
+    assert "daemon not running" in views.daemon_line(None, snap).plain
+
+
+def test_no_banner_once_an_edit_is_accepted(tmp_path):
+    snap = snapshot(make_state_file(tmp_path / "run.sqlite"))
+    snap["config"][0]["accepted"] = 1
+    assert views.config_banner(None, snap) is None
+    assert views.config_banner({"config_error": "bad"}, snap).plain.startswith("CONFIG EDIT REFUSED")
+
+
+def test_tuner_idle_without_rows(tmp_path):
+    snap = snapshot(make_state_file(tmp_path / "run.sqlite"))
+    snap["tuning"] = []
+    assert "tuner idle" in views.training_panel(snap).plain
+
+
+# -- the app -------------------------------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_dashboard_without_a_daemon_shows_the_state_file(short_dir):
+    app = Dashboard(make_state_file(short_dir / "run.sqlite"), interval=0.2)
+    async with app.run_test(size=(150, 50)) as pilot:
+        await pilot.pause(0.3)
+        assert "daemon not running" in text_of(app, "daemon")
+        assert "3 models, 2 promotions" in text_of(app, "models")
+        assert "model 2 over model 1" in text_of(app, "models")
+        assert REFUSED in text_of(app, "config")
+        assert REFUSED in text_of(app, "banner") and app.query_one("#banner").display
+        assert "no daemon" in text_of(app, "workers")
+        await pilot.press("p")  # nothing to pause: a notice, no crash
+        await pilot.press("s")
+        await pilot.pause(0.1)
+        assert "no daemon is running" in [n.message for n in app._notifications][-1]
+        await pilot.press("q")
+    assert app.return_value == "quit"
+
+
+@pytest.mark.asyncio
+async def test_dashboard_without_a_state_file(short_dir):
+    app = Dashboard(short_dir / "nothing.sqlite", interval=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        assert "daemon not running" in text_of(app, "daemon")
+        assert "no state file" in text_of(app, "models")
+        assert not app.query_one("#banner").display
+
+
+@pytest.mark.asyncio
+async def test_dashboard_keys_talk_to_the_daemon(fake_daemon):
+    app = Dashboard(fake_daemon.db, interval=0.2)
+    async with app.run_test(size=(150, 50)) as pilot:
+        await pilot.pause(0.3)
+        assert "RUNNING" in text_of(app, "daemon")
+        assert "DOWN" in text_of(app, "workers") and "restarts 3" in text_of(app, "workers")
+        assert REFUSED in text_of(app, "banner")
+        await pilot.press("p")
+        await pilot.pause(0.2)
+        assert "pause" in fake_daemon.commands and "PAUSED" in text_of(app, "daemon")
+        await pilot.press("p")
+        await pilot.pause(0.2)
+        assert fake_daemon.commands[-1] in ("resume", "status") and "resume" in fake_daemon.commands
+        await pilot.press("s", "n")  # asked, and declined
+        await pilot.pause(0.2)
+        assert "stop" not in fake_daemon.commands
+        await pilot.press("s", "y")
+        await pilot.pause(0.3)
+        assert "stop" in fake_daemon.commands and "STOPPING" in text_of(app, "daemon")
+        await pilot.press("ctrl+c")
+    assert app.return_value == "interrupt"
+
+
+# -- a real daemon ---------------------------------------------------------------------------
+
+CONFIG = """
+[selfplay]
+sims = 8
+games = 8
+[train]
+min_positions = 200
+snapshot_every = 20
+[daemon]
+progress_seconds = 1.0
+"""
+
+
+def test_start_without_a_terminal_runs_headless(short_dir):
+    (short_dir / "config.toml").write_text("[game]\nboard_size = 99\n")
+    run = subprocess.run([sys.executable, "-m", "hexzd", "start"], cwd=short_dir, capture_output=True,
+                         text=True, timeout=120)
+    assert "no terminal: running headless" in run.stderr
+    assert run.returncode == 1 and "board_size" in run.stderr  # the daemon's own error, in the foreground
+
+
+def _read_until(fd, marker: bytes, seconds: float) -> bytes:
+    import re
+    import select
+
+    seen, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child has exited and closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if marker in re.sub(rb"\x1b[^a-zA-Z]*[a-zA-Z]", b"", seen):
+                break
+    return re.sub(rb"\x1b[^a-zA-Z]*[a-zA-Z]", b"", seen)
+
+
+def _in_a_terminal(args, cwd):
+    """`hexzd ARGS` on a pseudo-terminal, as a user runs it; (pid, fd)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: never back into pytest
+        try:
+            os.chdir(cwd)
+            os.environ["TERM"] = "xterm-256color"
+            os.execv(sys.executable, [sys.executable, "-m", "hexzd", *args])
+        finally:
+            os._exit(127)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 150, 0, 0))
+    return pid, fd
+
+
+class Terminal:
+    """`hexzd ARGS` on a pseudo-terminal; `attach` swaps in another command's terminal."""
+
+    def __init__(self, args, cwd):
+        self.cwd = cwd
+        self.pid, self.fd = _in_a_terminal(args, cwd)
+
+    def attach(self, args) -> None:
+        os.close(self.fd)
+        self.pid, self.fd = _in_a_terminal(args, self.cwd)
+
+    def exit_code(self) -> int:
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+
+@pytest.fixture
+def started(short_dir):
+    """`hexzd start --for 40s` in a terminal, its dashboard up; afterwards no daemon is left running."""
+    (short_dir / "config.toml").write_text(CONFIG)
+    db = short_dir / "run.sqlite"
+    terminal = Terminal(["start", "--for", "40s"], short_dir)
+    terminal.db = db
+    try:
+        assert b"RUNNING" in _read_until(terminal.fd, b"RUNNING", 30)
+        yield terminal
+    finally:
+        os.close(terminal.fd)
+        for _ in range(100):
+            if query_daemon(db, "status", timeout=0.2) is None:
+                break
+            query_daemon(db, "stop", timeout=0.2)
+            time.sleep(0.2)
+
+
+def test_start_runs_the_dashboard_p_pauses_and_q_leaves_the_daemon_running(started):
+    db = started.db
+    status = query_daemon(db, "status")
+    assert status["state"] == "running" and status["pid"] != started.pid  # a background process
+    os.write(started.fd, b"p")
+    assert b"PAUSED" in _read_until(started.fd, b"PAUSED", 10)
+    assert query_daemon(db, "status")["state"] == "paused"
+    os.write(started.fd, b"q")
+    assert b"the daemon keeps running" in _read_until(started.fd, b"attach --db", 10)
+    assert started.exit_code() == 0
+    assert query_daemon(db, "status")["state"] == "paused"
+    assert (RunDir.of(db).path / "daemon.log").exists()
+    started.attach(["attach"])  # and Ctrl-C there: the daemon still runs
+    assert b"PAUSED" in _read_until(started.fd, b"PAUSED", 20)
+    os.write(started.fd, b"\x03")
+    assert b"the daemon keeps running" in _read_until(started.fd, b"hexzd stop", 10)
+    assert started.exit_code() == 0
+    assert query_daemon(db, "status")["pid"] == status["pid"]
+
+
+def test_ctrl_c_in_the_dashboard_of_start_stops_the_daemon(started):
+    os.write(started.fd, b"\x03")
+    assert b"the daemon has stopped (exit code 0)" in _read_until(started.fd, b"(exit code", 30)
+    assert started.exit_code() == 0
+    assert query_daemon(started.db, "status") is None
