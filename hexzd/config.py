@@ -69,10 +69,20 @@ class DuelConfig(Section):
     opening_plies: int = live(1, "random opening moves (0: none; 1: each first move in turn)", ge=0, le=8)
 
 
+class RatingsConfig(Section):
+    """[ratings]: reference players anchor one Elo scale across runs and board sizes."""
+
+    references: list[int] = live([100, 1000, 10000], "random-rollout MCTS players, by simulations per move; "
+                                 "the first is 0 Elo", min_length=1)
+    match_pairs: int = live(4, "pairs of games in a rating match", ge=1, le=1024)
+    match_seconds: float = live(60.0, "at least this long between rating matches (0: none)", ge=0)
+    ladder_pairs: int = live(16, "pairs each two neighbouring references play, to fix the scale", ge=0)
+
+
 class BudgetConfig(Section):
     """[budget]: the run stops cleanly when one is spent (0: no limit)."""
 
-    hours: float = live(0.0, "wall-clock hours of this daemon's life", ge=0)
+    hours: float = live(0.0, "wall-clock hours of the run, over all its restarts", ge=0)
     games: int = live(0, "self-play games in the state file", ge=0)
     positions: int = live(0, "self-play positions in the state file", ge=0)
     pflops: float = live(0.0, "self-play plus training compute, in PFLOP", ge=0)
@@ -143,6 +153,7 @@ class Config(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     duel: DuelConfig = DuelConfig()
+    ratings: RatingsConfig = RatingsConfig()
     budget: BudgetConfig = BudgetConfig()
     retention: RetentionConfig = RetentionConfig()
     daemon: DaemonConfig = DaemonConfig()
@@ -207,6 +218,8 @@ def _toml_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, int):
         return f"{value:_}" if abs(value) >= 10_000 else str(value)
     return repr(value)

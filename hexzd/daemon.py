@@ -27,8 +27,8 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
+from hexzd import league, store
 from hexzd import messages as m
-from hexzd import store
 from hexzd.config import Config, default_toml, fixed_changes, parse
 from hexzd.rundir import RunDir
 
@@ -88,6 +88,8 @@ class Daemon:
         self.last_tick = time.monotonic()
         self.last_train_step = 0.0
         self.duel_line = ""
+        self.ratings_stale = False
+        self.last_match = float("-inf")
 
     # -- start and stop ------------------------------------------------------
 
@@ -372,19 +374,86 @@ class Daemon:
         await self._schedule_duel(after)
 
     async def _schedule_duel(self, after) -> None:
-        """Starts a duel for the newest undueled snapshot, unless one is under way."""
+        """Gives the duel worker its next job, one at a time.
+
+        A rating match, when one is due (every `ratings.match_seconds`);
+        otherwise a promotion duel for the newest snapshot not yet dueled.
+        """
         if await self._one("SELECT id FROM duels WHERE result IS NULL"):
             return
+        r = self.config.ratings
+        if r.match_seconds and time.monotonic() - self.last_match >= r.match_seconds:
+            match = await self._next_match()
+            if match is not None:
+                self.last_match = time.monotonic()
+                await self._new_duel("rating", match, r.match_pairs, after)
+                return
         row = await self._one(
-            "SELECT MAX(id) FROM models WHERE id > COALESCE((SELECT MAX(candidate_id) FROM duels), 0)")
-        if row[0] is None:
-            return
+            "SELECT MAX(id) FROM models WHERE id > COALESCE("
+            "(SELECT MAX(candidate_id) FROM duels WHERE kind = 'promotion'), 0)")
+        if row[0] is not None:
+            sims = self.config.duel.sims
+            await self._new_duel("promotion", league.Match(row[0], sims, self.best, sims), None, after)
+
+    async def _schedule(self) -> None:
+        """Schedules a duel or rating match if one is due, and announces it."""
+        after = []
+        await self._transaction(lambda: self._schedule_duel(after))
+        for update in after:
+            await self._publish(update)
+
+    async def _new_duel(self, kind: str, match: "league.Match", pairs: int | None, after) -> None:
         cursor = await self.db_connection.execute(
-            "INSERT INTO duels (candidate_id, opponent_id, sims, started_at) VALUES (?, ?, ?, ?)",
-            (row[0], self.best, self.config.duel.sims, time.time()))
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, match.candidate_id, match.sims, match.opponent_id, match.opponent_sims, pairs, time.time()))
         after.append(m.Duel(duel_id=cursor.lastrowid))
-        opponent = f"model {self.best}" if self.best else "random-rollout MCTS"
-        self.duel_line = f"duel {cursor.lastrowid}: model {row[0]} vs {opponent}"
+        self.duel_line = (f"{kind} {cursor.lastrowid}: {league.player(match.candidate_id, match.sims)}"
+                          f" vs {league.player(match.opponent_id, match.opponent_sims)}")
+
+    async def _next_match(self) -> "league.Match | None":
+        """The reference ladder first; then the snapshot least rated, against its closest reference."""
+        r, sims = self.config.ratings, self.config.duel.sims
+        ladder = await self._all(
+            "SELECT sims, opponent_sims, COUNT(*) FROM duel_games g JOIN duels d ON d.id = g.duel_id"
+            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL GROUP BY sims, opponent_sims")
+        match = league.ladder_match(r.references, {(a, b): n for a, b, n in ladder}, r.ladder_pairs)
+        if match is not None:
+            return match
+        # Promoted snapshots first, then the newest; fewest rating games first.
+        row = await self._one(
+            "SELECT m.id, m.rating, (SELECT COUNT(*) FROM duels d WHERE d.kind = 'rating'"
+            " AND d.candidate_id = m.id) AS matches FROM models m WHERE m.weights IS NOT NULL"
+            " ORDER BY matches, m.promoted_at IS NULL, m.id DESC LIMIT 1")
+        if row is None:
+            return None
+        model_id, rating, _ = row
+        references = dict(await self._all(
+            "SELECT sims, rating FROM ratings WHERE model_id IS NULL"))
+        opponent = league.closest_reference(r.references, rating, references)
+        return league.Match(model_id, sims, None, opponent)
+
+    async def _all(self, sql, params=()) -> list:
+        async with self.db_connection.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _refresh_ratings(self) -> None:
+        """Refits every player's rating from all duel games, off the event loop."""
+        self.ratings_stale = False
+        results = await self._all(league.RESULTS_SQL)
+        rows = await asyncio.to_thread(league.rate, results, self.config.ratings.references)
+        now = time.time()
+
+        async def writes():
+            await self._execute("DELETE FROM ratings")
+            await self.db_connection.executemany(
+                "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*row, now) for row in rows])
+            # A model's rating is that of its player with the most games.
+            await self._execute(
+                "UPDATE models SET (rating, rating_lo, rating_hi) = (SELECT rating, rating_lo, rating_hi"
+                " FROM ratings WHERE ratings.model_id = models.id ORDER BY games DESC LIMIT 1)")
+
+        await self._transaction(writes)
 
     async def _on_duel_game(self, g: m.DuelGame, after) -> None:
         cursor = await self.db_connection.execute(
@@ -392,19 +461,24 @@ class Daemon:
             " VALUES (?, ?, ?, ?, ?, ?)", (g.duel_id, g.pair, g.moves, g.winner, g.candidate_colour, time.time()))
         if cursor.rowcount:
             won = g.winner == g.candidate_colour
-            await self._execute("UPDATE duels SET wins = wins + ?, losses = losses + ? WHERE id = ?",
-                                (int(won), int(not won), g.duel_id))
+            # Games that finish after the decision are kept (they rate players) but not counted.
+            await self._execute("UPDATE duels SET wins = wins + ?, losses = losses + ? WHERE id = ?"
+                                " AND result IS NULL", (int(won), int(not won), g.duel_id))
 
     async def _on_duel_end(self, d: m.DuelEnd, after) -> None:
-        row = await self._one("SELECT candidate_id, opponent_id, result FROM duels WHERE id = ?", (d.duel_id,))
+        row = await self._one("SELECT candidate_id, opponent_id, result, sims, opponent_sims FROM duels"
+                              " WHERE id = ?", (d.duel_id,))
         if row is None or row[2] is not None:
             return  # a repeat from a restarted worker
-        candidate, opponent, _ = row
+        candidate, opponent, _, sims, opponent_sims = row
         now = time.time()
         await self._execute("UPDATE duels SET finished_at = ?, wins = ?, losses = ?, llr = ?, result = ?"
                             " WHERE id = ?", (now, d.wins, d.losses, d.llr, d.result, d.duel_id))
         score = d.wins / max(1, d.wins + d.losses)
-        self.out(f"info: duel: {d.duel_id} model {candidate} {d.result}: {d.wins}-{d.losses}, llr {d.llr:.2f}")
+        self.ratings_stale = True
+        llr = f", llr {d.llr:.2f}" if d.llr is not None else ""
+        self.out(f"info: duel {d.duel_id}: {league.player(candidate, sims)} vs "
+                 f"{league.player(opponent, opponent_sims)} {d.result}: {d.wins}-{d.losses}{llr}")
         if d.result == "accepted":
             await self._execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (candidate, now, d.duel_id, score))
             await self._execute("UPDATE models SET promoted_at = ? WHERE id = ?", (now, candidate))
@@ -558,6 +632,9 @@ class Daemon:
             if self.headless:
                 self.out(self.progress_line(rates=rates))
             self._check_budgets()
+            await self._schedule()
+            if self.ratings_stale:
+                await self._refresh_ratings()
             if time.monotonic() >= retention_due:
                 await self._retain()
                 retention_due = time.monotonic() + 60

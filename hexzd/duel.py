@@ -72,21 +72,32 @@ def play_pairs(candidate: Player, opponent: Player, n: int, swap: bool, opening_
             return
 
 
-def play_duel(link, db, duel_id: int, seed: int) -> None:
-    """Plays duel `duel_id` to its decision, pushing each game and the result."""
+def load_player(db, model_id: int | None, sims: int, config, seed: int) -> Player:
+    """A model of the state file at `sims` simulations, or rollout MCTS when model_id is None."""
     from hexzd.workers import load_evaluator
 
+    evaluate = load_evaluator(db, model_id, config).evaluate if model_id is not None else None
+    return Player(sims, evaluate, config.selfplay, seed)
+
+
+def play_duel(link, db, duel_id: int, seed: int) -> None:
+    """Plays duel `duel_id` to its end, pushing each game and the result.
+
+    A promotion duel ends when the SPRT decides (or at max_pairs, rejected);
+    a rating match after its fixed number of pairs.
+    """
     with store.read_only(db) as connection:
-        candidate_id, opponent_id, sims = connection.execute(
-            "SELECT candidate_id, opponent_id, sims FROM duels WHERE id = ?", (duel_id,)).fetchone()
+        kind, candidate_id, sims, opponent_id, opponent_sims, match_pairs = connection.execute(
+            "SELECT kind, candidate_id, sims, opponent_id, opponent_sims, pairs FROM duels WHERE id = ?",
+            (duel_id,)).fetchone()
         played = connection.execute(
             "SELECT pair, candidate_colour, winner FROM duel_games WHERE duel_id = ?", (duel_id,)).fetchall()
     config = link.config
     c, game = config.duel, config.game
     sprt = Sprt(c.elo0, c.elo1, c.alpha, c.beta)
-    candidate = Player(sims, load_evaluator(db, candidate_id, config).evaluate, config.selfplay, seed)
-    opponent_eval = load_evaluator(db, opponent_id, config).evaluate if opponent_id is not None else None
-    opponent = Player(sims, opponent_eval, config.selfplay, seed + 1)
+    most = match_pairs if kind == "rating" else c.max_pairs
+    candidate = load_player(db, candidate_id, sims, config, seed)
+    opponent = load_player(db, opponent_id, opponent_sims, config, seed + 1)
     results: dict[int, dict[int, bool]] = {}
     for pair, colour, winner in played:
         results.setdefault(pair, {})[colour] = winner == colour
@@ -94,17 +105,17 @@ def play_duel(link, db, duel_id: int, seed: int) -> None:
 
     def decision() -> str | None:
         counts = pair_counts(results)
+        if kind == "rating":
+            return "played" if sum(counts) >= most else None
         verdict = {"accept": "accepted", "reject": "rejected", None: None}[sprt.decide(counts)]
-        if verdict is None and sum(counts) >= c.max_pairs:
-            verdict = "rejected"
-        return verdict
+        return "rejected" if verdict is None and sum(counts) >= most else verdict
 
     def should_stop() -> bool:
         link.poll()
         return link.stopping or decision() is not None
 
     while not link.stopping and decision() is None:
-        batch = range(next_pair, next_pair + min(c.pairs, max(1, c.max_pairs - next_pair)))
+        batch = range(next_pair, next_pair + min(c.pairs, max(1, most - next_pair)))
         opening_moves = openings(game.board_size, c.opening_plies, batch, duel_id)
 
         def on_game(b, moves, winner, colour, batch=batch):
@@ -119,5 +130,5 @@ def play_duel(link, db, duel_id: int, seed: int) -> None:
     if verdict is not None:
         counts = pair_counts(results)
         wins = sum(sum(g.values()) for g in results.values() if len(g) == 2)
-        link.send(m.DuelEnd(duel_id=duel_id, result=verdict, wins=wins, losses=2 * sum(counts) - wins,
-                            llr=float(sprt.llr(counts))))
+        llr = float(sprt.llr(counts)) if kind == "promotion" else None
+        link.send(m.DuelEnd(duel_id=duel_id, result=verdict, wins=wins, losses=2 * sum(counts) - wins, llr=llr))

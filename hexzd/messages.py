@@ -70,10 +70,10 @@ class DuelGame(Message):
 
 class DuelEnd(Message):
     duel_id: int
-    result: Literal["accepted", "rejected"]
+    result: Literal["accepted", "rejected", "played"]  # played: a rating match, no test
     wins: int = Field(ge=0)
     losses: int = Field(ge=0)
-    llr: float
+    llr: float | None
 
 
 class Metrics(Message):

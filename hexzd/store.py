@@ -57,15 +57,30 @@ MIGRATIONS = [
 
     CREATE TABLE duels (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        candidate_id INTEGER NOT NULL REFERENCES models(id),
+        kind TEXT NOT NULL CHECK (kind IN ('promotion', 'rating')),
+        candidate_id INTEGER REFERENCES models(id),
         opponent_id INTEGER REFERENCES models(id),
         sims INTEGER NOT NULL,
+        opponent_sims INTEGER NOT NULL,
+        pairs INTEGER,
         started_at REAL NOT NULL,
         finished_at REAL,
         wins INTEGER NOT NULL DEFAULT 0,
         losses INTEGER NOT NULL DEFAULT 0,
         llr REAL,
-        result TEXT CHECK (result IN ('accepted', 'rejected', 'cancelled'))
+        result TEXT CHECK (result IN ('accepted', 'rejected', 'played'))
+    );
+
+    CREATE TABLE ratings (
+        player TEXT PRIMARY KEY,
+        model_id INTEGER REFERENCES models(id),
+        sims INTEGER NOT NULL,
+        rating REAL NOT NULL,
+        rating_lo REAL NOT NULL,
+        rating_hi REAL NOT NULL,
+        games INTEGER NOT NULL,
+        anchor INTEGER NOT NULL,
+        updated_at REAL NOT NULL
     );
 
     CREATE TABLE duel_games (
@@ -125,7 +140,14 @@ MIGRATIONS = [
                selfplay_flops, train_flops, selfplay_flops + train_flops AS total_flops,
                wall_seconds, accel_seconds, positions_generated, samples_trained,
                promoted_at IS NOT NULL AS promoted
-        FROM models ORDER BY total_flops;
+        FROM models WHERE rating IS NOT NULL ORDER BY total_flops;
+
+    CREATE VIEW pareto_front AS
+        SELECT * FROM (
+            SELECT *, MAX(rating) OVER (ORDER BY total_flops
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS best_before
+            FROM rating_vs_compute)
+        WHERE best_before IS NULL OR rating > best_before;
     """,
 ]
 VERSION = len(MIGRATIONS)

@@ -204,7 +204,7 @@ def duel(link: Link, db, seed: int) -> None:
             continue
         with store.read_only(db) as connection:
             pending = connection.execute(
-                "SELECT id FROM duels WHERE result IS NULL ORDER BY id LIMIT 1").fetchone()
+                "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1").fetchone()
         if pending is None:
             link.nudged = False
             link.wait(5.0)
