@@ -21,4 +21,4 @@ RUN pip install ".[${EXTRAS}]"
 WORKDIR /run/hexzd
 VOLUME /run/hexzd
 ENTRYPOINT ["hexzd"]
-CMD ["bench", "engine"]
+CMD ["start", "--headless"]
