@@ -82,6 +82,7 @@ class Daemon:
         self.stop_reason = ""
         self.pending = Pending()
         self.write_lock = asyncio.Lock()
+        self.last_write_error, self.write_error = float("-inf"), ""
         self.config_text = ""
         self.config_error: str | None = None
         self.started = time.monotonic()
@@ -281,13 +282,22 @@ class Daemon:
             self.pending.messages = batch + self.pending.messages
             if self.pending.failing_since is None:
                 self.pending.failing_since = time.monotonic()
-                self.out(f"error: daemon: cannot write {self.db}: {e}; holding results and retrying")
+            self._cannot_write(e)
             return
         if self.pending.failing_since is not None:
+            seconds = time.monotonic() - self.pending.failing_since
             self.pending.failing_since = None
-            await self._event("warning", "daemon", f"{self.db} is writable again; results held meanwhile are saved")
+            await self._event("warning", "daemon", f"{self.db} could not be written for {seconds:.0f} s "
+                              f"({self.write_error}); it is writable again and the results held meanwhile are saved")
         for update in after:
             await self._publish(update)
+
+    def _cannot_write(self, error: Exception) -> None:
+        """Says, once per failure spell, that the state file cannot be written."""
+        now = time.monotonic()
+        if now - self.last_write_error > 60:
+            self.out(f"error: daemon: cannot write {self.db}: {error}; results are held and retried")
+        self.last_write_error, self.write_error = now, str(error)
 
     async def _write_one_by_one(self, batch) -> None:
         """Writes each message alone, dropping (and reporting) those the schema refuses."""
@@ -588,8 +598,11 @@ class Daemon:
             except OSError as e:
                 text = f"# unreadable: {e}"
             if text != self.config_text:
-                self.config_text = text
-                await self._reconfigure(text)
+                try:
+                    await self._reconfigure(text)
+                    self.config_text = text
+                except sqlite3.Error as e:  # cannot record it now: try again in a second
+                    self._cannot_write(e)
 
     async def _reconfigure(self, text: str) -> None:
         try:
@@ -619,25 +632,25 @@ class Daemon:
 
     async def _tick(self) -> None:
         last = dict(self.counters)
-        retention_due = time.monotonic()
         while True:
             await asyncio.sleep(self.config.daemon.progress_seconds)
             elapsed = self._unticked()
-            await self._tick_counters()
             rates = {k: (self.counters[k] - last[k]) / elapsed for k in ("games", "positions", "train_step")}
             last = dict(self.counters)
-            await self._transaction(lambda: self.db_connection.executemany(
-                "INSERT INTO metrics VALUES (?, 'daemon', ?, ?)",
-                [(time.time(), f"{k}_per_s", v) for k, v in rates.items()]))
             if self.headless:
                 self.out(self.progress_line(rates=rates))
             self._check_budgets()
-            await self._schedule()
-            if self.ratings_stale:
-                await self._refresh_ratings()
-            if time.monotonic() >= retention_due:
+            try:
+                await self._tick_counters()
+                await self._transaction(lambda: self.db_connection.executemany(
+                    "INSERT INTO metrics VALUES (?, 'daemon', ?, ?)",
+                    [(time.time(), f"{k}_per_s", v) for k, v in rates.items()]))
+                await self._schedule()
+                if self.ratings_stale:
+                    await self._refresh_ratings()
                 await self._retain()
-                retention_due = time.monotonic() + 60
+            except sqlite3.Error as e:  # the file is locked or full: the next tick tries again
+                self._cannot_write(e)
 
     def progress_line(self, label: str = "", rates: dict | None = None) -> str:
         c, r = self.counters, rates or {}

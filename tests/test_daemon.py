@@ -3,6 +3,7 @@
 These are the daemon's acceptance tests. They run in CI: about seven minutes
 in all, most of it the five-minute run on the default config.
 """
+import json
 import sqlite3
 import time
 
@@ -43,6 +44,11 @@ def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
     # Self-play switched to the promoted network: later games name it.
     best = run.query("SELECT model_id FROM promotions ORDER BY at LIMIT 1")[0][0]
     assert run.count("games", f"model_id = {best}") > 0
+    # Ratings: the 0-Elo anchor (rollouts @100) and the promoted model are rated.
+    assert run.query("SELECT rating FROM ratings WHERE anchor = 1 AND player = 'rollouts @100'") == [(0.0,)]
+    assert run.query(f"SELECT rating IS NOT NULL FROM models WHERE id = {best}") == [(1,)]
+    table = run.hexzd("ratings").stdout
+    assert "rollouts @100" in table and f"model {best} @64" in table
 
 
 def snapshot_rows(run: DaemonRun) -> dict:
@@ -150,6 +156,18 @@ def test_bad_config_edits_are_refused_one_by_one_and_a_good_one_applies(runs, tm
                  "the malformed messages to be reported")
     games = run.count("games")
     run.wait_for(lambda: run.count("games") > games, 30, "self-play after the bad messages")
+
+    # A locked state file: results are held, nothing crashes, and writing resumes by itself.
+    locker = sqlite3.connect(run.db, timeout=5, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    time.sleep(14)  # longer than the daemon's 10 s busy timeout
+    assert run.process.poll() is None and "cannot write" in run.output.read_text()
+    locker.execute("ROLLBACK")
+    locker.close()
+    run.wait_for(lambda: run.count("events", "message LIKE '%writable again%'") == 1, 40, "writing to resume")
+    games = run.count("games")
+    run.wait_for(lambda: run.count("games") > games, 30, "games after the lock")
+    assert all(w["restarts"] == 0 for w in json.loads(run.hexzd("status", "--json").stdout)["workers"].values())
     assert run.stop() == 0
     assert "stopped" in run.output.read_text()
 
@@ -183,3 +201,32 @@ def test_control_commands_without_a_daemon_say_so(tmp_path):
     run = DaemonRun(tmp_path)
     result = run.hexzd("status", timeout=30)
     assert result.returncode == 1 and "no hexzd daemon answers" in result.stderr
+
+
+@pytest.mark.timeout(240)
+def test_retention_thins_old_games_and_prunes_snapshot_weights(runs, tmp_path):
+    edits = {"[train]": ["min_positions = 100", "snapshot_every = 20", "batch_size = 64", "window = 300"],
+             "[retention]": ["window_multiple = 1.0", "thin_keep = 0.5", "snapshot_every = 3"],
+             "[daemon]": ["progress_seconds = 2.0"]}
+    run = runs(tmp_path, edits=edits).start()
+    run.wait_for(lambda: run.count("models") >= 8 and run.count("games") >= 300, 120, "8 snapshots")
+    time.sleep(5)  # two more ticks: retention runs on each
+    assert run.stop() == 0
+    ids = [r[0] for r in run.query("SELECT id FROM games ORDER BY id")]
+    newest = run.query("SELECT id, length FROM games ORDER BY id DESC")
+    kept_whole, positions = set(), 0
+    for game_id, length in newest:  # the newest window of positions is whole...
+        positions += length
+        kept_whole.add(game_id)
+        if positions > 300:
+            break
+    older = [i for i in ids if i < min(kept_whole)]
+    # ...older games are thinned to every 2nd (the last tick's newest games may not be yet).
+    assert older and all(i % 2 == 0 for i in older[: len(older) // 2])
+    assert len(ids) < max(ids)
+    models = run.query("SELECT id, promoted_at IS NOT NULL, weights IS NOT NULL FROM models ORDER BY id")
+    assert [m[0] for m in models] == list(range(1, len(models) + 1))  # rows are never deleted
+    pruned = [i for i, promoted, has in models if not has]
+    assert pruned and all(i % 3 != 0 for i in pruned)
+    assert all(has for i, promoted, has in models if promoted or i == len(models))
+    assert run.query("PRAGMA integrity_check") == [("ok",)]
