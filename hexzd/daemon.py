@@ -74,6 +74,7 @@ class Daemon:
         self.headless, self.duration = headless, duration
         self.out = out or (lambda line: print(line, flush=True))
         self.workers: dict[str, Worker] = {}
+        self.context = zmq.asyncio.Context()
         self.counters = dict.fromkeys(COUNTERS, 0.0)
         self.flops_per_eval: dict[int, int] = {}
         self.best: int | None = None
@@ -124,7 +125,7 @@ class Daemon:
             return 0
         finally:
             await self.db_connection.close()
-            self.context.destroy(linger=0) if hasattr(self, "context") else None
+            self.context.destroy(linger=0)
             self.lock.close()
 
     async def _check_fixed(self) -> None:
@@ -147,7 +148,6 @@ class Daemon:
         self.last_train_step = self.counters["train_step"]
 
     def _bind(self) -> None:
-        self.context = zmq.asyncio.Context()
         self.pull = self.context.socket(zmq.PULL)
         self.pull.bind(self.run_dir.results)
         self.pub = self.context.socket(zmq.PUB)
