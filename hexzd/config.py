@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 def live(default, description: str, **kw):
@@ -105,17 +105,42 @@ class DaemonConfig(Section):
 
 
 class ModelConfig(Section):
-    """[model]: the network's shape, fixed for the run, and how workers run it."""
+    """[model]: the network's shape, fixed for the run."""
 
     blocks: int = fixed(4, "residual blocks in the tower", ge=1, le=64)
     channels: int = fixed(32, "channels per convolution", ge=4, le=1024)
+
+
+class DeviceConfig(Section):
+    """[device]: where and how the networks run."""
+
     backend: Literal["auto", "eager", "cpu", "cuda", "mps", "tensorrt"] = live(
         "auto", "inference backend; auto times each available one at start and keeps the fastest"
     )
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = live(
         "auto", "inference precision; auto tries those the backend offers (int8: tensorrt only)"
     )
-    threads: int = live(1, "torch CPU threads per process that runs the network", ge=1, le=256)
+    threads: int = live(1, "torch CPU threads per self-play or duel process", ge=1, le=256)
+    trainer: Literal["auto", "cpu", "cuda", "mps"] = fixed("auto", "where the trainer runs; auto: cuda, mps, then cpu")
+    trainer_threads: int = live(1, "torch CPU threads for the trainer", ge=1, le=256)
+
+
+class TuneConfig(Section):
+    """[tune]: the auto-tuner moves simulations and batch sizes within these bounds."""
+
+    enabled: bool = live(True, "let the tuner move selfplay.sims and selfplay.games")
+    sims_min: int = live(16, "fewest simulations per move the tuner may set", ge=1)
+    sims_max: int = live(800, "most simulations per move the tuner may set", ge=1)
+    batch_min: int = live(8, "fewest games per self-play group the tuner may set", ge=1)
+    batch_max: int = live(1024, "most games per self-play group the tuner may set", ge=1)
+    interval: float = live(30.0, "seconds between the tuner's decisions", gt=0)
+    gpu_target: float = live(0.9, "accelerator utilisation the batch size aims for", gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self):
+        if self.sims_min > self.sims_max or self.batch_min > self.batch_max:
+            raise ValueError("a lower bound is above its upper bound (sims_min/sims_max, batch_min/batch_max)")
+        return self
 
 
 class TrainConfig(Section):
@@ -137,8 +162,6 @@ class TrainConfig(Section):
     min_positions: int = live(2_000, "positions in the window before the first step", ge=1)
     reuse: float = live(4.0, "target times each position is trained on, on average", gt=0)
     snapshot_every: int = live(200, "steps between candidate snapshots", ge=1)
-    device: Literal["auto", "cpu", "cuda", "mps"] = fixed("auto", "where the trainer runs; auto: cuda, mps, then cpu")
-    threads: int = live(1, "torch CPU threads for the trainer", ge=1, le=256)
     seed: int = fixed(0, "seed of the trainer's sampling and initial weights")
     poll_seconds: float = live(2.0, "wait between looks for new games while the trainer is ahead", gt=0)
 
@@ -153,8 +176,10 @@ class Config(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     duel: DuelConfig = DuelConfig()
+    tune: TuneConfig = TuneConfig()
     ratings: RatingsConfig = RatingsConfig()
     budget: BudgetConfig = BudgetConfig()
+    device: DeviceConfig = DeviceConfig()
     retention: RetentionConfig = RetentionConfig()
     daemon: DaemonConfig = DaemonConfig()
 

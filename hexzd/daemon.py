@@ -538,7 +538,7 @@ class Daemon:
 
     def _environment(self, worker: Worker) -> dict:
         c = self.config
-        threads = {"selfplay": c.model.threads, "trainer": c.train.threads, "duel": c.model.threads}[worker.kind]
+        threads = c.device.trainer_threads if worker.kind == "trainer" else c.device.threads
         return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                 "NUMBA_NUM_THREADS": str(c.selfplay.numba_threads), "PYTHONUNBUFFERED": "1"}
 

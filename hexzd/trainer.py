@@ -374,9 +374,9 @@ class Trainer:
     def __init__(self, config: Config, source: GameSource, snapshot: Snapshot | None = None):
         self.config, self.source = config, source
         train = config.train
-        torch.set_num_threads(train.threads)
+        torch.set_num_threads(config.device.trainer_threads)
         self.spec = NetSpec(config.game.board_size, config.model.blocks, config.model.channels)
-        self.device = pick_device(train.device)
+        self.device = pick_device(config.device.trainer)
         torch.manual_seed(train.seed)
         self.rng = np.random.default_rng(train.seed)
         self.model = self.spec.build().to(self.device)
@@ -481,7 +481,7 @@ class Trainer:
     def apply(self, config: Config) -> None:
         """Takes a new config's live keys (fixed keys were refused before this)."""
         train = config.train
-        torch.set_num_threads(train.threads)
+        torch.set_num_threads(config.device.trainer_threads)
         if train.window != self.window.capacity:
             self.window = self.window.resized(train.window)
         for group in self.optimizer.param_groups:

@@ -97,7 +97,7 @@ def load_evaluator(db, model_id: int, config: Config):
 
     with store.read_only(db) as connection:
         blob = store.weights(connection, model_id)
-    return make_evaluator(blob, config.model.backend, config.model.precision, config.model.threads)
+    return make_evaluator(blob, config.device.backend, config.device.precision, config.device.threads)
 
 
 # -- self-play -----------------------------------------------------------------

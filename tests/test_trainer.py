@@ -20,9 +20,13 @@ from hexzd.trainer import (
 from solver import to_play_of, winner, winning_moves, wins
 
 
+CPU = {"trainer": "cpu", "trainer_threads": 1}
+
+
 def config(n=4, **train) -> Config:
-    train = {"min_positions": 1, "batch_size": 16, "device": "cpu", "threads": 1, **train}
-    return Config.model_validate({"game": {"board_size": n}, "model": {"blocks": 1, "channels": 8}, "train": train})
+    train = {"min_positions": 1, "batch_size": 16, **train}
+    return Config.model_validate({"game": {"board_size": n}, "model": {"blocks": 1, "channels": 8}, "train": train,
+                                  "device": CPU})
 
 
 def canonical(cells, n: int, to_play: int) -> np.ndarray:
@@ -327,7 +331,8 @@ def check_learns(n: int, count: int, max_stones: int, steps: int, blocks: int):
     cfg = Config.model_validate({
         "game": {"board_size": n}, "model": {"blocks": blocks, "channels": 32},
         "train": {"batch_size": 128, "lr": 3e-3, "warmup_steps": 50, "decay_steps": steps, "lr_final": 0.05,
-                  "min_positions": 1, "reuse": 1e6, "device": "cpu", "threads": 1},
+                  "min_positions": 1, "reuse": 1e6},
+        "device": CPU,
     })
     trainer = Trainer(cfg, RecordFile("/nonexistent"))
     trainer.window.add(*(np.array([d[k] for d in train]) for k in range(3)))
