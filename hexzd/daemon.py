@@ -14,8 +14,6 @@ best model, the trainer's checkpoint, the counters) is in the file, so a
 restart, even after `kill -9`, carries on where the last commit left it.
 """
 import asyncio
-import json
-import logging
 import os
 import signal
 import sqlite3
@@ -31,8 +29,8 @@ from hexzd import league, store
 from hexzd import messages as m
 from hexzd.config import Config, default_toml, fixed_changes, parse
 from hexzd.rundir import RunDir
+from hexzd.tuner import GpuMeter, Telemetry, Tuner
 
-log = logging.getLogger("hexzd")
 
 COUNTERS = ("games", "positions", "evals", "selfplay_flops", "train_flops", "accel_seconds", "wall_seconds",
             "train_step")
@@ -75,6 +73,7 @@ class Daemon:
         self.out = out or (lambda line: print(line, flush=True))
         self.workers: dict[str, Worker] = {}
         self.context = zmq.asyncio.Context()
+        self.meter: GpuMeter | None = None
         self.counters = dict.fromkeys(COUNTERS, 0.0)
         self.flops_per_eval: dict[int, int] = {}
         self.best: int | None = None
@@ -107,24 +106,31 @@ class Daemon:
         """Runs until stopped; returns the process exit code."""
         self.lock = self.run_dir.lock()  # first: a second daemon must not touch anything
         self.config = self.load_config()
+        self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.games)
         self.db_connection = await store.writer(self.db)
         try:
             await self._check_fixed()
             await self._load_state()
-            self.run_dir.write_config(self.config.model_dump())
+            self.run_dir.write_config(self.in_force().model_dump())
             await self._record_config(self.config_text, True, None)
             self._bind()
             self.stopping = asyncio.Event()
             self._signals()
             await self._event("info", "daemon", f"started (pid {os.getpid()}) on {self.db}")
+            self.meter = GpuMeter.open()
+            if self.meter is None:
+                await self._event("info", "tuner", f"{GpuMeter.why_not}; batch sizes follow throughput")
             tasks = [asyncio.create_task(t) for t in (
-                self._supervise(), self._ingest(), self._control(), self._watch(), self._tick())]
+                self._supervise(), self._ingest(), self._control(), self._watch(), self._tick(),
+                self._sample_gpu())]
             await self.stopping.wait()
             tasks[0].cancel()  # no restarts while the workers stop
             await self._shutdown(tasks)
             return 0
         finally:
             await self.db_connection.close()
+            if self.meter is not None:
+                self.meter.close()
             self.context.destroy(linger=0)
             self.lock.close()
 
@@ -225,11 +231,7 @@ class Daemon:
             [(f"counter.{k}", repr(v)) for k, v in self.counters.items()])
 
     async def _event(self, level: str, source: str, message: str) -> None:
-        """Logs an event and records it in the state file (later, if it cannot now)."""
-        line = f"{level}: {source}: {message}"
-        log.log(getattr(logging, level.upper()), "%s: %s", source, message)
-        if level != "debug":
-            self.out(line)
+        """Prints an event and records it in the state file (once it can be written)."""
         self.pending.messages.append(m.Event(level=level, source=source, message=message))
         await self._flush()
 
@@ -260,7 +262,6 @@ class Daemon:
         try:
             self.pending.messages.append(m.decode(frame))
         except m.BadMessage as e:
-            log.warning("dropped a malformed result: %s", e)
             self.pending.messages.append(m.Event(level="warning", source="daemon",
                                                  message=f"dropped a malformed message: {e}"))
 
@@ -329,11 +330,11 @@ class Daemon:
 
     async def _on_event(self, e: m.Event, after) -> None:
         await self._event_row(e)
-        if e.source != "daemon":
+        if e.level != "debug":
             self.out(f"{e.level}: {e.source}: {e.message}")
 
     async def _on_hello(self, hello: m.Hello, after) -> None:
-        log.info("%s is up (pid %d)", hello.worker, hello.pid)
+        await self._event_row(m.Event(level="debug", source=hello.worker, message=f"up (pid {hello.pid})"))
 
     async def _on_metrics(self, metrics: m.Metrics, after) -> None:
         now = time.time()
@@ -616,9 +617,53 @@ class Daemon:
             await self._event("error", "config", f"edit refused, still running on the last good config: {error}")
             return
         self.config, self.config_error = config, None
-        self.run_dir.write_config(config.model_dump())
-        await self._publish(m.ConfigUpdate(config=config.model_dump()))
+        self.tuner.configure(config.tune, config.selfplay.sims, config.selfplay.games)
+        await self._announce_config()
         await self._event("info", "config", f"applied the edit to {self.config_path}")
+
+    def in_force(self) -> Config:
+        """The file's config with the tuner's simulations and batch size: what workers run."""
+        selfplay = self.config.selfplay.model_copy(update={"sims": self.tuner.sims, "games": self.tuner.batch})
+        return self.config.model_copy(update={"selfplay": selfplay})
+
+    async def _announce_config(self) -> None:
+        config = self.in_force().model_dump()
+        self.run_dir.write_config(config)
+        await self._publish(m.ConfigUpdate(config=config))
+
+    async def _sample_gpu(self) -> None:
+        """Reads the GPU meter every second; the tuner gets each tick's mean."""
+        while self.meter is not None:
+            try:
+                self.meter.sample()
+            except RuntimeError as e:
+                await self._event("warning", "tuner", f"the GPU meter stopped answering: {e}")
+                self.meter = None
+            await asyncio.sleep(1.0)
+
+    async def _tune(self, rates: dict) -> None:
+        """Feeds the last tick's throughput (and GPU use) to the tuner; records what it decides."""
+        gpu = self.meter.take_mean() if self.meter else None
+        telemetry = Telemetry(
+            positions_per_s=rates["positions"], evals_per_s=rates["evals"],
+            samples_per_s=rates["train_step"] * self.config.train.batch_size,
+            reuse=self.config.train.reuse, gpu_util=gpu)
+        decisions = self.tuner.observe(telemetry, time.monotonic())
+        now = time.time()
+
+        async def writes():
+            if gpu is not None:
+                await self._execute("INSERT INTO metrics VALUES (?, 'daemon', 'gpu_util', ?)", (now, gpu))
+            await self.db_connection.executemany(
+                "INSERT INTO tuning VALUES (?, ?, ?, ?, ?)", [(now, d.knob, d.old, d.new, d.reason) for d in decisions])
+            for d in decisions:
+                await self._event_row(m.Event(level="info", source="tuner", message=d.reason))
+
+        await self._transaction(writes)
+        for d in decisions:
+            self.out(f"info: tuner: {d.reason}")
+        if decisions:
+            await self._announce_config()
 
     # -- progress, budgets and retention ---------------------------------------
 
@@ -635,7 +680,7 @@ class Daemon:
         while True:
             await asyncio.sleep(self.config.daemon.progress_seconds)
             elapsed = self._unticked()
-            rates = {k: (self.counters[k] - last[k]) / elapsed for k in ("games", "positions", "train_step")}
+            rates = {k: (self.counters[k] - last[k]) / elapsed for k in ("games", "positions", "evals", "train_step")}
             last = dict(self.counters)
             if self.headless:
                 self.out(self.progress_line(rates=rates))
@@ -645,6 +690,7 @@ class Daemon:
                 await self._transaction(lambda: self.db_connection.executemany(
                     "INSERT INTO metrics VALUES (?, 'daemon', ?, ?)",
                     [(time.time(), f"{k}_per_s", v) for k, v in rates.items()]))
+                await self._tune(rates)
                 await self._schedule()
                 if self.ratings_stale:
                     await self._refresh_ratings()
