@@ -471,6 +471,7 @@ class Daemon:
             "INSERT OR IGNORE INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)", (g.duel_id, g.pair, g.moves, g.winner, g.candidate_colour, time.time()))
         if cursor.rowcount:
+            self.ratings_stale = True  # refitted on the next tick
             won = g.winner == g.candidate_colour
             # Games that finish after the decision are kept (they rate players) but not counted.
             await self._execute("UPDATE duels SET wins = wins + ?, losses = losses + ? WHERE id = ?"
