@@ -64,6 +64,7 @@ def new_tree(batch: int, nodes: int, edges: int) -> kernels.Tree:
         node_visits=np.zeros((batch, nodes), np.int32),
         node_value=np.zeros((batch, nodes), np.float32),
         node_win=np.zeros((batch, nodes), np.int32),
+        node_scan=np.zeros((batch, nodes), np.int16),
         edge_action=np.zeros((batch, edges), np.int16),
         edge_prior=np.zeros((batch, edges), np.float32),
         edge_visits=np.zeros((batch, edges), np.int32),
@@ -209,20 +210,27 @@ class Search:
         PUCT: the visit distribution, and a move sampled from it for the first
         `temperature_moves` plies (the most visited after, or when not
         exploring). Gumbel: the improved policy and sequential halving's move.
-        A move that wins at once overrides both.
+        A move that wins at once, or that search proved to win, overrides
+        both; moves proven to lose are left out of both while a visited move
+        is not proven to lose.
         Returns int64[B] (-1 for a finished game) and float32[B, n*n + 1].
         """
         nn = self.n * self.n
+        losing = kernels.root_losing(self.tree, nn)
         if self.config.gumbel:
             moves, policy = kernels.gumbel_moves(
                 self.tree, self.gumbel_score, nn, GUMBEL_C_VISIT, GUMBEL_C_SCALE)
+            policy[losing] = 0.0
+            policy /= np.maximum(policy.sum(axis=1, keepdims=True), 1e-30)
         else:
             visits = self.visits()
+            visits[losing] = 0.0
             early = self.roots.ply < self.config.temperature_moves
             temperature = np.where(early & self.explore, 1.0, 0.0)
             moves = kernels.sample_moves(visits, temperature, self.rng)
             policy = visits / np.maximum(visits.sum(axis=1, keepdims=True), 1.0)
-        # A win in one is played, and taught, whatever the search's spread.
+        # A proven win (at once or deeper) is played, and taught, whatever the
+        # search's spread; a move proven to lose is neither, while another is left.
         wins = kernels.root_wins(self.tree)
         won = np.flatnonzero(wins >= 0)
         moves[won] = wins[won]

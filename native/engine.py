@@ -28,6 +28,11 @@ NUM_PLANES = 4  # own stones, opponent stones, on-board, swap available
 _DR = np.array([0, 0, -1, 1, -1, 1], dtype=np.int64)  # neighbour offsets
 _DC = np.array([-1, 1, 0, 0, 1, -1], dtype=np.int64)
 
+# Kernels called once per simulation that neither allocate arrays nor keep
+# them: compiled without numba's reference counting, which otherwise counts
+# every array argument of every call atomically, at a cost above the work.
+hot = numba.njit(nogil=True, cache=True, _nrt=False)
+
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def side(board):
@@ -283,7 +288,7 @@ def random_moves(board, winner, rng):
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@hot
 def full_board_winner(cells, n, stack, seen):
     """The winner of a full board: does Black join the top to the bottom?
 
@@ -316,7 +321,7 @@ def full_board_winner(cells, n, stack, seen):
     return WHITE
 
 
-@numba.njit(nogil=True, cache=True)
+@hot
 def fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen):
     """One random playout of game b: fill the empty cells in a random order.
 
@@ -343,7 +348,7 @@ def fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen):
     return full_board_winner(cells, n, stack, seen)
 
 
-@numba.njit(nogil=True, cache=True)
+@hot
 def playout_value(board, to_play, winner, b, rng, playouts, cells, empty, stack, seen):
     """Mean result of `playouts` random fills of game b, for the player to move."""
     total = 0.0

@@ -7,17 +7,35 @@ A tree is a `Tree` of arrays, one per field, in the style of mctx. Nodes are
 positions; edges are the legal moves of an expanded node, stored in one
 contiguous block per node, with each move's N and W beside its prior so
 that PUCT reads one block of memory front to back. Memory grows with the
-simulations done: each simulation adds one node (26 bytes) and, when it
+simulations done: each simulation adds one node (28 bytes) and, when it
 expands it, one edge per legal move (18 bytes each). On 9x9 that is at most
-26 + 82 * 18 = 1,502 bytes per simulation; the Python layer doubles the
+28 + 82 * 18 = 1,504 bytes per simulation; the Python layer doubles the
 capacity when it runs short.
 
 One simulation is two kernel calls for the whole batch:
     select        descends each tree by PUCT to one leaf, plays the moves on a
-                  copy of the root position and writes the leaf's canonical
+                  copy of the root's board and writes the leaf's canonical
                   planes into a [B, 4, n, n] buffer;
     expand_backup takes the evaluator's logits [B, n*n] and values [B], adds
                   the leaf's edges and backs the value up to the root.
+With random rollouts, search_rollouts runs all of a tree's simulations in
+one call.
+
+Wins and losses are proven as in MCTS-Solver (Winands et al. 2008). A node
+with a move that wins at once, or that leads to a proven loss for the
+opponent, is a proven win: search always takes that move and the node is
+worth +1. A node whose every move leads to a proven win for the opponent is a
+proven loss, and so is a finished game: search stops there (below the root)
+and it is worth -1. node_win holds the winning edge, NO_WIN or LOST, and PUCT
+passes over moves proven to lose while any other move is left.
+
+What makes a simulation cheap (see the kernels for each):
+  - with uniform priors PUCT scores only the moves tried so far and the first
+    untried one (node_scan), not every legal move;
+  - the descent plays moves on the board alone; the one flood fill that a
+    leaf needs replaces union-find updates at every level;
+  - the kernels take the Tree's arrays one by one, unpacked once per call,
+    and the per-simulation ones run without reference counting (engine.hot).
 """
 import math
 from collections import namedtuple
@@ -26,19 +44,20 @@ import numba
 import numpy as np
 
 from .engine import (
+    _DC,
+    _DR,
     BLACK,
     EMPTY,
+    WHITE,
     canonical_index,
-    copy_one,
     features_one,
+    hot,
     playout_scratch,
     playout_value,
-    play_one,
     side,
-    edge_roots,
+    swap_cell,
     swap_legal,
     transpose,
-    wins_at,
 )
 from .rng import gamma, gumbel, uniform
 
@@ -46,8 +65,10 @@ ROOT = 0  # the root is always node 0: advance() moves a reused subtree down
 NO_PARENT = -1
 UNEXPANDED = -1  # node_first of a node whose edges are not made yet
 UNVISITED = -1  # edge_child of a move never tried
-NO_WIN = -1  # node_win of a node with no winning move
-NODE_BYTES = 4 + 4 + 4 + 2 + 4 + 4 + 4
+NO_WIN = -1  # node_win of a node not proven either way
+LOST = -2  # node_win of a proven loss for the player to move
+LOSING = 1e9  # taken off the PUCT score of a move proven to lose
+NODE_BYTES = 4 + 4 + 4 + 2 + 4 + 4 + 4 + 2
 EDGE_BYTES = 2 + 4 + 4 + 4 + 4
 
 Tree = namedtuple(
@@ -59,7 +80,8 @@ Tree = namedtuple(
         "node_count",  # int16[B, N]    number of edges (legal moves)
         "node_visits",  # int32[B, N]   N: simulations through this node
         "node_value",  # float32[B, N]  W: their values, for the player to move here
-        "node_win",  # int32[B, N]      an edge that wins at once, or NO_WIN
+        "node_win",  # int32[B, N]      a winning edge (at once or proven), NO_WIN or LOST
+        "node_scan",  # int16[B, N]     edges PUCT scores one by one; see puct_edge
         "edge_action",  # int16[B, E]   the move
         "edge_prior",  # float32[B, E]  P
         "edge_visits",  # int32[B, E]   N of the move
@@ -73,18 +95,429 @@ Tree = namedtuple(
 State = namedtuple("State", ["board", "parent", "to_play", "winner", "ply"])  # see engine.py
 
 
+# -- one tree's steps, on arrays passed one by one ------------------------------
+
+
+@hot
+def _init_node(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+               node_win, node_scan, b, node, parent, edge):
+    """Makes `node` an unexpanded, unvisited node below edge `edge` of `parent`."""
+    node_parent[b, node] = parent
+    node_edge[b, node] = edge
+    node_first[b, node] = UNEXPANDED
+    node_count[b, node] = 0
+    node_visits[b, node] = 0
+    node_value[b, node] = 0.0
+    node_win[b, node] = NO_WIN
+    node_scan[b, node] = 0
+
+
+@hot
+def _clear(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+           node_win, node_scan, num_nodes, num_edges, b):
+    _init_node(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+               node_win, node_scan, b, ROOT, NO_PARENT, -1)
+    num_nodes[b] = 1
+    num_edges[b] = 0
+
+
+@hot
+def _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
+          edge_prior, edge_visits, edge_value, edge_child, b, node, c_puct, fpu_reduction):
+    """The edge that maximises Q + U; see puct_edge."""
+    visits = node_visits[b, node]
+    parent_q = node_value[b, node] / visits if visits > 0 else 0.0
+    fpu_q = parent_q - fpu_reduction
+    scale = c_puct * math.sqrt(max(visits, 1))
+    first = node_first[b, node]
+    scan = first + node_scan[b, node]
+    best, best_score = first, -np.inf
+    for e in range(first, scan):
+        n = edge_visits[b, e]
+        if n == 0:
+            q = fpu_q
+        else:
+            q = edge_value[b, e] / n
+            if node_win[b, edge_child[b, e]] >= 0:
+                q -= LOSING  # the opponent has a proven win after it
+        score = q + scale * edge_prior[b, e] / (1 + n)
+        if score > best_score:
+            best, best_score = e, score
+    if scan < first + node_count[b, node]:
+        score = fpu_q + scale * edge_prior[b, scan] / 1
+        if score > best_score:
+            best = scan
+    return best
+
+
+@hot
+def _gumbel_edge(node_first, node_count, node_visits, node_value, edge_visits, edge_value,
+                 b, gumbel_score, table, c_visit, c_scale):
+    """Sequential halving at the root; see gumbel_edge."""
+    first = node_first[b, ROOT]
+    count = node_count[b, ROOT]
+    considered = 0
+    max_visits = 0
+    for i in range(count):
+        if gumbel_score[b, i] > -np.inf:
+            considered += 1
+        max_visits = max(max_visits, edge_visits[b, first + i])
+    k = min(node_visits[b, ROOT] - 1, table.shape[1] - 1)
+    target = table[min(considered, table.shape[0] - 1), k]
+    root_q = node_value[b, ROOT] / max(node_visits[b, ROOT], 1)
+    best, best_score = -1, -np.inf
+    fallback, fallback_visits = first, 1 << 30
+    for i in range(count):
+        if gumbel_score[b, i] == -np.inf:
+            continue
+        n = edge_visits[b, first + i]
+        q = edge_value[b, first + i] / n if n > 0 else root_q
+        if n < fallback_visits:
+            fallback, fallback_visits = first + i, n
+        if n == target:
+            score = gumbel_score[b, i] + sigma(q, max_visits, c_visit, c_scale)
+            if score > best_score:
+                best, best_score = first + i, score
+    return best if best >= 0 else fallback
+
+
+@hot
+def _new_node(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+              node_win, node_scan, edge_child, num_nodes, b, parent, edge):
+    node = num_nodes[b]
+    num_nodes[b] = node + 1
+    _init_node(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+               node_win, node_scan, b, node, parent, edge)
+    edge_child[b, edge] = node
+    return node
+
+
+@hot
+def _step(board, to_play, ply, b, action, n):
+    """Plays a move on the board only: the descent's positions are never over."""
+    mover = to_play[b]
+    if action == n * n:  # swap: Black's lone stone becomes White's, transposed
+        cell = swap_cell(board, b)
+        board[b, cell] = EMPTY
+        board[b, transpose(cell, n)] = WHITE
+    else:
+        board[b, action] = mover
+    to_play[b] = WHITE if mover == BLACK else BLACK
+    ply[b] += 1
+
+
+@hot
+def _joins(board, b, n, cell, stack, seen):
+    """Does the group of the stone on `cell` join its owner's two edges?"""
+    colour = board[b, cell]
+    for x in range(n * n):
+        seen[x] = False
+    stack[0] = cell
+    seen[cell] = True
+    top = 1
+    touch_a = touch_b = False
+    while top > 0:
+        top -= 1
+        x = stack[top]
+        r = x // n
+        c = x - r * n
+        if colour == BLACK:
+            touch_a = touch_a or r == 0
+            touch_b = touch_b or r == n - 1
+        else:
+            touch_a = touch_a or c == 0
+            touch_b = touch_b or c == n - 1
+        if touch_a and touch_b:
+            return True
+        for k in range(6):
+            rr = r + _DR[k]
+            cc = c + _DC[k]
+            if 0 <= rr < n and 0 <= cc < n:
+                y = rr * n + cc
+                if board[b, y] == colour and not seen[y]:
+                    seen[y] = True
+                    stack[top] = y
+                    top += 1
+    return False
+
+
+@hot
+def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+             node_win, node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child,
+             num_nodes, root_board, root_to_play, root_winner, root_ply, board, to_play, winner,
+             ply, b, c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen):
+    """Descends tree b to a new leaf, playing its moves on leaves[b]; see select_one.
+
+    The moves go on the board alone: every expanded node is a running game,
+    so only the last move can end it, and a flood fill from its stone tells.
+    The leaves' union-find forest is not kept; nothing after the descent
+    reads it.
+    """
+    n = side(board)
+    for x in range(board.shape[1]):
+        board[b, x] = root_board[b, x]
+    to_play[b] = root_to_play[b]
+    winner[b] = root_winner[b]
+    ply[b] = root_ply[b]
+    gumbel_root = table.shape[0] > 0
+    node = ROOT
+    action = -1
+    while winner[b] == EMPTY and node_first[b, node] != UNEXPANDED:
+        win = node_win[b, node]
+        if win >= 0:
+            e = win  # a won position needs no search
+        elif win == LOST and node != ROOT:
+            return node  # nor does a lost one, below the root
+        elif gumbel_root and node == ROOT:
+            e = _gumbel_edge(node_first, node_count, node_visits, node_value, edge_visits,
+                             edge_value, b, gumbel_score, table, c_visit, c_scale)
+        else:
+            e = _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
+                      edge_prior, edge_visits, edge_value, edge_child, b, node, c_puct,
+                      fpu_reduction)
+        tried = e - node_first[b, node] + 1
+        if tried > node_scan[b, node]:
+            node_scan[b, node] = tried  # the edges past it stay untried
+        action = edge_action[b, e]
+        _step(board, to_play, ply, b, action, n)
+        child = edge_child[b, e]
+        if child == UNVISITED:
+            node = _new_node(node_parent, node_edge, node_first, node_count, node_visits,
+                             node_value, node_win, node_scan, edge_child, num_nodes, b, node, e)
+            break
+        node = child
+    if 0 <= action < n * n and node_first[b, node] == UNEXPANDED:
+        if node_win[b, node] == LOST or _joins(board, b, n, action, stack, seen):
+            winner[b] = board[b, action]
+    return node
+
+
+@hot
+def _winning_cells(board, b, n, colour, mark, stack):
+    """mark[x] & 3 == 3 where a `colour` stone on x would join its two edges.
+
+    Bit 1: x is on the first edge or beside a stone whose group touches it;
+    bit 2 the same for the second edge (bits 4 and 8: the flood has been
+    there). Two flood fills, from each edge's stones, instead of a look at
+    every empty cell's neighbours.
+    """
+    nn = n * n
+    for x in range(nn):
+        mark[x] = 0
+    for bit in (1, 2):
+        top = 0
+        for i in range(n):
+            if colour == BLACK:
+                x = i if bit == 1 else nn - n + i
+            else:
+                x = i * n if bit == 1 else i * n + n - 1
+            mark[x] |= bit
+            if board[b, x] == colour:
+                mark[x] |= bit << 2
+                stack[top] = x
+                top += 1
+        while top > 0:
+            top -= 1
+            x = stack[top]
+            r = x // n
+            c = x - r * n
+            for k in range(6):
+                rr = r + _DR[k]
+                cc = c + _DC[k]
+                if 0 <= rr < n and 0 <= cc < n:
+                    y = rr * n + cc
+                    mark[y] |= bit
+                    if board[b, y] == colour and mark[y] & (bit << 2) == 0:
+                        mark[y] |= bit << 2
+                        stack[top] = y
+                        top += 1
+
+
+@hot
+def _expand(node_first, node_count, node_win, node_scan, edge_action, edge_prior, edge_visits,
+            edge_value, edge_child, num_edges, board, to_play, winner, ply, b, node,
+            logits, swap, flat_prior, mark, stack):
+    """Adds an edge per legal move; see expand. The loops avoid branches on cells."""
+    nn = board.shape[1]
+    n = side(board)
+    mover = to_play[b]
+    stones = 0  # the mover's; fewer than n - 1 cannot win at once
+    for a in range(nn):
+        stones += board[b, a] == mover
+    win_cell = -1
+    if stones >= n - 1:
+        _winning_cells(board, b, n, mover, mark, stack)
+        for a in range(nn):
+            if board[b, a] == EMPTY and mark[a] & 3 == 3:
+                win_cell = a
+                break
+    first = num_edges[b]
+    win = NO_WIN
+    count = 0
+    for a in range(nn):
+        if a == win_cell:
+            win = first + count
+        edge_action[b, first + count] = a  # kept only where the cell is empty
+        count += board[b, a] == EMPTY
+    if swap_legal(winner, ply, b, swap):
+        edge_action[b, first + count] = nn
+        count += 1
+    last = first + count
+    # Slices: loops over first..last would check each index for wraparound.
+    edge_child[b, first:last] = UNVISITED
+    edge_visits[b, first:last] = 0
+    edge_value[b, first:last] = 0.0
+    if flat_prior:
+        edge_prior[b, first:last] = 1.0 / count
+    else:
+        top = -np.inf
+        for e in range(first, last):
+            a = edge_action[b, e]
+            if a == nn:
+                logit = logits[b, canonical_index(board, to_play, b, a)]
+            else:
+                logit = logits[b, a if mover == BLACK else transpose(a, n)]
+            edge_prior[b, e] = logit
+            top = max(top, logit)
+        total = 0.0
+        for e in range(first, last):
+            p = math.exp(edge_prior[b, e] - top)
+            edge_prior[b, e] = p
+            total += p
+        for e in range(first, last):
+            edge_prior[b, e] /= total
+    node_win[b, node] = win
+    node_first[b, node] = first
+    node_count[b, node] = count
+    node_scan[b, node] = 0 if flat_prior else count
+    num_edges[b] = last
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_noise(node_first, node_count, node_scan, edge_prior, b, rng, alpha, fraction):
+    first = node_first[b, ROOT]
+    count = node_count[b, ROOT]
+    if fraction <= 0.0 or first == UNEXPANDED or count == 0:
+        return
+    noise = np.empty(count)
+    total = 0.0
+    for i in range(count):
+        noise[i] = gamma(rng, b, alpha)
+        total += noise[i]
+    if total <= 0.0:
+        return
+    for i in range(count):
+        p = edge_prior[b, first + i]
+        edge_prior[b, first + i] = (1.0 - fraction) * p + fraction * noise[i] / total
+    node_scan[b, ROOT] = count  # the priors differ now
+
+
+@numba.njit(nogil=True, cache=True)
+def _start_gumbel(node_first, node_count, edge_prior, b, rng, gumbel_score, considered, sample):
+    first = node_first[b, ROOT]
+    count = node_count[b, ROOT]
+    gumbel_score[b, :] = -np.inf
+    for i in range(count):
+        g = gumbel(rng, b) if sample else 0.0
+        gumbel_score[b, i] = g + math.log(max(edge_prior[b, first + i], 1e-30))
+    m = min(considered, count)
+    order = np.argsort(-gumbel_score[b, :count])
+    for j in range(m, count):
+        gumbel_score[b, order[j]] = -np.inf
+
+
+@hot
+def _all_moves_lose(node_first, node_count, node_win, node_scan, edge_child, b, node):
+    """Does every move of `node` lead to a proven win for the opponent?"""
+    count = node_count[b, node]
+    if node_scan[b, node] < count:
+        return False  # some move is still untried
+    first = node_first[b, node]
+    for e in range(first, first + count):
+        child = edge_child[b, e]
+        if child == UNVISITED or node_win[b, child] < 0:
+            return False
+    return True
+
+
+@hot
+def _backup(node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
+            node_scan, edge_visits, edge_value, edge_child, b, node, v):
+    """Adds value v (for the player to move at `node`) along the path to the root.
+
+    A proof at the leaf climbs as far as it decides the parents (MCTS-Solver).
+    """
+    proved = node_win[b, node] != NO_WIN
+    while True:
+        node_visits[b, node] += 1
+        node_value[b, node] += v
+        v = -v
+        up = node_parent[b, node]
+        if up == NO_PARENT:
+            return
+        e = node_edge[b, node]
+        edge_visits[b, e] += 1
+        edge_value[b, e] += v
+        if proved and node_win[b, up] == NO_WIN:
+            if node_win[b, node] == LOST:
+                node_win[b, up] = e  # the move into a lost position wins
+            elif _all_moves_lose(node_first, node_count, node_win, node_scan, edge_child, b, up):
+                node_win[b, up] = LOST
+            else:
+                proved = False
+        else:
+            proved = False
+        node = up
+
+
+@hot
+def _settle(node_first, node_count, node_win, node_scan, edge_action, edge_prior, edge_visits,
+            edge_value, edge_child, num_edges, board, to_play, winner, ply, b, node, logits,
+            flat_prior, swap, mark, stack):
+    """Expands leaf `node` if it needs it; returns (proof, fresh).
+
+    proof is +1 or -1 when the leaf's value is known exactly, for the player
+    to move there, and 0 when it takes the evaluator: a finished game is a
+    proven loss (the previous move won), and a proof beats any guess. fresh
+    tells that the root was expanded just now.
+    """
+    if winner[b] != EMPTY:
+        node_win[b, node] = LOST
+        return -1.0, False
+    fresh = False
+    if node_first[b, node] == UNEXPANDED:
+        _expand(node_first, node_count, node_win, node_scan, edge_action, edge_prior,
+                edge_visits, edge_value, edge_child, num_edges, board, to_play, winner, ply,
+                b, node, logits, swap, flat_prior, mark, stack)
+        fresh = node == ROOT
+    win = node_win[b, node]
+    if win >= 0:
+        return 1.0, fresh
+    if win == LOST:
+        return -1.0, fresh
+    return 0.0, fresh
+
+
+@numba.njit(nogil=True, cache=True)
+def _start_root(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
+                noise_fraction, gumbel_score, gumbel_considered, gumbel_sample):
+    """A root expanded just now gets its Gumbel draw, or else Dirichlet noise."""
+    if gumbel_considered > 0:
+        _start_gumbel(node_first, node_count, edge_prior, b, rng, gumbel_score,
+                      gumbel_considered, gumbel_sample)
+    else:
+        _add_noise(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
+                   noise_fraction)
+
+
+# -- kernels over the batch ------------------------------------------------------
+
+
 @numba.njit(nogil=True, cache=True)
 def clear_one(tree, b):
     """Makes tree b a lone, unexpanded root."""
-    tree.node_parent[b, ROOT] = NO_PARENT
-    tree.node_edge[b, ROOT] = -1
-    tree.node_first[b, ROOT] = UNEXPANDED
-    tree.node_count[b, ROOT] = 0
-    tree.node_visits[b, ROOT] = 0
-    tree.node_value[b, ROOT] = 0.0
-    tree.node_win[b, ROOT] = NO_WIN
-    tree.num_nodes[b] = 1
-    tree.num_edges[b] = 0
+    _clear(tree.node_parent, tree.node_edge, tree.node_first, tree.node_count, tree.node_visits,
+           tree.node_value, tree.node_win, tree.node_scan, tree.num_nodes, tree.num_edges, b)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -98,19 +531,19 @@ def edge_q(tree, b, e, fpu_q):
 
 @numba.njit(nogil=True, cache=True)
 def puct_edge(tree, b, node, c_puct, fpu_reduction):
-    """The edge that maximises Q + U; unvisited moves get the parent's Q minus the FPU."""
-    visits = tree.node_visits[b, node]
-    parent_q = tree.node_value[b, node] / visits if visits > 0 else 0.0
-    fpu_q = parent_q - fpu_reduction
-    scale = c_puct * math.sqrt(max(visits, 1))
-    first = tree.node_first[b, node]
-    best, best_score = first, -np.inf
-    for e in range(first, first + tree.node_count[b, node]):
-        q, n = edge_q(tree, b, e, fpu_q)
-        score = q + scale * tree.edge_prior[b, e] / (1 + n)
-        if score > best_score:
-            best, best_score = e, score
-    return best
+    """The edge that maximises Q + U; unvisited moves get the parent's Q minus the FPU.
+
+    Ties go to the first edge. Only the first node_scan edges are scored one
+    by one: the edges after them are untried and share one prior (uniform
+    priors, before any of them is tried), so they all score alike and the
+    first of them stands for the rest. With uniform priors the tried moves
+    are then a prefix, and a deep node costs its few tried moves, not all
+    its legal ones. Nodes with distinct priors scan every edge. A move proven
+    to lose scores LOSING less, so it is taken only when every move loses.
+    """
+    return _puct(tree.node_first, tree.node_count, tree.node_visits, tree.node_value,
+                 tree.node_win, tree.node_scan, tree.edge_prior, tree.edge_visits,
+                 tree.edge_value, tree.edge_child, b, node, c_puct, fpu_reduction)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -129,52 +562,25 @@ def gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale):
     highest g + logit + sigma(Q) is taken. gumbel_score[b, i] holds g + logit
     of root edge i, or -inf for moves not considered.
     """
-    first = tree.node_first[b, ROOT]
-    count = tree.node_count[b, ROOT]
-    considered = 0
-    max_visits = 0
-    for i in range(count):
-        if gumbel_score[b, i] > -np.inf:
-            considered += 1
-        max_visits = max(max_visits, tree.edge_visits[b, first + i])
-    k = min(tree.node_visits[b, ROOT] - 1, table.shape[1] - 1)
-    target = table[min(considered, table.shape[0] - 1), k]
-    root_q = tree.node_value[b, ROOT] / max(tree.node_visits[b, ROOT], 1)
-    best, best_score = -1, -np.inf
-    fallback, fallback_visits = first, 1 << 30
-    for i in range(count):
-        if gumbel_score[b, i] == -np.inf:
-            continue
-        q, n = edge_q(tree, b, first + i, root_q)
-        if n < fallback_visits:
-            fallback, fallback_visits = first + i, n
-        if n == target:
-            score = gumbel_score[b, i] + sigma(q, max_visits, c_visit, c_scale)
-            if score > best_score:
-                best, best_score = first + i, score
-    return best if best >= 0 else fallback
+    return _gumbel_edge(tree.node_first, tree.node_count, tree.node_visits, tree.node_value,
+                        tree.edge_visits, tree.edge_value, b, gumbel_score, table, c_visit, c_scale)
 
 
 @numba.njit(nogil=True, cache=True)
 def select_one(tree, roots, leaves, b, c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale):
-    """Descends tree b to a new leaf, playing its moves on leaves[b]. Returns the leaf."""
-    copy_one(roots.board, roots.parent, roots.to_play, roots.winner, roots.ply, b,
-             leaves.board, leaves.parent, leaves.to_play, leaves.winner, leaves.ply, b)
-    node = ROOT
-    while leaves.winner[b] == EMPTY and tree.node_first[b, node] != UNEXPANDED:
-        if tree.node_win[b, node] != NO_WIN:
-            e = tree.node_win[b, node]  # a won position needs no search
-        elif table.shape[0] > 0 and node == ROOT:
-            e = gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale)
-        else:
-            e = puct_edge(tree, b, node, c_puct, fpu_reduction)
-        play_one(leaves.board, leaves.parent, leaves.to_play, leaves.winner, leaves.ply,
-                 b, tree.edge_action[b, e])
-        child = tree.edge_child[b, e]
-        if child == UNVISITED:
-            return new_node(tree, b, node, e)
-        node = child
-    return node
+    """Descends tree b to a new leaf, playing its moves on leaves[b]. Returns the leaf.
+
+    The descent stops at a finished game, at an unexpanded node, and below
+    the root at a proven loss; a proven win always takes its winning move.
+    """
+    nn = leaves.board.shape[1]
+    return _descend(tree.node_parent, tree.node_edge, tree.node_first, tree.node_count,
+                    tree.node_visits, tree.node_value, tree.node_win, tree.node_scan,
+                    tree.edge_action, tree.edge_prior, tree.edge_visits, tree.edge_value,
+                    tree.edge_child, tree.num_nodes, roots.board, roots.to_play, roots.winner,
+                    roots.ply, leaves.board, leaves.to_play, leaves.winner, leaves.ply, b,
+                    c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale,
+                    np.empty(nn, np.int16), np.empty(nn, np.bool_))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -182,31 +588,35 @@ def select(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction,
            gumbel_score, table, c_visit, c_scale, planes, write_planes):
     """Descends every tree to one new leaf; see the module docstring.
 
-    roots, leaves: State of B games; leaves receives the leaf positions.
-    leaf: int32[B] receives the leaf node of each tree. planes: float32[B, 4,
-    n, n] receives their canonical planes when write_planes is true. An empty
-    table turns Gumbel root selection off.
+    roots, leaves: State of B games; leaves receives the leaf positions (their
+    board, to_play, winner and ply: the union-find parent is left as it was,
+    since nothing reads it). leaf: int32[B] receives the leaf node of each
+    tree. planes: float32[B, 4, n, n] receives their canonical planes when
+    write_planes is true. An empty table turns Gumbel root selection off.
     """
-    for b in range(tree.num_nodes.shape[0]):
-        leaf[b] = select_one(tree, roots, leaves, b, c_puct, fpu_reduction,
-                             gumbel_score, table, c_visit, c_scale)
+    (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
+     node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
+     num_edges) = tree
+    root_board, root_to_play = roots.board, roots.to_play
+    root_winner, root_ply = roots.winner, roots.ply
+    board, to_play, winner, ply = leaves.board, leaves.to_play, leaves.winner, leaves.ply
+    stack = np.empty(board.shape[1], np.int16)
+    seen = np.empty(board.shape[1], np.bool_)
+    for b in range(num_nodes.shape[0]):
+        leaf[b] = _descend(node_parent, node_edge, node_first, node_count, node_visits,
+                           node_value, node_win, node_scan, edge_action, edge_prior, edge_visits,
+                           edge_value, edge_child, num_nodes, root_board, root_to_play,
+                           root_winner, root_ply, board, to_play, winner, ply, b, c_puct,
+                           fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen)
         if write_planes:
-            features_one(leaves.board, leaves.to_play, leaves.ply, b, swap, planes, b)
+            features_one(board, to_play, ply, b, swap, planes, b)
 
 
 @numba.njit(nogil=True, cache=True)
 def new_node(tree, b, parent, edge):
-    node = tree.num_nodes[b]
-    tree.num_nodes[b] = node + 1
-    tree.node_parent[b, node] = parent
-    tree.node_edge[b, node] = edge
-    tree.node_first[b, node] = UNEXPANDED
-    tree.node_count[b, node] = 0
-    tree.node_visits[b, node] = 0
-    tree.node_value[b, node] = 0.0
-    tree.node_win[b, node] = NO_WIN
-    tree.edge_child[b, edge] = node
-    return node
+    return _new_node(tree.node_parent, tree.node_edge, tree.node_first, tree.node_count,
+                     tree.node_visits, tree.node_value, tree.node_win, tree.node_scan,
+                     tree.edge_child, tree.num_nodes, b, parent, edge)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -216,75 +626,22 @@ def expand(tree, leaves, b, node, logits, swap, flat_prior):
     flat_prior=True skips the logits: every move gets the same prior, as in
     plain MCTS with random rollouts.
 
-    It also notes a move that wins at once, if there is one: search then
-    always takes it, and the node is worth a sure win to the player to move.
+    It also notes the first move that wins at once, if there is one: search
+    then always takes it, and the node is worth a sure win to the player to
+    move.
     """
     nn = leaves.board.shape[1]
-    n = side(leaves.board)
-    mover = leaves.to_play[b]
-    first = tree.num_edges[b]
-    count = 0
-    stones = 0  # the mover's; fewer than n - 1 cannot win at once
-    top = -np.inf
-    for a in range(nn + 1):
-        if a < nn:
-            stone = leaves.board[b, a]
-            stones += stone == mover
-            if stone != EMPTY:
-                continue
-            logit = 0.0 if flat_prior else logits[b, a if mover == BLACK else transpose(a, n)]
-        elif swap_legal(leaves.winner, leaves.ply, b, swap):
-            logit = 0.0 if flat_prior else logits[b, canonical_index(leaves.board, leaves.to_play, b, a)]
-        else:
-            continue
-        e = first + count
-        tree.edge_action[b, e] = a
-        tree.edge_prior[b, e] = logit
-        tree.edge_child[b, e] = UNVISITED
-        tree.edge_visits[b, e] = 0
-        tree.edge_value[b, e] = 0.0
-        top = max(top, logit)
-        count += 1
-    if stones >= n - 1:
-        root_a, root_b = edge_roots(leaves.parent, b, n, mover)
-        for e in range(first, first + count):
-            a = tree.edge_action[b, e]
-            if a < nn and wins_at(leaves.board, leaves.parent, b, n, a, mover, root_a, root_b):
-                tree.node_win[b, node] = e
-                break
-    if flat_prior:
-        for e in range(first, first + count):
-            tree.edge_prior[b, e] = 1.0 / count
-    else:
-        total = 0.0
-        for e in range(first, first + count):
-            p = math.exp(tree.edge_prior[b, e] - top)
-            tree.edge_prior[b, e] = p
-            total += p
-        for e in range(first, first + count):
-            tree.edge_prior[b, e] /= total
-    tree.node_first[b, node] = first
-    tree.node_count[b, node] = count
-    tree.num_edges[b] = first + count
+    _expand(tree.node_first, tree.node_count, tree.node_win, tree.node_scan, tree.edge_action,
+            tree.edge_prior, tree.edge_visits, tree.edge_value, tree.edge_child, tree.num_edges,
+            leaves.board, leaves.to_play, leaves.winner, leaves.ply, b, node,
+            logits, swap, flat_prior, np.empty(nn, np.int8), np.empty(nn, np.int16))
 
 
 @numba.njit(nogil=True, cache=True)
 def add_noise(tree, b, rng, alpha, fraction):
     """Mixes Dirichlet(alpha) noise into the root's priors (AlphaZero)."""
-    first = tree.node_first[b, ROOT]
-    count = tree.node_count[b, ROOT]
-    if fraction <= 0.0 or first == UNEXPANDED or count == 0:
-        return
-    noise = np.empty(count)
-    total = 0.0
-    for i in range(count):
-        noise[i] = gamma(rng, b, alpha)
-        total += noise[i]
-    if total <= 0.0:
-        return
-    for i in range(count):
-        p = tree.edge_prior[b, first + i]
-        tree.edge_prior[b, first + i] = (1.0 - fraction) * p + fraction * noise[i] / total
+    _add_noise(tree.node_first, tree.node_count, tree.node_scan, tree.edge_prior, b, rng,
+               alpha, fraction)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -294,35 +651,8 @@ def start_gumbel(tree, b, rng, gumbel_score, considered, sample):
     With sample false, g is zero: the deterministic choice used for
     evaluation. Moves not considered get -inf.
     """
-    first = tree.node_first[b, ROOT]
-    count = tree.node_count[b, ROOT]
-    gumbel_score[b, :] = -np.inf
-    for i in range(count):
-        g = gumbel(rng, b) if sample else 0.0
-        gumbel_score[b, i] = g + math.log(max(tree.edge_prior[b, first + i], 1e-30))
-    m = min(considered, count)
-    order = np.argsort(-gumbel_score[b, :count])
-    for j in range(m, count):
-        gumbel_score[b, order[j]] = -np.inf
-
-
-@numba.njit(nogil=True, cache=True)
-def expand_backup_one(tree, leaves, b, node, logits, flat_prior, value, swap, rng,
-                      noise_alpha, noise_fraction, gumbel_score, gumbel_considered, gumbel_sample):
-    """Expands leaf `node` of tree b and backs its value up (see expand_backup)."""
-    if leaves.winner[b] != EMPTY:
-        value = -1.0
-    else:
-        if tree.node_first[b, node] == UNEXPANDED:
-            expand(tree, leaves, b, node, logits, swap, flat_prior)
-            if node == ROOT:
-                if gumbel_considered > 0:
-                    start_gumbel(tree, b, rng, gumbel_score, gumbel_considered, gumbel_sample)
-                else:
-                    add_noise(tree, b, rng, noise_alpha, noise_fraction)
-        if tree.node_win[b, node] != NO_WIN:
-            value = 1.0  # the exact value beats the evaluator's guess
-    backup(tree, b, node, value)
+    _start_gumbel(tree.node_first, tree.node_count, tree.edge_prior, b, rng, gumbel_score,
+                  considered, sample)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -332,12 +662,27 @@ def expand_backup(tree, leaves, leaf, logits, values, swap, rng,
 
     logits float32[B, n*n] and values float32[B] are the network's view of the
     leaf, for the player to move there. A finished game's leaf is worth -1 to
-    the player to move: the previous move won. A root expanded here gets
-    Dirichlet noise, or its Gumbel draw when gumbel_considered > 0.
+    the player to move: the previous move won. A proven leaf is worth its
+    proof. A root expanded here gets Dirichlet noise, or its Gumbel draw when
+    gumbel_considered > 0.
     """
-    for b in range(tree.num_nodes.shape[0]):
-        expand_backup_one(tree, leaves, b, leaf[b], logits, False, values[b], swap, rng,
-                          noise_alpha, noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
+    (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
+     node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
+     num_edges) = tree
+    board, to_play, winner, ply = leaves.board, leaves.to_play, leaves.winner, leaves.ply
+    mark = np.empty(leaves.board.shape[1], np.int8)
+    stack = np.empty(leaves.board.shape[1], np.int16)
+    for b in range(num_nodes.shape[0]):
+        node = leaf[b]
+        proof, fresh = _settle(node_first, node_count, node_win, node_scan, edge_action,
+                               edge_prior, edge_visits, edge_value, edge_child, num_edges, board,
+                               to_play, winner, ply, b, node, logits, False, swap, mark, stack)
+        value = proof if proof != 0.0 else values[b]
+        if fresh:
+            _start_root(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
+                        noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
+        _backup(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+                node_win, node_scan, edge_visits, edge_value, edge_child, b, node, value)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -351,31 +696,43 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
     tree that stays in the CPU's cache searches several times faster than B
     trees visited in turn. The tree arrays must have room for `sims` steps.
     """
+    (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
+     node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
+     num_edges) = tree
+    root_board, root_to_play = roots.board, roots.to_play
+    root_winner, root_ply = roots.winner, roots.ply
+    board, to_play, winner, ply = leaves.board, leaves.to_play, leaves.winner, leaves.ply
     no_logits = np.zeros((0, 0), np.float32)
-    cells, empty, stack, seen = playout_scratch(side(leaves.board))
-    for b in range(tree.num_nodes.shape[0]):
+    mark = np.empty(board.shape[1], np.int8)
+    cells, empty, stack, seen = playout_scratch(side(board))
+    for b in range(num_nodes.shape[0]):
         for _ in range(sims):
-            node = select_one(tree, roots, leaves, b, c_puct, fpu_reduction,
-                              gumbel_score, table, c_visit, c_scale)
-            value = playout_value(leaves.board, leaves.to_play, leaves.winner, b, rng, playouts,
-                                  cells, empty, stack, seen)
-            expand_backup_one(tree, leaves, b, node, no_logits, True, value, swap, rng,
-                              noise_alpha, noise_fraction, gumbel_score, gumbel_considered,
-                              gumbel_sample)
+            node = _descend(node_parent, node_edge, node_first, node_count, node_visits,
+                            node_value, node_win, node_scan, edge_action, edge_prior,
+                            edge_visits, edge_value, edge_child, num_nodes, root_board,
+                            root_to_play, root_winner, root_ply, board, to_play, winner, ply, b,
+                            c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale,
+                            stack, seen)
+            value, fresh = _settle(node_first, node_count, node_win, node_scan, edge_action,
+                                   edge_prior, edge_visits, edge_value, edge_child, num_edges,
+                                   board, to_play, winner, ply, b, node, no_logits, True, swap,
+                                   mark, stack)
+            if value == 0.0:  # no proof: a random fill decides
+                value = playout_value(board, to_play, winner, b, rng, playouts,
+                                      cells, empty, stack, seen)
+            if fresh:
+                _start_root(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
+                            noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
+            _backup(node_parent, node_edge, node_first, node_count, node_visits, node_value,
+                    node_win, node_scan, edge_visits, edge_value, edge_child, b, node, value)
 
 
 @numba.njit(nogil=True, cache=True)
 def backup(tree, b, node, v):
     """Adds value v (for the player to move at `node`) along the path to the root."""
-    while node != NO_PARENT:
-        tree.node_visits[b, node] += 1
-        tree.node_value[b, node] += v
-        v = -v
-        e = tree.node_edge[b, node]
-        if e >= 0:
-            tree.edge_visits[b, e] += 1
-            tree.edge_value[b, e] += v
-        node = tree.node_parent[b, node]
+    _backup(tree.node_parent, tree.node_edge, tree.node_first, tree.node_count, tree.node_visits,
+            tree.node_value, tree.node_win, tree.node_scan, tree.edge_visits, tree.edge_value,
+            tree.edge_child, b, node, v)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -389,6 +746,33 @@ def root_visits(tree, nn):
             continue
         for e in range(first, first + tree.node_count[b, ROOT]):
             out[b, tree.edge_action[b, e]] = tree.edge_visits[b, e]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def root_losing(tree, nn):
+    """bool[B, n*n + 1]: the root's moves proven to lose.
+
+    Marked only where some visited move is not proven to lose, so that a
+    choice among the visited moves is always left.
+    """
+    B = tree.num_nodes.shape[0]
+    out = np.zeros((B, nn + 1), np.bool_)
+    for b in range(B):
+        first = tree.node_first[b, ROOT]
+        if first == UNEXPANDED:
+            continue
+        hold = False
+        for e in range(first, first + tree.node_count[b, ROOT]):
+            child = tree.edge_child[b, e]
+            if child == UNVISITED:
+                continue
+            if tree.node_win[b, child] >= 0:
+                out[b, tree.edge_action[b, e]] = True
+            elif tree.edge_visits[b, e] > 0:
+                hold = True
+        if not hold:
+            out[b, :] = False
     return out
 
 
@@ -428,7 +812,8 @@ def gumbel_moves(tree, gumbel_score, nn, c_visit, c_scale):
     """Gumbel search's move and improved policy per tree.
 
     The move is the most visited considered move, ties broken by
-    g + logit + sigma(Q). The policy, the training target, is
+    g + logit + sigma(Q), passing over moves proven to lose while another
+    considered move is not. The policy, the training target, is
     softmax(logit + sigma(completed Q)) over all legal moves, where an
     unvisited move's Q is completed by the root's value. Returns int64[B]
     and float32[B, n*n + 1].
@@ -443,8 +828,13 @@ def gumbel_moves(tree, gumbel_score, nn, c_visit, c_scale):
         count = tree.node_count[b, ROOT]
         root_q = tree.node_value[b, ROOT] / max(tree.node_visits[b, ROOT], 1)
         max_visits = 0
-        for e in range(first, first + count):
+        some_hold = False  # a considered move not proven to lose
+        for i in range(count):
+            e = first + i
             max_visits = max(max_visits, tree.edge_visits[b, e])
+            child = tree.edge_child[b, e]
+            if gumbel_score[b, i] > -np.inf and (child == UNVISITED or tree.node_win[b, child] < 0):
+                some_hold = True
         best, best_n, best_score = -1, -1, -np.inf
         top = -np.inf
         for i in range(count):
@@ -452,7 +842,10 @@ def gumbel_moves(tree, gumbel_score, nn, c_visit, c_scale):
             q, n = edge_q(tree, b, e, root_q)
             s = sigma(q, max_visits, c_visit, c_scale)
             score = gumbel_score[b, i] + s
-            if score > -np.inf and (n > best_n or (n == best_n and score > best_score)):
+            child = tree.edge_child[b, e]
+            losing = child != UNVISITED and tree.node_win[b, child] >= 0
+            if (score > -np.inf and not (losing and some_hold)
+                    and (n > best_n or (n == best_n and score > best_score))):
                 best, best_n, best_score = tree.edge_action[b, e], n, score
             z = math.log(max(tree.edge_prior[b, e], 1e-30)) + s
             policy[b, tree.edge_action[b, e]] = z
@@ -495,48 +888,52 @@ def advance(tree, actions, reuse, rng, noise_alpha, noise_fraction):
 @numba.njit(nogil=True, cache=True)
 def compact(tree, b, new_root):
     """Keeps only the subtree under new_root, which becomes node 0."""
-    total = tree.num_nodes[b]
+    (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
+     node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
+     num_edges) = tree
+    total = num_nodes[b]
     remap = np.full(total, -1, np.int32)
     shift = np.zeros(total, np.int32)  # old first edge - new first edge
     kept, edges = 0, 0
     for i in range(new_root, total):  # pass 1: new places
-        if i == new_root or remap[tree.node_parent[b, i]] >= 0:
+        if i == new_root or remap[node_parent[b, i]] >= 0:
             remap[i] = kept
             kept += 1
-            if tree.node_first[b, i] != UNEXPANDED:
-                shift[i] = tree.node_first[b, i] - edges
-                edges += tree.node_count[b, i]
+            if node_first[b, i] != UNEXPANDED:
+                shift[i] = node_first[b, i] - edges
+                edges += node_count[b, i]
     for i in range(new_root, total):  # pass 2: move down, ascending
         j = remap[i]
         if j < 0:
             continue
-        p = tree.node_parent[b, i]
+        p = node_parent[b, i]
         if i == new_root:
-            tree.node_parent[b, j] = NO_PARENT
-            tree.node_edge[b, j] = -1
+            node_parent[b, j] = NO_PARENT
+            node_edge[b, j] = -1
         else:
-            tree.node_parent[b, j] = remap[p]
-            tree.node_edge[b, j] = tree.node_edge[b, i] - shift[p]
-        tree.node_count[b, j] = tree.node_count[b, i]
-        tree.node_visits[b, j] = tree.node_visits[b, i]
-        tree.node_value[b, j] = tree.node_value[b, i]
-        win = tree.node_win[b, i]
-        tree.node_win[b, j] = win - shift[i] if win != NO_WIN else NO_WIN
-        old_first = tree.node_first[b, i]
+            node_parent[b, j] = remap[p]
+            node_edge[b, j] = node_edge[b, i] - shift[p]
+        node_count[b, j] = node_count[b, i]
+        node_scan[b, j] = node_scan[b, i]
+        node_visits[b, j] = node_visits[b, i]
+        node_value[b, j] = node_value[b, i]
+        win = node_win[b, i]
+        node_win[b, j] = win - shift[i] if win >= 0 else win
+        old_first = node_first[b, i]
         if old_first == UNEXPANDED:
-            tree.node_first[b, j] = UNEXPANDED
+            node_first[b, j] = UNEXPANDED
             continue
         new_first = old_first - shift[i]
-        tree.node_first[b, j] = new_first
-        for k in range(tree.node_count[b, i]):
-            tree.edge_action[b, new_first + k] = tree.edge_action[b, old_first + k]
-            tree.edge_prior[b, new_first + k] = tree.edge_prior[b, old_first + k]
-            tree.edge_visits[b, new_first + k] = tree.edge_visits[b, old_first + k]
-            tree.edge_value[b, new_first + k] = tree.edge_value[b, old_first + k]
-            c = tree.edge_child[b, old_first + k]
-            tree.edge_child[b, new_first + k] = remap[c] if c != UNVISITED else UNVISITED
-    tree.num_nodes[b] = kept
-    tree.num_edges[b] = edges
+        node_first[b, j] = new_first
+        for k in range(node_count[b, i]):
+            edge_action[b, new_first + k] = edge_action[b, old_first + k]
+            edge_prior[b, new_first + k] = edge_prior[b, old_first + k]
+            edge_visits[b, new_first + k] = edge_visits[b, old_first + k]
+            edge_value[b, new_first + k] = edge_value[b, old_first + k]
+            c = edge_child[b, old_first + k]
+            edge_child[b, new_first + k] = remap[c] if c != UNVISITED else UNVISITED
+    num_nodes[b] = kept
+    num_edges[b] = edges
 
 
 @numba.njit(nogil=True, cache=True)
@@ -548,11 +945,11 @@ def clear(tree, mask):
 
 @numba.njit(nogil=True, cache=True)
 def root_wins(tree):
-    """int64[B]: a move that wins at once from each root, or -1."""
+    """int64[B]: a move that wins from each root (at once or proven), or -1."""
     B = tree.num_nodes.shape[0]
     out = np.full(B, -1, np.int64)
     for b in range(B):
         e = tree.node_win[b, ROOT]
-        if e != NO_WIN:
+        if e >= 0:
             out[b] = tree.edge_action[b, e]
     return out
