@@ -78,16 +78,22 @@ def new_tree(batch: int, nodes: int, edges: int) -> kernels.Tree:
 
 
 def grow(tree: kernels.Tree, nodes: int, edges: int) -> kernels.Tree:
-    """A copy of the tree with room for `nodes` nodes and `edges` edges."""
-    def widen(a, width):
+    """A copy of the tree with room for `nodes` nodes and `edges` edges.
+
+    Only the entries in use are copied: the kernels never read past
+    num_nodes and num_edges, and untouched memory costs no page faults yet.
+    """
+    used_nodes, used_edges = int(tree.num_nodes.max()), int(tree.num_edges.max())
+
+    def widen(a, width, used):
         if a.ndim == 1 or a.shape[1] >= width:
             return a
-        out = np.zeros((a.shape[0], width), a.dtype)
-        out[:, : a.shape[1]] = a
+        out = np.empty((a.shape[0], width), a.dtype)
+        out[:, :used] = a[:, :used]
         return out
 
     return kernels.Tree(*(
-        widen(a, nodes if name.startswith("node") else edges)
+        widen(a, *((nodes, used_nodes) if name.startswith("node") else (edges, used_edges)))
         for name, a in zip(kernels.Tree._fields, tree)
     ))
 
@@ -186,16 +192,22 @@ class Search:
         )
 
     def _reserve(self, steps: int = 1) -> None:
-        """Grows the tree arrays, doubling, so that `steps` more steps fit."""
+        """Grows the tree arrays, doubling, so that `steps` more steps fit.
+
+        A growth leaves twice the room needed: the subtree that reuse keeps
+        adds to the next move's steps, and growing mid-game copies every tree.
+        """
         t = self.tree
         need_nodes = int(t.num_nodes.max()) + steps
         need_edges = int(t.num_edges.max()) + steps * (self.n * self.n + 1)
         nodes, edges = t.node_parent.shape[1], t.edge_action.shape[1]
-        if need_nodes > nodes or need_edges > edges:
-            while nodes < need_nodes:
+        if need_nodes > nodes:
+            while nodes < 2 * need_nodes:
                 nodes *= 2
-            while edges < need_edges:
+        if need_edges > edges:
+            while edges < 2 * need_edges:
                 edges *= 2
+        if (nodes, edges) != (t.node_parent.shape[1], t.edge_action.shape[1]):
             self.tree = grow(t, nodes, edges)
 
     # -- after the search ---------------------------------------------------

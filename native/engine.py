@@ -322,30 +322,127 @@ def full_board_winner(cells, n, stack, seen):
 
 
 @hot
+def _deal(board, to_play, b, rng, empty):
+    """Deals game b's empty cells for a random fill; returns (count, k).
+
+    The count empty cells go to empty[:count] as r << 5 | c, and a uniformly
+    random k = ceil(count / 2) of them to empty[:k]: the player to move's
+    share, the same as when the players alternate over a shuffled order.
+    Only the share is drawn (Fisher-Yates stopped halfway).
+    """
+    n = side(board)
+    count = 0
+    for r in range(n):
+        for c in range(n):
+            empty[count] = (r << 5) | c  # kept only where the cell is empty
+            count += board[b, r * n + c] == EMPTY
+    k = (count + 1) // 2
+    for i in range(k):
+        j = i + below(rng, b, count - i)
+        v = empty[j]
+        empty[j] = empty[i]
+        empty[i] = v
+    return count, k
+
+
+@hot
 def fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen):
     """One random playout of game b: fill the empty cells in a random order.
 
-    Players alternate, so the player to move gets the first, third, ... of
-    the shuffled empty cells. Hex has no draws, so one winner check at the end
-    decides the game. The scratch arrays have n*n entries each.
+    Players alternate, so the player to move gets half the empty cells
+    (rounded up), drawn uniformly. Hex has no draws, so one winner check at
+    the end decides the game. The scratch arrays have n*n entries each.
     """
     if winner[b] != EMPTY:
         return winner[b]
     n = side(board)
-    count = 0
-    for x in range(n * n):
-        cells[x] = board[b, x]
-        if cells[x] == EMPTY:
-            empty[count] = x
-            count += 1
+    count, k = _deal(board, to_play, b, rng, empty)
     me = to_play[b]
     other = WHITE if me == BLACK else BLACK
-    for i in range(count):  # Fisher-Yates, drawing the cell for turn i
-        j = i + below(rng, b, count - i)
-        x = empty[j]
-        empty[j] = empty[i]
-        cells[x] = me if i % 2 == 0 else other
+    for x in range(n * n):
+        cells[x] = board[b, x]
+    for i in range(count):
+        v = empty[i]
+        cells[(v >> 5) * n + (v & 31)] = me if i < k else other
     return full_board_winner(cells, n, stack, seen)
+
+
+@hot
+def _reach_row(rows, reach, n, r):
+    """Grows reach[r] from its neighbour rows, then along row r; did it grow?
+
+    (r, c) touches (r-1, c), (r-1, c+1), (r+1, c-1) and (r+1, c).
+    """
+    own = rows[r]
+    g = reach[r]
+    if r > 0:
+        g |= (reach[r - 1] | (reach[r - 1] >> 1)) & own
+    if r < n - 1:
+        g |= (reach[r + 1] | (reach[r + 1] << 1)) & own
+    if g == reach[r]:
+        return False
+    while True:
+        grown = g | (((g << 1) | (g >> 1)) & own)
+        if grown == g:
+            break
+        g = grown
+    reach[r] = g
+    return True
+
+
+@hot
+def black_joins(rows, reach, n):
+    """Does Black join the top row to the bottom on a full board?
+
+    rows[r] has bit c set where (r, c) is Black; reach[r] receives the
+    stones joined to the top edge. Whole rows grow at a time, in sweeps down
+    and up until none grows: word operations instead of a flood fill's look
+    at each stone's neighbours. On a full board exactly one player is
+    connected, so False means that White is.
+    """
+    reach[0] = rows[0]  # the top row touches the edge
+    for r in range(1, n):
+        reach[r] = 0
+    while True:
+        grew = False
+        for r in range(1, n):
+            grew |= _reach_row(rows, reach, n, r)
+        if reach[n - 1] != 0:
+            return True
+        if not grew:
+            return False
+        grew = False
+        for r in range(n - 2, 0, -1):
+            grew |= _reach_row(rows, reach, n, r)
+        if not grew:
+            return False
+
+
+@hot
+def fill_value(board, to_play, winner, b, rng, playouts, empty, rows, reach):
+    """Mean result of `playouts` random fills of game b, for the player to move.
+
+    The fills of fill_playout_one, with the winner read from row bitmasks
+    (black_joins). Scratch from fill_scratch.
+    """
+    me = to_play[b]
+    if winner[b] != EMPTY:
+        return 1.0 if winner[b] == me else -1.0
+    n = side(board)
+    total = 0.0
+    for _ in range(playouts):
+        count, k = _deal(board, to_play, b, rng, empty)
+        for r in range(n):
+            row = 0
+            for c in range(n):
+                row |= (board[b, r * n + c] == BLACK) << c
+            rows[r] = row
+        lo, hi = (0, k) if me == BLACK else (k, count)  # Black's share
+        for i in range(lo, hi):
+            v = empty[i]
+            rows[v >> 5] |= 1 << (v & 31)
+        total += 1.0 if black_joins(rows, reach, n) == (me == BLACK) else -1.0
+    return total / playouts
 
 
 @hot
@@ -366,16 +463,22 @@ def playout_scratch(n):
 
 
 @numba.njit(nogil=True, cache=True)
+def fill_scratch(n):
+    """The scratch arrays that fill_value needs: empty, rows, reach."""
+    return np.empty(n * n, np.int16), np.empty(n, np.int64), np.empty(n, np.int64)
+
+
+@numba.njit(nogil=True, cache=True)
 def fill_playouts(board, to_play, winner, rng, playouts):
     """Mean result of `playouts` random fills per game, for the player to move.
 
     Returns float32[B] in [-1, 1]: +1 when every playout is won by the player
     to move in that game.
     """
-    cells, empty, stack, seen = playout_scratch(side(board))
+    empty, rows, reach = fill_scratch(side(board))
     out = np.empty(board.shape[0], np.float32)
     for b in range(board.shape[0]):
-        out[b] = playout_value(board, to_play, winner, b, rng, playouts, cells, empty, stack, seen)
+        out[b] = fill_value(board, to_play, winner, b, rng, playouts, empty, rows, reach)
     return out
 
 

@@ -51,9 +51,9 @@ from .engine import (
     WHITE,
     canonical_index,
     features_one,
+    fill_scratch,
+    fill_value,
     hot,
-    playout_scratch,
-    playout_value,
     side,
     swap_cell,
     swap_legal,
@@ -703,8 +703,11 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
     root_winner, root_ply = roots.winner, roots.ply
     board, to_play, winner, ply = leaves.board, leaves.to_play, leaves.winner, leaves.ply
     no_logits = np.zeros((0, 0), np.float32)
-    mark = np.empty(board.shape[1], np.int8)
-    cells, empty, stack, seen = playout_scratch(side(board))
+    nn = board.shape[1]
+    mark = np.empty(nn, np.int8)
+    stack = np.empty(nn, np.int16)
+    seen = np.empty(nn, np.bool_)
+    empty, rows, reach = fill_scratch(side(board))
     for b in range(num_nodes.shape[0]):
         for _ in range(sims):
             node = _descend(node_parent, node_edge, node_first, node_count, node_visits,
@@ -718,8 +721,8 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
                                    board, to_play, winner, ply, b, node, no_logits, True, swap,
                                    mark, stack)
             if value == 0.0:  # no proof: a random fill decides
-                value = playout_value(board, to_play, winner, b, rng, playouts,
-                                      cells, empty, stack, seen)
+                value = fill_value(board, to_play, winner, b, rng, playouts, empty, rows,
+                                   reach)
             if fresh:
                 _start_root(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
                             noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
@@ -891,6 +894,8 @@ def compact(tree, b, new_root):
     (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
      node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
      num_edges) = tree
+    action, prior, visits = edge_action[b], edge_prior[b], edge_visits[b]
+    value, child = edge_value[b], edge_child[b]
     total = num_nodes[b]
     remap = np.full(total, -1, np.int32)
     shift = np.zeros(total, np.int32)  # old first edge - new first edge
@@ -925,13 +930,15 @@ def compact(tree, b, new_root):
             continue
         new_first = old_first - shift[i]
         node_first[b, j] = new_first
-        for k in range(node_count[b, i]):
-            edge_action[b, new_first + k] = edge_action[b, old_first + k]
-            edge_prior[b, new_first + k] = edge_prior[b, old_first + k]
-            edge_visits[b, new_first + k] = edge_visits[b, old_first + k]
-            edge_value[b, new_first + k] = edge_value[b, old_first + k]
-            c = edge_child[b, old_first + k]
-            edge_child[b, new_first + k] = remap[c] if c != UNVISITED else UNVISITED
+        # Unsigned indices: numba then skips its per-access wraparound check.
+        src, dst = np.uint64(old_first), np.uint64(new_first)
+        for k in range(np.uint64(node_count[b, i])):
+            action[dst + k] = action[src + k]
+            prior[dst + k] = prior[src + k]
+            visits[dst + k] = visits[src + k]
+            value[dst + k] = value[src + k]
+            c = child[src + k]
+            child[dst + k] = remap[c] if c != UNVISITED else UNVISITED
     num_nodes[b] = kept
     num_edges[b] = edges
 

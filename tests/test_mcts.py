@@ -110,6 +110,43 @@ def test_proven_wins_and_losses_agree_with_the_solver(n, stones, sims, rollouts)
     assert deep_wins > 0 and deep_losses > 0  # proofs beyond a win in one
 
 
+def test_random_fills_match_exact_fill_odds():
+    # A random fill gives the player to move a uniform half (rounded up) of
+    # the empty cells; the odds of winning are then a count over subsets.
+    from itertools import combinations
+
+    from hexzd.engine import Games
+    from hexzd.native.rng import seeds
+
+    n, fills = 3, 20_000
+    for moves, cells, to_play in random_positions(n, 6, (2, 6), seed=5):
+        games = Games.new(1, n)
+        for a in moves:
+            games.play([a])
+        empty = [x for x in range(n * n) if cells[x] == 0]
+        share = (len(empty) + 1) // 2
+        wins = [
+            connected(tuple(to_play if x in mine else 3 - to_play if c == 0 else c
+                            for x, c in enumerate(cells)), n, to_play)
+            for mine in map(set, combinations(empty, share))
+        ]
+        exact = 2 * np.mean(wins) - 1
+        value = games.playouts(seeds(1, len(moves)), fills)[0]
+        assert abs(value - exact) < 4 * 2 / np.sqrt(fills), (cells, value, exact)
+
+
+def test_row_sweep_winner_matches_the_solver_on_full_boards():
+    from hexzd.native.engine import black_joins
+
+    rng = np.random.default_rng(0)
+    for n in range(2, 10):
+        rows, reach = np.empty(n, np.int64), np.empty(n, np.int64)
+        for _ in range(300):
+            cells = tuple(int(c) for c in rng.integers(1, 3, n * n))
+            rows[:] = [sum(1 << c for c in range(n) if cells[r * n + c] == 1) for r in range(n)]
+            assert black_joins(rows, reach, n) == connected(cells, n, 1)
+
+
 def test_gumbel_finds_win_in_one_with_a_small_budget():
     n = 4
     positions = [
