@@ -100,25 +100,28 @@ class SelfPlay:
     def _simulate(self, sims: int) -> None:
         """`sims` steps of every group, each group's search overlapping another's inference."""
         evaluate = self.network.evaluate
-        pending = None  # (group, future of its evaluation, time it was submitted)
 
-        def resolve():
-            group, future, started = pending  # noqa: F821 (bound before every call)
-            logits, values = future.result()
-            group.seconds += (time.perf_counter() - started) / group.search.batch
+        def timed(planes):  # runs in the inference thread: its time is the evaluation's alone
+            started = time.perf_counter()
+            return evaluate(planes), time.perf_counter() - started
+
+        def resolve(group, future):
+            (logits, values), seconds = future.result()
+            group.seconds += seconds / group.search.batch
             group.search.backup(logits, values)
 
+        pending = None  # (group, future of its evaluation)
         for _ in range(sims):
             for group in self.groups:
                 if pending is not None and pending[0] is group:
-                    resolve()  # a single group cannot overlap with itself
+                    resolve(*pending)  # a single group cannot overlap with itself
                     pending = None
                 group.search.select()
-                submitted = (group, self.inference.submit(evaluate, group.search.planes), time.perf_counter())
+                submitted = (group, self.inference.submit(timed, group.search.planes))
                 if pending is not None:
-                    resolve()
+                    resolve(*pending)
                 pending = submitted
-        resolve()
+        resolve(*pending)
 
     def close(self) -> None:
         self.inference.shutdown(wait=True)
