@@ -80,20 +80,20 @@ def new_tree(batch: int, nodes: int, edges: int) -> kernels.Tree:
 def grow(tree: kernels.Tree, nodes: int, edges: int) -> kernels.Tree:
     """A copy of the tree with room for `nodes` nodes and `edges` edges.
 
-    Only the entries in use are copied: the kernels never read past
-    num_nodes and num_edges, and untouched memory costs no page faults yet.
+    Each tree copies only the entries it uses: the kernels never read past
+    num_nodes and num_edges, and memory not yet touched costs nothing. The
+    largest tree sets the width of all; the others leave most of it untouched.
     """
-    used_nodes, used_edges = int(tree.num_nodes.max()), int(tree.num_edges.max())
-
     def widen(a, width, used):
         if a.ndim == 1 or a.shape[1] >= width:
             return a
         out = np.empty((a.shape[0], width), a.dtype)
-        out[:, :used] = a[:, :used]
+        for b, count in enumerate(used):
+            out[b, :count] = a[b, :count]
         return out
 
     return kernels.Tree(*(
-        widen(a, *((nodes, used_nodes) if name.startswith("node") else (edges, used_edges)))
+        widen(a, *((nodes, tree.num_nodes) if name.startswith("node") else (edges, tree.num_edges)))
         for name, a in zip(kernels.Tree._fields, tree)
     ))
 
@@ -194,18 +194,19 @@ class Search:
     def _reserve(self, steps: int = 1) -> None:
         """Grows the tree arrays, doubling, so that `steps` more steps fit.
 
-        A growth leaves twice the room needed: the subtree that reuse keeps
-        adds to the next move's steps, and growing mid-game copies every tree.
+        A growth leaves room for as many steps again: the subtree that reuse
+        keeps adds to the next move's steps, and each growth copies every tree.
         """
         t = self.tree
-        need_nodes = int(t.num_nodes.max()) + steps
-        need_edges = int(t.num_edges.max()) + steps * (self.n * self.n + 1)
+        room_nodes, room_edges = steps, steps * (self.n * self.n + 1)
+        need_nodes = int(t.num_nodes.max()) + room_nodes
+        need_edges = int(t.num_edges.max()) + room_edges
         nodes, edges = t.node_parent.shape[1], t.edge_action.shape[1]
         if need_nodes > nodes:
-            while nodes < 2 * need_nodes:
+            while nodes < need_nodes + room_nodes:
                 nodes *= 2
         if need_edges > edges:
-            while edges < 2 * need_edges:
+            while edges < need_edges + room_edges:
                 edges *= 2
         if (nodes, edges) != (t.node_parent.shape[1], t.edge_action.shape[1]):
             self.tree = grow(t, nodes, edges)

@@ -67,7 +67,6 @@ UNEXPANDED = -1  # node_first of a node whose edges are not made yet
 UNVISITED = -1  # edge_child of a move never tried
 NO_WIN = -1  # node_win of a node not proven either way
 LOST = -2  # node_win of a proven loss for the player to move
-LOSING = 1e9  # taken off the PUCT score of a move proven to lose
 NODE_BYTES = 4 + 4 + 4 + 2 + 4 + 4 + 4 + 2
 EDGE_BYTES = 2 + 4 + 4 + 4 + 4
 
@@ -124,30 +123,34 @@ def _clear(node_parent, node_edge, node_first, node_count, node_visits, node_val
 @hot
 def _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
           edge_prior, edge_visits, edge_value, edge_child, b, node, c_puct, fpu_reduction):
-    """The edge that maximises Q + U; see puct_edge."""
+    """The edge that maximises Q + U; see puct_edge.
+
+    A move is looked up for a proof only when it would lead so far: moves
+    proven to lose are few, and the look-up is a load from another node.
+    """
     visits = node_visits[b, node]
     parent_q = node_value[b, node] / visits if visits > 0 else 0.0
     fpu_q = parent_q - fpu_reduction
     scale = c_puct * math.sqrt(max(visits, 1))
     first = node_first[b, node]
     scan = first + node_scan[b, node]
-    best, best_score = first, -np.inf
+    best, best_score = -1, -np.inf
+    lost, lost_score = first, -np.inf  # the best move proven to lose
     for e in range(first, scan):
         n = edge_visits[b, e]
-        if n == 0:
-            q = fpu_q
-        else:
-            q = edge_value[b, e] / n
-            if node_win[b, edge_child[b, e]] >= 0:
-                q -= LOSING  # the opponent has a proven win after it
+        q = fpu_q if n == 0 else edge_value[b, e] / n
         score = q + scale * edge_prior[b, e] / (1 + n)
         if score > best_score:
-            best, best_score = e, score
+            if n > 0 and node_win[b, edge_child[b, e]] >= 0:
+                if score > lost_score:
+                    lost, lost_score = e, score
+            else:
+                best, best_score = e, score
     if scan < first + node_count[b, node]:
         score = fpu_q + scale * edge_prior[b, scan] / 1
         if score > best_score:
             best = scan
-    return best
+    return best if best >= 0 else lost
 
 
 @hot
@@ -190,20 +193,6 @@ def _new_node(node_parent, node_edge, node_first, node_count, node_visits, node_
                node_win, node_scan, b, node, parent, edge)
     edge_child[b, edge] = node
     return node
-
-
-@hot
-def _step(board, to_play, ply, b, action, n):
-    """Plays a move on the board only: the descent's positions are never over."""
-    mover = to_play[b]
-    if action == n * n:  # swap: Black's lone stone becomes White's, transposed
-        cell = swap_cell(board, b)
-        board[b, cell] = EMPTY
-        board[b, transpose(cell, n)] = WHITE
-    else:
-        board[b, action] = mover
-    to_play[b] = WHITE if mover == BLACK else BLACK
-    ply[b] += 1
 
 
 @hot
@@ -253,21 +242,23 @@ def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_v
     The leaves' union-find forest is not kept; nothing after the descent
     reads it.
     """
+    nn = board.shape[1]
     n = side(board)
-    for x in range(board.shape[1]):
+    for x in range(nn):
         board[b, x] = root_board[b, x]
-    to_play[b] = root_to_play[b]
     winner[b] = root_winner[b]
-    ply[b] = root_ply[b]
+    mover = root_to_play[b]
+    plies = 0
     gumbel_root = table.shape[0] > 0
     node = ROOT
     action = -1
-    while winner[b] == EMPTY and node_first[b, node] != UNEXPANDED:
+    first = node_first[b, ROOT] if winner[b] == EMPTY else UNEXPANDED
+    while first != UNEXPANDED:
         win = node_win[b, node]
         if win >= 0:
             e = win  # a won position needs no search
         elif win == LOST and node != ROOT:
-            return node  # nor does a lost one, below the root
+            break  # nor does a lost one, below the root
         elif gumbel_root and node == ROOT:
             e = _gumbel_edge(node_first, node_count, node_visits, node_value, edge_visits,
                              edge_value, b, gumbel_score, table, c_visit, c_scale)
@@ -275,18 +266,27 @@ def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_v
             e = _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
                       edge_prior, edge_visits, edge_value, edge_child, b, node, c_puct,
                       fpu_reduction)
-        tried = e - node_first[b, node] + 1
-        if tried > node_scan[b, node]:
-            node_scan[b, node] = tried  # the edges past it stay untried
+        if e - first >= node_scan[b, node]:
+            node_scan[b, node] = e - first + 1  # the edges past it stay untried
         action = edge_action[b, e]
-        _step(board, to_play, ply, b, action, n)
+        if action == nn:  # swap: Black's lone stone becomes White's, transposed
+            cell = swap_cell(board, b)
+            board[b, cell] = EMPTY
+            board[b, transpose(cell, n)] = WHITE
+        else:
+            board[b, action] = mover
+        mover = WHITE if mover == BLACK else BLACK
+        plies += 1
         child = edge_child[b, e]
         if child == UNVISITED:
             node = _new_node(node_parent, node_edge, node_first, node_count, node_visits,
                              node_value, node_win, node_scan, edge_child, num_nodes, b, node, e)
             break
         node = child
-    if 0 <= action < n * n and node_first[b, node] == UNEXPANDED:
+        first = node_first[b, node]
+    to_play[b] = mover
+    ply[b] = root_ply[b] + plies
+    if 0 <= action < nn and node_first[b, node] == UNEXPANDED:
         if node_win[b, node] == LOST or _joins(board, b, n, action, stack, seen):
             winner[b] = board[b, action]
     return node
@@ -539,7 +539,7 @@ def puct_edge(tree, b, node, c_puct, fpu_reduction):
     first of them stands for the rest. With uniform priors the tried moves
     are then a prefix, and a deep node costs its few tried moves, not all
     its legal ones. Nodes with distinct priors scan every edge. A move proven
-    to lose scores LOSING less, so it is taken only when every move loses.
+    to lose is taken only when every move loses.
     """
     return _puct(tree.node_first, tree.node_count, tree.node_visits, tree.node_value,
                  tree.node_win, tree.node_scan, tree.edge_prior, tree.edge_visits,
