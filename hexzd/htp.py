@@ -348,12 +348,12 @@ def _load(db, model: str):
 
 
 def _network(model_id: int, blob: bytes, config) -> Network:
-    from hexzd.config import ModelConfig
+    from hexzd.config import DeviceConfig
     from hexzd.inference import make_evaluator
     from hexzd.trainer import Snapshot
 
     snapshot = Snapshot.from_bytes(blob)
-    m = config.model if config else ModelConfig()
-    evaluator = make_evaluator(snapshot, m.backend, m.precision, m.threads)
+    d = config.device if config else DeviceConfig()
+    evaluator = make_evaluator(snapshot, d.backend, d.precision, d.threads)
     spec = snapshot.spec
     return Network(model_id, spec.board_size, spec.blocks, spec.channels, evaluator.evaluate)
