@@ -14,7 +14,7 @@ import zmq
 from hexzd import store
 from hexzd.rundir import RunDir
 
-from daemon_run import QUICK, DaemonRun, alive, config_text
+from daemon_run import QUICK, DaemonRun, alive
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from hexzd.engine import BLACK, WHITE, Games, IllegalMove, replay
 from hexzd.native import engine as kernels
 from hexzd.notation import board_text, cell_name, parse_cell, parse_trmph, to_trmph
-from hexzd.records import GameRecord, decode_policy, encode_policy
+from hexzd.records import GameRecord, decode_policy
 
 
 def test_cell_names_follow_hexgui():
