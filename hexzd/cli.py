@@ -96,26 +96,15 @@ def attach(db):
 
 def _request(db, command: str) -> dict:
     """Sends a control request to the daemon of `db`; its status, or a clear error."""
-    import zmq
+    from hexzd.control import DaemonError, ask
 
-    from hexzd import messages as m
-    from hexzd.rundir import RunDir
-
-    context = zmq.Context()
-    socket = context.socket(zmq.REQ)
-    socket.setsockopt(zmq.LINGER, 0)
     try:
-        socket.connect(RunDir.of(db).control)
-        socket.send(m.encode(m.Request(command=command)))
-        if not socket.poll(5000):
-            raise click.ClickException(f"no hexzd daemon answers for {db}; start one with `hexzd start`")
-        reply = m.decode(socket.recv())
-    finally:
-        socket.close()
-        context.term()
-    if not reply.ok:
-        raise click.ClickException(reply.error)
-    return reply.status
+        status = ask(db, command, timeout=5.0)
+    except DaemonError as e:
+        raise click.ClickException(str(e)) from None
+    if status is None:
+        raise click.ClickException(f"no hexzd daemon answers for {db}; start one with `hexzd start`")
+    return status
 
 
 def _print_status(status: dict) -> None:

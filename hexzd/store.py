@@ -180,11 +180,23 @@ def prepare(path) -> int:
 
 
 def read_only(path, timeout: float = 10.0) -> sqlite3.Connection:
-    """A reader's connection: it can never write, and waits out the writer's locks."""
+    """A reader's connection: it can never write, and waits out the writer's locks.
+
+    Use it in a `with` block to have it closed at the end (sqlite3's own
+    context manager only ends a transaction).
+    """
     uri = Path(path).resolve().as_uri() + "?mode=ro"
-    connection = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+    connection = ReadOnly(uri, uri=True, timeout=timeout, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return connection
+
+
+class ReadOnly(sqlite3.Connection):
+    """A connection that `with` closes."""
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
 
 
 async def writer(path) -> aiosqlite.Connection:

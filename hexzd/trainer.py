@@ -31,7 +31,6 @@ import io
 import json
 import logging
 import math
-import sqlite3
 import threading
 import time
 from base64 import b64decode, b64encode
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hexzd import store
 from hexzd.config import Config, TrainConfig
 from hexzd.native.engine import NUM_PLANES, rotate180
 from hexzd.net import TRAIN_FLOPS_PER_SAMPLE, HexNet, NetSpec, count_flops, count_params
@@ -97,8 +97,7 @@ class SqliteGames:
     """
 
     def __init__(self, path, cursor: int = 0):
-        uri = Path(path).resolve().as_uri() + "?mode=ro"
-        self.connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        self.connection = store.read_only(path)
         self.cursor = cursor
 
     def read(self, limit: int) -> list[GameRecord | Exception]:

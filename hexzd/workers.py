@@ -44,7 +44,6 @@ class Link:
         self.config = Config.model_validate(run.read_config())
         self.best: int | None = None
         self.paused = self.stopping = False
-        self.nudged = False  # a duel was announced
         self.send(m.Hello(worker=name, pid=os.getpid()))
 
     def send(self, message: m.Message) -> None:
@@ -74,8 +73,6 @@ class Link:
                 self.best = update.model_id
             elif isinstance(update, m.ConfigUpdate):
                 self.config = Config.model_validate(update.config)
-            elif isinstance(update, m.Duel):
-                self.nudged = True
         return got
 
     def wait(self, seconds: float) -> None:
@@ -206,8 +203,7 @@ def duel(link: Link, db, seed: int) -> None:
             pending = connection.execute(
                 "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1").fetchone()
         if pending is None:
-            link.nudged = False
-            link.wait(5.0)
+            link.wait(5.0)  # a `duel` update (like any update) wakes it at once
             continue
         play_duel(link, db, pending[0], seed)
 

@@ -9,41 +9,11 @@ import time
 from pathlib import Path
 
 from hexzd import store
+from hexzd.control import DaemonError, ask as query_daemon  # noqa: F401 (re-exported: the one control client)
 
 SERIES = ("games_per_s", "positions_per_s", "train_step_per_s", "policy_loss", "value_loss", "lr")
 HISTORY = 40  # samples per series: enough for a sparkline
 ROWS = 8  # rows of each table
-
-
-class DaemonError(RuntimeError):
-    """The daemon answered, and refused the request."""
-
-
-def query_daemon(db, command: str, timeout: float = 1.0) -> dict | None:
-    """The daemon's status after `command` (status, pause, resume, stop); None when no daemon answers."""
-    import zmq
-
-    from hexzd import messages as m
-    from hexzd.rundir import RunDir
-
-    endpoint = RunDir.of(db).control
-    if not Path(endpoint.removeprefix("ipc://")).exists():
-        return None  # no daemon has run here, or it has exited and removed its socket
-    context = zmq.Context()
-    socket = context.socket(zmq.REQ)
-    socket.setsockopt(zmq.LINGER, 0)
-    try:
-        socket.connect(endpoint)
-        socket.send(m.encode(m.Request(command=command)))
-        if not socket.poll(int(timeout * 1000)):
-            return None  # a stale socket file: the daemon was killed
-        reply = m.decode(socket.recv())
-    finally:
-        socket.close()
-        context.term()
-    if not reply.ok:
-        raise DaemonError(reply.error)
-    return reply.status
 
 
 def _rows(connection, sql, params=()) -> list[dict]:
