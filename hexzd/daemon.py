@@ -88,6 +88,7 @@ class Daemon:
         self.started = time.monotonic()
         self.last_tick = time.monotonic()
         self.last_train_step = 0.0
+        self.trainer_waiting: list[float] = []  # the trainer's reports since the last tick, for the tuner
         self.duel_line = ""
         self.ratings_stale = False
         self.last_match = float("-inf")
@@ -343,6 +344,8 @@ class Daemon:
             [(now, metrics.source, name, value) for name, value in metrics.values.items()])
         if "train_step" in metrics.values:
             self.counters["train_step"] = metrics.values["train_step"]
+        if "train_waiting" in metrics.values:
+            self.trainer_waiting.append(metrics.values["train_waiting"])
 
     async def _on_game(self, game: m.Game, after) -> None:
         await self._execute(
@@ -645,10 +648,12 @@ class Daemon:
     async def _tune(self, rates: dict) -> None:
         """Feeds the last tick's throughput (and GPU use) to the tuner; records what it decides."""
         gpu = self.meter.take_mean() if self.meter else None
+        waiting = sum(self.trainer_waiting) / len(self.trainer_waiting) if self.trainer_waiting else None
+        self.trainer_waiting = []
         telemetry = Telemetry(
             positions_per_s=rates["positions"], evals_per_s=rates["evals"],
             samples_per_s=rates["train_step"] * self.config.train.batch_size,
-            reuse=self.config.train.reuse, gpu_util=gpu)
+            reuse=self.config.train.reuse, gpu_util=gpu, trainer_waiting=waiting)
         decisions = self.tuner.observe(telemetry, time.monotonic())
         now = time.time()
 

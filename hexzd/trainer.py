@@ -429,10 +429,15 @@ class Trainer:
 
     # -- steps
 
-    def steps_due(self) -> int:
-        """Steps the reuse target allows now (0 until min_positions are in)."""
+    def ready(self) -> bool:
+        """Enough positions in to train at all (`train.min_positions`, or a full window)."""
         train = self.config.train
-        if self.window.size < min(train.min_positions, train.window):
+        return self.window.size >= min(train.min_positions, train.window)
+
+    def steps_due(self) -> int:
+        """Steps the reuse target allows now (0 until it is ready)."""
+        train = self.config.train
+        if not self.ready():
             return 0
         return max(0, int(train.reuse * self.window.seen - self.samples_trained) // train.batch_size)
 

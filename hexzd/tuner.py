@@ -29,8 +29,13 @@ the self-play output it can use at that target:
 - ratio < 0.8: self-play makes more positions than the trainer can use. The
   surplus is wasted compute, so spend it on a deeper search: sims x 1.25. More
   simulations per move give sharper policy targets and fewer, better positions.
-- ratio > 0.95: the trainer waits for data (it is paced by reuse). Fewer sims
+- ratio > 0.95 and the trainer waited for data at least 10 % of the span
+  (`trainer_waiting`, which the trainer reports): it is starved. Fewer sims
   (/ 1.25) feed it faster; a GPU that waits for self-play is wasted.
+  A trainer that trains faster than self-play produces yet never waits is
+  working through a backlog (typically the flood of fast rollout games before
+  the first network): the ratio says nothing about the balance to come, so
+  hold. `trainer_waiting` None (not reported) skips this check.
 - in between: hold.
 
 A span without self-play (`positions_per_s == 0`) or without training
@@ -101,7 +106,8 @@ from dataclasses import dataclass
 from hexzd.config import TuneConfig
 
 RATIO_LOW = 0.8  # below: the trainer cannot use all the data; more sims
-RATIO_HIGH = 0.95  # above: the trainer waits for data; fewer sims
+RATIO_HIGH = 0.95  # above, with the trainer waiting for data: fewer sims
+WAITING_MIN = 0.1  # the share of time a trainer must wait for data to count as starved
 SIMS_STEP = 1.25  # the largest factor one sims decision moves by
 SIMS_STEP_MIN = 1.05  # the smallest, after repeated reversals
 GPU_BAND = 0.05  # utilisation within gpu_target -/+ this counts as on target
@@ -117,6 +123,7 @@ class Telemetry:
     samples_per_s: float  # positions the trainer trained on per second (steps/s * batch_size)
     reuse: float  # the train.reuse target
     gpu_util: float | None  # mean accelerator utilisation 0..1 over the span; None without a GPU meter
+    trainer_waiting: float | None = None  # share of the span the trainer waited for data; None: not reported
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,7 @@ class _Window:
         self.seconds = 0.0
         self.positions = self.evals = self.samples = self.reuse = 0.0
         self.gpu = self.gpu_seconds = 0.0
+        self.waiting = self.waiting_seconds = 0.0
 
     def add(self, t: Telemetry, dt: float) -> None:
         self.seconds += dt
@@ -144,18 +152,22 @@ class _Window:
         if t.gpu_util is not None:
             self.gpu += t.gpu_util * dt
             self.gpu_seconds += dt
+        if t.trainer_waiting is not None:
+            self.waiting += t.trainer_waiting * dt
+            self.waiting_seconds += dt
 
     def mean(self) -> Telemetry:
         s = self.seconds
         gpu = self.gpu / self.gpu_seconds if self.gpu_seconds > 0 else None
-        return Telemetry(self.positions / s, self.evals / s, self.samples / s, self.reuse / s, gpu)
+        waiting = self.waiting / self.waiting_seconds if self.waiting_seconds > 0 else None
+        return Telemetry(self.positions / s, self.evals / s, self.samples / s, self.reuse / s, gpu, waiting)
 
 
 def _usable(t: Telemetry) -> bool:
     rates = (t.positions_per_s, t.evals_per_s, t.samples_per_s, t.reuse)
     if not all(math.isfinite(x) and x >= 0 for x in rates):
         return False
-    return t.gpu_util is None or (math.isfinite(t.gpu_util) and t.gpu_util >= 0)
+    return all(x is None or (math.isfinite(x) and x >= 0) for x in (t.gpu_util, t.trainer_waiting))
 
 
 def _clamp(value: int, lo: int, hi: int) -> int:
@@ -288,7 +300,11 @@ class Tuner:
         if ratio < RATIO_LOW:
             direction, verdict = 1, f"under {RATIO_LOW}: more search per move"
         elif ratio > RATIO_HIGH:
-            direction, verdict = -1, f"over {RATIO_HIGH}, it waits for data: less search per move to feed it faster"
+            if m.trainer_waiting is not None and m.trainer_waiting < WAITING_MIN:
+                return None  # busy on a backlog, not starved
+            waited = "" if m.trainer_waiting is None else f" {m.trainer_waiting:.0%} of the time"
+            direction, verdict = -1, (f"over {RATIO_HIGH}, it waits for data{waited}: "
+                                      "less search per move to feed it faster")
         else:
             return None
         step = self._sims_step

@@ -143,7 +143,7 @@ def trainer(link: Link, db) -> None:
     if resume:
         link.event("info", f"trainer resumed from model {row[0]} at step {resume.step}")
     busy, last_metrics, unsaved = 0.0, time.monotonic(), 0
-    losses = []
+    losses, lr, waited = [], 0.0, 0.0  # waited: seconds spent waiting for games since the last metrics
 
     def publish() -> None:
         nonlocal busy, unsaved
@@ -165,21 +165,29 @@ def trainer(link: Link, db) -> None:
                 link.wait(1.0)
                 continue
             trainer.poll()
+            if time.monotonic() - last_metrics > 2.0:
+                # The tuner reads "waiting" as "self-play cannot keep up": it is
+                # sent while idle too, once enough games are in to train at all.
+                values = {"train_step": trainer.step, "window": trainer.window.size,
+                          "skipped_games": trainer.skipped}
+                if trainer.ready():
+                    values["train_waiting"] = min(1.0, waited / (time.monotonic() - last_metrics))
+                if losses:
+                    policy_loss, value_loss = np.mean(losses, axis=0)
+                    values.update(policy_loss=float(policy_loss), value_loss=float(value_loss), lr=lr)
+                link.send(m.Metrics(source=link.name, values=values))
+                losses, waited, last_metrics = [], 0.0, time.monotonic()
             if trainer.steps_due() == 0:
+                started = time.monotonic()
                 link.wait(link.config.train.poll_seconds)
+                waited += time.monotonic() - started
                 continue
             started = time.perf_counter()
             result = trainer.train_step()
             busy += time.perf_counter() - started
             unsaved += 1
             losses.append((result["policy_loss"], result["value_loss"]))
-            if time.monotonic() - last_metrics > 2.0:
-                policy_loss, value_loss = np.mean(losses, axis=0)
-                link.send(m.Metrics(source=link.name, values={
-                    "train_step": trainer.step, "policy_loss": float(policy_loss),
-                    "value_loss": float(value_loss), "lr": result["lr"],
-                    "window": trainer.window.size, "skipped_games": trainer.skipped}))
-                losses, last_metrics = [], time.monotonic()
+            lr = result["lr"]
             if trainer.step % link.config.train.snapshot_every == 0:
                 publish()
         if unsaved:  # a graceful stop keeps the steps since the last snapshot

@@ -177,11 +177,16 @@ def test_cpu_hill_climb_finds_an_optimum_below_the_start():
 # --- sims: data generation against training ---------------------------------------------------
 
 
-def selfplay_and_trainer(work=48_000.0, capacity=6_000.0, reuse=4.0):
-    """positions/s = work / sims; the trainer trains at most `capacity` samples/s, paced by reuse."""
+def selfplay_and_trainer(work=48_000.0, capacity=6_000.0, reuse=4.0, waiting=True):
+    """positions/s = work / sims; the trainer trains at most `capacity` samples/s, paced by reuse.
+
+    It waits for data whenever reuse * positions/s falls short of its capacity,
+    and says so unless `waiting` is False (an older trainer that reports nothing).
+    """
     def telemetry(sims, batch):
         positions = work / sims
-        return Telemetry(positions, 1000.0, min(capacity, reuse * positions), reuse, 0.9)
+        samples = min(capacity, reuse * positions)
+        return Telemetry(positions, 1000.0, samples, reuse, 0.9, 1 - samples / capacity if waiting else None)
     return telemetry
 
 
@@ -191,13 +196,25 @@ def ratio(tele, sims):
 
 
 @pytest.mark.parametrize("start", [16, 20, 400])
-def test_sims_settle_where_the_trainer_uses_most_of_the_data(start):
-    tele = selfplay_and_trainer()  # ratio = sims / 32 below 32
+def test_sims_settle_where_the_trainer_uses_most_of_the_data_and_rarely_waits(start):
+    tele = selfplay_and_trainer()  # ratio = sims / 32 below 32; waiting = 1 - 32 / sims above
+    tune = TuneConfig(interval=INTERVAL)
+    tuner = Tuner(tune, sims=start, batch=64)
+    log = run(tuner, tele, 300 * INTERVAL)
+    assert ratio(tele, tuner.sims) >= 0.8 and tele(tuner.sims, 0).trainer_waiting < 0.1
+    assert log and log[-1][0] < 100 * INTERVAL  # settled, then held for 200 intervals
+    assert all(tune.sims_min <= d.new <= tune.sims_max for _, d in log)
+    assert_spaced(log)
+
+
+@pytest.mark.parametrize("start", [16, 20, 400])
+def test_sims_settle_on_the_ratio_alone_when_the_trainer_does_not_say_it_waits(start):
+    tele = selfplay_and_trainer(waiting=False)
     tune = TuneConfig(interval=INTERVAL)
     tuner = Tuner(tune, sims=start, batch=64)
     log = run(tuner, tele, 300 * INTERVAL)
     assert 0.8 <= ratio(tele, tuner.sims) <= 0.95
-    assert log and log[-1][0] < 100 * INTERVAL  # settled, then held for 200 intervals
+    assert log and log[-1][0] < 100 * INTERVAL
     assert all(tune.sims_min <= d.new <= tune.sims_max for _, d in log)
     assert_spaced(log)
 
@@ -219,7 +236,23 @@ def test_sims_stop_at_their_bounds(capacity, bound):
     assert tuner.sims == bound
     assert all(tune.sims_min <= d.new <= tune.sims_max for _, d in log)
     if bound == 16:
-        assert "it waits for data" in log[0][1].reason
+        assert "it waits for data 100% of the time" in log[0][1].reason
+
+
+def test_sims_hold_while_the_trainer_works_through_a_backlog():
+    """After the rollout phase the trainer has more data than it needs and never waits.
+
+    Self-play makes 1,000 positions/s while the trainer, flat out on the stored
+    backlog, trains 6,000 samples/s at reuse 4: a ratio of 1.5 that would read as
+    "starved", yet it waits 0 % of the time. Sims must hold until it waits.
+    """
+    tuner = Tuner(TuneConfig(interval=INTERVAL), sims=64, batch=64)
+    backlog = lambda s, b: Telemetry(1000.0, 1000.0, 6000.0, 4.0, 0.9, 0.0)  # noqa: E731
+    assert run(tuner, backlog, 100 * INTERVAL) == []
+    drained = lambda s, b: Telemetry(1000.0, 1000.0, 4000.0, 4.0, 0.9, 1 / 3)  # noqa: E731
+    log = run(tuner, drained, 3 * INTERVAL, start=101 * INTERVAL)
+    assert [(d.old, d.new) for _, d in log][:1] == [(64, 51)]
+    assert "it waits for data" in log[0][1].reason
 
 
 def test_no_sims_signal_before_self_play_or_training():
