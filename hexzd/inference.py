@@ -214,7 +214,10 @@ class CudaEvaluator:
         self._captured = {}  # bucket -> (graph, host input, device input, logits, values)
 
     def _forward(self, x):
-        with torch.autocast("cuda", dtype=self.dtype, enabled=self.dtype != torch.float32), _true_fp32():
+        # No autocast weight cache: a graph must not capture casts of tensors
+        # that the cache frees or replaces (the CUDA-graph notes ask for this).
+        autocast = torch.autocast("cuda", dtype=self.dtype, enabled=self.dtype != torch.float32, cache_enabled=False)
+        with autocast, _true_fp32():
             logits, values = self.model(x)
         return logits.float(), values.float()
 
