@@ -1,5 +1,6 @@
 """The dashboard: its data functions, its panels, and the app driven by Textual's pilot."""
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -69,7 +70,8 @@ def make_state_file(path: Path, gpu: bool = False) -> Path:
         c.executemany("INSERT INTO metrics (at, source, name, value) VALUES (?, ?, ?, ?)", [
             (at, "daemon", "games_per_s", 100 + k), (at, "daemon", "positions_per_s", 1500 + 10 * k),
             (at, "daemon", "train_step_per_s", 9.5), (at, "trainer", "policy_loss", 3.0 - k / 20),
-            (at, "trainer", "value_loss", 0.9 - k / 100), (at, "trainer", "lr", 0.002)])
+            (at, "trainer", "value_loss", 0.9 - k / 100), (at, "trainer", "lr", 0.002),
+            (at, "trainer", "train_waiting", 0.25)])
         if gpu:
             c.executemany("INSERT INTO metrics (at, source, name, value) VALUES (?, 'daemon', ?, ?)",
                           [(at, "gpu_util", 50 + k), (at, "gpu_memory_gb", 3.5)])
@@ -157,6 +159,7 @@ def test_snapshot_finds_gpu_metrics(tmp_path):
     assert snap["gpu"] == ["gpu_memory_gb", "gpu_util"]
     text = views.throughput_panel(snap).plain
     assert "util" in text and "memory_gb" in text and "no GPU" not in text
+    assert re.search(r"trainer waits\s+25%", text)
 
 
 def test_snapshot_of_a_missing_or_foreign_file(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 from hexzd import store
 from hexzd.control import DaemonError, ask as query_daemon  # noqa: F401 (re-exported: the one control client)
 
-SERIES = ("games_per_s", "positions_per_s", "train_step_per_s", "policy_loss", "value_loss", "lr")
+SERIES = ("games_per_s", "positions_per_s", "train_step_per_s", "train_waiting", "policy_loss", "value_loss", "lr")
 HISTORY = 40  # samples per series: enough for a sparkline
 ROWS = 8  # rows of each table
 

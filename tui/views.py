@@ -127,6 +127,8 @@ def throughput_panel(snap: dict) -> Text:
     for label, name in (("games/s", "games_per_s"), ("positions/s", "positions_per_s"),
                         ("train steps/s", "train_step_per_s")):
         _series_line(text, label, series[name], now)
+    # The tuner lowers sims only while this is high: self-play cannot keep the trainer busy.
+    _series_line(text, "trainer waits", [(at, 100 * v) for at, v in series["train_waiting"]], now, "%")
     if snap["gpu"]:
         for name in snap["gpu"]:
             _series_line(text, name.removeprefix("gpu_"), series[name], now)
