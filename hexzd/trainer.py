@@ -8,9 +8,14 @@
               degrees with probability 1/2; loss = policy cross-entropy
               against the visit distribution + value_weight * value MSE
               against the game's result, weight decay in the optimiser
-    pacing    a step is due while samples_trained + batch_size <=
-              reuse * positions_seen, so each position is trained on
-              `reuse` times on average whether self-play is fast or slow
+    pacing    a step is due while samples_trained + samples_forgiven +
+              batch_size <= reuse * positions_seen, so each position is
+              trained on `reuse` times on average whether self-play is fast
+              or slow. What a flood of games owes beyond `reuse` passes over
+              the window is forgiven (samples_forgiven): positions that left
+              the window cannot be trained on any more, and a backlog of them
+              would keep the trainer on stale data long after (the rollout
+              phase makes games 20-100x faster than the first networks)
     snapshot  every `snapshot_every` steps: weights, optimiser state,
               counters, RNG states, the source's cursor, params and FLOPs
 
@@ -293,6 +298,7 @@ class Snapshot:
     step: int = 0
     positions_seen: int = 0
     samples_trained: int = 0
+    samples_forgiven: int = 0  # the pacing target's samples forgiven, see the module docstring
     train_flops: int = 0
     cursor: int = 0  # the source's cursor after the last game in the window
     window_origin: int = 0  # Window.origin: where the window started counting after a resize
@@ -382,7 +388,7 @@ class Trainer:
         self.params, self.flops_per_eval = count_params(self.model), count_flops(self.model)
         self.optimizer = make_optimizer(self.model, train)
         self.window = Window(train.window, self.spec.board_size)
-        self.step = self.samples_trained = self.train_flops = 0
+        self.step = self.samples_trained = self.samples_forgiven = self.train_flops = 0
         self.skipped = 0  # games left out as unreadable
         if snapshot is not None:
             self._restore(snapshot)
@@ -411,7 +417,18 @@ class Trainer:
             if positions is not None:
                 self.window.add(positions.planes, positions.policy, positions.value)
                 added += len(positions.value)
+        self._forgive()
         return added
+
+    def _owed(self) -> float:
+        """Samples the reuse target asks for and training has not yet given."""
+        return self.config.train.reuse * self.window.seen - self.samples_trained - self.samples_forgiven
+
+    def _forgive(self) -> None:
+        """Caps what is owed at `reuse` passes over the positions in the window."""
+        excess = self._owed() - self.config.train.reuse * self.window.size
+        if excess >= 1:
+            self.samples_forgiven += int(excess)
 
     def _refill(self, cursor: int, seen: int, origin: int) -> None:
         """Puts back the window as it was when the source stood at `cursor`."""
@@ -439,7 +456,7 @@ class Trainer:
         train = self.config.train
         if not self.ready():
             return 0
-        return max(0, int(train.reuse * self.window.seen - self.samples_trained) // train.batch_size)
+        return max(0, int(self._owed()) // train.batch_size)
 
     def train_step(self) -> dict:
         """One optimiser step on a fresh batch; returns its metrics."""
@@ -508,6 +525,7 @@ class Trainer:
             step=self.step,
             positions_seen=self.window.seen,
             samples_trained=self.samples_trained,
+            samples_forgiven=self.samples_forgiven,
             train_flops=self.train_flops,
             cursor=self.source.cursor,
             window_origin=self.window.origin,
@@ -522,6 +540,7 @@ class Trainer:
         if snapshot.optimizer is not None:
             self.optimizer.load_state_dict(snapshot.optimizer)
         self.step, self.samples_trained = snapshot.step, snapshot.samples_trained
+        self.samples_forgiven = snapshot.samples_forgiven
         self.train_flops = snapshot.train_flops
         if snapshot.rng:
             self.rng.bit_generator.state = snapshot.rng["numpy"]

@@ -229,6 +229,27 @@ def test_steps_follow_the_reuse_target(tmp_path):
     assert not waiting.is_alive() and trainer.step == due
 
 
+def test_a_flood_of_games_owes_at_most_reuse_passes_over_the_window(tmp_path):
+    """Positions that left the window cannot be trained on: their share of the target is forgiven."""
+    path = tmp_path / "games.jsonl"
+    games = random_games(4, 60, seed=9)
+    write_records(path, [g[0] for g in games[:50]])
+    trainer = Trainer(config(batch_size=8, reuse=2.0, window=40), RecordFile(path))
+    trainer.poll()
+    assert trainer.window.seen > 200 and trainer.window.size == 40
+    assert trainer.steps_due() == int(2.0 * 40) // 8  # not 2 * seen / 8
+    trainer.run(max_steps=trainer.steps_due())
+    assert trainer.steps_due() == 0
+    before = trainer.window.seen
+    write_records(path, [g[0] for g in games[50:51]])
+    trainer.poll()
+    new = trainer.window.seen - before
+    assert 0 < new < 40 and trainer.steps_due() == int(2.0 * new) // 8  # new games are owed in full
+    resumed = Trainer(trainer.config, RecordFile(path), Snapshot.from_bytes(trainer.snapshot().to_bytes()))
+    assert resumed.samples_forgiven == trainer.samples_forgiven > 0
+    assert resumed.steps_due() == trainer.steps_due()
+
+
 def test_learning_rate_warms_up_then_follows_the_schedule():
     cosine = TrainConfig(lr=1.0, warmup_steps=10, decay_steps=100, lr_final=0.1, lr_schedule="cosine")
     assert learning_rate(0, cosine) == pytest.approx(0.1)
