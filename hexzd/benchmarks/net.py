@@ -5,15 +5,15 @@ same device. Each row also gives the FLOP/s achieved (the network's
 counted FLOPs per evaluation times evaluations per second) and, where the
 device's peak is known, the fraction of that peak.
 
-Batch sizes run 1, 2, 4, ... 4096; a backend stops growing the batch once one
-call takes longer than a round, so that the CPU run stays short. The CPU
-runs with `[model] threads` torch threads, as a worker would.
+Batch sizes run 1, 2, 4, ... 4096 on every backend; a row lasts its share of
+`seconds` or, for batches that take longer, one warm-up and ROUNDS calls. The
+CPU runs with `[device] threads` torch threads, as a self-play worker would.
 """
 import platform
 
 import torch
 
-from hexzd.config import ModelConfig
+from hexzd.config import DeviceConfig, ModelConfig
 from hexzd.inference import available, build, sample_features, throughput
 from hexzd.net import NetSpec, count_flops, count_params
 
@@ -75,7 +75,7 @@ def peak(device: str, precision: str) -> float | None:
 
 
 def _rows(evaluator, n: int, flops: int, seconds: float) -> list[dict]:
-    """One row per batch size, until one call outlasts a row's share of time."""
+    """One row per batch size."""
     rows = []
     for batch in BATCHES:
         features = sample_features(n, batch, seed=batch)
@@ -86,8 +86,6 @@ def _rows(evaluator, n: int, flops: int, seconds: float) -> list[dict]:
             "batch": batch, "evals_per_s": rate, "flops_per_s": rate * flops,
             "peak_fraction": rate * flops / top if top else None,
         })
-        if batch / rate > seconds / ROUNDS:
-            break
     return rows
 
 
@@ -102,7 +100,7 @@ def run(
     config.toml's defaults.
     """
     defaults = ModelConfig()
-    torch.set_num_threads(threads or defaults.threads)
+    torch.set_num_threads(threads or DeviceConfig().threads)
     spec = NetSpec(size, blocks or defaults.blocks, channels or defaults.channels)
     torch.manual_seed(0)
     model = spec.build().eval()
