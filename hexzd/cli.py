@@ -222,3 +222,60 @@ def ratings(db, as_json):
         step = "" if r["step"] is None else f"{r['step']:,}"
         flops = "" if r["flops"] is None else f"{r['flops'] / 1e15:.4f}"
         click.echo(f"{r['player']:<20} {r['rating']:7.0f} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9}")
+
+
+@main.command()
+@click.argument("engine_a")
+@click.argument("engine_b")
+@click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
+@click.option("--games", default=20, show_default=True, type=click.IntRange(1, 100_000),
+              help="games to play, rounded up to whole pairs (each opening with both colours)")
+@click.option("--plies", "--opening-plies", default=1, show_default=True, type=click.IntRange(0, 361),
+              help="opening moves before the engines take over: 1 = every first move in turn, 0 = none")
+@click.option("--seed", default=0, show_default=True, type=int, help="the openings' order")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="seconds an engine may take for one answer; slower loses the game")
+@click.option("--record", type=click.Path(dir_okay=False), help="append each game to this file (JSON lines)")
+@click.option("--log-dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="where the engines' stderr goes (engine-A.log, engine-B.log)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object at the end")
+def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir, as_json):
+    """Referee a match between two HTP engine command lines, e.g.
+
+    hexzd match "hexzd htp --db run.sqlite --sims 800" "mohex --use-logfile=false"
+
+    The referee keeps its own board: an illegal move, a resignation, an error,
+    a timeout or a crash loses the game. Prints each game and A's score."""
+    from pathlib import Path
+
+    from hexzd.match import play_match, summary, write_record
+
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+
+    def on_game(r):
+        if record:
+            write_record(Path(record), r)
+        if not as_json:
+            click.echo(f"game {r.game + 1:>4}  A {'black' if r.black == 'A' else 'white'}  "
+                       f"{r.winner} wins ({r.reason})  {r.moves}")
+
+    try:
+        results = play_match(engine_a, engine_b, size, games, plies, seed, timeout, Path(log_dir), on_game)
+    except OSError as e:  # an engine command that cannot start at all
+        raise click.ClickException(f"cannot start an engine: {e}") from None
+    s = summary(results)
+    if as_json:
+        click.echo(json.dumps({"a": engine_a, "b": engine_b, "size": size, **s}))
+        return
+
+    def elo(x, score):
+        return ("+inf" if score >= 1 else "-inf") if x is None else f"{x:+.0f}"
+
+    click.echo(f"A {engine_a}\nB {engine_b}")
+    click.echo(f"A scored {s['a_wins']}-{s['b_wins']} ({s['score']:.1%}, 95% CI [{s['score_lo']:.1%}, "
+               f"{s['score_hi']:.1%}]); as Black {s['a_wins_as_black']}, as White {s['a_wins_as_white']}; "
+               f"Elo A - B {elo(s['elo'], s['score'])} [{elo(s['elo_lo'], s['score_lo'])}, "
+               f"{elo(s['elo_hi'], s['score_hi'])}]")
+    if any(s["forfeits"].values()):
+        click.echo(f"games lost other than on the board: A {s['forfeits']['A']}, B {s['forfeits']['B']} "
+                   f"(see the reasons above and {log_dir}/engine-*.log)")

@@ -1,0 +1,263 @@
+"""`hexzd match`: a referee between two HTP engines, as gogui-twogtp is for Go.
+
+This is how hexzd's agents are judged from outside: `hexzd htp` against
+MoHex, or against any other engine that speaks HTP.
+
+    engines   two command lines, A and B, each started once and kept for
+              the whole match (`clear_board` between games); their stderr
+              goes to a log file, not the terminal
+    games     in pairs: each opening is played twice, A Black in one game
+              and White in the other, so the first player's advantage
+              cancels. Openings as in duels (hexzd/duel.py): every first
+              move in a shuffled order (`plies` 1), random moves, or none
+    referee   the referee keeps its own board and decides each game itself:
+              a stone that joins the engine's edges wins; `resign`, an
+              illegal or unreadable move, an error answer, a timeout or an
+              engine that dies loses the game for that engine. An engine
+              that timed out is stopped; a stopped or dead engine is started
+              again for the next game
+    result    A's score with a 95% interval over pairs, as Elo, and each
+              game's moves (trmph) in the optional record (JSON lines)
+
+Swap is off: both engines are told nothing about it, and `swap` is illegal.
+"""
+import json
+import math
+import queue
+import shlex
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hexzd.duel import openings
+from hexzd.engine import BLACK, WHITE, Games, IllegalMove
+from hexzd.notation import cell_name, parse_cell, to_trmph
+from hexzd.sprt import score_to_elo
+
+__all__ = ["EngineFailure", "HtpEngine", "GameResult", "play_match", "summary"]
+
+COLOUR = {BLACK: "b", WHITE: "w"}
+STARTUP_SECONDS = 120.0  # the first answer of a process waits for its start-up (imports, network loading)
+Z95 = 1.959964
+
+
+class EngineFailure(RuntimeError):
+    """An engine that answered with an error, nothing, or too late."""
+
+
+class HtpEngine:
+    """One engine process, asked one command at a time.
+
+    A reader thread turns its stdout into lines, so that an answer can be
+    awaited with a timeout without select() on a pipe (which Windows lacks).
+    """
+
+    def __init__(self, command: str, log_path: Path | None = None):
+        self.command = command
+        self._log = open(log_path, "a") if log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            text=True, bufsize=1,
+        )
+        self._lines: queue.Queue = queue.Queue()
+        self._answered = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)  # end of output: the engine has gone
+
+    def ask(self, command: str, timeout: float) -> str:
+        """The answer's text without its `=`; raises EngineFailure on `?`, death or timeout."""
+        try:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise EngineFailure(f"the engine has exited (code {self.process.poll()})") from None
+        if not self._answered:
+            timeout = max(timeout, STARTUP_SECONDS)
+        deadline, lines = time.monotonic() + timeout, []
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                # A late answer would be read as the answer to the next
+                # command: the engine is stopped, and started afresh.
+                self.process.kill()
+                raise EngineFailure(f"no answer to `{command}` within {timeout:g} s") from None
+            if line is None:
+                self._lines.put(None)
+                raise EngineFailure(f"the engine exited during `{command}` (code {self.process.wait()})")
+            if line.strip() == "" and lines:
+                break
+            if line.strip():
+                lines.append(line.strip())
+        self._answered = True
+        answer = " ".join(lines)
+        if answer.startswith("?"):
+            raise EngineFailure(f"`{command}` refused: {answer[1:].strip()}")
+        if not answer.startswith("="):
+            raise EngineFailure(f"`{command}` gave an answer that is not HTP: {answer[:80]!r}")
+        return answer[1:].lstrip("0123456789").strip()  # drop an echoed id
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        if self.alive:
+            try:
+                self.ask("quit", timeout=5.0)
+            except EngineFailure:
+                pass
+        if self.alive:
+            self.process.kill()
+        self.process.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+
+
+@dataclass
+class GameResult:
+    game: int
+    pair: int
+    black: str  # "A" or "B"
+    opening: str  # trmph
+    moves: str = ""  # trmph, the opening included
+    winner: str = ""  # "A" or "B"
+    reason: str = ""  # connected, or how the loser lost: resign, illegal move, timeout, ...
+    seconds: dict = field(default_factory=lambda: {"A": 0.0, "B": 0.0})
+
+
+def _genmove(engine: HtpEngine, colour: int, games: Games, timeout: float) -> tuple[int | None, str]:
+    """The engine's move, or None and why it lost."""
+    try:
+        answer = engine.ask(f"genmove {COLOUR[colour]}", timeout)
+    except EngineFailure as e:
+        return None, str(e)
+    if answer.lower() == "resign":
+        return None, "resigned"
+    try:
+        action = parse_cell(answer, games.n)
+        games.play([action])
+    except (ValueError, IllegalMove) as e:
+        return None, f"illegal move {answer!r}: {e}"
+    return action, ""
+
+
+def _setup(engine: HtpEngine, n: int, opening: list[int], timeout: float) -> None:
+    engine.ask(f"boardsize {n}", timeout)
+    engine.ask("clear_board", timeout)
+    for ply, action in enumerate(opening):
+        engine.ask(f"play {COLOUR[BLACK if ply % 2 == 0 else WHITE]} {cell_name(action, n)}", timeout)
+
+
+def play_game(engines: dict, a_colour: int, n: int, opening: list[int], result: GameResult,
+              timeout: float) -> GameResult:
+    """One game refereed on the referee's own board; `engines` maps "A"/"B" to HtpEngine."""
+    side = {a_colour: "A", BLACK + WHITE - a_colour: "B"}
+    games, actions = Games.new(1, n), list(opening)
+    for action in opening:
+        games.play([action])
+    for name, engine in engines.items():
+        try:
+            _setup(engine, n, opening, timeout)
+        except EngineFailure as e:  # an engine that cannot even start the game loses it
+            return _finish(result, actions, n, winner=_other(name), reason=f"{name}: {e}")
+    while not games.done[0]:
+        colour = int(games.to_play[0])
+        name = side[colour]
+        started = time.monotonic()
+        action, why = _genmove(engines[name], colour, games, timeout)
+        result.seconds[name] += time.monotonic() - started
+        if action is None:
+            return _finish(result, actions, n, winner=_other(name), reason=f"{name} {why}")
+        actions.append(action)
+        if games.done[0]:
+            break
+        other = _other(name)
+        try:
+            engines[other].ask(f"play {COLOUR[colour]} {cell_name(action, n)}", timeout)
+        except EngineFailure as e:
+            return _finish(result, actions, n, winner=name, reason=f"{other}: {e}")
+    return _finish(result, actions, n, winner=side[int(games.winner[0])], reason="connected")
+
+
+def _other(name: str) -> str:
+    return "B" if name == "A" else "A"
+
+
+def _finish(result: GameResult, actions: list[int], n: int, winner: str, reason: str) -> GameResult:
+    result.moves, result.winner, result.reason = to_trmph(actions, n), winner, reason
+    return result
+
+
+def play_match(command_a: str, command_b: str, n: int, games: int, plies: int = 1, seed: int = 0,
+               timeout: float = 60.0, log_dir: Path | None = None, on_game=None) -> list[GameResult]:
+    """Plays `games` games (rounded up to whole pairs) and returns them in order."""
+    pairs = math.ceil(games / 2)
+    commands = {"A": command_a, "B": command_b}
+    logs = {k: (log_dir / f"engine-{k}.log" if log_dir else None) for k in commands}
+    engines = {k: HtpEngine(c, logs[k]) for k, c in commands.items()}
+    results = []
+    try:
+        for pair, opening in enumerate(openings(n, plies, range(pairs), seed) if plies else [[]] * pairs):
+            for a_colour in (BLACK, WHITE):
+                for k, engine in engines.items():
+                    if not engine.alive:  # it died in the last game, which it lost: a fresh one
+                        engine.close()
+                        engines[k] = HtpEngine(commands[k], logs[k])
+                result = GameResult(len(results), pair, "A" if a_colour == BLACK else "B", to_trmph(opening, n))
+                results.append(play_game(engines, a_colour, n, opening, result, timeout))
+                if on_game:
+                    on_game(results[-1])
+    finally:
+        for engine in engines.values():
+            engine.close()
+    return results
+
+
+def wilson(wins: int, games: int) -> tuple[float, float]:
+    """The 95% Wilson interval of a win rate: sound at 0 and 1 wins and with few games.
+
+    Over games, not pairs: pairing removes the first player's advantage from
+    the score's expectation, and treating the games as independent only
+    widens the interval when colour matters.
+    """
+    if games == 0:
+        return 0.0, 1.0
+    p, z2 = wins / games, Z95 * Z95
+    centre = (p + z2 / (2 * games)) / (1 + z2 / games)
+    half = Z95 * math.sqrt(p * (1 - p) / games + z2 / (4 * games * games)) / (1 + z2 / games)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summary(results: list[GameResult]) -> dict:
+    """A's score, with its 95% Wilson interval, and as Elo (None where unbounded)."""
+    a_wins = sum(r.winner == "A" for r in results)
+    score = a_wins / len(results) if results else float("nan")
+    lo, hi = wilson(a_wins, len(results))
+    return {
+        "games": len(results), "a_wins": a_wins, "b_wins": len(results) - a_wins,
+        "a_wins_as_black": sum(r.winner == "A" and r.black == "A" for r in results),
+        "a_wins_as_white": sum(r.winner == "A" and r.black == "B" for r in results),
+        "score": score, "score_lo": lo, "score_hi": hi,
+        "elo": _elo(score), "elo_lo": _elo(lo), "elo_hi": _elo(hi),
+        "forfeits": {k: sum(r.winner != k and r.reason != "connected" and r.reason.startswith(k)
+                            for r in results) for k in "AB"},
+    }
+
+
+def _elo(score: float) -> float | None:
+    """Elo of a score; None (unbounded) at 0 or 1 or when unknown."""
+    if not 0 < score < 1:
+        return None
+    return float(score_to_elo(score))
+
+
+def write_record(path: Path, result: GameResult) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(asdict(result)) + "\n")
