@@ -276,6 +276,8 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
                f"{s['score_hi']:.1%}]); as Black {s['a_wins_as_black']}, as White {s['a_wins_as_white']}; "
                f"Elo A - B {elo(s['elo'], s['score'])} [{elo(s['elo_lo'], s['score_lo'])}, "
                f"{elo(s['elo_hi'], s['score_hi'])}]")
+    if any(s["resigned"].values()):
+        click.echo(f"resigned: A {s['resigned']['A']}, B {s['resigned']['B']}")
     if any(s["forfeits"].values()):
         click.echo(f"games lost other than on the board: A {s['forfeits']['A']}, B {s['forfeits']['B']} "
                    f"(see the reasons above and {log_dir}/engine-*.log)")

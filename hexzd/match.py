@@ -246,7 +246,8 @@ def summary(results: list[GameResult]) -> dict:
         "a_wins_as_white": sum(r.winner == "A" and r.black == "B" for r in results),
         "score": score, "score_lo": lo, "score_hi": hi,
         "elo": _elo(score), "elo_lo": _elo(lo), "elo_hi": _elo(hi),
-        "forfeits": {k: sum(r.winner != k and r.reason != "connected" and r.reason.startswith(k)
+        "resigned": {k: sum(r.reason == f"{k} resigned" for r in results) for k in "AB"},
+        "forfeits": {k: sum(r.winner != k and r.reason.startswith(k) and r.reason != f"{k} resigned"
                             for r in results) for k in "AB"},
     }
 

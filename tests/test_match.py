@@ -82,7 +82,10 @@ def test_an_engine_that_misbehaves_loses_and_the_match_goes_on(tmp_path, kind, r
     script.write_text(f"import sys, time\nfor line in sys.stdin:\n    {MISBEHAVING[kind]}\n")
     result, games = match(tmp_path, f"{HEXZD} --sims 8", f"{sys.executable} {script}", "--size", "4",
                           "--games", "2", "--timeout", "2")
-    assert result["a_wins"] == 2 and result["forfeits"] == {"A": 0, "B": 2}
+    lost = {"A": 0, "B": 2}
+    assert result["a_wins"] == 2
+    assert (result["resigned"], result["forfeits"]) == ((lost, {"A": 0, "B": 0}) if kind == "resign" else
+                                                        ({"A": 0, "B": 0}, lost))
     assert all(g["reason"].startswith(reason) for g in games), games
 
 
