@@ -87,6 +87,7 @@ class HtpEngine:
                 # A late answer would be read as the answer to the next
                 # command: the engine is stopped, and started afresh.
                 self.process.kill()
+                self.process.wait()  # so that `alive` is False at once and it is restarted
                 raise EngineFailure(f"no answer to `{command}` within {timeout:g} s") from None
             if line is None:
                 self._lines.put(None)

@@ -86,7 +86,7 @@ def test_an_engine_that_misbehaves_loses_and_the_match_goes_on(tmp_path, kind, r
     assert result["a_wins"] == 2
     assert (result["resigned"], result["forfeits"]) == ((lost, {"A": 0, "B": 0}) if kind == "resign" else
                                                         ({"A": 0, "B": 0}, lost))
-    assert all(g["reason"].startswith(reason) for g in games), games
+    assert all(g["reason"].startswith(reason) for g in games), [g["reason"] for g in games]
 
 
 def test_a_command_that_cannot_start_is_a_clear_error(tmp_path):
