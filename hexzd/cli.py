@@ -281,3 +281,82 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
     if any(s["forfeits"].values()):
         click.echo(f"games lost other than on the board: A {s['forfeits']['A']}, B {s['forfeits']['B']} "
                    f"(see the reasons above and {log_dir}/engine-*.log)")
+
+
+def _sims_list(ctx, param, values):
+    """--sims 0,64,800 or --sims 0 --sims 64: simulation counts, 0 for no search."""
+    try:
+        sims = [int(s) for value in values for s in value.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{' '.join(values)}' is not a list of simulation counts") from None
+    if any(s < 0 or s == 1 for s in sims):
+        raise click.BadParameter("simulation counts are 0 (no search) or at least 2: one simulation "
+                                 "only expands the root")
+    return sims or None
+
+
+@main.command()
+@DB_OPTION
+@MODEL_OPTION
+@click.option("--sims", multiple=True, callback=_sims_list, metavar="S[,S...]",
+              help="simulations per move, one agent each; 0: the raw policy (random moves with "
+                   "--random-rollouts)  [default: 0,64,800]")
+@click.option("--positions", default=100, show_default=True, type=click.IntRange(1, 100_000),
+              help="test positions: the empty board and random openings")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of the positions and agents")
+@click.option("--size", type=click.IntRange(2, 19),
+              help="board side n, at most 5  [default: the model's; 5 with --random-rollouts]")
+@ROLLOUTS_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
+    """Strength against perfect play: solved positions of boards up to 5x5.
+
+    In won positions: how often the agent's move keeps the win, and how often
+    it converts the win against perfect defence; for the network, how often
+    its value's sign is right."""
+    from hexzd import perfect as pf
+
+    evaluate, config, label = None, None, "random-rollout MCTS"
+    if not random_rollouts:
+        network, config, label = _network_of(db, model)
+        evaluate = network.evaluate
+        if size not in (None, network.board_size):
+            raise click.ClickException(
+                f"model {network.model_id} plays {network.board_size}x{network.board_size}, not {size}x{size}")
+        size = network.board_size
+    try:
+        size = pf.check_size(size or pf.MAX_SIZE)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if not as_json:
+        click.echo(f"{label}, {size}x{size}, seed {seed}")
+    report = pf.measure(size, evaluate, sims or pf.DEFAULT_SIMS, positions, seed,
+                        config.selfplay if config else None,
+                        on_agent=None if as_json else lambda r: click.echo(f"measured {r.name}", err=True))
+    click.echo(json.dumps(report.as_dict()) if as_json else _perfect_table(report))
+
+
+def _network_of(db, model):
+    """(Network, Config, a label) of a state file's model, or a clear error."""
+    from hexzd.htp import EngineError, load_network
+
+    try:
+        network, config, swap, note = load_network(db, model)
+    except EngineError as e:
+        raise click.ClickException(str(e)) from None
+    if network is None:
+        raise click.ClickException(f"{note}: give --random-rollouts for plain MCTS")
+    label = f"model {network.model_id} ({network.blocks}x{network.channels} network)"
+    return network, config, label + (", trained with swap, measured without" if swap else "")
+
+
+def _perfect_table(report) -> str:
+    lines = [f"{report.positions} positions: {report.won} won and {report.lost} lost for the player to move "
+             f"(solver {report.solver_seconds:.1f} s, {report.solver_nodes:,} nodes)"]
+    if report.value_sign:
+        lines.append(f"raw network's value sign right in {report.value_sign} of them")
+    lines += ["", f"in the {report.won} won positions (95% intervals):",
+              f"{'agent':<14} {'perfect-move rate':>20} {'conversion':>20} {'agent s':>8}"]
+    for a in report.agents:
+        lines.append(f"{a.name:<14} {str(a.perfect_moves):>20} {str(a.conversion):>20} {a.seconds:8.1f}")
+    return "\n".join(lines)

@@ -314,15 +314,20 @@ def open_engine(db=None, model: str = "best", sims: int | None = None, seconds: 
     budget = dict(sims=sims or DEFAULT_SIMS, seconds=seconds, resign=resign, size=size, warn=warn)
     if random_rollouts:
         return HtpEngine(**budget, note="asked for")
-    network, config, swap, note = _load(db, model)
+    network, config, swap, note = load_network(db, model)
     if size is None and network is None and config is not None:
         budget["size"] = config.game.board_size
     return HtpEngine(**budget, swap=swap, network=network, note=note,
                      config=config.selfplay if config else None)
 
 
-def _load(db, model: str):
-    """(Network or None, the run's Config or None, swap, note) from the state file."""
+def load_network(db, model: str = "best"):
+    """(Network or None, the run's Config or None, swap, note) from the state file.
+
+    model: `best` or a model id. The note says why there is no network (none
+    promoted yet). Raises EngineError for a missing file, a bad --model, or a
+    model that is missing or pruned. Shared with `hexzd perfect`.
+    """
     from hexzd import store
     from hexzd.config import Config
 

@@ -1,0 +1,313 @@
+"""`hexzd perfect`: an agent's strength against perfect play on solved small boards.
+
+Elo against other agents says who is stronger; this says how far from
+perfect an agent is, on boards small enough to solve exactly (n <= MAX_SIZE):
+
+    positions      N random openings, the empty board first: 0 .. n*n - 2 plies
+                   uniformly at random (no swap), finished games and repeats
+                   dropped. Reproducible from the seed.
+    solved         each by native/solver.py: won or lost for the player to move
+    perfect-move   in each won position, does the agent's move keep the win?
+    conversion     from each won position, the agent to move plays out the game
+                   against the perfect player (the solver's `reply`). It wins only
+                   if every move of its keeps the win: one slip, and perfect
+                   defence wins. So games stop at the agent's first losing move.
+    value sign     the raw network's value is > 0 exactly where the mover wins,
+                   over every position, won or lost
+
+An agent is the network with S simulations per move, as `hexzd htp` plays it
+(PUCT, no noise), or S = 0 for the raw policy's best legal move; with
+`--random-rollouts`, rollout MCTS, and S = 0 for a uniformly random move.
+Rates come with 95% Wilson intervals. The state file is only read.
+"""
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hexzd.config import SearchConfig
+from hexzd.engine import BLACK, EMPTY, WHITE, Games
+from hexzd.match import wilson
+from hexzd.native import solver as kernels
+from hexzd.player import Player, subset
+from hexzd.search import Evaluate
+
+__all__ = ["MAX_SIZE", "AgentResult", "Rate", "Report", "Solver", "agent", "check_size", "measure", "openings"]
+
+MAX_SIZE = 5  # the empty 5x5 board is solved in under a second; the empty 6x6 not in five minutes
+DEFAULT_SIMS = (0, 64, 800)
+DEFAULT_POSITIONS = 100
+
+
+def check_size(n: int) -> int:
+    """n, if `hexzd perfect` can solve n x n boards; else ValueError naming the limit."""
+    if n > MAX_SIZE:
+        raise ValueError(f"{n}x{n} is too large to solve: `hexzd perfect` takes boards up to "
+                         f"{MAX_SIZE}x{MAX_SIZE}")
+    return n
+
+
+class Solver:
+    """Exact results for n x n positions (n*n <= 63), checked, with one table for all.
+
+    Boards are int8[n*n] in the engine's cells (EMPTY, BLACK, WHITE), with
+    the player to move given; no swap rule. The positions must be undecided.
+    """
+
+    def __init__(self, n: int, table_bits: int | None = None):
+        if not 2 <= n or n * n > kernels.MAX_CELLS:
+            raise ValueError(f"the solver takes boards of 2x2 to 7x7, not {n}x{n}")
+        self.n = n
+        # 4M slots (105 MB) hold the empty 5x5 board's search; 4x4 needs far fewer.
+        self.table = kernels.new_table(table_bits or (22 if n >= 5 else 16))
+        self.stats = np.zeros(1, np.int64)
+
+    @property
+    def nodes(self) -> int:
+        """Positions searched so far, over every call."""
+        return int(self.stats[kernels.NODES])
+
+    def winner(self, board) -> int:
+        return int(kernels.winner(self._board(board), self.n))
+
+    def wins(self, board, to_play: int) -> bool:
+        """Does the player to move win with perfect play?"""
+        return bool(kernels.wins(*self._position(board, to_play), *self.table, self.stats))
+
+    def winning_moves(self, board, to_play: int) -> np.ndarray:
+        """bool[n*n]: the cells after which the player to move wins."""
+        return kernels.winning_moves(*self._position(board, to_play), *self.table, self.stats)
+
+    def reply(self, board, to_play: int) -> int:
+        """The perfect player's move: a winning one if any (see native/solver.py's reply)."""
+        return int(kernels.reply(*self._position(board, to_play), *self.table, self.stats)[0])
+
+    def keeps_win(self, board, to_play: int, cell: int) -> bool:
+        """Does the move `cell` win, at once or with perfect play after it?"""
+        board, to_play, _ = self._position(board, to_play)
+        if board[cell] != EMPTY:
+            raise ValueError(f"cell {cell} is occupied")
+        after = board.copy()
+        after[cell] = to_play
+        if kernels.winner(after, self.n) == to_play:
+            return True
+        return not self.wins(after, WHITE if to_play == BLACK else BLACK)
+
+    def _board(self, board) -> np.ndarray:
+        board = np.ascontiguousarray(board, np.int8)
+        if board.shape != (self.n * self.n,):
+            raise ValueError(f"a board of shape {board.shape}, expected ({self.n * self.n},)")
+        if not np.isin(board, (EMPTY, BLACK, WHITE)).all():
+            raise ValueError("cells are EMPTY, BLACK or WHITE")
+        return board
+
+    def _position(self, board, to_play: int) -> tuple:
+        board = self._board(board)
+        if to_play not in (BLACK, WHITE):
+            raise ValueError(f"to_play is BLACK or WHITE, not {to_play}")
+        if kernels.winner(board, self.n) != EMPTY:
+            raise ValueError("the game is over")
+        return board, int(to_play), self.n
+
+
+def openings(solver: Solver, count: int, seed: int) -> Games:
+    """`count` distinct undecided positions: the empty board, then random openings.
+
+    An opening's length is uniform in 0 .. n*n - 2; Black moves first and the
+    players alternate. Fewer come back only where the board has fewer
+    (tiny boards): the draw gives up after 100 tries per position.
+    """
+    n, nn = solver.n, solver.n * solver.n
+    rng = np.random.default_rng(seed)
+    lines, seen = [[]], {bytes(nn)}
+    for _ in range(100 * count):
+        if len(lines) >= count:
+            break
+        line = rng.permutation(nn)[:rng.integers(0, nn - 1)]
+        board = np.zeros(nn, np.int8)
+        board[line[0::2]], board[line[1::2]] = BLACK, WHITE
+        if board.tobytes() not in seen and solver.winner(board) == EMPTY:
+            seen.add(board.tobytes())
+            lines.append(line)
+    games = Games.new(len(lines), n)
+    for ply in range(max(len(line) for line in lines)):
+        games.play([line[ply] if ply < len(line) else -1 for line in lines])
+    return games
+
+
+# -- agents: each has a name and moves(games) -> int64[B], -1 for finished games
+
+
+class PolicyAgent:
+    """The raw network: the legal move its policy likes best, no search."""
+
+    def __init__(self, evaluate: Evaluate):
+        self.evaluate, self.name = evaluate, "net-0"
+
+    def moves(self, games: Games) -> np.ndarray:
+        n = games.n
+        logits, _ = self.evaluate(games.features())
+        # The policy is indexed as the network sees the board, White's turned
+        # to top-bottom (native/engine.py canonical_index): turn White's back.
+        logits = logits.reshape(-1, n, n).copy()
+        white = games.to_play == WHITE
+        logits[white] = logits[white].transpose(0, 2, 1)
+        logits = logits.reshape(-1, n * n)
+        logits[games.board != EMPTY] = -np.inf
+        return np.where(games.done, -1, logits.argmax(axis=1))
+
+
+class RandomAgent:
+    """A uniformly random legal move: rollout MCTS with no simulations."""
+
+    def __init__(self, seed: int):
+        self.rng, self.name = np.random.default_rng(seed), "random"
+
+    def moves(self, games: Games) -> np.ndarray:
+        out = np.full(games.batch, -1, np.int64)
+        for b in np.flatnonzero(~games.done):
+            out[b] = self.rng.choice(np.flatnonzero(games.board[b] == EMPTY))
+        return out
+
+
+def agent(sims: int, evaluate: Evaluate | None, config: SearchConfig | None = None, seed: int = 0):
+    """The agent at `sims` simulations: network (evaluate) or rollout MCTS (None)."""
+    if sims == 0:
+        return PolicyAgent(evaluate) if evaluate is not None else RandomAgent(seed)
+    # As `hexzd htp` plays: PUCT, whose move is the most visited (or a proven win).
+    config = (config or SearchConfig()).model_copy(update={"gumbel": False})
+    return Player(sims, evaluate, config, seed=seed)
+
+
+# -- the measurements ---------------------------------------------------------------
+
+
+@dataclass
+class Rate:
+    """k of n, with its 95% Wilson interval."""
+
+    hits: int
+    total: int
+
+    @property
+    def rate(self) -> float:
+        return self.hits / self.total if self.total else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.hits, self.total)
+
+    def as_dict(self) -> dict:
+        lo, hi = self.interval
+        return {"hits": self.hits, "total": self.total, "rate": self.rate, "lo": lo, "hi": hi}
+
+    def __str__(self) -> str:
+        lo, hi = self.interval
+        return f"{self.rate:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+@dataclass
+class AgentResult:
+    name: str
+    sims: int
+    perfect_moves: Rate
+    conversion: Rate
+    seconds: float
+
+
+@dataclass
+class Report:
+    board_size: int
+    seed: int
+    positions: int
+    won: int  # positions won for the player to move
+    lost: int
+    value_sign: Rate | None  # the raw network's; None without one
+    agents: list[AgentResult]
+    solver_nodes: int
+    solver_seconds: float
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["value_sign"] = self.value_sign.as_dict() if self.value_sign else None
+        for a, result in zip(d["agents"], self.agents):
+            a["perfect_moves"] = result.perfect_moves.as_dict()
+            a["conversion"] = result.conversion.as_dict()
+        return d
+
+
+class _Clock:
+    """Seconds spent inside `with clock:` blocks, added up: the solver's, apart from the agents'."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._start
+
+
+def play_out(player, solver: Solver, games: Games, clock: _Clock) -> tuple[np.ndarray, np.ndarray]:
+    """The agent to move in every game, against perfect defence.
+
+    Returns bool[B] twice: did the agent's first move keep the win, and did
+    it win the game. A game stops at the agent's first move that loses the
+    win, since perfect defence then wins it.
+    """
+    games, me = games.copy(), games.to_play.copy()
+    first = np.zeros(games.batch, np.bool_)
+    alive = np.arange(games.batch)  # the games the agent still wins, agent to move
+    for ply in range(games.n * games.n):
+        if len(alive) == 0:
+            break
+        moves = player.moves(subset(games, alive))
+        with clock:
+            kept = np.array([solver.keeps_win(games.board[b], games.to_play[b], moves[i])
+                             for i, b in enumerate(alive)], np.bool_)
+        if ply == 0:
+            first = kept
+        games.play(_spread(moves, alive, games.batch))
+        alive = alive[kept & ~games.done[alive]]
+        with clock:
+            replies = np.array([solver.reply(games.board[b], games.to_play[b]) for b in alive], np.int64)
+        games.play(_spread(replies, alive, games.batch))
+    return first, games.winner == me
+
+
+def _spread(moves: np.ndarray, index: np.ndarray, batch: int) -> np.ndarray:
+    """int64[batch]: moves[i] for game index[i], -1 for the other games."""
+    out = np.full(batch, -1, np.int64)
+    out[index] = moves
+    return out
+
+
+def measure(n: int, evaluate: Evaluate | None, sims=DEFAULT_SIMS, positions: int = DEFAULT_POSITIONS,
+            seed: int = 0, config: SearchConfig | None = None, solver: Solver | None = None,
+            on_agent=None) -> Report:
+    """Every figure of the module docstring for one network (or rollouts, evaluate=None)."""
+    check_size(n)
+    solver, clock = solver or Solver(n), _Clock()
+    games = openings(solver, positions, seed)
+    with clock:
+        won = np.array([solver.wins(games.board[b], games.to_play[b]) for b in range(games.batch)], np.bool_)
+    value_sign = None
+    if evaluate is not None:
+        values = evaluate(games.features())[1]
+        value_sign = Rate(int(((values > 0) == won).sum()), games.batch)
+    winning = subset(games, np.flatnonzero(won))
+    results = []
+    for s in sims:
+        start, before = time.perf_counter(), clock.seconds
+        player = agent(s, evaluate, config, seed)
+        first, converted = play_out(player, solver, winning, clock)
+        result = AgentResult(player.name, s, Rate(int(first.sum()), winning.batch),
+                             Rate(int(converted.sum()), winning.batch),
+                             time.perf_counter() - start - (clock.seconds - before))
+        results.append(result)
+        if on_agent:
+            on_agent(result)
+    return Report(n, seed, games.batch, int(won.sum()), int((~won).sum()), value_sign, results,
+                  solver.nodes, clock.seconds)
+

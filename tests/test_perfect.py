@@ -1,0 +1,215 @@
+"""The exact solver (native/solver.py) and `hexzd perfect`.
+
+The solver is checked against tests/solver.py, a brute force in plain Python
+that shares no code with it, and against the symmetries of Hex on boards too
+large for the brute force.
+"""
+import gc
+import hashlib
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import solver as reference
+from hexzd import store
+from hexzd.cli import main
+from hexzd.engine import BLACK, EMPTY, WHITE
+from hexzd.perfect import MAX_SIZE, Solver, openings
+from test_htp import add_model
+
+
+def reachable(n):
+    """Every undecided position of a game from the empty n x n board: (cells, to_play)."""
+    found, frontier = {}, [(tuple([EMPTY] * (n * n)), BLACK)]
+    while frontier:
+        cells, to_play = frontier.pop()
+        if cells in found or reference.winner(cells, n):
+            continue
+        found[cells] = to_play
+        for x in range(n * n):
+            if cells[x] == EMPTY:
+                frontier.append((cells[:x] + (to_play,) + cells[x + 1:], 3 - to_play))
+    return list(found.items())
+
+
+def random_positions(n, count, stones, seed):
+    """Undecided positions of random openings with stones[0] .. stones[1] stones."""
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < count:
+        line = rng.permutation(n * n)[:rng.integers(stones[0], stones[1] + 1)]
+        cells = [EMPTY] * (n * n)
+        for ply, x in enumerate(line):
+            cells[x] = BLACK if ply % 2 == 0 else WHITE
+        if not reference.winner(tuple(cells), n):
+            out.append((tuple(cells), reference.to_play_of(cells)))
+    return out
+
+
+def agree(solver, n, positions):
+    """The solver's wins, winning moves and reply against the brute force's."""
+    for cells, to_play in positions:
+        good = reference.winning_moves(cells, n, to_play)
+        board = np.array(cells, np.int8)
+        assert solver.wins(board, to_play) == bool(good), cells
+        assert list(np.flatnonzero(solver.winning_moves(board, to_play))) == good, cells
+        move = solver.reply(board, to_play)
+        assert cells[move] == EMPTY and (move in good or not good), cells
+        threats = [x for x in range(n * n) if cells[x] == EMPTY and reference.connected(
+            cells[:x] + (3 - to_play,) + cells[x + 1:], n, 3 - to_play)]
+        assert good or move in threats or not threats, cells  # a lost defence blocks a threat
+
+
+def test_every_reachable_3x3_position_agrees_with_the_brute_force():
+    positions = reachable(3)
+    assert len(positions) > 1000
+    agree(Solver(3, table_bits=12), 3, positions)
+
+
+def test_random_4x4_positions_agree_with_the_brute_force():
+    # A small table, so that replacements happen and a stale entry would show.
+    agree(Solver(4, table_bits=10), 4, random_positions(4, 300, (5, 14), seed=1))
+
+
+def test_late_5x5_positions_agree_with_the_brute_force():
+    # Bridges and edge templates come up far more on 5x5 than on 4x4.
+    agree(Solver(5, table_bits=16), 5, random_positions(5, 40, (15, 22), seed=2))
+
+
+def test_the_empty_4x4_board_is_won_on_the_short_diagonal_only():
+    # The brute force's answer (test_the_empty_4x4_board_as_the_brute_force_solves_it).
+    moves = Solver(4).winning_moves(np.zeros(16, np.int8), BLACK)
+    assert list(np.flatnonzero(moves)) == [3, 6, 9, 12]
+
+
+@pytest.mark.slow
+def test_the_empty_4x4_board_as_the_brute_force_solves_it():
+    assert reference.winning_moves((EMPTY,) * 16, 4, BLACK) == [3, 6, 9, 12]
+    agree(Solver(4), 4, random_positions(4, 60, (1, 4), seed=3))
+
+
+def turned(board):
+    return board[::-1].copy()
+
+
+def transposed(board, n):
+    """The mirror in the long diagonal with the colours swapped: the same game for the other player."""
+    out = board.reshape(n, n).T.reshape(-1).copy()
+    out[board.reshape(n, n).T.reshape(-1) == BLACK] = WHITE
+    out[board.reshape(n, n).T.reshape(-1) == WHITE] = BLACK
+    return out
+
+
+def test_5x5_results_keep_the_symmetries_of_hex():
+    n, solver = 5, Solver(5, table_bits=18)
+    for cells, to_play in random_positions(n, 30, (3, 12), seed=4):
+        board = np.array(cells, np.int8)
+        moves = solver.winning_moves(board, to_play)
+        assert solver.wins(board, to_play) == moves.any()
+        assert (solver.winning_moves(turned(board), to_play) == moves[::-1]).all()
+        other = WHITE if to_play == BLACK else BLACK
+        swapped = solver.winning_moves(transposed(board, n), other)
+        assert (swapped == moves.reshape(n, n).T.reshape(-1)).all()
+        assert Solver(5, table_bits=8).wins(board, to_play) == moves.any()  # a table all but empty
+
+
+def test_the_empty_5x5_board_is_won_in_the_centre():
+    solver = Solver(5)
+    board = np.zeros(25, np.int8)
+    assert solver.wins(board, BLACK) and solver.reply(board, BLACK) == 12
+    assert solver.nodes < 5_000_000
+
+
+def test_the_solver_checks_its_input():
+    solver = Solver(3, table_bits=8)
+    with pytest.raises(ValueError, match="the game is over"):
+        solver.wins(np.array([1, 0, 0, 1, 0, 0, 1, 0, 0], np.int8), WHITE)
+    with pytest.raises(ValueError, match="shape"):
+        solver.wins(np.zeros(16, np.int8), BLACK)
+    with pytest.raises(ValueError, match="to_play"):
+        solver.wins(np.zeros(9, np.int8), 3)
+    with pytest.raises(ValueError, match="occupied"):
+        solver.keeps_win(np.array([1, 0, 0, 0, 0, 0, 0, 0, 0], np.int8), WHITE, 0)
+    with pytest.raises(ValueError, match="2x2 to 7x7"):
+        Solver(8)
+
+
+def test_openings_are_distinct_undecided_and_reproducible():
+    solver = Solver(4, table_bits=8)
+    games = openings(solver, 50, seed=7)
+    assert games.batch == 50 and not games.done.any() and not games.board[0].any()
+    assert len({g.tobytes() for g in games.board}) == 50
+    assert games.ply.max() <= 14
+    assert (openings(solver, 50, seed=7).board == games.board).all()
+    assert len(openings(Solver(2, table_bits=8), 50, seed=0).board) < 50  # 2x2 has fewer
+
+
+# -- hexzd perfect ---------------------------------------------------------------------
+
+
+def perfect(*args):
+    result = CliRunner().invoke(main, ["perfect", *args])
+    return result
+
+
+def test_rollouts_strong_and_weak_through_the_cli():
+    result = perfect("--random-rollouts", "--size", "4", "--sims", "0,2", "--sims", "3000",
+                     "--positions", "60", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["board_size"] == 4 and report["positions"] == 60 and report["value_sign"] is None
+    assert report["won"] + report["lost"] == 60
+    rates = {a["name"]: (a["perfect_moves"]["rate"], a["conversion"]["rate"]) for a in report["agents"]}
+    assert list(rates) == ["random", "rollouts-2", "rollouts-3000"]
+    for name, (moves, conversion) in rates.items():
+        assert 0 <= conversion <= moves <= 1, name
+    assert rates["rollouts-3000"][0] > 0.9 and rates["rollouts-3000"][1] > 0.9
+    for weak in ("random", "rollouts-2"):
+        assert rates[weak][1] < rates["rollouts-3000"][1] - 0.3
+
+
+def test_the_table_and_its_refusals():
+    result = perfect("--random-rollouts", "--size", "3", "--sims", "0,50", "--positions", "20")
+    assert result.exit_code == 0, result.output
+    assert "perfect-move rate" in result.output and "rollouts-50" in result.output
+    result = perfect("--random-rollouts", "--size", "6")
+    assert result.exit_code != 0 and f"up to {MAX_SIZE}x{MAX_SIZE}" in result.output
+    result = perfect("--random-rollouts", "--sims", "1")
+    assert result.exit_code != 0 and "at least 2" in result.output
+
+
+def digest(path):
+    """The file's hash once every earlier write is in it, not in its WAL."""
+    gc.collect()  # add_model's connection, left open by its `with`, closes and checkpoints
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_state_file_model(tmp_path):
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    add_model(db, board_size=4)
+    before = digest(db)
+    result = perfect("--db", str(db), "--model", "best", "--sims", "0,8", "--positions", "30", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["board_size"] == 4 and 0 <= report["value_sign"]["rate"] <= 1
+    assert [a["name"] for a in report["agents"]] == ["net-0", "net-8"]
+    assert all(0 <= a["perfect_moves"]["rate"] <= 1 for a in report["agents"])
+    assert digest(db) == before  # read, never written
+    result = perfect("--db", str(db), "--size", "5")
+    assert result.exit_code != 0 and "model 1 plays 4x4, not 5x5" in result.output
+
+
+def test_a_state_file_without_a_promoted_model(tmp_path):
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    add_model(db, board_size=4, promoted=False)
+    result = perfect("--db", str(db))
+    assert result.exit_code != 0 and "no model of" in result.output and "--random-rollouts" in result.output
+    result = perfect("--db", str(tmp_path / "missing.sqlite"))
+    assert result.exit_code != 0 and "no state file" in result.output
