@@ -289,9 +289,8 @@ def _sims_list(ctx, param, values):
         sims = [int(s) for value in values for s in value.split(",") if s.strip()]
     except ValueError:
         raise click.BadParameter(f"'{' '.join(values)}' is not a list of simulation counts") from None
-    if any(s < 0 or s == 1 for s in sims):
-        raise click.BadParameter("simulation counts are 0 (no search) or at least 2: one simulation "
-                                 "only expands the root")
+    if any(s < 0 for s in sims):
+        raise click.BadParameter("simulation counts are 0 (no search) or more")
     return sims or None
 
 

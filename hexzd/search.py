@@ -171,7 +171,13 @@ class Search:
         self._table = considered_table(c.gumbel_actions, sims) if c.gumbel else _NO_TABLE
 
     def run(self, sims: int, evaluate: Evaluate | None = None) -> None:
-        """Runs `sims` simulations in every tree. evaluate=None: random rollouts."""
+        """Runs `sims` simulations in every tree. evaluate=None: random rollouts.
+
+        From a fresh root it runs at least two: the first only expands the
+        root, and a move needs a visit (the second visits the highest prior).
+        """
+        if sims < 2 and (self.tree.node_visits[:, 0] == 0).any():
+            sims = 2
         self.begin_move(sims)
         if evaluate is None:
             self._search_rollouts(sims)

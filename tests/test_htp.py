@@ -4,6 +4,7 @@ The referee of the process game keeps its own board and decides the winner
 with its own flood fill (plain Python, below), never with hexzd's engine.
 """
 import io
+import re
 import sqlite3
 import subprocess
 import sys
@@ -108,6 +109,14 @@ def test_transcript_of_every_command():
     ])
     assert e.moves == [] and not e.quitting
     assert e.handle("99 quit") == "=99 \n\n" and e.quitting
+
+
+def test_one_simulation_still_plays_a_move():
+    e = open_engine(random_rollouts=True, sims=1)
+    e.handle("boardsize 4")
+    for colour in "bw":
+        answer = e.handle(f"genmove {colour}")
+        assert re.fullmatch(r"= [a-d][1-4]", answer.strip()), answer
 
 
 def test_genmove_plays_a_legal_move_for_either_colour():

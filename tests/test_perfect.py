@@ -176,8 +176,8 @@ def test_the_table_and_its_refusals():
     assert "perfect-move rate" in result.output and "rollouts-50" in result.output
     result = perfect("--random-rollouts", "--size", "6")
     assert result.exit_code != 0 and f"up to {MAX_SIZE}x{MAX_SIZE}" in result.output
-    result = perfect("--random-rollouts", "--sims", "1")
-    assert result.exit_code != 0 and "at least 2" in result.output
+    result = perfect("--random-rollouts", "--sims", "-3")
+    assert result.exit_code != 0 and "0 (no search) or more" in result.output
 
 
 def digest(path):
