@@ -5,6 +5,7 @@ Each key is either *live* (the daemon applies an edit within seconds) or
 state file inconsistent). `live(...)` and `fixed(...)` declare which, and the
 description is the comment that `config.toml` carries on the key's line.
 """
+import json
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -182,6 +183,25 @@ class Config(BaseModel):
     device: DeviceConfig = DeviceConfig()
     retention: RetentionConfig = RetentionConfig()
     daemon: DaemonConfig = DaemonConfig()
+
+
+def stored(text: str) -> Config:
+    """The config a state file was made with (`meta.config`, JSON), as this version reads it.
+
+    A later hexzd may have moved or renamed keys since the file was made (the
+    inference settings moved from [model] to [device]); what a state file
+    keeps to is its fixed keys. So keys this version does not know are
+    dropped and missing ones take their defaults, rather than refusing to
+    open an older run.
+    """
+    data = json.loads(text)
+    known = {}
+    for section, field in Config.model_fields.items():
+        values = data.get(section)
+        if isinstance(values, dict):
+            keys = field.annotation.model_fields
+            known[section] = {k: v for k, v in values.items() if k in keys}
+    return Config.model_validate(known)
 
 
 def load(path: Path) -> Config:

@@ -27,7 +27,7 @@ import zmq.asyncio
 
 from hexzd import league, store
 from hexzd import messages as m
-from hexzd.config import Config, default_toml, fixed_changes, parse
+from hexzd.config import Config, default_toml, fixed_changes, parse, stored
 from hexzd.rundir import RunDir
 from hexzd.tuner import GpuMeter, Telemetry, Tuner
 
@@ -141,7 +141,7 @@ class Daemon:
         if row is None:
             await self._execute("INSERT INTO meta VALUES ('config', ?)", (self.config.model_dump_json(),))
             return
-        made_with = Config.model_validate_json(row[0])
+        made_with = stored(row[0])
         error = fixed_changes(made_with, self.config, self.config_text, self.config_path)
         if error:
             raise RuntimeError(f"{error} (the state file {self.db} was made with it)")

@@ -329,7 +329,7 @@ def load_network(db, model: str = "best"):
     model that is missing or pruned. Shared with `hexzd perfect`.
     """
     from hexzd import store
-    from hexzd.config import Config
+    from hexzd.config import stored
 
     if not Path(db).is_file():
         raise EngineError(f"no state file {db}: give --db FILE, or --random-rollouts for plain MCTS")
@@ -338,7 +338,7 @@ def load_network(db, model: str = "best"):
     connection = store.read_only(db)
     try:
         row = connection.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
-        config = Config.model_validate_json(row[0]) if row else None
+        config = stored(row[0]) if row else None
         model_id = store.best_model(connection) if model == "best" else int(model)
         if model_id is None:
             note = f"no model of {db} is promoted yet"

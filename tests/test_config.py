@@ -1,9 +1,11 @@
 """config.toml: documented, in step with the code, and strict about bad input."""
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from hexzd.config import Config, default_toml, load
+from hexzd.config import Config, default_toml, load, stored
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +43,18 @@ def test_unknown_keys_and_bad_toml_are_refused(tmp_path):
     path.write_text("[game\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         load(path)
+
+
+def test_a_state_files_config_from_an_older_layout_still_reads():
+    """meta.config of a run made before the inference keys moved from [model] to [device]."""
+    old = Config().model_dump()
+    old["game"]["board_size"], old["model"]["blocks"] = 7, 2
+    old["model"].update(backend="cpu", precision="fp32", threads=2)  # where they used to live
+    del old["device"]["threads"]
+    old["search"] = {"sims": 64}  # a section that no longer exists
+    text = json.dumps(old)
+    with pytest.raises(ValidationError):
+        Config.model_validate_json(text)
+    config = stored(text)
+    assert (config.game.board_size, config.model.blocks) == (7, 2)
+    assert config.device == Config().device
