@@ -194,7 +194,10 @@ def play(db, model, sims, size, colour, random_rollouts):
 @DB_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list")
 def ratings(db, as_json):
-    """The rating table: every rated snapshot and reference player, with compute."""
+    """The rating table: every rated snapshot and reference player, with compute.
+
+    `perfect`: on boards up to 5x5, the share of won positions where the
+    promoted model's move keeps the win (see `hexzd perfect`)."""
     from pathlib import Path
 
     from hexzd import store
@@ -202,12 +205,17 @@ def ratings(db, as_json):
     if not Path(db).exists():
         raise click.ClickException(f"no state file {db}")
     with store.read_only(db) as connection:
+        # A file of schema 1, not yet migrated by a daemon, has no perfect_play table.
+        perfect = connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'perfect_play'").fetchone()
         rows = connection.execute(
             "SELECT r.player, r.model_id, r.sims, r.rating, r.rating_lo, r.rating_hi, r.games, r.anchor,"
-            " m.promoted_at IS NOT NULL, m.selfplay_flops + m.train_flops, m.train_step"
-            " FROM ratings r LEFT JOIN models m ON m.id = r.model_id"
+            " m.promoted_at IS NOT NULL, m.selfplay_flops + m.train_flops, m.train_step, "
+            + ("1.0 * q.kept / q.won FROM ratings r LEFT JOIN perfect_play q"
+               " ON q.model_id = r.model_id AND q.sims = r.sims AND q.won > 0" if perfect else "NULL FROM ratings r")
+            + " LEFT JOIN models m ON m.id = r.model_id"
             " ORDER BY r.model_id IS NOT NULL, r.model_id, r.sims").fetchall()
-    keys = ("player", "model_id", "sims", "rating", "lo", "hi", "games", "anchor", "promoted", "flops", "step")
+    keys = ("player", "model_id", "sims", "rating", "lo", "hi", "games", "anchor", "promoted", "flops", "step",
+            "perfect_move")
     table = [dict(zip(keys, row)) for row in rows]
     if as_json:
         click.echo(json.dumps(table))
@@ -215,13 +223,16 @@ def ratings(db, as_json):
     if not table:
         click.echo("no ratings yet: they come with the first duel or rating match")
         return
-    click.echo(f"{'player':<20} {'rating':>7} {'95% CI':>17} {'games':>6} {'promoted':>8} {'step':>7} {'PFLOP':>9}")
+    click.echo(f"{'player':<20} {'rating':>7} {'95% CI':>17} {'games':>6} {'promoted':>8} {'step':>7} {'PFLOP':>9}"
+               f" {'perfect':>8}")
     for r in table:
         ci = "anchor" if r["anchor"] else f"[{r['lo']:.0f}, {r['hi']:.0f}]"
         promoted = "" if r["model_id"] is None else "yes" if r["promoted"] else "no"
         step = "" if r["step"] is None else f"{r['step']:,}"
         flops = "" if r["flops"] is None else f"{r['flops'] / 1e15:.4f}"
-        click.echo(f"{r['player']:<20} {r['rating']:7.0f} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9}")
+        perfect = "" if r["perfect_move"] is None else f"{r['perfect_move']:.1%}"
+        click.echo(f"{r['player']:<20} {r['rating']:7.0f} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9}"
+                   f" {perfect:>8}")
 
 
 @main.command()

@@ -78,6 +78,8 @@ class RatingsConfig(Section):
     match_pairs: int = live(4, "pairs of games in a rating match", ge=1, le=1024)
     match_seconds: float = live(60.0, "at least this long between rating matches (0: none)", ge=0)
     ladder_pairs: int = live(16, "pairs each two neighbouring references play, to fix the scale", ge=0)
+    perfect_positions: int = live(200, "positions on which each promoted model meets perfect play, "
+                                  "boards up to 5x5 (0: none)", ge=0, le=100_000)
 
 
 class BudgetConfig(Section):

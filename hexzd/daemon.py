@@ -480,6 +480,12 @@ class Daemon:
             await self._execute("UPDATE duels SET wins = wins + ?, losses = losses + ? WHERE id = ?"
                                 " AND result IS NULL", (int(won), int(not won), g.duel_id))
 
+    async def _on_perfect_play(self, p: m.PerfectPlay, after) -> None:
+        await self._execute(
+            "INSERT OR REPLACE INTO perfect_play (model_id, sims, at, seed, positions, won, kept, converted,"
+            " value_sign) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (p.model_id, p.sims, time.time(), p.seed, p.positions, p.won, p.kept, p.converted, p.value_sign))
+
     async def _on_duel_end(self, d: m.DuelEnd, after) -> None:
         row = await self._one("SELECT candidate_id, opponent_id, result, sims, opponent_sims FROM duels"
                               " WHERE id = ?", (d.duel_id,))

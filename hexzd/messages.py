@@ -8,7 +8,7 @@ never stops the daemon.
 
 Sockets (endpoints in the run directory, see hexzd.daemon.Endpoints):
     results  PUSH (workers) -> PULL (daemon): game, snapshot, duel_game,
-             duel_end, metrics, event, hello
+             duel_end, perfect_play, metrics, event, hello
     updates  PUB (daemon) -> SUB (workers): best, config, pause, duel, stop
     control  REQ/DEALER (clients) -> ROUTER (daemon): request -> reply
 """
@@ -76,6 +76,19 @@ class DuelEnd(Message):
     llr: float | None
 
 
+class PerfectPlay(Message):
+    """One model at one simulation count against perfect play (hexzd/perfect.py)."""
+
+    model_id: int
+    sims: int = Field(ge=0)  # 0: the raw policy
+    seed: int
+    positions: int = Field(ge=1)  # test positions, won and lost for the player to move
+    won: int = Field(ge=0)  # won for the player to move: where the model's moves are judged
+    kept: int = Field(ge=0)  # of those, where its move keeps the win
+    converted: int = Field(ge=0)  # where it wins the game against perfect defence
+    value_sign: float | None = Field(ge=0, le=1)  # share of positions whose raw value sign is right
+
+
 class Metrics(Message):
     source: str
     values: dict[str, float]
@@ -124,7 +137,7 @@ class Reply(Message):
 KINDS: dict[str, type[Message]] = {
     "hello": Hello, "game": Game, "snapshot": Snapshot, "duel_game": DuelGame, "duel_end": DuelEnd,
     "metrics": Metrics, "event": Event, "best": Best, "config": ConfigUpdate, "pause": Pause,
-    "duel": Duel, "stop": Stop, "request": Request, "reply": Reply,
+    "duel": Duel, "stop": Stop, "request": Request, "reply": Reply, "perfect_play": PerfectPlay,
 }
 KIND_OF = {model: kind for kind, model in KINDS.items()}
 

@@ -149,6 +149,21 @@ MIGRATIONS = [
             FROM rating_vs_compute)
         WHERE best_before IS NULL OR rating > best_before;
     """,
+    # 1 -> 2: each promoted model's play against perfect play, on boards small enough to solve.
+    """
+    CREATE TABLE perfect_play (
+        model_id INTEGER NOT NULL REFERENCES models(id),
+        sims INTEGER NOT NULL,
+        at REAL NOT NULL,
+        seed INTEGER NOT NULL,
+        positions INTEGER NOT NULL,
+        won INTEGER NOT NULL,
+        kept INTEGER NOT NULL,
+        converted INTEGER NOT NULL,
+        value_sign REAL,
+        PRIMARY KEY (model_id, sims)
+    );
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

@@ -12,6 +12,7 @@ The workers' loops are CPU- and accelerator-bound, so they use plain
 blocking zmq sockets, polled between units of work; the daemon is asyncio.
 """
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -202,11 +203,14 @@ def trainer(link: Link, db) -> None:
 def duel(link: Link, db, seed: int) -> None:
     from hexzd.duel import play_duel
 
+    judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
     while not link.stopping:
         link.poll()
         if link.paused:
             link.wait(1.0)
             continue
+        if judge_against_perfect_play(link, db, judged):
+            continue  # a few seconds per promotion, so it goes before the duels
         with store.read_only(db) as connection:
             pending = connection.execute(
                 "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1").fetchone()
@@ -214,6 +218,51 @@ def duel(link: Link, db, seed: int) -> None:
             link.wait(5.0)  # a `duel` update (like any update) wakes it at once
             continue
         play_duel(link, db, pending[0], seed)
+
+
+@functools.cache
+def _solver(n: int):
+    """One solver per board size for the worker's life: every model meets the same
+    positions, so its table answers most of the next model's questions."""
+    from hexzd.perfect import Solver
+
+    return Solver(n)
+
+
+def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
+    """Measures the newest promoted model not yet judged against perfect play; False if none.
+
+    Only on boards the solver takes (hexzd/perfect.py) and without swap. The
+    same positions (seed 0) for every model, at 0 simulations (the raw
+    policy) and at the duels' simulations, so the rows of one run form a curve.
+    """
+    from hexzd.perfect import MAX_SIZE, measure
+
+    c = link.config
+    if c.ratings.perfect_positions == 0 or c.game.board_size > MAX_SIZE or c.game.swap:
+        return False
+    with store.read_only(db) as connection:
+        rows = connection.execute(
+            "SELECT p.model_id FROM promotions p JOIN models m ON m.id = p.model_id"
+            " WHERE m.weights IS NOT NULL AND p.model_id NOT IN (SELECT model_id FROM perfect_play)"
+            " ORDER BY p.at DESC").fetchall()
+    model_id = next((r[0] for r in rows if r[0] not in judged), None)
+    if model_id is None:
+        return False
+    judged.add(model_id)
+    evaluator = load_evaluator(db, model_id, c)
+    report = measure(c.game.board_size, evaluator.evaluate, sims=sorted({0, c.duel.sims}),
+                     positions=c.ratings.perfect_positions, seed=0, config=c.selfplay,
+                     solver=_solver(c.game.board_size))
+    sign = report.value_sign.rate if report.value_sign else None
+    for a in report.agents:
+        link.send(m.PerfectPlay(model_id=model_id, sims=a.sims, seed=report.seed, positions=report.positions,
+                                won=report.won, kept=a.perfect_moves.hits, converted=a.conversion.hits,
+                                value_sign=sign))
+    line = ", ".join(f"{a.perfect_moves.rate:.1%} at {a.sims} sims" for a in report.agents)
+    link.event("info", f"model {model_id} against perfect play: keeps the win in {line} "
+                       f"of {report.won} won positions")
+    return True
 
 
 KINDS = {"selfplay": selfplay, "trainer": trainer, "duel": duel}

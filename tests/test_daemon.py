@@ -49,6 +49,12 @@ def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
     assert run.query(f"SELECT rating IS NOT NULL FROM models WHERE id = {best}") == [(1,)]
     table = run.hexzd("ratings").stdout
     assert "rollouts @100" in table and f"model {best} @64" in table
+    # Promoted models meet perfect play (5x5 is solved): the first one at least, and it plays
+    # far better than random moves, which keep the win in about 40% of these positions.
+    judged = run.query("SELECT model_id, positions, won, kept, converted FROM perfect_play WHERE sims = 64")
+    assert best in [row[0] for row in judged]
+    assert all(p == 200 and 0 < won < p and converted <= kept <= won for _, p, won, kept, converted in judged)
+    assert max(kept / won for _, _, won, kept, _ in judged) >= 0.7, judged
 
 
 def snapshot_rows(run: DaemonRun) -> dict:
@@ -194,7 +200,19 @@ def test_migrations_build_the_documented_schema_and_keep_rows(tmp_path):
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
     assert {"models", "games", "duels", "duel_games", "promotions", "metrics", "tuning", "config_history",
-            "events", "throughput_hourly", "promotion_history", "rating_vs_compute"} <= tables
+            "events", "throughput_hourly", "promotion_history", "rating_vs_compute", "perfect_play"} <= tables
+
+
+def test_a_schema_1_file_migrates_to_the_current_schema_keeping_its_rows(tmp_path):
+    db = tmp_path / "run.sqlite"
+    with sqlite3.connect(db) as connection:
+        connection.executescript(f"BEGIN; {store.MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+        connection.execute("INSERT INTO events (at, level, source, message) VALUES (1, 'info', 't', 'kept')")
+    assert store.prepare(db) == 1
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (store.VERSION,)
+        assert connection.execute("SELECT message FROM events").fetchall() == [("kept",)]
+        assert connection.execute("SELECT COUNT(*) FROM perfect_play").fetchone() == (0,)
 
 
 def test_control_commands_without_a_daemon_say_so(tmp_path):

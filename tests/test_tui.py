@@ -63,6 +63,10 @@ def make_state_file(path: Path, gpu: bool = False) -> Path:
     insert(c, "duels", candidate_id=3, opponent_id=2, sims=64, started_at=NOW - 60, wins=7, losses=5)
     insert(c, "promotions", model_id=1, at=NOW - 300, duel_id=1, score=1.0)
     insert(c, "promotions", model_id=2, at=NOW - 120, duel_id=2, score=0.7)
+    insert(c, "perfect_play", model_id=2, sims=0, at=NOW - 100, seed=0, positions=200, won=150, kept=120,
+           converted=110, value_sign=0.8)
+    insert(c, "perfect_play", model_id=2, sims=64, at=NOW - 100, seed=0, positions=200, won=150, kept=147,
+           converted=145, value_sign=0.8)
     insert(c, "config_history", at=NOW - 500, text="a", accepted=1, error=None)
     insert(c, "config_history", at=NOW - 30, text="b", accepted=0, error=REFUSED)
     for k in range(30):
@@ -221,6 +225,7 @@ def test_panels_from_a_snapshot(tmp_path):
     assert "3 models, 2 promotions, best model 2" in models
     assert "85 ±40" in models and "model 2 over model 1: 38-16" in models
     assert "model 1 over random rollouts: 26-0" in models
+    assert re.search(r"model 2 over model 1: 38-16 .* perfect-move 80% raw, 98% @64", models)
     assert "REFUSED: " + REFUSED in views.config_panel(snap).plain
     assert REFUSED in views.config_banner(None, snap).plain
     assert "no GPU" in views.throughput_panel(snap).plain

@@ -48,6 +48,17 @@ def _references(connection) -> list[dict]:
                              " WHERE model_id IS NULL ORDER BY sims")
 
 
+def _perfect_play(connection) -> dict[int, list[dict]]:
+    """Promoted models' results against perfect play, by model id (schema 2 and later)."""
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'perfect_play'").fetchone():
+        return {}
+    out: dict[int, list[dict]] = {}
+    for row in _rows(connection, "SELECT model_id, sims, won, kept, converted FROM perfect_play"
+                                 " ORDER BY model_id DESC, sims LIMIT ?", (4 * ROWS,)):
+        out.setdefault(row["model_id"], []).append(row)
+    return out
+
+
 def snapshot(db) -> dict:
     """Everything the dashboard shows from the state file, as plain data.
 
@@ -93,6 +104,7 @@ def _read(c) -> dict:
             SELECT model_id, at, duel_id, score, replaced, wins, losses, llr, train_step
             FROM promotion_history ORDER BY at DESC LIMIT ?""", (ROWS,)),
         "promotion_count": c.execute("SELECT COUNT(*) FROM promotions").fetchone()[0],
+        "perfect_play": _perfect_play(c),
         # SELECT *: newer schemas add kind (promotion or rating) and opponent_sims, which the views use
         "duels": _rows(c, "SELECT * FROM duels ORDER BY id DESC LIMIT ?", (ROWS,)),
         "references": _references(c),

@@ -183,7 +183,12 @@ def models_panel(snap: dict) -> Text:
     for p in snap["promotions"]:
         record = f"{p['wins']}-{p['losses']}" if p["wins"] is not None else "-"
         text.append(f"  model {p['model_id']} over {model_name(p['replaced'])}: {record}"
-                    f"  {ago(p['at'], now)}\n")
+                    f"  {ago(p['at'], now)}")
+        if rows := snap.get("perfect_play", {}).get(p["model_id"]):
+            text.append("  perfect-move " + ", ".join(
+                f"{r['kept'] / r['won']:.0%} {'raw' if r['sims'] == 0 else '@' + str(r['sims'])}"
+                for r in rows if r["won"]), style="cyan")
+        text.append("\n")
     return text
 
 
