@@ -7,7 +7,7 @@ uses it. Both run on one core.
 """
 import numpy as np
 
-from hexzd.benchmarks.timing import compare, single_core
+from hexzd.benchmarks.timing import compare, print_comparison, single_core
 from hexzd.engine import Games
 from hexzd.native import engine as kernels
 from hexzd.native.rng import seeds
@@ -55,8 +55,5 @@ def run(size: int = 9, seconds: float = 3.0) -> dict:
 
 
 def report(result: dict) -> None:
-    r = result
-    print(f"engine, {r['size']}x{r['size']}, random games move by move, one core")
-    print(f"  hexzd     {r['hexzd_per_s']:12,.0f} {r['unit']}  ({r['batch']} games per batch)")
-    print(f"  OpenSpiel {r['baseline_per_s']:12,.0f} {r['unit']}")
-    print(f"  ratio     {r['ratio']:12.1f}x")
+    n = result["size"]
+    print_comparison(result, f"engine, {n}x{n}, random games move by move, one core", "OpenSpiel")

@@ -5,7 +5,7 @@ The baseline is OpenSpiel's C++ `MCTSBot` with a `RandomRolloutEvaluator`
 hexzd runs the same number of simulations per move in 256 games at once,
 with one random fill per leaf. Both run on one core.
 """
-from hexzd.benchmarks.timing import compare, single_core
+from hexzd.benchmarks.timing import compare, print_comparison, single_core
 from hexzd.search import Search
 
 BATCH = 256
@@ -53,8 +53,5 @@ def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS) -> dict:
 
 
 def report(result: dict) -> None:
-    r = result
-    print(f"mcts, {r['size']}x{r['size']}, random rollouts, {r['sims_per_move']} simulations per move, one core")
-    print(f"  hexzd     {r['hexzd_per_s']:12,.0f} {r['unit']}  ({r['batch']} games per batch)")
-    print(f"  MCTSBot   {r['baseline_per_s']:12,.0f} {r['unit']}")
-    print(f"  ratio     {r['ratio']:12.1f}x")
+    n, sims = result["size"], result["sims_per_move"]
+    print_comparison(result, f"mcts, {n}x{n}, random rollouts, {sims} simulations per move, one core", "MCTSBot")

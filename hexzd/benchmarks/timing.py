@@ -36,3 +36,12 @@ def compare(benchmark: str, unit: str, size: int, seconds: float,
         "hexzd_per_s": hexzd_per_s, "baseline_per_s": baseline_per_s,
         "ratio": hexzd_per_s / baseline_per_s,
     }
+
+
+def print_comparison(result: dict, title: str, baseline: str) -> None:
+    """The report of a `compare` result: a title line, both rates and the ratio."""
+    r = result
+    print(title)
+    print(f"  hexzd     {r['hexzd_per_s']:12,.0f} {r['unit']}  ({r['batch']} games per batch)")
+    print(f"  {baseline:<9} {r['baseline_per_s']:12,.0f} {r['unit']}")
+    print(f"  ratio     {r['ratio']:12.1f}x")
