@@ -249,18 +249,20 @@ class _Clock:
         self.seconds += time.perf_counter() - self._start
 
 
-def play_out(player, solver: Solver, games: Games, clock: _Clock) -> tuple[np.ndarray, np.ndarray]:
+def play_out(player, solver: Solver, games: Games, clock: _Clock,
+             should_stop=lambda: False) -> tuple[np.ndarray, np.ndarray]:
     """The agent to move in every game, against perfect defence.
 
     Returns bool[B] twice: did the agent's first move keep the win, and did
     it win the game. A game stops at the agent's first move that loses the
-    win, since perfect defence then wins it.
+    win, since perfect defence then wins it. `should_stop` is asked once a
+    ply; when it says so, the results are partial and the caller drops them.
     """
     games, me = games.copy(), games.to_play.copy()
     first = np.zeros(games.batch, np.bool_)
     alive = np.arange(games.batch)  # the games the agent still wins, agent to move
     for ply in range(games.n * games.n):
-        if len(alive) == 0:
+        if len(alive) == 0 or should_stop():
             break
         moves = player.moves(subset(games, alive))
         with clock:
@@ -285,8 +287,11 @@ def _spread(moves: np.ndarray, index: np.ndarray, batch: int) -> np.ndarray:
 
 def measure(n: int, evaluate: Evaluate | None, sims=DEFAULT_SIMS, positions: int = DEFAULT_POSITIONS,
             seed: int = 0, config: SearchConfig | None = None, solver: Solver | None = None,
-            on_agent=None) -> Report:
-    """Every figure of the module docstring for one network (or rollouts, evaluate=None)."""
+            on_agent=None, should_stop=lambda: False) -> Report | None:
+    """Every figure of the module docstring for one network (or rollouts, evaluate=None).
+
+    None if `should_stop()` said so on the way (a worker asked to stop).
+    """
     check_size(n)
     solver, clock = solver or Solver(n), _Clock()
     games = openings(solver, positions, seed)
@@ -301,7 +306,9 @@ def measure(n: int, evaluate: Evaluate | None, sims=DEFAULT_SIMS, positions: int
     for s in sims:
         start, before = time.perf_counter(), clock.seconds
         player = agent(s, evaluate, config, seed)
-        first, converted = play_out(player, solver, winning, clock)
+        first, converted = play_out(player, solver, winning, clock, should_stop)
+        if should_stop():
+            return None
         result = AgentResult(player.name, s, Rate(int(first.sum()), winning.batch),
                              Rate(int(converted.sum()), winning.batch),
                              time.perf_counter() - start - (clock.seconds - before))

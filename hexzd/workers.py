@@ -250,10 +250,17 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
     if model_id is None:
         return False
     judged.add(model_id)
+
+    def stopping() -> bool:  # polled once a ply, so that a stop or a dead daemon ends it at once
+        link.poll()
+        return link.stopping
+
     evaluator = load_evaluator(db, model_id, c)
     report = measure(c.game.board_size, evaluator.evaluate, sims=sorted({0, c.duel.sims}),
                      positions=c.ratings.perfect_positions, seed=0, config=c.selfplay,
-                     solver=_solver(c.game.board_size))
+                     solver=_solver(c.game.board_size), should_stop=stopping)
+    if report is None:
+        return True
     sign = report.value_sign.rate if report.value_sign else None
     for a in report.agents:
         link.send(m.PerfectPlay(model_id=model_id, sims=a.sims, seed=report.seed, positions=report.positions,
