@@ -13,7 +13,7 @@ def main():
     """hexzd: a single-machine AlphaZero trainer for the game of Hex."""
 
 
-BENCHMARKS = ("engine", "mcts", "net")
+BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net"}  # command name: module in hexzd.benchmarks
 
 
 @main.command()
@@ -24,7 +24,7 @@ BENCHMARKS = ("engine", "mcts", "net")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def bench(name, size, seconds, as_json):
     """Time hexzd against a baseline measured in the same run."""
-    module = importlib.import_module(f"hexzd.benchmarks.{name}")
+    module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
     try:
         result = module.run(size=size, seconds=seconds)
     except ModuleNotFoundError as e:
@@ -41,7 +41,7 @@ DB_OPTION = click.option("--db", default="run.sqlite", show_default=True, type=c
 
 
 def _duration(ctx, param, value):
-    from hexzd.daemon import parse_duration
+    from hexzd.daemon.service import parse_duration
 
     try:
         return None if value is None else parse_duration(value)
@@ -73,7 +73,7 @@ def start(config_path, db, headless, duration):
             raise SystemExit(start_attached(config_path, db, duration))
         click.echo("no terminal: running headless", err=True)
 
-    from hexzd.daemon import Daemon
+    from hexzd.daemon.service import Daemon
     from hexzd.store import StateFileError
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -96,7 +96,7 @@ def attach(db):
 
 def _request(db, command: str) -> dict:
     """Sends a control request to the daemon of `db`; its status, or a clear error."""
-    from hexzd.control import DaemonError, ask
+    from hexzd.daemon.control import DaemonError, ask
 
     try:
         status = ask(db, command, timeout=5.0)
@@ -152,7 +152,7 @@ ROLLOUTS_OPTION = click.option("--random-rollouts", is_flag=True,
 
 
 def _engine(**options):
-    from hexzd.htp import EngineError, open_engine
+    from hexzd.protocols.htp import EngineError, open_engine
 
     try:
         return open_engine(**options)
@@ -184,7 +184,7 @@ def htp(db, model, sims, seconds, random_rollouts, resign):
 @ROLLOUTS_OPTION
 def play(db, model, sims, size, colour, random_rollouts):
     """Play against the best model in the terminal: arrow keys and Enter, or type cells."""
-    from hexzd.play import play_game
+    from hexzd.tui.play import play_game
 
     engine = _engine(db=db, model=model, sims=sims, random_rollouts=random_rollouts, size=size)
     play_game(engine, colour)
@@ -259,7 +259,7 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
     a timeout or a crash loses the game. Prints each game and A's score."""
     from pathlib import Path
 
-    from hexzd.match import play_match, summary, write_record
+    from hexzd.protocols.match import play_match, summary, write_record
 
     Path(log_dir).mkdir(parents=True, exist_ok=True)
 
@@ -324,7 +324,7 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
     In won positions: how often the agent's move keeps the win, and how often
     it converts the win against perfect defence; for the network, how often
     its value's sign is right."""
-    from hexzd import perfect as pf
+    from hexzd.evaluation import perfect as pf
 
     evaluate, config, label = None, None, "random-rollout MCTS"
     if not random_rollouts:
@@ -348,7 +348,7 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
 
 def _network_of(db, model):
     """(Network, Config, a label) of a state file's model, or a clear error."""
-    from hexzd.htp import EngineError, load_network
+    from hexzd.protocols.htp import EngineError, load_network
 
     try:
         network, config, swap, note = load_network(db, model)

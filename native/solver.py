@@ -43,7 +43,7 @@ from collections import namedtuple
 import numba
 import numpy as np
 
-from .engine import BLACK, EMPTY, WHITE
+from .board import BLACK, EMPTY, WHITE
 
 MAX_CELLS = 63  # bit 63 of a key holds the player to move
 UNKNOWN, WON, LOST = 0, 1, 2  # table value: the result for the player to move

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from hexzd import store
-from hexzd.rundir import RunDir
+from hexzd.daemon.rundir import RunDir
 
 from daemon_run import QUICK, DaemonRun, alive
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hexzd.engine import BLACK, WHITE, Games
+from hexzd.game.rules import BLACK, WHITE, Games
 
 pyspiel = pytest.importorskip("pyspiel")
 

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from hexzd import store
-from hexzd.engine import BLACK, EMPTY, WHITE
-from hexzd.htp import EngineError, HtpEngine, open_engine
-from hexzd.notation import LETTERS, board_text
+from hexzd.game.rules import BLACK, EMPTY, WHITE
+from hexzd.protocols.htp import EngineError, HtpEngine, open_engine
+from hexzd.game.notation import LETTERS, board_text
 
 HEXZD = [sys.executable, "-m", "hexzd"]
 
@@ -262,8 +262,8 @@ def test_two_engine_processes_play_a_game_to_the_end():
 
 
 def add_model(db, board_size, promoted=True, pruned=False):
-    from hexzd.net import NetSpec, count_flops, count_params
-    from hexzd.trainer import Snapshot
+    from hexzd.nn.net import NetSpec, count_flops, count_params
+    from hexzd.train.trainer import Snapshot
 
     model = NetSpec(board_size, blocks=1, channels=8).build()
     snapshot = Snapshot(model.spec, model.state_dict(), count_params(model), count_flops(model))
@@ -346,7 +346,7 @@ def test_play_with_piped_moves_plays_to_the_end():
 
 @pytest.mark.parametrize("moves", ["quit\n", "", "c3\nundo\nundo\nquit\n"])
 def test_play_quits_on_request_and_at_the_end_of_input(moves, capsys):
-    from hexzd.play import play_game
+    from hexzd.tui.play import play_game
 
     e, _ = engine(size=3, sims=20)
     play_game(e, "white", cursor=False, stdin=io.StringIO(moves))
@@ -358,7 +358,7 @@ def test_play_quits_on_request_and_at_the_end_of_input(moves, capsys):
 
 @pytest.mark.asyncio
 async def test_play_with_the_cursor():
-    from hexzd.play import Match, cursor_app
+    from hexzd.tui.play import Match, cursor_app
 
     e, _ = engine(size=3, sims=20)
     match = Match(e, BLACK)

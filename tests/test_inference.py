@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from hexzd.inference import (
+from hexzd.nn.inference import (
     TOLERANCE, EagerEvaluator, available, build, fold_batch_norm, make_evaluator, max_difference,
     sample_features,
 )
-from hexzd.net import NetSpec
-from hexzd.trainer import Snapshot
+from hexzd.nn.net import NetSpec
+from hexzd.train.trainer import Snapshot
 
 N = 5
 ALL_PAIRS = [
@@ -83,7 +83,7 @@ def test_features_of_the_wrong_shape_are_refused(model):
 
 
 def test_auto_picks_a_working_backend_and_says_why(model, caplog):
-    caplog.set_level("INFO", logger="hexzd.inference")
+    caplog.set_level("INFO", logger="hexzd.nn.inference")
     evaluator = make_evaluator(model, threads=1)
     assert (evaluator.backend, evaluator.precision) in available()
     assert evaluator.reason.startswith(f"{evaluator.backend} {evaluator.precision}: ")

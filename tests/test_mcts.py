@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from hexzd.config import SearchConfig
-from hexzd.native.mcts import LOST, NO_WIN
-from hexzd.search import Search, considered_visits
+from hexzd.native.tree import LOST, NO_WIN
+from hexzd.search.mcts import Search, considered_visits
 from solver import connected, winner, winning_moves
 
 
@@ -115,7 +115,7 @@ def test_random_fills_match_exact_fill_odds():
     # the empty cells; the odds of winning are then a count over subsets.
     from itertools import combinations
 
-    from hexzd.engine import Games
+    from hexzd.game.rules import Games
     from hexzd.native.rng import seeds
 
     n, fills = 3, 20_000
@@ -136,7 +136,7 @@ def test_random_fills_match_exact_fill_odds():
 
 
 def test_row_sweep_winner_matches_the_solver_on_full_boards():
-    from hexzd.native.engine import black_joins
+    from hexzd.native.board import black_joins
 
     rng = np.random.default_rng(0)
     for n in range(2, 10):
@@ -229,8 +229,8 @@ def test_tree_invariants_and_reuse_keep_the_played_subtree():
 
 
 def test_stated_bytes_per_node_and_edge_match_the_arrays():
-    from hexzd.native.mcts import EDGE_BYTES, NODE_BYTES
-    from hexzd.search import new_tree
+    from hexzd.native.tree import EDGE_BYTES, NODE_BYTES
+    from hexzd.search.mcts import new_tree
 
     tree = new_tree(1, 4, 4)
     node = sum(a.itemsize for name, a in zip(tree._fields, tree) if name.startswith("node"))

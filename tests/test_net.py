@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hexzd.net import NetSpec, count_flops, count_params
+from hexzd.nn.net import NetSpec, count_flops, count_params
 
 
 def by_hand(n: int, blocks: int, c: int) -> tuple[int, int]:

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from hexzd.engine import BLACK, WHITE, Games, IllegalMove, replay
-from hexzd.native import engine as kernels
-from hexzd.notation import board_text, cell_name, parse_cell, parse_trmph, to_trmph
-from hexzd.records import GameRecord, decode_policy
+from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove, replay
+from hexzd.native import board as kernels
+from hexzd.game.notation import board_text, cell_name, parse_cell, parse_trmph, to_trmph
+from hexzd.game.records import GameRecord, decode_policy
 
 
 def test_cell_names_follow_hexgui():

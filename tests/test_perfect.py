@@ -16,8 +16,8 @@ from click.testing import CliRunner
 import solver as reference
 from hexzd import store
 from hexzd.cli import main
-from hexzd.engine import BLACK, EMPTY, WHITE
-from hexzd.perfect import MAX_SIZE, Solver, openings
+from hexzd.game.rules import BLACK, EMPTY, WHITE
+from hexzd.evaluation.perfect import MAX_SIZE, Solver, openings
 from test_htp import add_model
 
 

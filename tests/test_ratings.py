@@ -5,7 +5,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from hexzd.ratings import ELO_PER_NAT, fit
+from hexzd.evaluation.ratings import ELO_PER_NAT, fit
 
 TRUE_ELO = np.array([0.0, 100.0, 250.0, 400.0, 600.0, 800.0])
 

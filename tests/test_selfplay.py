@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from hexzd.config import SelfplayConfig
-from hexzd.inference import make_evaluator
-from hexzd.net import NetSpec
-from hexzd.notation import parse_trmph
-from hexzd.records import decode_policy
-from hexzd.selfplay import Network, SelfPlay
+from hexzd.nn.inference import make_evaluator
+from hexzd.nn.net import NetSpec
+from hexzd.game.notation import parse_trmph
+from hexzd.game.records import decode_policy
+from hexzd.train.selfplay import Network, SelfPlay
 
 pyspiel = pytest.importorskip("pyspiel")
 

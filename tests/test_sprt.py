@@ -4,13 +4,13 @@ import math
 import numpy as np
 import pytest
 
-from hexzd.sprt import ZERO_COUNT, Sprt, elo_to_score, score_to_elo
+from hexzd.evaluation.sprt import ZERO_COUNT, Sprt, elo_to_score, score_to_elo
 
 
 def _restricted_mle(counts: list[float], s: float) -> tuple[float, float, float]:
     """argmax of sum_i n_i log p_i over pair distributions p with mean per-game score s.
 
-    Written independently of hexzd.sprt: the constraint leaves one free
+    Written independently of hexzd.evaluation.sprt: the constraint leaves one free
     parameter, t = p2 (then p1 = 2 (s - t), p0 = 1 - 2 s + t), and the log-
     likelihood is concave in t, so bisecting on the sign of its derivative
     finds the maximum to the last bit.

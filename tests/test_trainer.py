@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from hexzd.config import Config, TrainConfig
-from hexzd.engine import Games
-from hexzd.records import GameRecord
-from hexzd.trainer import (
+from hexzd.game.rules import Games
+from hexzd.game.records import GameRecord
+from hexzd.train.trainer import (
     RecordFile, Snapshot, SqliteGames, Trainer, Window, learning_rate, record_to_json, write_records,
 )
 from solver import to_play_of, winner, winning_moves, wins

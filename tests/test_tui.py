@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from hexzd import messages as m
+from hexzd.daemon import messages as m
 from hexzd import store
-from hexzd.rundir import RunDir
+from hexzd.daemon.rundir import RunDir
 from hexzd.tui import views
 from hexzd.tui.app import Dashboard
 from hexzd.tui.data import DaemonError, query_daemon, snapshot

@@ -7,7 +7,7 @@ import types
 import pytest
 
 from hexzd.config import TuneConfig
-from hexzd.tuner import GpuMeter, Telemetry, Tuner
+from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
 
 INTERVAL = 30.0
 TICK = 7.0  # the daemon's tick; deliberately not a divisor of the interval

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from hexzd import store
-from hexzd.control import DaemonError, ask as query_daemon  # noqa: F401 (re-exported: the one control client)
+from hexzd.daemon.control import DaemonError, ask as query_daemon  # noqa: F401 (re-exported: the one control client)
 
 SERIES = ("games_per_s", "positions_per_s", "train_step_per_s", "train_waiting", "policy_loss", "value_loss", "lr")
 HISTORY = 40  # samples per series: enough for a sparkline

@@ -12,7 +12,7 @@ import time
 
 import click
 
-from hexzd.rundir import RunDir
+from hexzd.daemon.rundir import RunDir
 from hexzd.tui.data import query_daemon
 
 

@@ -6,7 +6,7 @@ hexzd runs the same number of simulations per move in 256 games at once,
 with one random fill per leaf. Both run on one core.
 """
 from hexzd.benchmarks.timing import compare, print_comparison, single_core
-from hexzd.search import Search
+from hexzd.search.mcts import Search
 
 BATCH = 256
 SIMS = 200  # simulations per move, for both

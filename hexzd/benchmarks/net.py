@@ -14,8 +14,8 @@ import platform
 import torch
 
 from hexzd.config import DeviceConfig, ModelConfig
-from hexzd.inference import available, build, sample_features, throughput
-from hexzd.net import NetSpec, count_flops, count_params
+from hexzd.nn.inference import available, build, sample_features, throughput
+from hexzd.nn.net import NetSpec, count_flops, count_params
 
 __all__ = ["BATCHES", "peak", "report", "run"]
 

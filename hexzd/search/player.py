@@ -8,8 +8,8 @@ noise and no sampling: the most visited move, or a win in one.
 import numpy as np
 
 from hexzd.config import SearchConfig
-from hexzd.engine import Games
-from hexzd.search import Evaluate, Search
+from hexzd.game.rules import Games
+from hexzd.search.mcts import Evaluate, Search
 
 
 def subset(games: Games, index) -> Games:

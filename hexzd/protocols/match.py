@@ -31,10 +31,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hexzd.duel import openings
-from hexzd.engine import BLACK, WHITE, Games, IllegalMove
-from hexzd.notation import cell_name, parse_cell, to_trmph
-from hexzd.sprt import score_to_elo
+from hexzd.evaluation.duel import openings
+from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove
+from hexzd.game.notation import cell_name, parse_cell, to_trmph
+from hexzd.evaluation.sprt import score_to_elo
 
 __all__ = ["EngineFailure", "HtpEngine", "GameResult", "play_match", "summary"]
 

@@ -17,7 +17,7 @@ the top-left, acute corner. The swap move is written `swap` (HTP, trmph).
 """
 import re
 
-from hexzd.native.engine import BLACK, EMPTY, WHITE
+from hexzd.native.board import BLACK, EMPTY, WHITE
 
 LETTERS = "abcdefghijklmnopqrs"  # columns of the largest board, 19 x 19
 SWAP = "swap"

@@ -1,4 +1,4 @@
-"""The validating Python layer over the Hex kernels in `hexzd.native.engine`.
+"""The validating Python layer over the Hex kernels in `hexzd.native.board`.
 
 The kernels trust their input; this module checks it, so that a bad move
 from a user or a corrupt record raises a clear error instead of corrupting a
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hexzd.native import engine as kernels
-from hexzd.native.engine import BLACK, EMPTY, NUM_PLANES, WHITE
-from hexzd.notation import cell_name
+from hexzd.native import board as kernels
+from hexzd.native.board import BLACK, EMPTY, NUM_PLANES, WHITE
+from hexzd.game.notation import cell_name
 
 __all__ = ["BLACK", "EMPTY", "WHITE", "NUM_PLANES", "Games", "IllegalMove", "Positions", "replay"]
 

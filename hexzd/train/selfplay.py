@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from hexzd.config import SelfplayConfig
-from hexzd.records import GameRecord
-from hexzd.search import Evaluate, Search
+from hexzd.game.records import GameRecord
+from hexzd.search.mcts import Evaluate, Search
 
 
 @dataclass

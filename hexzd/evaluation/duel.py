@@ -15,12 +15,12 @@ resumes a duel from the games already in the state file.
 """
 import numpy as np
 
-from hexzd import messages as m
+from hexzd.daemon import messages as m
 from hexzd import store
-from hexzd.engine import BLACK, WHITE, Games
-from hexzd.notation import to_trmph
-from hexzd.player import Player, subset
-from hexzd.sprt import Sprt
+from hexzd.game.rules import BLACK, WHITE, Games
+from hexzd.game.notation import to_trmph
+from hexzd.search.player import Player, subset
+from hexzd.evaluation.sprt import Sprt
 
 
 def openings(n: int, plies: int, pairs: range, duel_id: int) -> list[list[int]]:
@@ -74,7 +74,7 @@ def play_pairs(candidate: Player, opponent: Player, n: int, swap: bool, opening_
 
 def load_player(db, model_id: int | None, sims: int, config, seed: int) -> Player:
     """A model of the state file at `sims` simulations, or rollout MCTS when model_id is None."""
-    from hexzd.workers import load_evaluator
+    from hexzd.daemon.workers import load_evaluator
 
     evaluate = load_evaluator(db, model_id, config).evaluate if model_id is not None else None
     return Player(sims, evaluate, config.selfplay, seed)

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from hexzd.config import SearchConfig
-from hexzd.engine import BLACK, EMPTY, WHITE, Games
-from hexzd.match import wilson
+from hexzd.game.rules import BLACK, EMPTY, WHITE, Games
+from hexzd.protocols.match import wilson
 from hexzd.native import solver as kernels
-from hexzd.player import Player, subset
-from hexzd.search import Evaluate
+from hexzd.search.player import Player, subset
+from hexzd.search.mcts import Evaluate
 
 __all__ = ["MAX_SIZE", "AgentResult", "Rate", "Report", "Solver", "agent", "check_size", "measure", "openings"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import zmq
 
-from hexzd import messages as m
-from hexzd.rundir import RunDir
+from hexzd.daemon import messages as m
+from hexzd.daemon.rundir import RunDir
 
 
 class DaemonError(RuntimeError):

@@ -1,6 +1,6 @@
 """The policy/value network: an AlphaZero-style residual tower.
 
-Input: the canonical planes of `hexzd.native.engine.features`,
+Input: the canonical planes of `hexzd.native.board.features`,
 float32[B, NUM_PLANES, n, n], where the player to move connects top to
 bottom. Output: policy logits float32[B, n*n] in canonical indices (the
 search maps the swap move onto its cell) and a value float32[B] in (-1, 1)
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hexzd.native.engine import NUM_PLANES
+from hexzd.native.board import NUM_PLANES
 
 __all__ = ["HexNet", "NetSpec", "TRAIN_FLOPS_PER_SAMPLE", "count_flops", "count_params"]
 

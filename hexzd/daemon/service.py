@@ -25,11 +25,12 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from hexzd import league, store
-from hexzd import messages as m
+from hexzd import store
+from hexzd.evaluation import league
+from hexzd.daemon import messages as m
 from hexzd.config import Config, default_toml, fixed_changes, parse, stored
-from hexzd.rundir import RunDir
-from hexzd.tuner import GpuMeter, Telemetry, Tuner
+from hexzd.daemon.rundir import RunDir
+from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
 
 
 COUNTERS = ("games", "positions", "evals", "selfplay_flops", "train_flops", "accel_seconds", "wall_seconds",
@@ -556,7 +557,7 @@ class Daemon:
     async def _start(self, worker: Worker) -> None:
         with open(self.run_dir.log(worker.name), "ab") as logfile:
             worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hexzd.workers", worker.kind, "--db", str(self.db),
+                sys.executable, "-m", "hexzd.daemon.workers", worker.kind, "--db", str(self.db),
                 "--name", worker.name, "--seed", str(worker.seed + 100 * worker.restarts),
                 stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
                 env=self._environment(worker),

@@ -38,9 +38,9 @@ from typing import Callable
 
 from hexzd import __version__
 from hexzd.config import SearchConfig
-from hexzd.engine import BLACK, EMPTY, WHITE, Games, IllegalMove, check_size
-from hexzd.notation import board_text, cell_name, parse_cell
-from hexzd.search import Evaluate, Search
+from hexzd.game.rules import BLACK, EMPTY, WHITE, Games, IllegalMove, check_size
+from hexzd.game.notation import board_text, cell_name, parse_cell
+from hexzd.search.mcts import Evaluate, Search
 
 COLOURS = {"b": BLACK, "black": BLACK, "w": WHITE, "white": WHITE}
 SWAP_NAMES = ("swap", "swap-pieces")
@@ -354,8 +354,8 @@ def load_network(db, model: str = "best"):
 
 def _network(model_id: int, blob: bytes, config) -> Network:
     from hexzd.config import DeviceConfig
-    from hexzd.inference import make_evaluator
-    from hexzd.trainer import Snapshot
+    from hexzd.nn.inference import make_evaluator
+    from hexzd.train.trainer import Snapshot
 
     snapshot = Snapshot.from_bytes(blob)
     d = config.device if config else DeviceConfig()

@@ -13,9 +13,9 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-from hexzd.engine import BLACK, EMPTY, WHITE, IllegalMove
-from hexzd.htp import HtpEngine
-from hexzd.notation import LETTERS, cell_name, parse_cell
+from hexzd.game.rules import BLACK, EMPTY, WHITE, IllegalMove
+from hexzd.protocols.htp import HtpEngine
+from hexzd.game.notation import LETTERS, cell_name, parse_cell
 
 COLOUR_NAMES = {BLACK: "Black", WHITE: "White"}
 EDGE_STYLE = {BLACK: "bold red", WHITE: "bold blue"}

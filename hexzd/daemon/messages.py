@@ -6,7 +6,7 @@ not decode, has another version, an unknown kind or a bad field raises
 BadMessage, which the receiver logs and drops: a stray or corrupt message
 never stops the daemon.
 
-Sockets (endpoints in the run directory, see hexzd.daemon.Endpoints):
+Sockets (endpoints in the run directory, see hexzd.daemon.service.Endpoints):
     results  PUSH (workers) -> PULL (daemon): game, snapshot, duel_game,
              duel_end, perfect_play, metrics, event, hello
     updates  PUB (daemon) -> SUB (workers): best, config, pause, duel, stop

@@ -8,8 +8,8 @@ uses it. Both run on one core.
 import numpy as np
 
 from hexzd.benchmarks.timing import compare, print_comparison, single_core
-from hexzd.engine import Games
-from hexzd.native import engine as kernels
+from hexzd.game.rules import Games
+from hexzd.native import board as kernels
 from hexzd.native.rng import seeds
 
 BATCH = 256

@@ -43,7 +43,7 @@ from collections import namedtuple
 import numba
 import numpy as np
 
-from .engine import (
+from .board import (
     _DC,
     _DR,
     BLACK,

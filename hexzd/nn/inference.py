@@ -31,8 +31,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from hexzd.native.engine import NUM_PLANES
-from hexzd.net import HexNet, NetSpec
+from hexzd.native.board import NUM_PLANES
+from hexzd.nn.net import HexNet, NetSpec
 
 __all__ = [
     "BACKENDS", "PRECISIONS", "TOLERANCE", "EagerEvaluator", "Evaluator", "available", "build",
@@ -409,7 +409,7 @@ def throughput(evaluator: Evaluator, features: np.ndarray, seconds: float, round
 
 def to_model(source) -> HexNet:
     """A HexNet from a model, a Snapshot or a snapshot's bytes."""
-    from hexzd.trainer import Snapshot  # the trainer imports nothing of this module
+    from hexzd.train.trainer import Snapshot  # the trainer imports nothing of this module
 
     if isinstance(source, HexNet):
         return source

@@ -1,6 +1,6 @@
 """Worker processes: self-play, trainer and duel, each its own process.
 
-The daemon starts each as `python -m hexzd.workers KIND --db FILE --name NAME`,
+The daemon starts each as `python -m hexzd.daemon.workers KIND --db FILE --name NAME`,
 with its thread counts in the environment (see Supervisor). A worker:
   - reads the config in force from the run directory, and the best model from
     the state file (read-only), so a restarted worker picks up where things are;
@@ -22,10 +22,10 @@ from dataclasses import replace
 import numpy as np
 import zmq
 
-from hexzd import messages as m
+from hexzd.daemon import messages as m
 from hexzd import store
 from hexzd.config import Config
-from hexzd.rundir import RunDir
+from hexzd.daemon.rundir import RunDir
 
 log = logging.getLogger("hexzd.worker")
 
@@ -91,7 +91,7 @@ class Link:
 
 def load_evaluator(db, model_id: int, config: Config):
     """The evaluator of a model in the state file, on the configured backend."""
-    from hexzd.inference import make_evaluator
+    from hexzd.nn.inference import make_evaluator
 
     with store.read_only(db) as connection:
         blob = store.weights(connection, model_id)
@@ -102,7 +102,7 @@ def load_evaluator(db, model_id: int, config: Config):
 
 
 def selfplay(link: Link, db, seed: int) -> None:
-    from hexzd.selfplay import Network, SelfPlay
+    from hexzd.train.selfplay import Network, SelfPlay
 
     c = link.config
     games = SelfPlay(c.selfplay, c.game.board_size, c.game.swap, seed=seed)
@@ -133,7 +133,7 @@ def selfplay(link: Link, db, seed: int) -> None:
 
 
 def trainer(link: Link, db) -> None:
-    from hexzd.trainer import Snapshot, SqliteGames, Trainer
+    from hexzd.train.trainer import Snapshot, SqliteGames, Trainer
 
     with store.read_only(db) as connection:
         row = connection.execute(
@@ -201,7 +201,7 @@ def trainer(link: Link, db) -> None:
 
 
 def duel(link: Link, db, seed: int) -> None:
-    from hexzd.duel import play_duel
+    from hexzd.evaluation.duel import play_duel
 
     judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
     while not link.stopping:
@@ -224,7 +224,7 @@ def duel(link: Link, db, seed: int) -> None:
 def _solver(n: int):
     """One solver per board size for the worker's life: every model meets the same
     positions, so its table answers most of the next model's questions."""
-    from hexzd.perfect import Solver
+    from hexzd.evaluation.perfect import Solver
 
     return Solver(n)
 
@@ -236,7 +236,7 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
     same positions (seed 0) for every model, at 0 simulations (the raw
     policy) and at the duels' simulations, so the rows of one run form a curve.
     """
-    from hexzd.perfect import MAX_SIZE, measure
+    from hexzd.evaluation.perfect import MAX_SIZE, measure
 
     c = link.config
     if c.ratings.perfect_positions == 0 or c.game.board_size > MAX_SIZE or c.game.swap:
@@ -276,7 +276,7 @@ KINDS = {"selfplay": selfplay, "trainer": trainer, "duel": duel}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hexzd.workers")
+    parser = argparse.ArgumentParser(prog="python -m hexzd.daemon.workers")
     parser.add_argument("kind", choices=sorted(KINDS))
     parser.add_argument("--db", required=True)
     parser.add_argument("--name", required=True)

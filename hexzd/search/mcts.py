@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 
 from hexzd.config import SearchConfig
-from hexzd.engine import NUM_PLANES, Games
-from hexzd.native import mcts as kernels
+from hexzd.game.rules import NUM_PLANES, Games
+from hexzd.native import tree as kernels
 from hexzd.native.rng import seeds
 
 Evaluate = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

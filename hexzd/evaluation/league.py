@@ -3,7 +3,7 @@
 A player is a network at a simulation count, or random-rollout MCTS at one:
 `model 12 @64`, `rollouts @1000`. Every duel game (promotion duels and rating
 matches alike) is a result between two players, and one Bradley-Terry fit
-over all of them (hexzd.ratings.fit) rates every player on one scale. The
+over all of them (hexzd.evaluation.ratings.fit) rates every player on one scale. The
 first reference, pure rollout MCTS at `ratings.references[0]` simulations,
 is 0 Elo, so that ratings compare across runs and board sizes.
 
@@ -13,7 +13,7 @@ snapshots play the reference closest to their rating.
 """
 from dataclasses import dataclass
 
-from hexzd.ratings import fit
+from hexzd.evaluation.ratings import fit
 
 PRIOR_GAMES = 2.0  # BayesElo-like: keeps a perfect record finite
 

@@ -50,9 +50,9 @@ import torch.nn.functional as F
 
 from hexzd import store
 from hexzd.config import Config, TrainConfig
-from hexzd.native.engine import NUM_PLANES, rotate180
-from hexzd.net import TRAIN_FLOPS_PER_SAMPLE, HexNet, NetSpec, count_flops, count_params
-from hexzd.records import GameRecord
+from hexzd.native.board import NUM_PLANES, rotate180
+from hexzd.nn.net import TRAIN_FLOPS_PER_SAMPLE, HexNet, NetSpec, count_flops, count_params
+from hexzd.game.records import GameRecord
 
 __all__ = [
     "GameSource", "RecordFile", "Snapshot", "SqliteGames", "Trainer", "Window",

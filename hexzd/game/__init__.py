@@ -1,0 +1,1 @@
+"""The game of Hex: the validating rules over the board kernels, notation, game records."""

@@ -1,0 +1,1 @@
+"""The network, its `Snapshot`, the inference backends and the one model loader."""

@@ -1,0 +1,1 @@
+"""Self-play, the game sources and window, the trainer, and the tuner."""
