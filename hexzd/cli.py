@@ -205,18 +205,7 @@ def ratings(db, as_json):
     if not Path(db).exists():
         raise click.ClickException(f"no state file {db}")
     with store.read_only(db) as connection:
-        # A file of schema 1, not yet migrated by a daemon, has no perfect_play table.
-        has_perfect = connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'perfect_play'").fetchone()
-        perfect = ("(SELECT 1.0 * kept / won FROM perfect_play q"
-                   " WHERE q.model_id = r.model_id AND q.sims = r.sims AND q.won > 0)") if has_perfect else "NULL"
-        rows = connection.execute(
-            "SELECT r.player, r.model_id, r.sims, r.rating, r.rating_lo, r.rating_hi, r.games, r.anchor,"
-            f" m.promoted_at IS NOT NULL, m.selfplay_flops + m.train_flops, m.train_step, {perfect}"
-            " FROM ratings r LEFT JOIN models m ON m.id = r.model_id"
-            " ORDER BY r.model_id IS NOT NULL, r.model_id, r.sims").fetchall()
-    keys = ("player", "model_id", "sims", "rating", "lo", "hi", "games", "anchor", "promoted", "flops", "step",
-            "perfect_move")
-    table = [dict(zip(keys, row)) for row in rows]
+        table = store.rating_table(connection)
     if as_json:
         click.echo(json.dumps(table))
         return

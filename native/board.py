@@ -1,6 +1,6 @@
 """Batched Hex engine kernels: numpy arrays in, numpy arrays out.
 
-Coordinates (hexzd/notation.py has the full table):
+Coordinates (hexzd/game/notation.py has the full table):
     cell     (r, c): row r from the top, column c from the left, 0-based
     action   r * n + c for a stone; n * n is the swap move
     Black connects the top row to the bottom row, White the left to the right.
@@ -105,55 +105,12 @@ def reset(board, parent, to_play, winner, ply, mask):
 
 
 @numba.njit(nogil=True, cache=True)
-def copy_one(src_board, src_parent, src_to_play, src_winner, src_ply, i,
-             board, parent, to_play, winner, ply, b):
-    """Copies game i of the source state arrays into slot b."""
-    board[b, :] = src_board[i, :]
-    parent[b, :] = src_parent[i, :]
-    to_play[b] = src_to_play[i]
-    winner[b] = src_winner[i]
-    ply[b] = src_ply[i]
-
-
-@numba.njit(nogil=True, cache=True)
 def swap_cell(board, b):
     """The cell of the lone stone, whose transpose the swap move takes."""
     for cell in range(board.shape[1]):
         if board[b, cell] != EMPTY:
             return cell
     return -1
-
-
-@numba.njit(nogil=True, cache=True)
-def edge_roots(parent, b, n, colour):
-    """The union-find roots of `colour`'s two edge nodes."""
-    nn = n * n
-    if colour == BLACK:
-        return _find(parent, b, nn + TOP), _find(parent, b, nn + BOTTOM)
-    return _find(parent, b, nn + LEFT), _find(parent, b, nn + RIGHT)
-
-
-@numba.njit(nogil=True, cache=True)
-def wins_at(board, parent, b, n, cell, colour, root_a, root_b):
-    """Would a `colour` stone on the empty `cell` join its two edges?
-
-    root_a, root_b: edge_roots(parent, b, n, colour). The stone wins when it
-    touches both edges' groups, directly or through a neighbour.
-    """
-    r = cell // n
-    c = cell - r * n
-    if colour == BLACK:
-        touch_a, touch_b = r == 0, r == n - 1
-    else:
-        touch_a, touch_b = c == 0, c == n - 1
-    for k in range(6):
-        rr = r + _DR[k]
-        cc = c + _DC[k]
-        if 0 <= rr < n and 0 <= cc < n and board[b, rr * n + cc] == colour:
-            g = _find(parent, b, rr * n + cc)
-            touch_a = touch_a or g == root_a
-            touch_b = touch_b or g == root_b
-    return touch_a and touch_b
 
 
 @numba.njit(nogil=True, cache=True)
@@ -217,6 +174,20 @@ def canonical_index(board, to_play, b, action):
     if action == n * n:
         action = swap_cell(board, b)
     return action if to_play[b] == BLACK else transpose(action, n)
+
+
+@numba.njit(nogil=True, cache=True)
+def canonical_indices(board, to_play):
+    """canonical_index of every cell of every game: int64[B, n*n].
+
+    Reads a policy in canonical indices by cell: the network's prior for
+    cell a of game b is policy[b, out[b, a]].
+    """
+    out = np.empty(board.shape, np.int64)
+    for b in range(board.shape[0]):
+        for a in range(board.shape[1]):
+            out[b, a] = canonical_index(board, to_play, b, a)
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -289,39 +260,6 @@ def random_moves(board, winner, rng):
 
 
 @hot
-def full_board_winner(cells, n, stack, seen):
-    """The winner of a full board: does Black join the top to the bottom?
-
-    A flood fill from Black's top-row stones; `stack` and `seen` are scratch
-    arrays of n*n entries. On a full board exactly one player is connected.
-    """
-    seen[:] = False
-    top = 0
-    for c in range(n):
-        if cells[c] == BLACK:
-            stack[top] = c
-            top += 1
-            seen[c] = True
-    while top > 0:
-        top -= 1
-        cell = stack[top]
-        r = cell // n
-        if r == n - 1:
-            return BLACK
-        c = cell - r * n
-        for k in range(6):
-            rr = r + _DR[k]
-            cc = c + _DC[k]
-            if 0 <= rr < n and 0 <= cc < n:
-                x = rr * n + cc
-                if cells[x] == BLACK and not seen[x]:
-                    seen[x] = True
-                    stack[top] = x
-                    top += 1
-    return WHITE
-
-
-@hot
 def _deal(board, to_play, b, rng, empty):
     """Deals game b's empty cells for a random fill; returns (count, k).
 
@@ -343,28 +281,6 @@ def _deal(board, to_play, b, rng, empty):
         empty[j] = empty[i]
         empty[i] = v
     return count, k
-
-
-@hot
-def fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen):
-    """One random playout of game b: fill the empty cells in a random order.
-
-    Players alternate, so the player to move gets half the empty cells
-    (rounded up), drawn uniformly. Hex has no draws, so one winner check at
-    the end decides the game. The scratch arrays have n*n entries each.
-    """
-    if winner[b] != EMPTY:
-        return winner[b]
-    n = side(board)
-    count, k = _deal(board, to_play, b, rng, empty)
-    me = to_play[b]
-    other = WHITE if me == BLACK else BLACK
-    for x in range(n * n):
-        cells[x] = board[b, x]
-    for i in range(count):
-        v = empty[i]
-        cells[(v >> 5) * n + (v & 31)] = me if i < k else other
-    return full_board_winner(cells, n, stack, seen)
 
 
 @hot
@@ -422,8 +338,11 @@ def black_joins(rows, reach, n):
 def fill_value(board, to_play, winner, b, rng, playouts, empty, rows, reach):
     """Mean result of `playouts` random fills of game b, for the player to move.
 
-    The fills of fill_playout_one, with the winner read from row bitmasks
-    (black_joins). Scratch from fill_scratch.
+    A fill puts stones on the empty cells in a random order: players alternate, so
+    the player to move gets half the empty cells (rounded up), drawn
+    uniformly (_deal). Hex has no draws, so one winner check at the end,
+    read from row bitmasks (black_joins), decides the game. Scratch from
+    fill_scratch.
     """
     me = to_play[b]
     if winner[b] != EMPTY:
@@ -443,23 +362,6 @@ def fill_value(board, to_play, winner, b, rng, playouts, empty, rows, reach):
             rows[v >> 5] |= 1 << (v & 31)
         total += 1.0 if black_joins(rows, reach, n) == (me == BLACK) else -1.0
     return total / playouts
-
-
-@hot
-def playout_value(board, to_play, winner, b, rng, playouts, cells, empty, stack, seen):
-    """Mean result of `playouts` random fills of game b, for the player to move."""
-    total = 0.0
-    for _ in range(playouts):
-        w = fill_playout_one(board, to_play, winner, b, rng, cells, empty, stack, seen)
-        total += 1.0 if w == to_play[b] else -1.0
-    return total / playouts
-
-
-@numba.njit(nogil=True, cache=True)
-def playout_scratch(n):
-    """The scratch arrays that fill_playout_one needs: cells, empty, stack, seen."""
-    nn = n * n
-    return np.empty(nn, np.int8), np.empty(nn, np.int16), np.empty(nn, np.int16), np.empty(nn, np.bool_)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -2,7 +2,7 @@
 
 A position is two int64 bitmasks, bit r*n + c set where Black (or White)
 has a stone, and the player to move; n*n <= MAX_CELLS (n <= 7) so that bit
-63 stays free. The conventions are native/engine.py's: Black joins the top
+63 stays free. The conventions are native/board.py's: Black joins the top
 row to the bottom, White the left column to the right, and the neighbours
 of (r, c) are (r, c-1) (r, c+1) (r-1, c) (r+1, c) (r-1, c+1) (r+1, c-1).
 No swap rule.

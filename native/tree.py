@@ -35,7 +35,7 @@ What makes a simulation cheap (see the kernels for each):
   - the descent plays moves on the board alone; the one flood fill that a
     leaf needs replaces union-find updates at every level;
   - the kernels take the Tree's arrays one by one, unpacked once per call,
-    and the per-simulation ones run without reference counting (engine.hot).
+    and the per-simulation ones run without reference counting (board.hot).
 """
 import math
 from collections import namedtuple
@@ -80,7 +80,7 @@ Tree = namedtuple(
         "node_visits",  # int32[B, N]   N: simulations through this node
         "node_value",  # float32[B, N]  W: their values, for the player to move here
         "node_win",  # int32[B, N]      a winning edge (at once or proven), NO_WIN or LOST
-        "node_scan",  # int16[B, N]     edges PUCT scores one by one; see puct_edge
+        "node_scan",  # int16[B, N]     edges PUCT scores one by one; see _puct
         "edge_action",  # int16[B, E]   the move
         "edge_prior",  # float32[B, E]  P
         "edge_visits",  # int32[B, E]   N of the move
@@ -91,7 +91,7 @@ Tree = namedtuple(
     ],
 )
 
-State = namedtuple("State", ["board", "parent", "to_play", "winner", "ply"])  # see engine.py
+State = namedtuple("State", ["board", "parent", "to_play", "winner", "ply"])  # see board.py
 
 
 # -- one tree's steps, on arrays passed one by one ------------------------------
@@ -123,7 +123,15 @@ def _clear(node_parent, node_edge, node_first, node_count, node_visits, node_val
 @hot
 def _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
           edge_prior, edge_visits, edge_value, edge_child, b, node, c_puct, fpu_reduction):
-    """The edge that maximises Q + U; see puct_edge.
+    """The edge that maximises Q + U; unvisited moves get the parent's Q minus the FPU.
+
+    Ties go to the first edge. Only the first node_scan edges are scored one
+    by one: the edges after them are untried and share one prior (uniform
+    priors, before any of them is tried), so they all score alike and the
+    first of them stands for the rest. With uniform priors the tried moves
+    are then a prefix, and a deep node costs its few tried moves, not all
+    its legal ones. Nodes with distinct priors scan every edge. A move proven
+    to lose is taken only when every move loses.
 
     A move is looked up for a proof only when it would lead so far: moves
     proven to lose are few, and the look-up is a load from another node.
@@ -156,7 +164,14 @@ def _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
 @hot
 def _gumbel_edge(node_first, node_count, node_visits, node_value, edge_visits, edge_value,
                  b, gumbel_score, table, c_visit, c_scale):
-    """Sequential halving at the root; see gumbel_edge."""
+    """Sequential halving at the root: the considered move due for a visit.
+
+    `table[m, k]` is the visit count that simulation k wants a move to have
+    when m moves are considered (get_table_of_considered_visits in mctx).
+    Among the considered moves with that many visits, the one with the
+    highest g + logit + sigma(Q) is taken. gumbel_score[b, i] holds g + logit
+    of root edge i, or -inf for moves not considered.
+    """
     first = node_first[b, ROOT]
     count = node_count[b, ROOT]
     considered = 0
@@ -235,7 +250,10 @@ def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_v
              node_win, node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child,
              num_nodes, root_board, root_to_play, root_winner, root_ply, board, to_play, winner,
              ply, b, c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen):
-    """Descends tree b to a new leaf, playing its moves on leaves[b]; see select_one.
+    """Descends tree b to a new leaf, playing its moves on leaves[b]. Returns the leaf.
+
+    The descent stops at a finished game, at an unexpanded node, and below
+    the root at a proven loss; a proven win always takes its winning move.
 
     The moves go on the board alone: every expanded node is a running game,
     so only the last move can end it, and a flood fill from its stone tells.
@@ -286,8 +304,9 @@ def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_v
         first = node_first[b, node]
     to_play[b] = mover
     ply[b] = root_ply[b] + plies
-    if 0 <= action < nn and node_first[b, node] == UNEXPANDED:
-        if node_win[b, node] == LOST or _joins(board, b, n, action, stack, seen):
+    if 0 <= action < nn and node_first[b, node] == UNEXPANDED and (
+        node_win[b, node] == LOST or _joins(board, b, n, action, stack, seen)
+    ):
             winner[b] = board[b, action]
     return node
 
@@ -337,7 +356,15 @@ def _winning_cells(board, b, n, colour, mark, stack):
 def _expand(node_first, node_count, node_win, node_scan, edge_action, edge_prior, edge_visits,
             edge_value, edge_child, num_edges, board, to_play, winner, ply, b, node,
             logits, swap, flat_prior, mark, stack):
-    """Adds an edge per legal move; see expand. The loops avoid branches on cells."""
+    """Adds an edge per legal move, with priors softmax(logits) over them.
+
+    flat_prior=True skips the logits: every move gets the same prior, as in
+    plain MCTS with random rollouts.
+
+    It also notes the first move that wins at once, if there is one: search
+    then always takes it, and the node is worth a sure win to the player to
+    move. The loops avoid branches on cells.
+    """
     nn = board.shape[1]
     n = side(board)
     mover = to_play[b]
@@ -372,11 +399,7 @@ def _expand(node_first, node_count, node_win, node_scan, edge_action, edge_prior
     else:
         top = -np.inf
         for e in range(first, last):
-            a = edge_action[b, e]
-            if a == nn:
-                logit = logits[b, canonical_index(board, to_play, b, a)]
-            else:
-                logit = logits[b, a if mover == BLACK else transpose(a, n)]
+            logit = logits[b, canonical_index(board, to_play, b, edge_action[b, e])]
             edge_prior[b, e] = logit
             top = max(top, logit)
         total = 0.0
@@ -395,6 +418,7 @@ def _expand(node_first, node_count, node_win, node_scan, edge_action, edge_prior
 
 @numba.njit(nogil=True, cache=True)
 def _add_noise(node_first, node_count, node_scan, edge_prior, b, rng, alpha, fraction):
+    """Mixes Dirichlet(alpha) noise into the root's priors (AlphaZero)."""
     first = node_first[b, ROOT]
     count = node_count[b, ROOT]
     if fraction <= 0.0 or first == UNEXPANDED or count == 0:
@@ -414,6 +438,11 @@ def _add_noise(node_first, node_count, node_scan, edge_prior, b, rng, alpha, fra
 
 @numba.njit(nogil=True, cache=True)
 def _start_gumbel(node_first, node_count, edge_prior, b, rng, gumbel_score, considered, sample):
+    """Draws g for each root move and keeps the `considered` best g + logit.
+
+    With sample false, g is zero: the deterministic choice used for
+    evaluation. Moves not considered get -inf.
+    """
     first = node_first[b, ROOT]
     count = node_count[b, ROOT]
     gumbel_score[b, :] = -np.inf
@@ -529,58 +558,10 @@ def edge_q(tree, b, e, fpu_q):
     return tree.edge_value[b, e] / n, n
 
 
-@numba.njit(nogil=True, cache=True)
-def puct_edge(tree, b, node, c_puct, fpu_reduction):
-    """The edge that maximises Q + U; unvisited moves get the parent's Q minus the FPU.
-
-    Ties go to the first edge. Only the first node_scan edges are scored one
-    by one: the edges after them are untried and share one prior (uniform
-    priors, before any of them is tried), so they all score alike and the
-    first of them stands for the rest. With uniform priors the tried moves
-    are then a prefix, and a deep node costs its few tried moves, not all
-    its legal ones. Nodes with distinct priors scan every edge. A move proven
-    to lose is taken only when every move loses.
-    """
-    return _puct(tree.node_first, tree.node_count, tree.node_visits, tree.node_value,
-                 tree.node_win, tree.node_scan, tree.edge_prior, tree.edge_visits,
-                 tree.edge_value, tree.edge_child, b, node, c_puct, fpu_reduction)
-
-
 @numba.njit(nogil=True, cache=True, inline="always")
 def sigma(q, max_visits, c_visit, c_scale):
     """Gumbel search's monotone transform of a Q in [-1, 1] (Danihelka et al. 2022)."""
     return (c_visit + max_visits) * c_scale * (q + 1.0) * 0.5
-
-
-@numba.njit(nogil=True, cache=True)
-def gumbel_edge(tree, b, gumbel_score, table, c_visit, c_scale):
-    """Sequential halving at the root: the considered move due for a visit.
-
-    `table[m, k]` is the visit count that simulation k wants a move to have
-    when m moves are considered (get_table_of_considered_visits in mctx).
-    Among the considered moves with that many visits, the one with the
-    highest g + logit + sigma(Q) is taken. gumbel_score[b, i] holds g + logit
-    of root edge i, or -inf for moves not considered.
-    """
-    return _gumbel_edge(tree.node_first, tree.node_count, tree.node_visits, tree.node_value,
-                        tree.edge_visits, tree.edge_value, b, gumbel_score, table, c_visit, c_scale)
-
-
-@numba.njit(nogil=True, cache=True)
-def select_one(tree, roots, leaves, b, c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale):
-    """Descends tree b to a new leaf, playing its moves on leaves[b]. Returns the leaf.
-
-    The descent stops at a finished game, at an unexpanded node, and below
-    the root at a proven loss; a proven win always takes its winning move.
-    """
-    nn = leaves.board.shape[1]
-    return _descend(tree.node_parent, tree.node_edge, tree.node_first, tree.node_count,
-                    tree.node_visits, tree.node_value, tree.node_win, tree.node_scan,
-                    tree.edge_action, tree.edge_prior, tree.edge_visits, tree.edge_value,
-                    tree.edge_child, tree.num_nodes, roots.board, roots.to_play, roots.winner,
-                    roots.ply, leaves.board, leaves.to_play, leaves.winner, leaves.ply, b,
-                    c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale,
-                    np.empty(nn, np.int16), np.empty(nn, np.bool_))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -613,46 +594,10 @@ def select(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction,
 
 
 @numba.njit(nogil=True, cache=True)
-def new_node(tree, b, parent, edge):
-    return _new_node(tree.node_parent, tree.node_edge, tree.node_first, tree.node_count,
-                     tree.node_visits, tree.node_value, tree.node_win, tree.node_scan,
-                     tree.edge_child, tree.num_nodes, b, parent, edge)
-
-
-@numba.njit(nogil=True, cache=True)
-def expand(tree, leaves, b, node, logits, swap, flat_prior):
-    """Adds an edge per legal move, with priors softmax(logits) over them.
-
-    flat_prior=True skips the logits: every move gets the same prior, as in
-    plain MCTS with random rollouts.
-
-    It also notes the first move that wins at once, if there is one: search
-    then always takes it, and the node is worth a sure win to the player to
-    move.
-    """
-    nn = leaves.board.shape[1]
-    _expand(tree.node_first, tree.node_count, tree.node_win, tree.node_scan, tree.edge_action,
-            tree.edge_prior, tree.edge_visits, tree.edge_value, tree.edge_child, tree.num_edges,
-            leaves.board, leaves.to_play, leaves.winner, leaves.ply, b, node,
-            logits, swap, flat_prior, np.empty(nn, np.int8), np.empty(nn, np.int16))
-
-
-@numba.njit(nogil=True, cache=True)
 def add_noise(tree, b, rng, alpha, fraction):
     """Mixes Dirichlet(alpha) noise into the root's priors (AlphaZero)."""
     _add_noise(tree.node_first, tree.node_count, tree.node_scan, tree.edge_prior, b, rng,
                alpha, fraction)
-
-
-@numba.njit(nogil=True, cache=True)
-def start_gumbel(tree, b, rng, gumbel_score, considered, sample):
-    """Draws g for each root move and keeps the `considered` best g + logit.
-
-    With sample false, g is zero: the deterministic choice used for
-    evaluation. Moves not considered get -inf.
-    """
-    _start_gumbel(tree.node_first, tree.node_count, tree.edge_prior, b, rng, gumbel_score,
-                  considered, sample)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -728,14 +673,6 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
                             noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
             _backup(node_parent, node_edge, node_first, node_count, node_visits, node_value,
                     node_win, node_scan, edge_visits, edge_value, edge_child, b, node, value)
-
-
-@numba.njit(nogil=True, cache=True)
-def backup(tree, b, node, v):
-    """Adds value v (for the player to move at `node`) along the path to the root."""
-    _backup(tree.node_parent, tree.node_edge, tree.node_first, tree.node_count, tree.node_visits,
-            tree.node_value, tree.node_win, tree.node_scan, tree.edge_visits, tree.edge_value,
-            tree.edge_child, b, node, v)
 
 
 @numba.njit(nogil=True, cache=True)

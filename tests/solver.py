@@ -4,7 +4,7 @@ It shares no code with hexzd. A position is a tuple of n*n cells (0 empty,
 1 Black, 2 White) and the player to move; Black joins top to bottom, White
 left to right. Fine for 3x3 anywhere and 4x4 positions with a few stones.
 """
-from functools import lru_cache
+from functools import cache
 
 NEIGHBOURS = ((0, -1), (0, 1), (-1, 0), (1, 0), (-1, 1), (1, -1))
 
@@ -36,7 +36,7 @@ def winner(cells, n):
     return 0
 
 
-@lru_cache(maxsize=None)
+@cache
 def wins(cells, n, to_play):
     """True if the player to move wins with perfect play. Assumes no winner yet."""
     other = 3 - to_play

@@ -10,11 +10,10 @@ import time
 import msgpack
 import pytest
 import zmq
+from daemon_run import QUICK, DaemonRun, alive
 
 from hexzd import store
 from hexzd.daemon.rundir import RunDir
-
-from daemon_run import QUICK, DaemonRun, alive
 
 
 @pytest.fixture
@@ -133,11 +132,11 @@ def test_bad_config_edits_are_refused_one_by_one_and_a_good_one_applies(runs, tm
     for number, (breaking, named) in enumerate(BAD_EDITS, start=1):
         games = run.count("games")
         run.config.write_text(breaking(good))
-        run.wait_for(lambda: run.count("config_history", "accepted = 0") == number, 15,
+        run.wait_for(lambda number=number: run.count("config_history", "accepted = 0") == number, 15,
                      f"the refusal of bad edit {number}")
         error = run.query("SELECT error FROM config_history ORDER BY id DESC LIMIT 1")[0][0]
         assert named in error
-        run.wait_for(lambda: run.count("games") > games, 30, "self-play to go on")
+        run.wait_for(lambda games=games: run.count("games") > games, 30, "self-play to go on")
         assert run.process.poll() is None
     status = run.hexzd("status")
     assert "config refused" in status.stdout and "game.board_size" in status.stdout

@@ -13,16 +13,16 @@ import time
 import pytest
 
 from hexzd import store
-from hexzd.game.rules import BLACK, EMPTY, WHITE
-from hexzd.protocols.htp import EngineError, HtpEngine, open_engine
 from hexzd.game.notation import LETTERS, board_text
+from hexzd.game.rules import BLACK, EMPTY, WHITE
+from hexzd.protocols.htp import EngineError, HtpServer, open_engine
 
 HEXZD = [sys.executable, "-m", "hexzd"]
 
 
 def engine(size=3, **kw):
     notes = []
-    e = HtpEngine(size=size, sims=kw.pop("sims", 64), warn=notes.append, **kw)
+    e = HtpServer(size=size, sims=kw.pop("sims", 64), warn=notes.append, **kw)
     return e, notes
 
 
@@ -358,10 +358,10 @@ def test_play_quits_on_request_and_at_the_end_of_input(moves, capsys):
 
 @pytest.mark.asyncio
 async def test_play_with_the_cursor():
-    from hexzd.tui.play import Match, cursor_app
+    from hexzd.tui.play import HumanGame, cursor_app
 
     e, _ = engine(size=3, sims=20)
-    match = Match(e, BLACK)
+    match = HumanGame(e, BLACK)
     app = cursor_app(match)
     async with app.run_test() as pilot:
         await pilot.press("up", "left", "enter")  # a1

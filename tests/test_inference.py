@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from hexzd.nn.inference import (
-    TOLERANCE, EagerEvaluator, available, build, fold_batch_norm, make_evaluator, max_difference,
+    TOLERANCE,
+    EagerEvaluator,
+    available,
+    build,
+    fold_batch_norm,
+    make_evaluator,
+    max_difference,
     sample_features,
 )
 from hexzd.nn.net import NetSpec

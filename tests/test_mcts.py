@@ -1,11 +1,11 @@
 """Batched MCTS against the brute-force solver, plus tree invariants."""
 import numpy as np
 import pytest
+from solver import connected, winner, winning_moves
 
 from hexzd.config import SearchConfig
 from hexzd.native.tree import LOST, NO_WIN
 from hexzd.search.mcts import Search, considered_visits
-from solver import connected, winner, winning_moves
 
 
 def random_positions(n, count, stones, seed):

@@ -6,7 +6,7 @@ from hexzd.nn.net import NetSpec, count_flops, count_params
 
 
 def by_hand(n: int, blocks: int, c: int) -> tuple[int, int]:
-    """(parameters, FLOPs) of the architecture in hexzd/net.py's docstring, layer by layer.
+    """(parameters, FLOPs) of the architecture in hexzd/nn/net.py's docstring, layer by layer.
 
     Convolutions have no bias; each batch norm has 2 parameters a channel.
     FLOPs are 2 per multiply-add of convolutions and linear layers.

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove, replay
-from hexzd.native import board as kernels
 from hexzd.game.notation import board_text, cell_name, parse_cell, parse_trmph, to_trmph
 from hexzd.game.records import GameRecord, decode_policy
+from hexzd.game.rules import BLACK, EMPTY, WHITE, Games, IllegalMove, replay
+from hexzd.native import board as kernels
 
 
 def test_cell_names_follow_hexgui():
@@ -73,6 +73,23 @@ def test_features_are_canonical_for_white():
     # opponent stone at row 1, column 0.
     assert planes[1, 1, 0] == 1 and planes[1].sum() == 1
     assert planes[0].sum() == 0 and planes[2].all()
+
+
+def test_canonical_indices_read_the_planes_by_cell():
+    n = 4
+    games = Games.new(1, n)
+    for action in [1, 6, 9, 14]:
+        games.play([action])
+        index = kernels.canonical_indices(games.board, games.to_play)[0]
+        assert sorted(index) == list(range(n * n))
+        planes = games.features()[0].reshape(-1, n * n)
+        me, board = games.to_play[0], games.board[0]
+        for a in range(n * n):
+            assert planes[0, index[a]] == (board[a] == me)
+            assert planes[1, index[a]] == (board[a] not in (EMPTY, me))
+    games = Games.new(1, n)
+    games.play([1])  # Black b1; White sees it at row 1, column 0
+    assert kernels.canonical_indices(games.board, games.to_play)[0, 1] == n
 
 
 def test_records_round_trip_and_reject_corruption():

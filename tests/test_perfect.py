@@ -11,14 +11,14 @@ import sqlite3
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 import solver as reference
+from click.testing import CliRunner
+from test_htp import add_model
+
 from hexzd import store
 from hexzd.cli import main
+from hexzd.evaluation.perfect import MAX_SIZE, Solver, undecided_positions
 from hexzd.game.rules import BLACK, EMPTY, WHITE
-from hexzd.evaluation.perfect import MAX_SIZE, Solver, openings
-from test_htp import add_model
 
 
 def reachable(n):
@@ -138,12 +138,12 @@ def test_the_solver_checks_its_input():
 
 def test_openings_are_distinct_undecided_and_reproducible():
     solver = Solver(4, table_bits=8)
-    games = openings(solver, 50, seed=7)
+    games = undecided_positions(solver, 50, seed=7)
     assert games.batch == 50 and not games.done.any() and not games.board[0].any()
     assert len({g.tobytes() for g in games.board}) == 50
     assert games.ply.max() <= 14
-    assert (openings(solver, 50, seed=7).board == games.board).all()
-    assert len(openings(Solver(2, table_bits=8), 50, seed=0).board) < 50  # 2x2 has fewer
+    assert (undecided_positions(solver, 50, seed=7).board == games.board).all()
+    assert len(undecided_positions(Solver(2, table_bits=8), 50, seed=0).board) < 50  # 2x2 has fewer
 
 
 # -- hexzd perfect ---------------------------------------------------------------------

@@ -124,7 +124,7 @@ def test_intervals_halve_when_games_quadruple():
     # The same results counted four times: exactly half as wide, at the same ratings.
     games = _round_robin(50, rng)
     once = fit(games, anchors={0: 0.0}, prior_games=0)
-    four = fit([(a, b, 4 * w, 4 * l) for a, b, w, l in games], anchors={0: 0.0}, prior_games=0)
+    four = fit([(a, b, 4 * won, 4 * lost) for a, b, won, lost in games], anchors={0: 0.0}, prior_games=0)
     for p in range(1, 6):
         assert four[p].elo == pytest.approx(once[p].elo, abs=1e-6)
         assert _sd(four[p]) == pytest.approx(_sd(once[p]) / 2, rel=1e-6)

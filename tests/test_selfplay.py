@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 
 from hexzd.config import SelfplayConfig
-from hexzd.nn.inference import make_evaluator
-from hexzd.nn.net import NetSpec
 from hexzd.game.notation import parse_trmph
-from hexzd.game.records import decode_policy
-from hexzd.train.selfplay import Network, SelfPlay
+from hexzd.game.records import GameRecord, decode_policy
+from hexzd.nn.inference import make_evaluator
+from hexzd.nn.loader import Network
+from hexzd.nn.net import NetSpec
+from hexzd.train.selfplay import SelfPlay
 
 pyspiel = pytest.importorskip("pyspiel")
 
@@ -41,3 +42,50 @@ def test_finished_games_are_legal_and_scored_as_openspiel_scores_them(network):
         assert record.model_id == (7 if network else None) and record.sims == 12
         assert evals == (12 * len(actions) if network else 0)
         assert seconds >= 0 and (seconds > 0) == network
+
+
+def play(games: SelfPlay, networks: list, moves: int) -> list[tuple[GameRecord, int, float, int]]:
+    """Plays `moves` moves with networks[i] for move i; the finished games with the move each ended on."""
+    finished = []
+    for i in range(moves):
+        games.network = networks[i]
+        finished += [(record, evals, seconds, i) for record, evals, seconds in games.move()]
+    games.close()
+    return finished
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("gumbel", [False, True], ids=["puct", "gumbel"])
+def test_one_simulation_per_move_with_a_network_still_plays_games(gumbel):
+    # A fresh root's first simulation only expands it: a move needs a second.
+    n = 3
+    games = SelfPlay(SelfplayConfig(games=4, groups=2, sims=1, gumbel=gumbel), n, swap=False, seed=5)
+    network = Network(7, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
+    finished = play(games, [network] * 40, 40)
+    assert len(finished) >= 8  # a 3x3 game lasts at most 9 moves; every game moves every time
+    for record, evals, seconds, _ in finished:
+        actions = parse_trmph(record.moves, n)
+        assert openspiel_winner(n, actions) == record.winner
+        assert record.model_id == 7 and record.sims == 1
+        assert evals >= len(actions) and seconds > 0
+
+
+@pytest.mark.timeout(120)
+def test_a_game_is_stamped_with_the_model_that_made_most_of_its_moves():
+    # The worker promotes a new best mid-game: rollouts, then model 1, then model 2.
+    n, sims = 4, 4
+    games = SelfPlay(SelfplayConfig(games=8, groups=2, sims=sims), n, swap=False, seed=11)
+    one = Network(1, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
+    two = Network(2, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
+    networks = [None] * 2 + [one] * 8 + [two] * 14
+    finished = play(games, networks, len(networks))
+    stamped_late = 0
+    for record, evals, _seconds, last in finished:
+        length = len(record.actions)
+        # Every game in flight plays a move at every call: this one played at calls last-length+1 .. last.
+        used = [net.model_id if net else None for net in networks[last - length + 1:last + 1]]
+        most = max(set(used), key=lambda m: (used.count(m), max(i for i, u in enumerate(used) if u == m)))
+        assert record.model_id == most, (used, record.model_id)
+        assert evals == sims * sum(u is not None for u in used)
+        stamped_late += most != used[-1]
+    assert stamped_late >= 2  # games whose last moves were not their majority model's

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from hexzd.evaluation.sprt import ZERO_COUNT, Sprt, elo_to_score, score_to_elo
+from hexzd.evaluation.sprt import ZERO_COUNT, Sprt
+from hexzd.evaluation.stats import elo_to_score, score_to_elo
 
 
 def _restricted_mle(counts: list[float], s: float) -> tuple[float, float, float]:
@@ -114,7 +115,8 @@ def test_elo_scores():
 
 @pytest.mark.parametrize(
     "args, counts",
-    [((50, 0), [1, 1, 1]), ((0, 50, 0.6, 0.5), [1, 1, 1]), ((0, 50), [1, 1]), ((0, 50), [1, -1, 1]), ((0, 50), [[1, 1, 1]])],
+    [((50, 0), [1, 1, 1]), ((0, 50, 0.6, 0.5), [1, 1, 1]), ((0, 50), [1, 1]), ((0, 50), [1, -1, 1]),
+     ((0, 50), [[1, 1, 1]])],
 )
 def test_bad_input_is_refused(args, counts):
     with pytest.raises(ValueError):

@@ -10,15 +10,14 @@ import threading
 import numpy as np
 import pytest
 import torch
-
-from hexzd.config import Config, TrainConfig
-from hexzd.game.rules import Games
-from hexzd.game.records import GameRecord
-from hexzd.train.trainer import (
-    RecordFile, Snapshot, SqliteGames, Trainer, Window, learning_rate, record_to_json, write_records,
-)
 from solver import to_play_of, winner, winning_moves, wins
 
+from hexzd.config import Config, TrainConfig
+from hexzd.game.records import GameRecord
+from hexzd.game.rules import Games
+from hexzd.nn.snapshot import Snapshot
+from hexzd.train.sources import RecordFile, SqliteGames, record_to_json, write_records
+from hexzd.train.trainer import Trainer, Window, learning_rate
 
 CPU = {"trainer": "cpu", "trainer_threads": 1}
 
@@ -216,12 +215,13 @@ def test_steps_follow_the_reuse_target(tmp_path):
     due = int(2.0 * trainer.window.seen) // 8
     assert trainer.steps_due() == due > 4
     snapshots = []
-    trainer.run(max_steps=due, on_snapshot=snapshots.append)
+    trainer.run(max_steps=due, on_snapshot=lambda snapshot, seconds: snapshots.append(snapshot))
     assert trainer.step == due and trainer.steps_due() == 0
-    assert [s.step for s in snapshots] == list(range(2, due + 1, 2))
+    # One every snapshot_every steps, and one at the end for the steps since the last.
+    assert [s.step for s in snapshots] == list(range(2, due + 1, 2)) + ([due] if due % 2 else [])
     assert snapshots[-1].train_flops == 3 * trainer.flops_per_eval * 8 * snapshots[-1].step
     stop = threading.Event()
-    waiting = threading.Thread(target=trainer.run, kwargs={"stop": stop})
+    waiting = threading.Thread(target=trainer.run, kwargs={"should_stop": stop.is_set, "wait": stop.wait})
     waiting.start()  # starved: it waits for games instead of stepping
     waiting.join(0.2)
     stop.set()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from hexzd.daemon import messages as m
 from hexzd import store
+from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import RunDir
 from hexzd.tui import views
 from hexzd.tui.app import Dashboard

@@ -4,8 +4,8 @@ On a terminal the board is a small Textual app: the arrow keys move a
 cursor, Enter (or space) puts a stone under it, `u` takes back your last
 move with the engine's answer, `q` quits. When stdin or stdout is not a
 terminal (a pipe, a script, a test) it reads moves as typed cells instead,
-one per line: `c3`, `undo`, `quit`. Both drive one `Match` over the same
-`HtpEngine` that `hexzd htp` serves, so the rules and the search are the
+one per line: `c3`, `undo`, `quit`. Both drive one `HumanGame` over the same
+`HtpServer` that `hexzd htp` serves, so the rules and the search are the
 engine's.
 """
 import sys
@@ -13,9 +13,9 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-from hexzd.game.rules import BLACK, EMPTY, WHITE, IllegalMove
-from hexzd.protocols.htp import HtpEngine
 from hexzd.game.notation import LETTERS, cell_name, parse_cell
+from hexzd.game.rules import BLACK, EMPTY, WHITE, IllegalMove
+from hexzd.protocols.htp import HtpServer
 
 COLOUR_NAMES = {BLACK: "Black", WHITE: "White"}
 EDGE_STYLE = {BLACK: "bold red", WHITE: "bold blue"}
@@ -44,10 +44,10 @@ def render(cells, n: int, cursor: int | None = None, last: int | None = None) ->
     return text
 
 
-class Match:
+class HumanGame:
     """A game between a human of colour `human` and the engine."""
 
-    def __init__(self, engine: HtpEngine, human: int):
+    def __init__(self, engine: HtpServer, human: int):
         self.engine, self.human = engine, human
         self.machine = WHITE if human == BLACK else BLACK
         self.resigned = None  # the colour that resigned
@@ -108,7 +108,7 @@ class Match:
             "your move" if self.human_to_move else "hexzd is thinking...")
 
 
-def text_game(match: Match, console: Console, stdin) -> None:
+def text_game(match: HumanGame, console: Console, stdin) -> None:
     """Moves typed as cells, one per line; for pipes and scripts."""
     n = match.engine.n
     echo = not stdin.isatty()  # a terminal shows what was typed; show piped moves too
@@ -138,7 +138,7 @@ def text_game(match: Match, console: Console, stdin) -> None:
     console.print(match.result())
 
 
-def cursor_app(match: Match):
+def cursor_app(match: HumanGame):
     """The Textual app: arrow keys move the cursor, Enter plays there."""
     from textual import work
     from textual.app import App, ComposeResult
@@ -225,9 +225,9 @@ def cursor_app(match: Match):
     return PlayApp()
 
 
-def play_game(engine: HtpEngine, colour: str, cursor: bool | None = None, stdin=None) -> None:
+def play_game(engine: HtpServer, colour: str, cursor: bool | None = None, stdin=None) -> None:
     """Plays one game against `engine`; the human has `colour` ("black" or "white")."""
-    match = Match(engine, BLACK if colour == "black" else WHITE)
+    match = HumanGame(engine, BLACK if colour == "black" else WHITE)
     stdin = stdin or sys.stdin
     if cursor is None:
         cursor = stdin.isatty() and sys.stdout.isatty()

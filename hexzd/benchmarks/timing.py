@@ -1,7 +1,7 @@
 """Shared timing for the benchmarks: run a workload until enough time has passed."""
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def single_core() -> None:

@@ -6,10 +6,12 @@ not decode, has another version, an unknown kind or a bad field raises
 BadMessage, which the receiver logs and drops: a stray or corrupt message
 never stops the daemon.
 
-Sockets (endpoints in the run directory, see hexzd.daemon.service.Endpoints):
+Sockets (endpoints in the run directory, see hexzd.daemon.rundir):
     results  PUSH (workers) -> PULL (daemon): game, snapshot, duel_game,
              duel_end, perfect_play, metrics, event, hello
-    updates  PUB (daemon) -> SUB (workers): best, config, pause, duel, stop
+    updates  PUB (daemon) -> SUB (workers): best, config, pause, stop
+    duels    not a message: the daemon writes a row into the `duels` table, the
+             duel worker polls it (the table is the queue that survives restarts)
     control  REQ/DEALER (clients) -> ROUTER (daemon): request -> reply
 """
 from typing import Literal
@@ -48,7 +50,9 @@ class Game(Message):
     seconds: float = Field(ge=0)  # accelerator-or-CPU time of the worker, per game
 
 
-class Snapshot(Message):
+class SnapshotMade(Message):
+    """The trainer's new snapshot (hexzd.nn.snapshot.Snapshot as bytes) and its counters."""
+
     train_step: int = Field(ge=0)
     positions_seen: int = Field(ge=0)
     samples_trained: int = Field(ge=0)
@@ -77,7 +81,7 @@ class DuelEnd(Message):
 
 
 class PerfectPlay(Message):
-    """One model at one simulation count against perfect play (hexzd/perfect.py)."""
+    """One model at one simulation count against perfect play (hexzd/evaluation/perfect.py)."""
 
     model_id: int
     sims: int = Field(ge=0)  # 0: the raw policy
@@ -114,10 +118,6 @@ class Pause(Message):
     paused: bool
 
 
-class Duel(Message):
-    duel_id: int
-
-
 class Stop(Message):
     pass
 
@@ -135,9 +135,9 @@ class Reply(Message):
 
 
 KINDS: dict[str, type[Message]] = {
-    "hello": Hello, "game": Game, "snapshot": Snapshot, "duel_game": DuelGame, "duel_end": DuelEnd,
+    "hello": Hello, "game": Game, "snapshot": SnapshotMade, "duel_game": DuelGame, "duel_end": DuelEnd,
     "metrics": Metrics, "event": Event, "best": Best, "config": ConfigUpdate, "pause": Pause,
-    "duel": Duel, "stop": Stop, "request": Request, "reply": Reply, "perfect_play": PerfectPlay,
+    "stop": Stop, "request": Request, "reply": Reply, "perfect_play": PerfectPlay,
 }
 KIND_OF = {model: kind for kind, model in KINDS.items()}
 

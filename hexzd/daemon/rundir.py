@@ -61,7 +61,7 @@ class RunDir:
     def lock(self):
         """Takes the daemon lock; returns the open file that holds it, or raises RuntimeError."""
         self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / "daemon.lock", "a+")
+        handle = open(self.path / "daemon.lock", "a+")  # noqa: SIM115 (held open: it is the lock)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -3,21 +3,24 @@
 One asyncio process:
     supervisor  starts K self-play workers, a trainer and a duel worker,
                 restarts a crashed one with doubling backoff, logs why
+                (hexzd.daemon.supervisor)
     ingest      PULL: results from the workers, written in transactions
+    scheduler   the next duel or rating match, and the ratings
+                (hexzd.daemon.scheduler)
     control     ROUTER: status / stop / pause / resume for the CLI and dashboard
     watch       config.toml, re-read when it changes: a valid edit is applied
                 within seconds, a bad one refused with its key and line
     tick        progress lines, metrics, budgets, retention
 
-It is the state file's only writer. Everything the run needs to resume (the
-best model, the trainer's checkpoint, the counters) is in the file, so a
-restart, even after `kill -9`, carries on where the last commit left it.
+It is the state file's only writer (every statement is in hexzd.store.writes).
+Everything the run needs to resume (the best model, the trainer's
+checkpoint, the counters) is in the file, so a restart, even after
+`kill -9`, carries on where the last commit left it.
 """
 import asyncio
 import os
 import signal
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,35 +29,18 @@ import zmq
 import zmq.asyncio
 
 from hexzd import store
-from hexzd.evaluation import league
-from hexzd.daemon import messages as m
 from hexzd.config import Config, default_toml, fixed_changes, parse, stored
+from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import RunDir
+from hexzd.daemon.scheduler import Scheduler
+from hexzd.daemon.supervisor import Supervisor
+from hexzd.evaluation import league
+from hexzd.store.writes import Writer
 from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
-
 
 COUNTERS = ("games", "positions", "evals", "selfplay_flops", "train_flops", "accel_seconds", "wall_seconds",
             "train_step")
 STOP_GRACE = 20.0  # seconds the workers get to finish up before they are killed
-MAX_BACKOFF = 60.0
-
-
-@dataclass
-class Worker:
-    """One supervised worker process."""
-
-    name: str
-    kind: str
-    seed: int
-    process: asyncio.subprocess.Process | None = None
-    started: float = 0.0
-    restarts: int = 0
-    backoff: float = 0.0
-    not_before: float = 0.0  # monotonic time before which it is not restarted
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
 
 
 @dataclass
@@ -72,8 +58,7 @@ class Daemon:
         self.run_dir = RunDir.of(self.db)
         self.headless, self.duration = headless, duration
         self.out = out or (lambda line: print(line, flush=True))
-        self.workers: dict[str, Worker] = {}
-        self.context = zmq.asyncio.Context()
+        self.supervisor = Supervisor(self.db, self.run_dir, lambda: self.config, self._warn)
         self.meter: GpuMeter | None = None
         self.counters = dict.fromkeys(COUNTERS, 0.0)
         self.flops_per_eval: dict[int, int] = {}
@@ -88,11 +73,7 @@ class Daemon:
         self.config_error: str | None = None
         self.started = time.monotonic()
         self.last_tick = time.monotonic()
-        self.last_train_step = 0.0
         self.trainer_waiting: list[float] = []  # the trainer's reports since the last tick, for the tuner
-        self.duel_line = ""
-        self.ratings_stale = False
-        self.last_match = float("-inf")
 
     # -- start and stop ------------------------------------------------------
 
@@ -104,12 +85,18 @@ class Daemon:
         self.config_text = self.config_path.read_text()
         return parse(self.config_text, self.config_path)
 
+    async def open(self) -> None:
+        """The state file, migrated, with this run's config checked against it."""
+        self.store = Writer(await store.writer(self.db))
+        self.scheduler = Scheduler(self.store, lambda: self.config)
+
     async def run(self) -> int:
         """Runs until stopped; returns the process exit code."""
         self.lock = self.run_dir.lock()  # first: a second daemon must not touch anything
+        self.context = zmq.asyncio.Context()
         self.config = self.load_config()
         self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.games)
-        self.db_connection = await store.writer(self.db)
+        await self.open()
         try:
             await self._check_fixed()
             await self._load_state()
@@ -123,14 +110,14 @@ class Daemon:
             if self.meter is None:
                 await self._event("info", "tuner", f"{GpuMeter.why_not}; batch sizes follow throughput")
             tasks = [asyncio.create_task(t) for t in (
-                self._supervise(), self._ingest(), self._control(), self._watch(), self._tick(),
+                self.supervisor.run(), self._ingest(), self._control(), self._watch(), self._tick(),
                 self._sample_gpu())]
             await self.stopping.wait()
             tasks[0].cancel()  # no restarts while the workers stop
             await self._shutdown(tasks)
             return 0
         finally:
-            await self.db_connection.close()
+            await self.store.close()
             if self.meter is not None:
                 self.meter.close()
             self.context.destroy(linger=0)
@@ -138,22 +125,17 @@ class Daemon:
 
     async def _check_fixed(self) -> None:
         """A state file keeps the fixed keys it was made with."""
-        row = await self._one("SELECT value FROM meta WHERE key = 'config'")
-        if row is None:
-            await self._execute("INSERT INTO meta VALUES ('config', ?)", (self.config.model_dump_json(),))
+        made_with = await self.store.made_with()
+        if made_with is None:
+            await self.store.set_made_with(self.config.model_dump_json())
             return
-        made_with = stored(row[0])
-        error = fixed_changes(made_with, self.config, self.config_text, self.config_path)
+        error = fixed_changes(stored(made_with), self.config, self.config_text, self.config_path)
         if error:
             raise RuntimeError(f"{error} (the state file {self.db} was made with it)")
 
     async def _load_state(self) -> None:
-        for name in COUNTERS:
-            row = await self._one("SELECT value FROM meta WHERE key = ?", (f"counter.{name}",))
-            self.counters[name] = float(row[0]) if row else 0.0
-        row = await self._one("SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1")
-        self.best = row[0] if row else None
-        self.last_train_step = self.counters["train_step"]
+        self.counters = await self.store.counters(COUNTERS)
+        self.best = await self.store.best_model()
 
     def _bind(self) -> None:
         self.pull = self.context.socket(zmq.PULL)
@@ -173,9 +155,7 @@ class Daemon:
     def _on_signal(self, sig) -> None:
         if self.stopping.is_set():  # the second Ctrl-C: stop now
             self.out("stopping now")
-            for worker in self.workers.values():
-                if worker.alive:
-                    worker.process.kill()
+            self.supervisor.kill()
             os._exit(130)
         self.out(f"{signal.Signals(sig).name}: stopping gracefully (again to force)")
         self.stop("signal " + signal.Signals(sig).name)
@@ -190,12 +170,10 @@ class Daemon:
         await self._event("info", "daemon", f"stopping: {self.stop_reason}")
         await self._publish(m.Stop())
         deadline = time.monotonic() + STOP_GRACE
-        while any(w.alive for w in self.workers.values()) and time.monotonic() < deadline:
+        while self.supervisor.any_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        for worker in self.workers.values():
-            if worker.alive:
-                worker.process.kill()
-                await worker.process.wait()
+        self.supervisor.kill()
+        await self.supervisor.reap()
         await asyncio.sleep(0.3)  # the last results in the socket
         for task in tasks:
             task.cancel()
@@ -207,40 +185,34 @@ class Daemon:
 
     # -- the state file ------------------------------------------------------
 
-    async def _execute(self, sql, params=()) -> None:
-        await self.db_connection.execute(sql, params)
-
-    async def _one(self, sql, params=()):
-        async with self.db_connection.execute(sql, params) as cursor:
-            return await cursor.fetchone()
-
     async def _transaction(self, writes) -> None:
-        """Runs the coroutine function `writes` in one transaction, with the counters."""
+        """Runs the coroutine function `writes` in one transaction, with the counters.
+
+        The counters are saved inside the lock: a failed transaction puts back
+        what they were when it began, after every earlier commit's increments.
+        """
         async with self.write_lock:
-            await self.db_connection.execute("BEGIN IMMEDIATE")
+            counters = dict(self.counters)
+            await self.store.begin()
             try:
                 await writes()
-                await self._save_counters()
-                await self.db_connection.execute("COMMIT")
+                await self.store.save_counters(self.counters)
+                await self.store.commit()
             except BaseException:
-                if self.db_connection.in_transaction:
-                    await self.db_connection.execute("ROLLBACK")
+                self.counters = counters
+                await self.store.rollback()
                 raise
-
-    async def _save_counters(self) -> None:
-        await self.db_connection.executemany(
-            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [(f"counter.{k}", repr(v)) for k, v in self.counters.items()])
 
     async def _event(self, level: str, source: str, message: str) -> None:
         """Prints an event and records it in the state file (once it can be written)."""
         self.pending.messages.append(m.Event(level=level, source=source, message=message))
         await self._flush()
 
+    async def _warn(self, message: str) -> None:
+        await self._event("warning", "daemon", message)
+
     async def _record_config(self, text: str, accepted: bool, error: str | None) -> None:
-        await self._transaction(lambda: self._execute(
-            "INSERT INTO config_history (at, text, accepted, error) VALUES (?, ?, ?, ?)",
-            (time.time(), text, int(accepted), error)))
+        await self._transaction(lambda: self.store.add_config(time.time(), text, accepted, error))
 
     # -- results ---------------------------------------------------------------
 
@@ -272,16 +244,13 @@ class Daemon:
         if not self.pending.messages:
             return
         batch, self.pending.messages = self.pending.messages, []
-        counters = dict(self.counters)
         after = []  # updates to publish once committed
         try:
             await self._transaction(lambda: self._write(batch, after))
         except sqlite3.IntegrityError:
-            self.counters = counters
             await self._write_one_by_one(batch)
             return
         except sqlite3.Error as e:  # locked, disk full, I/O: keep everything, retry later
-            self.counters = counters
             self.pending.messages = batch + self.pending.messages
             if self.pending.failing_since is None:
                 self.pending.failing_since = time.monotonic()
@@ -305,11 +274,10 @@ class Daemon:
     async def _write_one_by_one(self, batch) -> None:
         """Writes each message alone, dropping (and reporting) those the schema refuses."""
         for message in batch:
-            counters, after = dict(self.counters), []
+            after = []
             try:
-                await self._transaction(lambda: self._write([message], after))
+                await self._transaction(lambda message=message, after=after: self._write([message], after))
             except sqlite3.IntegrityError as e:
-                self.counters = counters
                 self.pending.messages.append(m.Event(
                     level="warning", source="daemon",
                     message=f"dropped a {m.KIND_OF[type(message)]} message the state file refuses: {e}"))
@@ -327,8 +295,7 @@ class Daemon:
                 await handler(message, after)
 
     async def _event_row(self, e: m.Event) -> None:
-        await self._execute("INSERT INTO events (at, level, source, message) VALUES (?, ?, ?, ?)",
-                            (time.time(), e.level, e.source, e.message))
+        await self.store.add_event(time.time(), e.level, e.source, e.message)
 
     async def _on_event(self, e: m.Event, after) -> None:
         await self._event_row(e)
@@ -339,21 +306,14 @@ class Daemon:
         await self._event_row(m.Event(level="debug", source=hello.worker, message=f"up (pid {hello.pid})"))
 
     async def _on_metrics(self, metrics: m.Metrics, after) -> None:
-        now = time.time()
-        await self.db_connection.executemany(
-            "INSERT INTO metrics VALUES (?, ?, ?, ?)",
-            [(now, metrics.source, name, value) for name, value in metrics.values.items()])
+        await self.store.add_metrics(time.time(), metrics.source, metrics.values)
         if "train_step" in metrics.values:
             self.counters["train_step"] = metrics.values["train_step"]
         if "train_waiting" in metrics.values:
             self.trainer_waiting.append(metrics.values["train_waiting"])
 
     async def _on_game(self, game: m.Game, after) -> None:
-        await self._execute(
-            "INSERT INTO games (model_id, created_at, board_size, sims, moves, winner, length, policy,"
-            " evals, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (game.model_id, time.time(), game.board_size, game.sims, game.moves, game.winner,
-             game.length, game.policy, game.evals, game.worker))
+        await self.store.add_game(time.time(), game)
         c = self.counters
         c["games"] += 1
         c["positions"] += game.length
@@ -365,205 +325,46 @@ class Daemon:
         if model_id is None:
             return 0
         if model_id not in self.flops_per_eval:
-            row = await self._one("SELECT flops_per_eval FROM models WHERE id = ?", (model_id,))
-            self.flops_per_eval[model_id] = row[0] if row else 0
+            self.flops_per_eval[model_id] = await self.store.flops_per_eval(model_id)
         return self.flops_per_eval[model_id]
 
-    async def _on_snapshot(self, s: m.Snapshot, after) -> None:
+    async def _on_snapshot(self, s: m.SnapshotMade, after) -> None:
         c = self.counters
         c["accel_seconds"] += s.train_seconds
         c["train_step"], c["train_flops"] = s.train_step, s.train_flops
-        parent = await self._one("SELECT MAX(id) FROM models")
-        cursor = await self.db_connection.execute(
-            "INSERT INTO models (parent_id, created_at, train_step, positions_seen, samples_trained, params,"
-            " flops_per_eval, selfplay_flops, train_flops, wall_seconds, accel_seconds, positions_generated,"
-            " weights, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (parent[0], time.time(), s.train_step, s.positions_seen, s.samples_trained, s.params,
-             s.flops_per_eval, c["selfplay_flops"], s.train_flops, c["wall_seconds"] + self._unticked(),
-             c["accel_seconds"], int(c["positions"]), s.weights, s.checkpoint))
-        model_id = cursor.lastrowid
-        # Only the newest checkpoint is needed to resume; older ones would only bloat the file.
-        await self._execute("UPDATE models SET checkpoint = NULL WHERE id < ? AND checkpoint IS NOT NULL",
-                            (model_id,))
+        model_id = await self.store.add_snapshot(time.time(), s, c, c["wall_seconds"] + self._unticked())
         self.out(f"info: trainer: snapshot {model_id} at step {s.train_step}")
-        await self._schedule_duel(after)
-
-    async def _schedule_duel(self, after) -> None:
-        """Gives the duel worker its next job, one at a time.
-
-        A rating match, when one is due (every `ratings.match_seconds`);
-        otherwise a promotion duel for the newest snapshot not yet dueled.
-        """
-        if await self._one("SELECT id FROM duels WHERE result IS NULL"):
-            return
-        r = self.config.ratings
-        if r.match_seconds and time.monotonic() - self.last_match >= r.match_seconds:
-            match = await self._next_match()
-            if match is not None:
-                self.last_match = time.monotonic()
-                await self._new_duel("rating", match, r.match_pairs, after)
-                return
-        row = await self._one(
-            "SELECT MAX(id) FROM models WHERE id > COALESCE("
-            "(SELECT MAX(candidate_id) FROM duels WHERE kind = 'promotion'), 0)")
-        if row[0] is not None:
-            sims = self.config.duel.sims
-            await self._new_duel("promotion", league.Match(row[0], sims, self.best, sims), None, after)
-
-    async def _schedule(self) -> None:
-        """Schedules a duel or rating match if one is due, and announces it."""
-        after = []
-        await self._transaction(lambda: self._schedule_duel(after))
-        for update in after:
-            await self._publish(update)
-
-    async def _new_duel(self, kind: str, match: "league.Match", pairs: int | None, after) -> None:
-        cursor = await self.db_connection.execute(
-            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, started_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (kind, match.candidate_id, match.sims, match.opponent_id, match.opponent_sims, pairs, time.time()))
-        after.append(m.Duel(duel_id=cursor.lastrowid))
-        self.duel_line = (f"{kind} {cursor.lastrowid}: {league.player(match.candidate_id, match.sims)}"
-                          f" vs {league.player(match.opponent_id, match.opponent_sims)}")
-
-    async def _next_match(self) -> "league.Match | None":
-        """The reference ladder first; then the snapshot least rated, against its closest reference."""
-        r, sims = self.config.ratings, self.config.duel.sims
-        ladder = await self._all(
-            "SELECT sims, opponent_sims, COUNT(*) FROM duel_games g JOIN duels d ON d.id = g.duel_id"
-            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL GROUP BY sims, opponent_sims")
-        match = league.ladder_match(r.references, {(a, b): n for a, b, n in ladder}, r.ladder_pairs)
-        if match is not None:
-            return match
-        # Promoted snapshots first, then the newest; fewest rating games first.
-        row = await self._one(
-            "SELECT m.id, m.rating, (SELECT COUNT(*) FROM duels d WHERE d.kind = 'rating'"
-            " AND d.candidate_id = m.id) AS matches FROM models m WHERE m.weights IS NOT NULL"
-            " ORDER BY matches, m.promoted_at IS NULL, m.id DESC LIMIT 1")
-        if row is None:
-            return None
-        model_id, rating, _ = row
-        references = dict(await self._all(
-            "SELECT sims, rating FROM ratings WHERE model_id IS NULL"))
-        opponent = league.closest_reference(r.references, rating, references)
-        return league.Match(model_id, sims, None, opponent)
-
-    async def _all(self, sql, params=()) -> list:
-        async with self.db_connection.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
-
-    async def _refresh_ratings(self) -> None:
-        """Refits every player's rating from all duel games, off the event loop."""
-        self.ratings_stale = False
-        results = await self._all(league.RESULTS_SQL)
-        rows = await asyncio.to_thread(league.rate, results, self.config.ratings.references)
-        now = time.time()
-
-        async def writes():
-            await self._execute("DELETE FROM ratings")
-            await self.db_connection.executemany(
-                "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*row, now) for row in rows])
-            # A model's rating is that of its player with the most games.
-            await self._execute(
-                "UPDATE models SET (rating, rating_lo, rating_hi) = (SELECT rating, rating_lo, rating_hi"
-                " FROM ratings WHERE ratings.model_id = models.id ORDER BY games DESC LIMIT 1)")
-
-        await self._transaction(writes)
+        await self.scheduler.schedule(self.best)
 
     async def _on_duel_game(self, g: m.DuelGame, after) -> None:
-        cursor = await self.db_connection.execute(
-            "INSERT OR IGNORE INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", (g.duel_id, g.pair, g.moves, g.winner, g.candidate_colour, time.time()))
-        if cursor.rowcount:
-            self.ratings_stale = True  # refitted on the next tick
-            won = g.winner == g.candidate_colour
-            # Games that finish after the decision are kept (they rate players) but not counted.
-            await self._execute("UPDATE duels SET wins = wins + ?, losses = losses + ? WHERE id = ?"
-                                " AND result IS NULL", (int(won), int(not won), g.duel_id))
+        if await self.store.add_duel_game(time.time(), g):
+            self.scheduler.ratings_stale = True  # refitted on the next tick
 
     async def _on_perfect_play(self, p: m.PerfectPlay, after) -> None:
-        await self._execute(
-            "INSERT OR REPLACE INTO perfect_play (model_id, sims, at, seed, positions, won, kept, converted,"
-            " value_sign) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (p.model_id, p.sims, time.time(), p.seed, p.positions, p.won, p.kept, p.converted, p.value_sign))
+        await self.store.add_perfect_play(time.time(), p)
 
     async def _on_duel_end(self, d: m.DuelEnd, after) -> None:
-        row = await self._one("SELECT candidate_id, opponent_id, result, sims, opponent_sims FROM duels"
-                              " WHERE id = ?", (d.duel_id,))
-        if row is None or row[2] is not None:
+        duel = await self.store.open_duel(d.duel_id)
+        if duel is None:
             return  # a repeat from a restarted worker
-        candidate, opponent, _, sims, opponent_sims = row
+        candidate, opponent, sims, opponent_sims = duel
         now = time.time()
-        await self._execute("UPDATE duels SET finished_at = ?, wins = ?, losses = ?, llr = ?, result = ?"
-                            " WHERE id = ?", (now, d.wins, d.losses, d.llr, d.result, d.duel_id))
-        score = d.wins / max(1, d.wins + d.losses)
-        self.ratings_stale = True
+        await self.store.end_duel(now, d)
+        self.scheduler.ratings_stale = True
         llr = f", llr {d.llr:.2f}" if d.llr is not None else ""
         self.out(f"info: duel {d.duel_id}: {league.player(candidate, sims)} vs "
                  f"{league.player(opponent, opponent_sims)} {d.result}: {d.wins}-{d.losses}{llr}")
         if d.result == "accepted":
-            await self._execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (candidate, now, d.duel_id, score))
-            await self._execute("UPDATE models SET promoted_at = ? WHERE id = ?", (now, candidate))
+            await self.store.promote(now, candidate, d.duel_id, d.wins / max(1, d.wins + d.losses))
             await self._event_row(m.Event(level="info", source="daemon", message=(
                 f"model {candidate} promoted over {opponent or 'random rollouts'}: {d.wins}-{d.losses}")))
             self.best = candidate
             after.append(m.Best(model_id=candidate))
-        self.duel_line = ""
-        await self._schedule_duel(after)
+        self.scheduler.line = ""
+        await self.scheduler.schedule(self.best)
 
     async def _publish(self, update: m.Message) -> None:
         await self.pub.send(m.encode(update))
-
-    # -- workers ---------------------------------------------------------------
-
-    def _wanted(self) -> list[Worker]:
-        wanted = [Worker(f"selfplay-{k}", "selfplay", k) for k in range(self.config.selfplay.workers)]
-        return wanted + [Worker("trainer", "trainer", 0), Worker("duel", "duel", 0)]
-
-    async def _supervise(self) -> None:
-        while True:
-            wanted = {w.name: w for w in self._wanted()}
-            for name in list(self.workers):
-                if name not in wanted and self.workers[name].alive:  # fewer workers configured
-                    self.workers[name].process.terminate()
-                if name not in wanted and not self.workers[name].alive:
-                    del self.workers[name]
-            for name, fresh in wanted.items():
-                worker = self.workers.setdefault(name, fresh)
-                await self._watch_worker(worker)
-            await asyncio.sleep(0.5)
-
-    async def _watch_worker(self, worker: Worker) -> None:
-        now = time.monotonic()
-        if worker.process is not None and worker.process.returncode is not None:
-            code = worker.process.returncode
-            worker.process = None
-            worker.restarts += 1
-            healthy = now - worker.started > MAX_BACKOFF
-            worker.backoff = self.config.daemon.restart_backoff if healthy or not worker.backoff \
-                else min(MAX_BACKOFF, 2 * worker.backoff)
-            worker.not_before = now + worker.backoff
-            await self._event("warning", "daemon", f"{worker.name} exited with code {code}; "
-                              f"restarting in {worker.backoff:g} s (see {self.run_dir.log(worker.name)})")
-        if worker.process is None and now >= worker.not_before:
-            await self._start(worker)
-
-    def _environment(self, worker: Worker) -> dict:
-        c = self.config
-        threads = c.device.trainer_threads if worker.kind == "trainer" else c.device.threads
-        return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "NUMBA_NUM_THREADS": str(c.selfplay.numba_threads), "PYTHONUNBUFFERED": "1"}
-
-    async def _start(self, worker: Worker) -> None:
-        with open(self.run_dir.log(worker.name), "ab") as logfile:
-            worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hexzd.daemon.workers", worker.kind, "--db", str(self.db),
-                "--name", worker.name, "--seed", str(worker.seed + 100 * worker.restarts),
-                stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
-                env=self._environment(worker),
-                start_new_session=True,  # Ctrl-C reaches the daemon only; it stops the workers
-            )
-        worker.started = time.monotonic()
 
     # -- control -----------------------------------------------------------------
 
@@ -594,9 +395,8 @@ class Daemon:
             "pid": os.getpid(), "db": str(self.db), "config": str(self.config_path),
             "state": "stopping" if self.stopping.is_set() else "paused" if self.paused else "running",
             "uptime": time.monotonic() - self.started, "best": self.best,
-            "counters": dict(self.counters), "duel": self.duel_line, "config_error": self.config_error,
-            "workers": {w.name: {"pid": w.process.pid if w.alive else None, "alive": w.alive,
-                                 "restarts": w.restarts} for w in self.workers.values()},
+            "counters": dict(self.counters), "duel": self.scheduler.line, "config_error": self.config_error,
+            "workers": self.supervisor.status(),
         }
 
     # -- config.toml -----------------------------------------------------------
@@ -666,9 +466,8 @@ class Daemon:
 
         async def writes():
             if gpu is not None:
-                await self._execute("INSERT INTO metrics VALUES (?, 'daemon', 'gpu_util', ?)", (now, gpu))
-            await self.db_connection.executemany(
-                "INSERT INTO tuning VALUES (?, ?, ?, ?, ?)", [(now, d.knob, d.old, d.new, d.reason) for d in decisions])
+                await self.store.add_metrics(now, "daemon", {"gpu_util": gpu})
+            await self.store.add_tuning(now, decisions)
             for d in decisions:
                 await self._event_row(m.Event(level="info", source="tuner", message=d.reason))
 
@@ -678,7 +477,7 @@ class Daemon:
         if decisions:
             await self._announce_config()
 
-    # -- progress, budgets and retention ---------------------------------------
+    # -- progress, budgets, duels, ratings and retention ---------------------------
 
     def _unticked(self) -> float:
         return time.monotonic() - self.last_tick
@@ -700,16 +499,19 @@ class Daemon:
             self._check_budgets()
             try:
                 await self._tick_counters()
-                await self._transaction(lambda: self.db_connection.executemany(
-                    "INSERT INTO metrics VALUES (?, 'daemon', ?, ?)",
-                    [(time.time(), f"{k}_per_s", v) for k, v in rates.items()]))
+                per_s = {f"{k}_per_s": v for k, v in rates.items()}
+                await self._transaction(lambda per_s=per_s: self.store.add_metrics(time.time(), "daemon", per_s))
                 await self._tune(rates)
-                await self._schedule()
-                if self.ratings_stale:
+                await self._transaction(lambda: self.scheduler.schedule(self.best))
+                if self.scheduler.ratings_stale:
                     await self._refresh_ratings()
                 await self._retain()
             except sqlite3.Error as e:  # the file is locked or full: the next tick tries again
                 self._cannot_write(e)
+
+    async def _refresh_ratings(self) -> None:
+        rows = await self.scheduler.ratings()
+        await self._transaction(lambda: self.store.replace_ratings(time.time(), rows))
 
     def progress_line(self, label: str = "", rates: dict | None = None) -> str:
         c, r = self.counters, rates or {}
@@ -717,10 +519,10 @@ class Daemon:
         clock = f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
         rate = lambda k: f" ({r[k]:,.1f}/s)" if k in r else ""  # noqa: E731
         best = f"model {self.best}" if self.best else "rollouts"
+        duel = self.scheduler.line
         return (f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
                 f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
-                f"best {best}" + (f" | {self.duel_line}" if self.duel_line else "")
-                + (" | paused" if self.paused else ""))
+                f"best {best}" + (f" | {duel}" if duel else "") + (" | paused" if self.paused else ""))
 
     def _check_budgets(self) -> None:
         b, c = self.config.budget, self.counters
@@ -739,22 +541,9 @@ class Daemon:
     async def _retain(self) -> None:
         """Thins games older than the kept windows and prunes snapshot weights."""
         keep = self.config.retention
-        keep_positions = int(keep.window_multiple * self.config.train.window)
         every = 0 if keep.thin_keep == 0 else max(1, round(1 / keep.thin_keep))
-
-        async def writes():
-            row = await self._one(
-                "SELECT id FROM (SELECT id, SUM(length) OVER (ORDER BY id DESC) AS acc FROM games)"
-                " WHERE acc > ? LIMIT 1", (keep_positions,))
-            if row is not None:
-                thin = "1" if every == 0 else f"id % {every} != 0"
-                await self._execute(f"DELETE FROM games WHERE id <= ? AND {thin}", (row[0],))
-            await self._execute(
-                "UPDATE models SET weights = NULL WHERE weights IS NOT NULL AND promoted_at IS NULL"
-                " AND id % ? != 0 AND id < (SELECT MAX(id) FROM models)"
-                " AND id NOT IN (SELECT candidate_id FROM duels WHERE result IS NULL)", (keep.snapshot_every,))
-
-        await self._transaction(writes)
+        await self._transaction(lambda: self.store.retain(
+            int(keep.window_multiple * self.config.train.window), every, keep.snapshot_every))
 
 
 def parse_duration(text: str) -> float:

@@ -1,6 +1,6 @@
 """Worker processes: self-play, trainer and duel, each its own process.
 
-The daemon starts each as `python -m hexzd.daemon.workers KIND --db FILE --name NAME`,
+The daemon starts each as `python -m hexzd.daemon.workers KIND --db FILE --name NAME --daemon-pid PID`,
 with its thread counts in the environment (see Supervisor). A worker:
   - reads the config in force from the run directory, and the best model from
     the state file (read-only), so a restarted worker picks up where things are;
@@ -19,36 +19,68 @@ import sys
 import time
 from dataclasses import replace
 
-import numpy as np
 import zmq
 
-from hexzd.daemon import messages as m
 from hexzd import store
 from hexzd.config import Config
+from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import RunDir
+from hexzd.nn.loader import load
 
 log = logging.getLogger("hexzd.worker")
+
+BEST_REFRESH = 5.0  # seconds between reads of the best model from the state file
+DUEL_POLL = 1.0  # seconds between looks at the duels table for a new duel
 
 
 class Link:
     """A worker's two sockets and the state that the daemon's updates set."""
 
-    def __init__(self, run: RunDir, name: str):
-        self.name, self.parent = name, os.getppid()
+    def __init__(self, run: RunDir, db, name: str, daemon_pid: int | None = None):
+        # The daemon's pid, given on the command line: a worker that starts
+        # after its daemon died must not take its new parent for the daemon.
+        self.name, self.parent, self.db = name, daemon_pid or os.getppid(), db
         self.context = zmq.Context()
         self.push = self.context.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 10_000)  # flush results on exit, up to 10 s
+        self.push.setsockopt(zmq.SNDTIMEO, 1000)  # a full queue: look whether the daemon is still there
         self.push.connect(run.results)
         self.sub = self.context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(run.updates)
         self.config = Config.model_validate(run.read_config())
-        self.best: int | None = None
         self.paused = self.stopping = False
+        # The state file is the truth about the best model; `Best` updates only
+        # bring news sooner. A subscription takes a moment to reach the daemon,
+        # and a `Best` published meanwhile is lost, so the file is read again
+        # every BEST_REFRESH seconds.
+        self.best: int | None = None
+        self.best_read = float("-inf")
+        self.read_best()
         self.send(m.Hello(worker=name, pid=os.getpid()))
 
+    def read_best(self) -> None:
+        with store.read_only(self.db) as connection:
+            best = store.best_model(connection)
+        self.best_read = time.monotonic()
+        if best is not None:  # the daemon publishes `Best` after its commit: the file is never behind it
+            self.best = best
+
     def send(self, message: m.Message) -> None:
-        self.push.send(m.encode(message))
+        """Pushes a result, waiting while the daemon's queue is full; drops it if the daemon is gone."""
+        frame = m.encode(message)
+        while not self.orphaned():
+            try:
+                self.push.send(frame)
+                return
+            except zmq.Again:  # backpressure: the daemon is busy (or dead, which the loop checks)
+                continue
+
+    def orphaned(self) -> bool:
+        """True once the daemon is gone (the worker's parent changed): then it stops."""
+        if os.getppid() != self.parent:
+            self.stopping = True
+        return self.stopping and os.getppid() != self.parent
 
     def event(self, level: str, message: str) -> None:
         self.send(m.Event(level=level, source=self.name, message=message))
@@ -56,9 +88,10 @@ class Link:
     def poll(self, timeout: float = 0.0) -> bool:
         """Applies the updates that arrive within `timeout` seconds; True if any did."""
         got = False
-        if os.getppid() != self.parent:  # the daemon died: do not outlive it
-            self.stopping = True
+        if self.orphaned():  # the daemon died: do not outlive it
             return True
+        if time.monotonic() - self.best_read > BEST_REFRESH:
+            self.read_best()
         while self.sub.poll(int(timeout * 1000) if not got else 0):
             try:
                 update = m.decode(self.sub.recv())
@@ -85,29 +118,18 @@ class Link:
 
     def close(self) -> None:
         self.sub.close(0)
-        self.push.close()
+        self.push.close(0 if self.orphaned() else None)  # nobody will take what is queued
         self.context.term()
-
-
-def load_evaluator(db, model_id: int, config: Config):
-    """The evaluator of a model in the state file, on the configured backend."""
-    from hexzd.nn.inference import make_evaluator
-
-    with store.read_only(db) as connection:
-        blob = store.weights(connection, model_id)
-    return make_evaluator(blob, config.device.backend, config.device.precision, config.device.threads)
 
 
 # -- self-play -----------------------------------------------------------------
 
 
 def selfplay(link: Link, db, seed: int) -> None:
-    from hexzd.train.selfplay import Network, SelfPlay
+    from hexzd.train.selfplay import SelfPlay
 
     c = link.config
     games = SelfPlay(c.selfplay, c.game.board_size, c.game.swap, seed=seed)
-    with store.read_only(db) as connection:
-        link.best = store.best_model(connection)
     try:
         while not link.stopping:
             link.poll()
@@ -117,9 +139,8 @@ def selfplay(link: Link, db, seed: int) -> None:
             if link.config.selfplay != games.config:
                 games.apply(link.config.selfplay)
             if link.best is not None and (games.network is None or games.network.model_id != link.best):
-                evaluator = load_evaluator(db, link.best, link.config)
-                games.network = Network(link.best, evaluator.evaluate)
-                link.event("info", f"self-play now uses model {link.best} ({evaluator.reason})")
+                games.network = load(db, link.best, link.config.device)
+                link.event("info", f"self-play now uses model {link.best} ({games.network.reason})")
             for record, evals, seconds in games.move():
                 link.send(m.Game(
                     worker=link.name, model_id=record.model_id, board_size=record.board_size,
@@ -132,67 +153,35 @@ def selfplay(link: Link, db, seed: int) -> None:
 # -- trainer -------------------------------------------------------------------
 
 
-def trainer(link: Link, db) -> None:
-    from hexzd.train.trainer import Snapshot, SqliteGames, Trainer
+def trainer(link: Link, db, seed: int) -> None:
+    from hexzd.nn.snapshot import Snapshot
+    from hexzd.train.sources import SqliteGames
+    from hexzd.train.trainer import Trainer
 
     with store.read_only(db) as connection:
-        row = connection.execute(
-            "SELECT id, checkpoint FROM models WHERE checkpoint IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        row = store.latest_checkpoint(connection)
     resume = Snapshot.from_bytes(row[1]) if row else None
     source = SqliteGames(db)
     trainer = Trainer(link.config, source, resume)
     if resume:
         link.event("info", f"trainer resumed from model {row[0]} at step {resume.step}")
-    busy, last_metrics, unsaved = 0.0, time.monotonic(), 0
-    losses, lr, waited = [], 0.0, 0.0  # waited: seconds spent waiting for games since the last metrics
 
-    def publish() -> None:
-        nonlocal busy, unsaved
-        snapshot = trainer.snapshot()
+    def publish(snapshot: Snapshot, seconds: float) -> None:
         players = replace(snapshot, optimizer=None, rng={})
-        link.send(m.Snapshot(
+        link.send(m.SnapshotMade(
             train_step=snapshot.step, positions_seen=snapshot.positions_seen,
             samples_trained=snapshot.samples_trained, params=snapshot.params,
             flops_per_eval=snapshot.flops_per_eval, train_flops=float(snapshot.train_flops),
-            train_seconds=busy, weights=players.to_bytes(), checkpoint=snapshot.to_bytes()))
-        busy, unsaved = 0.0, 0
+            train_seconds=seconds, weights=players.to_bytes(), checkpoint=snapshot.to_bytes()))
+
+    def should_stop() -> bool:
+        link.poll()
+        return link.stopping
 
     try:
-        while not link.stopping:
-            link.poll()
-            if link.config.train != trainer.config.train:
-                trainer.apply(link.config)
-            if link.paused:
-                link.wait(1.0)
-                continue
-            trainer.poll()
-            if time.monotonic() - last_metrics > 2.0:
-                # The tuner reads "waiting" as "self-play cannot keep up": it is
-                # sent while idle too, once enough games are in to train at all.
-                values = {"train_step": trainer.step, "window": trainer.window.size,
-                          "skipped_games": trainer.skipped}
-                if trainer.ready():
-                    values["train_waiting"] = min(1.0, waited / (time.monotonic() - last_metrics))
-                if losses:
-                    policy_loss, value_loss = np.mean(losses, axis=0)
-                    values.update(policy_loss=float(policy_loss), value_loss=float(value_loss), lr=lr)
-                link.send(m.Metrics(source=link.name, values=values))
-                losses, waited, last_metrics = [], 0.0, time.monotonic()
-            if trainer.steps_due() == 0:
-                started = time.monotonic()
-                link.wait(link.config.train.poll_seconds)
-                waited += time.monotonic() - started
-                continue
-            started = time.perf_counter()
-            result = trainer.train_step()
-            busy += time.perf_counter() - started
-            unsaved += 1
-            losses.append((result["policy_loss"], result["value_loss"]))
-            lr = result["lr"]
-            if trainer.step % link.config.train.snapshot_every == 0:
-                publish()
-        if unsaved:  # a graceful stop keeps the steps since the last snapshot
-            publish()
+        trainer.run(should_stop, wait=link.wait, on_snapshot=publish,
+                    on_metrics=lambda values: link.send(m.Metrics(source=link.name, values=values)),
+                    config=lambda: link.config, paused=lambda: link.paused)
     finally:
         source.close()
 
@@ -201,6 +190,12 @@ def trainer(link: Link, db) -> None:
 
 
 def duel(link: Link, db, seed: int) -> None:
+    """Plays the duels the daemon writes into the `duels` table, one at a time.
+
+    The table is the queue: the daemon inserts a row, this worker finds it
+    within DUEL_POLL seconds, and a restarted worker resumes the same duel
+    from its games in the state file.
+    """
     from hexzd.evaluation.duel import play_duel
 
     judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
@@ -212,12 +207,21 @@ def duel(link: Link, db, seed: int) -> None:
         if judge_against_perfect_play(link, db, judged):
             continue  # a few seconds per promotion, so it goes before the duels
         with store.read_only(db) as connection:
-            pending = connection.execute(
-                "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1").fetchone()
-        if pending is None:
-            link.wait(5.0)  # a `duel` update (like any update) wakes it at once
+            duel_id = store.next_duel(connection)
+        if duel_id is None:
+            link.wait(DUEL_POLL)
             continue
-        play_duel(link, db, pending[0], seed)
+
+        def on_game(pair, moves, winner, colour, duel_id=duel_id):
+            link.send(m.DuelGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
+
+        def should_stop() -> bool:
+            link.poll()
+            return link.stopping
+
+        end = play_duel(db, duel_id, link.config, seed, on_game, should_stop)
+        if end is not None:
+            link.send(m.DuelEnd(duel_id=duel_id, result=end.result, wins=end.wins, losses=end.losses, llr=end.llr))
 
 
 @functools.cache
@@ -232,7 +236,7 @@ def _solver(n: int):
 def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
     """Measures the newest promoted model not yet judged against perfect play; False if none.
 
-    Only on boards the solver takes (hexzd/perfect.py) and without swap. The
+    Only on boards the solver takes (hexzd/evaluation/perfect.py) and without swap. The
     same positions (seed 0) for every model, at 0 simulations (the raw
     policy) and at the duels' simulations, so the rows of one run form a curve.
     """
@@ -242,11 +246,8 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
     if c.ratings.perfect_positions == 0 or c.game.board_size > MAX_SIZE or c.game.swap:
         return False
     with store.read_only(db) as connection:
-        rows = connection.execute(
-            "SELECT p.model_id FROM promotions p JOIN models m ON m.id = p.model_id"
-            " WHERE m.weights IS NOT NULL AND p.model_id NOT IN (SELECT model_id FROM perfect_play)"
-            " ORDER BY p.at DESC").fetchall()
-    model_id = next((r[0] for r in rows if r[0] not in judged), None)
+        unjudged = store.unjudged_promotions(connection)
+    model_id = next((m for m in unjudged if m not in judged), None)
     if model_id is None:
         return False
     judged.add(model_id)
@@ -255,8 +256,8 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
         link.poll()
         return link.stopping
 
-    evaluator = load_evaluator(db, model_id, c)
-    report = measure(c.game.board_size, evaluator.evaluate, sims=sorted({0, c.duel.sims}),
+    network = load(db, model_id, c.device)
+    report = measure(c.game.board_size, network.evaluate, sims=sorted({0, c.duel.sims}),
                      positions=c.ratings.perfect_positions, seed=0, config=c.selfplay,
                      solver=_solver(c.game.board_size), should_stop=stopping)
     if report is None:
@@ -281,16 +282,13 @@ def main(argv=None) -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--daemon-pid", type=int, help="the daemon's pid; the worker exits once it is gone")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
-    link = Link(RunDir.of(args.db), args.name)
+    link = Link(RunDir.of(args.db), args.db, args.name, args.daemon_pid)
     try:
-        work = KINDS[args.kind]
-        if args.kind == "trainer":
-            work(link, args.db)
-        else:
-            work(link, args.db, args.seed)
+        KINDS[args.kind](link, args.db, args.seed)
     except Exception as e:
         log.exception("worker failed")
         link.event("error", f"{type(e).__name__}: {e}")

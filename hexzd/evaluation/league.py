@@ -23,8 +23,8 @@ def player(model_id: int | None, sims: int) -> str:
 
 
 @dataclass(frozen=True)
-class Match:
-    """A rating match to schedule: the candidate side, the opponent side, and pairs."""
+class Pairing:
+    """Two players to meet in a duel: the candidate side and the opponent side."""
 
     candidate_id: int | None
     sims: int
@@ -32,17 +32,9 @@ class Match:
     opponent_sims: int
 
 
-# Aggregated results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games).
-RESULTS_SQL = """
-    SELECT d.candidate_id, d.sims, d.opponent_id, d.opponent_sims,
-           SUM(g.winner = g.candidate_colour), COUNT(*)
-    FROM duel_games g JOIN duels d ON d.id = g.duel_id
-    GROUP BY d.candidate_id, d.sims, d.opponent_id, d.opponent_sims
-"""
-
-
 def rate(results, references: list[int]) -> list[tuple]:
-    """Ratings rows (player, model_id, sims, rating, lo, hi, games, anchor) from RESULTS_SQL rows."""
+    """Ratings rows (player, model_id, sims, rating, lo, hi, games, anchor) from the duel results
+    (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games) of hexzd.store.writes."""
     games, sides = [], {}
     for candidate, sims, opponent, opponent_sims, wins, count in results:
         a, b = player(candidate, sims), player(opponent, opponent_sims)
@@ -56,14 +48,14 @@ def rate(results, references: list[int]) -> list[tuple]:
             for name, r in ratings.items()]
 
 
-def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int) -> Match | None:
+def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int) -> Pairing | None:
     """The next neighbouring references to play, while the ladder has too few pairs.
 
     played[(sims_a, sims_b)] counts the games between rollouts @sims_a and @sims_b, either way round.
     """
     for low, high in zip(references, references[1:]):
         if played.get((low, high), 0) + played.get((high, low), 0) < 2 * ladder_pairs:
-            return Match(None, high, None, low)
+            return Pairing(None, high, None, low)
     return None
 
 

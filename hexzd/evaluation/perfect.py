@@ -26,13 +26,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from hexzd.config import SearchConfig
+from hexzd.evaluation.stats import wilson
 from hexzd.game.rules import BLACK, EMPTY, WHITE, Games
-from hexzd.protocols.match import wilson
 from hexzd.native import solver as kernels
-from hexzd.search.player import Player, subset
+from hexzd.native.board import canonical_indices
 from hexzd.search.mcts import Evaluate
+from hexzd.search.player import Player, subset
 
-__all__ = ["MAX_SIZE", "AgentResult", "Rate", "Report", "Solver", "agent", "check_size", "measure", "openings"]
+__all__ = [
+    "MAX_SIZE", "AgentResult", "Rate", "Report", "Solver", "agent", "check_size", "measure", "undecided_positions",
+]
 
 MAX_SIZE = 5  # the empty 5x5 board is solved in under a second; the empty 6x6 not in five minutes
 DEFAULT_SIMS = (0, 64, 800)
@@ -55,7 +58,7 @@ class Solver:
     """
 
     def __init__(self, n: int, table_bits: int | None = None):
-        if not 2 <= n or n * n > kernels.MAX_CELLS:
+        if not n >= 2 or n * n > kernels.MAX_CELLS:
             raise ValueError(f"the solver takes boards of 2x2 to 7x7, not {n}x{n}")
         self.n = n
         # 4M slots (105 MB) hold the empty 5x5 board's search; 4x4 needs far fewer.
@@ -110,7 +113,7 @@ class Solver:
         return board, int(to_play), self.n
 
 
-def openings(solver: Solver, count: int, seed: int) -> Games:
+def undecided_positions(solver: Solver, count: int, seed: int) -> Games:
     """`count` distinct undecided positions: the empty board, then random openings.
 
     An opening's length is uniform in 0 .. n*n - 2; Black moves first and the
@@ -147,12 +150,10 @@ class PolicyAgent:
     def moves(self, games: Games) -> np.ndarray:
         n = games.n
         logits, _ = self.evaluate(games.features())
-        # The policy is indexed as the network sees the board, White's turned
-        # to top-bottom (native/engine.py canonical_index): turn White's back.
-        logits = logits.reshape(-1, n, n).copy()
-        white = games.to_play == WHITE
-        logits[white] = logits[white].transpose(0, 2, 1)
-        logits = logits.reshape(-1, n * n)
+        # The policy is indexed as the network sees the board (canonical
+        # indices, native/board.py canonical_index): read it back by cell.
+        index = canonical_indices(games.board, games.to_play)
+        logits = np.take_along_axis(logits.reshape(-1, n * n), index, axis=1)
         logits[games.board != EMPTY] = -np.inf
         return np.where(games.done, -1, logits.argmax(axis=1))
 
@@ -294,7 +295,7 @@ def measure(n: int, evaluate: Evaluate | None, sims=DEFAULT_SIMS, positions: int
     """
     check_size(n)
     solver, clock = solver or Solver(n), _Clock()
-    games = openings(solver, positions, seed)
+    games = undecided_positions(solver, positions, seed)
     with clock:
         won = np.array([solver.wins(games.board[b], games.to_play[b]) for b in range(games.batch)], np.bool_)
     value_sign = None

@@ -51,21 +51,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hexzd.evaluation.stats import elo_to_score
+
 PAIR_SCORES = np.array([0.0, 0.5, 1.0])  # per-game score of 0, 1, 2 wins out of a pair
 ZERO_COUNT = 1e-3  # Fishtest's regularisation of empty outcome cells
-
-
-def elo_to_score(elo: float | np.ndarray) -> float | np.ndarray:
-    """Expected per-game score of a player `elo` points stronger (logistic model)."""
-    return 1.0 / (1.0 + 10.0 ** (-np.asarray(elo, dtype=float) / 400.0))
-
-
-def score_to_elo(score: float | np.ndarray) -> float | np.ndarray:
-    """The inverse of `elo_to_score`; score must lie strictly between 0 and 1."""
-    score = np.asarray(score, dtype=float)
-    if np.any((score <= 0) | (score >= 1)):
-        raise ValueError("a score of 0 or 1 has no finite Elo")
-    return -400.0 * np.log10(1.0 / score - 1.0)
 
 
 def _secular_root(q: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ an n x n board (0-based, r from the top, c from the left):
     swap action     n * n = 81                      native/, games.policy column n*n
     cell name       column letter, row number: b3   HTP, the CLI, the README
     trmph moves     names one after another: a1b3   games.moves, duel_games.moves
-    canonical index action, or its transpose        the network's view (native/engine.py)
+    canonical index action, or its transpose        the network's view (native/board.py)
                     c * n + r when White is to move
 
 Black connects row 1 to row n, White column `a` to the last column. `a1` is

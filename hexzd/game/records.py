@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hexzd.game.rules import Positions, replay
 from hexzd.game.notation import parse_trmph, to_trmph
+from hexzd.game.rules import Positions, replay
 
 
 def encode_policy(policies: np.ndarray) -> bytes:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hexzd.game.notation import cell_name
 from hexzd.native import board as kernels
 from hexzd.native.board import BLACK, EMPTY, NUM_PLANES, WHITE
-from hexzd.game.notation import cell_name
 
 __all__ = ["BLACK", "EMPTY", "WHITE", "NUM_PLANES", "Games", "IllegalMove", "Positions", "replay"]
 
@@ -29,7 +29,7 @@ def check_size(n: int) -> int:
 
 @dataclass
 class Games:
-    """B Hex games on n x n boards, one array per field (see native/engine.py)."""
+    """B Hex games on n x n boards, one array per field (see native/board.py)."""
 
     n: int
     swap: bool

@@ -33,6 +33,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from hexzd.native.board import NUM_PLANES
 from hexzd.nn.net import HexNet, NetSpec
+from hexzd.nn.snapshot import Snapshot
 
 __all__ = [
     "BACKENDS", "PRECISIONS", "TOLERANCE", "EagerEvaluator", "Evaluator", "available", "build",
@@ -409,8 +410,6 @@ def throughput(evaluator: Evaluator, features: np.ndarray, seconds: float, round
 
 def to_model(source) -> HexNet:
     """A HexNet from a model, a Snapshot or a snapshot's bytes."""
-    from hexzd.train.trainer import Snapshot  # the trainer imports nothing of this module
-
     if isinstance(source, HexNet):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):

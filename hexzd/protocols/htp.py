@@ -2,7 +2,7 @@
 
 HTP is GTP for Hex. A command is one line: an optional numeric id, the
 command's name, its arguments. The answer is `= result` or `? message`,
-then a blank line. `HtpEngine.handle(line)` answers one line; `serve` reads
+then a blank line. `HtpServer.handle(line)` answers one line; `serve` reads
 stdin line by line and flushes every answer.
 
 Decisions where GTP, HexGui and MoHex leave room:
@@ -32,15 +32,15 @@ Decisions where GTP, HexGui and MoHex leave room:
 """
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from hexzd import __version__
-from hexzd.config import SearchConfig
-from hexzd.game.rules import BLACK, EMPTY, WHITE, Games, IllegalMove, check_size
+from hexzd import __version__, store
+from hexzd.config import SearchConfig, stored
 from hexzd.game.notation import board_text, cell_name, parse_cell
-from hexzd.search.mcts import Evaluate, Search
+from hexzd.game.rules import BLACK, EMPTY, WHITE, Games, IllegalMove, check_size
+from hexzd.nn.loader import Network, load
+from hexzd.search.mcts import Search
 
 COLOURS = {"b": BLACK, "black": BLACK, "w": WHITE, "white": WHITE}
 SWAP_NAMES = ("swap", "swap-pieces")
@@ -61,17 +61,6 @@ class EngineError(RuntimeError):
     """An engine that cannot start: no state file, a missing or pruned model."""
 
 
-@dataclass
-class Network:
-    """A snapshot from the state file, ready to evaluate positions."""
-
-    model_id: int
-    board_size: int
-    blocks: int
-    channels: int
-    evaluate: Evaluate
-
-
 def colour_of(word: str) -> int:
     colour = COLOURS.get(word.lower())
     if colour is None:
@@ -87,7 +76,7 @@ def _played(games: Games, colour: int, action: int) -> Games:
     return after
 
 
-class HtpEngine:
+class HtpServer:
     """One game of Hex and the search that plays it; see the module docstring."""
 
     def __init__(self, size: int | None = None, swap: bool = False, sims: int = DEFAULT_SIMS,
@@ -307,17 +296,17 @@ class HtpEngine:
 
 def open_engine(db=None, model: str = "best", sims: int | None = None, seconds: float | None = None,
                 random_rollouts: bool = False, size: int | None = None, resign: bool = True,
-                warn: Callable[[str], None] | None = None) -> HtpEngine:
+                warn: Callable[[str], None] | None = None) -> HtpServer:
     """The engine that `hexzd htp` and `hexzd play` run. Raises EngineError."""
     if sims is not None and seconds is not None:
         raise EngineError("give --sims or --seconds, not both")
-    budget = dict(sims=sims or DEFAULT_SIMS, seconds=seconds, resign=resign, size=size, warn=warn)
+    budget = {"sims": sims or DEFAULT_SIMS, "seconds": seconds, "resign": resign, "size": size, "warn": warn}
     if random_rollouts:
-        return HtpEngine(**budget, note="asked for")
+        return HtpServer(**budget, note="asked for")
     network, config, swap, note = load_network(db, model)
     if size is None and network is None and config is not None:
         budget["size"] = config.game.board_size
-    return HtpEngine(**budget, swap=swap, network=network, note=note,
+    return HtpServer(**budget, swap=swap, network=network, note=note,
                      config=config.selfplay if config else None)
 
 
@@ -328,37 +317,18 @@ def load_network(db, model: str = "best"):
     promoted yet). Raises EngineError for a missing file, a bad --model, or a
     model that is missing or pruned. Shared with `hexzd perfect`.
     """
-    from hexzd import store
-    from hexzd.config import stored
-
     if not Path(db).is_file():
         raise EngineError(f"no state file {db}: give --db FILE, or --random-rollouts for plain MCTS")
     if model != "best" and not model.isdigit():
         raise EngineError(f"--model is `best` or a model id, not '{model}'")
-    connection = store.read_only(db)
-    try:
-        row = connection.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
-        config = stored(row[0]) if row else None
+    with store.read_only(db) as connection:
+        text = store.config_text(connection)
         model_id = store.best_model(connection) if model == "best" else int(model)
-        if model_id is None:
-            note = f"no model of {db} is promoted yet"
-            return None, config, bool(config and config.game.swap), note
-        try:
-            blob = store.weights(connection, model_id)
-        except KeyError as e:
-            raise EngineError(e.args[0]) from None
-    finally:
-        connection.close()
-    return _network(model_id, blob, config), config, bool(config and config.game.swap), ""
-
-
-def _network(model_id: int, blob: bytes, config) -> Network:
-    from hexzd.config import DeviceConfig
-    from hexzd.nn.inference import make_evaluator
-    from hexzd.train.trainer import Snapshot
-
-    snapshot = Snapshot.from_bytes(blob)
-    d = config.device if config else DeviceConfig()
-    evaluator = make_evaluator(snapshot, d.backend, d.precision, d.threads)
-    spec = snapshot.spec
-    return Network(model_id, spec.board_size, spec.blocks, spec.channels, evaluator.evaluate)
+    config = stored(text) if text else None
+    if model_id is None:
+        return None, config, bool(config and config.game.swap), f"no model of {db} is promoted yet"
+    try:
+        network = load(db, model_id, config.device if config else None)
+    except KeyError as e:
+        raise EngineError(e.args[0]) from None
+    return network, config, bool(config and config.game.swap), ""

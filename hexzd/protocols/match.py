@@ -8,7 +8,7 @@ MoHex, or against any other engine that speaks HTP.
               goes to a log file, not the terminal
     games     in pairs: each opening is played twice, A Black in one game
               and White in the other, so the first player's advantage
-              cancels. Openings as in duels (hexzd/duel.py): every first
+              cancels. Openings as in duels (hexzd/evaluation/openings.py): every first
               move in a shuffled order (`plies` 1), random moves, or none
     referee   the referee keeps its own board and decides each game itself:
               a stone that joins the engine's edges wins; `resign`, an
@@ -31,23 +31,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hexzd.evaluation.duel import openings
-from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove
+from hexzd.evaluation.openings import pair_openings
+from hexzd.evaluation.stats import elo_or_none, wilson
 from hexzd.game.notation import cell_name, parse_cell, to_trmph
-from hexzd.evaluation.sprt import score_to_elo
+from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove
 
-__all__ = ["EngineFailure", "HtpEngine", "GameResult", "play_match", "summary"]
+__all__ = ["EngineFailure", "HtpClient", "GameResult", "play_match", "summary"]
 
 COLOUR = {BLACK: "b", WHITE: "w"}
 STARTUP_SECONDS = 120.0  # the first answer of a process waits for its start-up (imports, network loading)
-Z95 = 1.959964
 
 
 class EngineFailure(RuntimeError):
     """An engine that answered with an error, nothing, or too late."""
 
 
-class HtpEngine:
+class HtpClient:
     """One engine process, asked one command at a time.
 
     A reader thread turns its stdout into lines, so that an answer can be
@@ -56,7 +55,7 @@ class HtpEngine:
 
     def __init__(self, command: str, log_path: Path | None = None):
         self.command = command
-        self._log = open(log_path, "a") if log_path else subprocess.DEVNULL
+        self._log = open(log_path, "a") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(
             shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             text=True, bufsize=1,
@@ -133,7 +132,7 @@ class GameResult:
     seconds: dict = field(default_factory=lambda: {"A": 0.0, "B": 0.0})
 
 
-def _genmove(engine: HtpEngine, colour: int, games: Games, timeout: float) -> tuple[int | None, str]:
+def _genmove(engine: HtpClient, colour: int, games: Games, timeout: float) -> tuple[int | None, str]:
     """The engine's move, or None and why it lost."""
     try:
         answer = engine.ask(f"genmove {COLOUR[colour]}", timeout)
@@ -149,7 +148,7 @@ def _genmove(engine: HtpEngine, colour: int, games: Games, timeout: float) -> tu
     return action, ""
 
 
-def _setup(engine: HtpEngine, n: int, opening: list[int], timeout: float) -> None:
+def _setup(engine: HtpClient, n: int, opening: list[int], timeout: float) -> None:
     engine.ask(f"boardsize {n}", timeout)
     engine.ask("clear_board", timeout)
     for ply, action in enumerate(opening):
@@ -158,7 +157,7 @@ def _setup(engine: HtpEngine, n: int, opening: list[int], timeout: float) -> Non
 
 def play_game(engines: dict, a_colour: int, n: int, opening: list[int], result: GameResult,
               timeout: float) -> GameResult:
-    """One game refereed on the referee's own board; `engines` maps "A"/"B" to HtpEngine."""
+    """One game refereed on the referee's own board; `engines` maps "A"/"B" to HtpClient."""
     side = {a_colour: "A", BLACK + WHITE - a_colour: "B"}
     games, actions = Games.new(1, n), list(opening)
     for action in opening:
@@ -202,15 +201,15 @@ def play_match(command_a: str, command_b: str, n: int, games: int, plies: int = 
     pairs = math.ceil(games / 2)
     commands = {"A": command_a, "B": command_b}
     logs = {k: (log_dir / f"engine-{k}.log" if log_dir else None) for k in commands}
-    engines = {k: HtpEngine(c, logs[k]) for k, c in commands.items()}
+    engines = {k: HtpClient(c, logs[k]) for k, c in commands.items()}
     results = []
     try:
-        for pair, opening in enumerate(openings(n, plies, range(pairs), seed) if plies else [[]] * pairs):
+        for pair, opening in enumerate(pair_openings(n, plies, range(pairs), seed) if plies else [[]] * pairs):
             for a_colour in (BLACK, WHITE):
                 for k, engine in engines.items():
                     if not engine.alive:  # it died in the last game, which it lost: a fresh one
                         engine.close()
-                        engines[k] = HtpEngine(commands[k], logs[k])
+                        engines[k] = HtpClient(commands[k], logs[k])
                 result = GameResult(len(results), pair, "A" if a_colour == BLACK else "B", to_trmph(opening, n))
                 results.append(play_game(engines, a_colour, n, opening, result, timeout))
                 if on_game:
@@ -219,21 +218,6 @@ def play_match(command_a: str, command_b: str, n: int, games: int, plies: int = 
         for engine in engines.values():
             engine.close()
     return results
-
-
-def wilson(wins: int, games: int) -> tuple[float, float]:
-    """The 95% Wilson interval of a win rate: sound at 0 and 1 wins and with few games.
-
-    Over games, not pairs: pairing removes the first player's advantage from
-    the score's expectation, and treating the games as independent only
-    widens the interval when colour matters.
-    """
-    if games == 0:
-        return 0.0, 1.0
-    p, z2 = wins / games, Z95 * Z95
-    centre = (p + z2 / (2 * games)) / (1 + z2 / games)
-    half = Z95 * math.sqrt(p * (1 - p) / games + z2 / (4 * games * games)) / (1 + z2 / games)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def summary(results: list[GameResult]) -> dict:
@@ -246,18 +230,11 @@ def summary(results: list[GameResult]) -> dict:
         "a_wins_as_black": sum(r.winner == "A" and r.black == "A" for r in results),
         "a_wins_as_white": sum(r.winner == "A" and r.black == "B" for r in results),
         "score": score, "score_lo": lo, "score_hi": hi,
-        "elo": _elo(score), "elo_lo": _elo(lo), "elo_hi": _elo(hi),
+        "elo": elo_or_none(score), "elo_lo": elo_or_none(lo), "elo_hi": elo_or_none(hi),
         "resigned": {k: sum(r.reason == f"{k} resigned" for r in results) for k in "AB"},
         "forfeits": {k: sum(r.winner != k and r.reason.startswith(k) and r.reason != f"{k} resigned"
                             for r in results) for k in "AB"},
     }
-
-
-def _elo(score: float) -> float | None:
-    """Elo of a score; None (unbounded) at 0 or 1 or when unknown."""
-    if not 0 < score < 1:
-        return None
-    return float(score_to_elo(score))
 
 
 def write_record(path: Path, result: GameResult) -> None:

@@ -1,4 +1,4 @@
-"""Batched MCTS over many games at once: the thin Python layer over native/mcts.py.
+"""Batched MCTS over many games at once: the thin Python layer over native/tree.py.
 
 A `Search` holds B games (its roots), their trees and the buffers that one
 simulation step passes between the kernels and the evaluator. Each step is a
@@ -14,7 +14,7 @@ self-play worker may instead interleave the steps of two Searches, so that
 one group's tree search overlaps the other's inference.
 """
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -161,24 +161,24 @@ class Search:
         """Uniform logits and random-fill values for the current leaves."""
         return self._uniform, self._leaves.playouts(self.rng, self.config.rollouts)
 
-    def begin_move(self, sims: int) -> None:
-        """Plans a move's search of `sims` simulations (Gumbel's halving schedule).
-
-        run() calls it; a caller driving select() and backup() itself calls
-        it once before each move's simulations.
-        """
-        c = self.config
-        self._table = considered_table(c.gumbel_actions, sims) if c.gumbel else _NO_TABLE
-
-    def run(self, sims: int, evaluate: Evaluate | None = None) -> None:
-        """Runs `sims` simulations in every tree. evaluate=None: random rollouts.
+    def begin_move(self, sims: int) -> int:
+        """Plans a move's search of `sims` simulations; returns how many to run.
 
         From a fresh root it runs at least two: the first only expands the
         root, and a move needs a visit (the second visits the highest prior).
+        The plan (Gumbel's halving schedule) is for that many. run() calls
+        it; a caller driving select() and backup() itself calls it once
+        before each move's simulations, and runs as many as it returns.
         """
         if sims < 2 and (self.tree.node_visits[:, 0] == 0).any():
             sims = 2
-        self.begin_move(sims)
+        c = self.config
+        self._table = considered_table(c.gumbel_actions, sims) if c.gumbel else _NO_TABLE
+        return sims
+
+    def run(self, sims: int, evaluate: Evaluate | None = None) -> None:
+        """Runs `sims` simulations in every tree (see begin_move). evaluate=None: random rollouts."""
+        sims = self.begin_move(sims)
         if evaluate is None:
             self._search_rollouts(sims)
             return

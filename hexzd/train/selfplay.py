@@ -9,23 +9,22 @@ accelerator's inference overlap. Before the first network exists, each group
 runs its rollout simulations in one fused kernel call instead.
 """
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from hexzd.config import SelfplayConfig
 from hexzd.game.records import GameRecord
-from hexzd.search.mcts import Evaluate, Search
+from hexzd.nn.loader import Network
+from hexzd.search.mcts import Search
 
 
-@dataclass
-class Network:
-    """The network self-play uses: its id in the state file and its evaluator."""
-
-    model_id: int
-    evaluate: Evaluate
-    flops_per_eval: int = 0
+def majority(models: list[int | None]) -> int | None:
+    """The model that made most of a game's moves (None: rollouts); a tie goes to the later model."""
+    counts = Counter(models)
+    last = {model: i for i, model in enumerate(models)}
+    return max(counts, key=lambda model: (counts[model], last[model]))
 
 
 class Group:
@@ -35,25 +34,34 @@ class Group:
         self.search = Search(config.games, n, swap, config, seed=seed)
         self.actions = [[] for _ in range(config.games)]
         self.policies = [[] for _ in range(config.games)]
+        self.models = [[] for _ in range(config.games)]  # the model that searched each move
+        self.evals = np.zeros(config.games, np.int64)  # network evaluations spent on each game
         self.seconds = np.zeros(config.games)  # inference time spent on each game
 
-    def finish_move(self, sims: int, model_id: int | None) -> list[tuple[GameRecord, int, float]]:
-        """Plays the searched moves; returns the games that ended: (record, evals, seconds)."""
+    def finish_move(self, sims: int, model_id: int | None, evals: int) -> list[tuple[GameRecord, int, float]]:
+        """Plays the searched moves; returns the games that ended: (record, evals, seconds).
+
+        model_id searched this move (None: rollouts), spending `evals` network
+        evaluations on each game. A game is stamped with the model that made
+        most of its moves: a new best can be promoted mid-game.
+        """
         search = self.search
         moves, policy = search.choose()
         for b in np.flatnonzero(moves >= 0):
             self.actions[b].append(int(moves[b]))
             self.policies[b].append(policy[b])
+            self.models[b].append(model_id)
+            self.evals[b] += evals
         search.play(moves)
         done = np.flatnonzero(search.roots.done)
         finished = []
         for b in done:
             record = GameRecord.from_arrays(
                 search.n, self.actions[b], np.array(self.policies[b]), search.roots.winner[b],
-                sims=sims, model_id=model_id)
-            evals = sims * len(self.actions[b]) if model_id is not None else 0
-            finished.append((record, evals, float(self.seconds[b])))
-            self.actions[b], self.policies[b] = [], []
+                sims=sims, model_id=majority(self.models[b]))
+            finished.append((record, int(self.evals[b]), float(self.seconds[b])))
+            self.actions[b], self.policies[b], self.models[b] = [], [], []
+            self.evals[b] = 0
             self.seconds[b] = 0.0
         if len(done):
             search.new_games(search.roots.done)
@@ -87,18 +95,20 @@ class SelfPlay:
     def move(self) -> list[tuple[GameRecord, int, float]]:
         """Searches and plays one move in every game; returns the games that ended."""
         sims = self.config.sims
-        for group in self.groups:
-            group.search.begin_move(sims)
         if self.network is None:
             for group in self.groups:
                 group.search.run(sims)
+            steps = [0] * len(self.groups)  # no network evaluations
         else:
-            self._simulate(sims)
+            # Search.run's plan: a fresh root gets at least two simulations, and Gumbel's schedule.
+            steps = [group.search.begin_move(sims) for group in self.groups]
+            self._simulate(steps)
         model_id = self.network.model_id if self.network else None
-        return [game for group in self.groups for game in group.finish_move(sims, model_id)]
+        return [game for group, evals in zip(self.groups, steps)
+                for game in group.finish_move(sims, model_id, evals)]
 
-    def _simulate(self, sims: int) -> None:
-        """`sims` steps of every group, each group's search overlapping another's inference."""
+    def _simulate(self, steps: list[int]) -> None:
+        """steps[g] steps of group g, each group's search overlapping another's inference."""
         evaluate = self.network.evaluate
 
         def timed(planes):  # runs in the inference thread: its time is the evaluation's alone
@@ -111,8 +121,10 @@ class SelfPlay:
             group.search.backup(logits, values)
 
         pending = None  # (group, future of its evaluation)
-        for _ in range(sims):
-            for group in self.groups:
+        for step in range(max(steps)):
+            for group, count in zip(self.groups, steps):
+                if step >= count:
+                    continue
                 if pending is not None and pending[0] is group:
                     resolve(*pending)  # a single group cannot overlap with itself
                     pending = None
@@ -121,7 +133,8 @@ class SelfPlay:
                 if pending is not None:
                     resolve(*pending)
                 pending = submitted
-        resolve(*pending)
+        if pending is not None:
+            resolve(*pending)
 
     def close(self) -> None:
         self.inference.shutdown(wait=True)

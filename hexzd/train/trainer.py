@@ -27,161 +27,30 @@ had never stopped, to the bit on the CPU.
 A game that cannot be read (a corrupt blob, an illegal move, a winner that
 does not match the moves) is logged, counted in `skipped` and left out.
 
-The daemon runs it as:
+The trainer worker (hexzd.daemon.workers) runs it as:
 
     trainer = Trainer(config, SqliteGames(db), Snapshot.from_bytes(blob) or None)
-    trainer.run(stop=event, on_snapshot=lambda s: push(s.to_bytes(), s.meta()))
+    trainer.run(should_stop, wait=link.wait, on_snapshot=publish, on_metrics=send, config=live)
 """
-import io
-import json
 import logging
 import math
-import threading
 import time
-from base64 import b64decode, b64encode
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hexzd import store
 from hexzd.config import Config, TrainConfig
+from hexzd.game.records import GameRecord
 from hexzd.native.board import NUM_PLANES, rotate180
 from hexzd.nn.net import TRAIN_FLOPS_PER_SAMPLE, HexNet, NetSpec, count_flops, count_params
-from hexzd.game.records import GameRecord
+from hexzd.nn.snapshot import Snapshot, clean_weights, to_cpu
+from hexzd.train.sources import GameSource
 
-__all__ = [
-    "GameSource", "RecordFile", "Snapshot", "SqliteGames", "Trainer", "Window",
-    "learning_rate", "losses", "write_records",
-]
+__all__ = ["Trainer", "Window", "learning_rate", "losses"]
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_FORMAT = 1
-
-# ---------------------------------------------------------------- sources
-
-
-class GameSource(Protocol):
-    """Where finished games come from. A cursor marks how far it has been read.
-
-    Items are GameRecords, or the exception that stopped one from being read,
-    so that the trainer can report it and go on.
-    """
-
-    cursor: int
-
-    def read(self, limit: int) -> list[GameRecord | Exception]:
-        """Up to `limit` games after the cursor, oldest first; moves the cursor past them."""
-        ...
-
-    def history(self, cursor: int) -> Iterator[GameRecord | Exception]:
-        """The games up to and including `cursor`, newest first."""
-        ...
-
-
-_GAME_COLUMNS = "id, board_size, moves, winner, policy, sims, model_id"
-
-
-def _record_of_row(row) -> GameRecord | Exception:
-    _, board_size, moves, winner, policy, sims, model_id = row
-    if not isinstance(moves, str) or not isinstance(policy, bytes):
-        return ValueError(f"game {row[0]}: moves or policy of the wrong type")
-    return GameRecord(board_size, moves, winner, policy, sims or 0, model_id)
-
-
-class SqliteGames:
-    """The `games` table of the run's state file, through a read-only connection.
-
-    WAL lets this reader run beside the daemon's writer; each query sees the
-    games committed before it. The cursor is the id of the last game read.
-    """
-
-    def __init__(self, path, cursor: int = 0):
-        self.connection = store.read_only(path)
-        self.cursor = cursor
-
-    def read(self, limit: int) -> list[GameRecord | Exception]:
-        rows = self.connection.execute(
-            f"SELECT {_GAME_COLUMNS} FROM games WHERE id > ? ORDER BY id LIMIT ?", (self.cursor, limit)
-        ).fetchall()
-        if rows:
-            self.cursor = rows[-1][0]
-        return [_record_of_row(row) for row in rows]
-
-    def history(self, cursor: int) -> Iterator[GameRecord | Exception]:
-        rows = self.connection.execute(
-            f"SELECT {_GAME_COLUMNS} FROM games WHERE id <= ? ORDER BY id DESC", (cursor,)
-        )
-        for row in rows:
-            yield _record_of_row(row)
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-def record_to_json(record: GameRecord) -> str:
-    data = asdict(record)
-    data["policy"] = b64encode(record.policy).decode()
-    return json.dumps(data)
-
-
-def record_from_json(line: bytes) -> GameRecord | Exception:
-    try:
-        data = json.loads(line)
-        data["policy"] = b64decode(data["policy"], validate=True)
-        return GameRecord(**data)
-    except (ValueError, TypeError, KeyError) as e:
-        return ValueError(f"unreadable record line: {e!r}")
-
-
-def write_records(path, records) -> None:
-    """Appends games to a RecordFile, one JSON object a line."""
-    with open(path, "a") as f:
-        for record in records:
-            f.write(record_to_json(record) + "\n")
-
-
-class RecordFile:
-    """A plain file of games, one JSON object a line (`write_records`).
-
-    The policy blob is base64. The cursor is a byte offset; a last line
-    without its newline is still being written and waits for the next read.
-    """
-
-    def __init__(self, path, cursor: int = 0):
-        self.path = Path(path)
-        self.cursor = cursor
-
-    def _lines(self, start: int, stop: int | None = None) -> list[tuple[int, bytes]]:
-        """(end offset, line) of the complete lines in [start, stop)."""
-        if not self.path.exists():
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            data = f.read() if stop is None else f.read(stop - start)
-        out, offset = [], start
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            offset += len(line)
-            out.append((offset, line))
-        return out
-
-    def read(self, limit: int) -> list[GameRecord | Exception]:
-        lines = self._lines(self.cursor)[:limit]
-        if lines:
-            self.cursor = lines[-1][0]
-        return [record_from_json(line) for _, line in lines]
-
-    def history(self, cursor: int) -> Iterator[GameRecord | Exception]:
-        for _, line in reversed(self._lines(0, cursor)):
-            yield record_from_json(line)
-
 
 # ---------------------------------------------------------------- window
 
@@ -252,90 +121,6 @@ class Window:
 
 
 # ---------------------------------------------------------------- snapshots
-
-
-def _to_cpu(obj):
-    """A copy of a state dict (nested) with every tensor on the CPU, plain layout."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu").contiguous().clone()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
-
-
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile; DataParallel and DDP
-
-
-def clean_weights(weights: dict) -> dict:
-    """Weights as a plain CPU HexNet expects them, whoever wrote them.
-
-    Strips the prefixes that torch.compile and DataParallel add, moves every
-    tensor to the CPU in the plain layout and widens half floats to float32.
-    """
-    out = {}
-    for key, t in weights.items():
-        for prefix in _WRAPPER_PREFIXES:
-            key = key.removeprefix(prefix)
-        t = _to_cpu(t)
-        out[key] = t.float() if t.is_floating_point() else t
-    return out
-
-
-@dataclass
-class Snapshot:
-    """A network and everything needed to resume its training.
-
-    `to_bytes` is what the daemon stores in `models.weights`; `meta` has the
-    values of the other `models` columns.
-    """
-
-    spec: NetSpec
-    weights: dict  # state dict, CPU float32
-    params: int
-    flops_per_eval: int
-    step: int = 0
-    positions_seen: int = 0
-    samples_trained: int = 0
-    samples_forgiven: int = 0  # the pacing target's samples forgiven, see the module docstring
-    train_flops: int = 0
-    cursor: int = 0  # the source's cursor after the last game in the window
-    window_origin: int = 0  # Window.origin: where the window started counting after a resize
-    optimizer: dict | None = None  # optimizer.state_dict(), tensors on the CPU
-    rng: dict = field(default_factory=dict)  # {"numpy": bit generator state, "torch": ByteTensor}
-    created_at: float = field(default_factory=time.time)
-
-    def model(self) -> HexNet:
-        """The network in eval mode, on the CPU."""
-        model = self.spec.build()
-        model.load_state_dict(clean_weights(self.weights))
-        return model.eval()
-
-    def meta(self) -> dict:
-        return {
-            "train_step": self.step, "positions_seen": self.positions_seen, "params": self.params,
-            "flops_per_eval": self.flops_per_eval, "train_flops": self.train_flops,
-        }
-
-    def to_bytes(self) -> bytes:
-        data = asdict(self)
-        data["spec"] = self.spec.to_dict()
-        data["format"] = SNAPSHOT_FORMAT
-        buffer = io.BytesIO()
-        torch.save(data, buffer)
-        return buffer.getvalue()
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> "Snapshot":
-        """Reads a snapshot written on any device; only plain data is unpickled."""
-        data = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        version = data.pop("format", None)
-        if version != SNAPSHOT_FORMAT:
-            raise ValueError(f"snapshot format {version}, this hexzd reads {SNAPSHOT_FORMAT}")
-        data["spec"] = NetSpec(**data["spec"])
-        data["weights"] = clean_weights(data["weights"])
-        return cls(**data)
 
 
 # ---------------------------------------------------------------- training
@@ -480,24 +265,65 @@ class Trainer:
 
     def run(
         self,
-        stop: threading.Event | None = None,
-        on_snapshot: Callable[[Snapshot], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        wait: Callable[[float], None] = time.sleep,
+        on_snapshot: Callable[[Snapshot, float], None] | None = None,
         on_metrics: Callable[[dict], None] | None = None,
+        config: Callable[[], Config] | None = None,
+        paused: Callable[[], bool] = lambda: False,
         max_steps: int | None = None,
+        metrics_seconds: float = 2.0,
     ) -> None:
-        """Trains until `stop` is set (or `max_steps` more steps), waiting for games when ahead."""
-        stop = stop or threading.Event()
+        """The training loop: trains while steps are due, waits for games when ahead.
+
+        Runs until `should_stop()` (or `max_steps` more steps). `config()` is
+        the config in force, applied when its [train] keys change; `paused()`
+        holds the loop. `on_snapshot(snapshot, seconds)` gets a snapshot every
+        `snapshot_every` steps and one for the steps left at the end, with the
+        seconds spent training since the last; `on_metrics(values)` gets the
+        losses and the share of time spent waiting for games every
+        `metrics_seconds`. `wait(seconds)` sleeps (a worker wakes it early).
+        """
         target = None if max_steps is None else self.step + max_steps
-        while not stop.is_set() and (target is None or self.step < target):
-            self.poll()
-            if self.steps_due() == 0:
-                stop.wait(self.config.train.poll_seconds)
+        busy, waited, losses, lr, unsaved = 0.0, 0.0, [], 0.0, 0
+        last_metrics = time.monotonic()
+        while not should_stop() and (target is None or self.step < target):
+            if config is not None and config().train != self.config.train:
+                self.apply(config())
+            if paused():
+                wait(1.0)
                 continue
-            metrics = self.train_step()
-            if on_metrics:
-                on_metrics(metrics)
+            self.poll()
+            if on_metrics and time.monotonic() - last_metrics > metrics_seconds:
+                on_metrics(self._metrics(losses, lr, waited / (time.monotonic() - last_metrics)))
+                losses, waited, last_metrics = [], 0.0, time.monotonic()
+            if self.steps_due() == 0:
+                started = time.monotonic()
+                wait(self.config.train.poll_seconds)
+                waited += time.monotonic() - started
+                continue
+            started = time.perf_counter()
+            result = self.train_step()
+            busy += time.perf_counter() - started
+            unsaved += 1
+            losses.append((result["policy_loss"], result["value_loss"]))
+            lr = result["lr"]
             if on_snapshot and self.step % self.config.train.snapshot_every == 0:
-                on_snapshot(self.snapshot())
+                on_snapshot(self.snapshot(), busy)
+                busy, unsaved = 0.0, 0
+        if on_snapshot and unsaved:  # a graceful stop keeps the steps since the last snapshot
+            on_snapshot(self.snapshot(), busy)
+
+    def _metrics(self, losses: list, lr: float, waiting: float) -> dict:
+        # The tuner reads "waiting" as "self-play cannot keep up": it is sent
+        # while idle too, once enough games are in to train at all.
+        values = {"train_step": self.step, "window": self.window.size, "skipped_games": self.skipped}
+        if self.ready():
+            values["train_waiting"] = min(1.0, waiting)
+        if losses:
+            policy_loss, value_loss = np.mean(losses, axis=0)
+            values.update(policy_loss=float(policy_loss), value_loss=float(value_loss), lr=lr)
+        return values
 
     def apply(self, config: Config) -> None:
         """Takes a new config's live keys (fixed keys were refused before this)."""
@@ -519,7 +345,7 @@ class Trainer:
     def snapshot(self) -> Snapshot:
         return Snapshot(
             spec=self.spec,
-            weights=_to_cpu(self.model.state_dict()),
+            weights=to_cpu(self.model.state_dict()),
             params=self.params,
             flops_per_eval=self.flops_per_eval,
             step=self.step,
@@ -529,7 +355,7 @@ class Trainer:
             train_flops=self.train_flops,
             cursor=self.source.cursor,
             window_origin=self.window.origin,
-            optimizer=_to_cpu(self.optimizer.state_dict()),
+            optimizer=to_cpu(self.optimizer.state_dict()),
             rng={"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
         )
 

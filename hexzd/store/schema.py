@@ -1,19 +1,10 @@
-"""The state file: one SQLite database per run, queried by users while it runs.
-
-The daemon is its only writer (aiosqlite, WAL, one connection); workers and
-users read it through read-only connections, which WAL lets run beside the
-writer. Every write is a transaction, so a `kill -9` at any moment leaves
-the file as of the last commit: nothing committed is lost, nothing half
-written is seen.
+"""The state file's schema and its migrations.
 
 The schema is versioned with `PRAGMA user_version`. MIGRATIONS[k] takes a
 file from version k to k + 1; a file newer than this code is refused.
 The README's "Querying the state file" documents every table and column.
 """
 import sqlite3
-from pathlib import Path
-
-import aiosqlite
 
 MIGRATIONS = [
     # 0 -> 1: the first schema.
@@ -192,50 +183,3 @@ def prepare(path) -> int:
         return migrate(connection, path)
     finally:
         connection.close()
-
-
-def read_only(path, timeout: float = 10.0) -> sqlite3.Connection:
-    """A reader's connection: it can never write, and waits out the writer's locks.
-
-    Use it in a `with` block to have it closed at the end (sqlite3's own
-    context manager only ends a transaction).
-    """
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    connection = ReadOnly(uri, uri=True, timeout=timeout, check_same_thread=False)
-    connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-    return connection
-
-
-class ReadOnly(sqlite3.Connection):
-    """A connection that `with` closes."""
-
-    def __exit__(self, *exc) -> bool:
-        self.close()
-        return False
-
-
-async def writer(path) -> aiosqlite.Connection:
-    """The daemon's one connection. synchronous=NORMAL in WAL: a commit survives
-    a crash of the process (kill -9); only a power cut may lose the last ones."""
-    prepare(path)
-    connection = await aiosqlite.connect(path, isolation_level=None)
-    await connection.execute("PRAGMA busy_timeout = 10000")
-    await connection.execute("PRAGMA synchronous = NORMAL")
-    await connection.execute("PRAGMA foreign_keys = ON")
-    return connection
-
-
-def best_model(connection) -> int | None:
-    """The id of the most recently promoted model, or None before the first promotion."""
-    row = connection.execute(
-        "SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1").fetchone()
-    return row[0] if row else None
-
-
-def weights(connection, model_id: int) -> bytes:
-    row = connection.execute("SELECT weights FROM models WHERE id = ?", (model_id,)).fetchone()
-    if row is None:
-        raise KeyError(f"no model {model_id} in the state file")
-    if row[0] is None:
-        raise KeyError(f"model {model_id}'s weights were pruned (see [retention])")
-    return row[0]

@@ -1,0 +1,73 @@
+"""The one way to load a model: `load(db or blob, model_id, device) -> Network`.
+
+Self-play, the trainer's resume, duels, perfect play, `hexzd htp`, `play`
+and `perfect` all load through here. The `auto` backend probe (see
+hexzd.nn.inference) times every backend for a moment; its choice depends on
+the network's shape and the machine, not on the weights, so a process makes
+it once per shape and reuses it for every later model.
+"""
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hexzd import store
+from hexzd.config import DeviceConfig
+from hexzd.nn.inference import Evaluator, make_evaluator
+from hexzd.nn.net import NetSpec
+from hexzd.nn.snapshot import Snapshot
+
+__all__ = ["Network", "load"]
+
+# (spec, backend asked, precision asked, threads) -> (backend, precision, why) chosen by the probe
+_chosen: dict[tuple, tuple[str, str, str]] = {}
+
+
+@dataclass
+class Network:
+    """A model ready to evaluate positions: features[B, planes, n, n] -> (logits[B, n*n], values[B])."""
+
+    model_id: int | None
+    evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    spec: NetSpec | None = None
+    reason: str = ""  # the backend and why it was chosen
+
+    @property
+    def board_size(self) -> int:
+        return self.spec.board_size
+
+    @property
+    def blocks(self) -> int:
+        return self.spec.blocks
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+
+def load(source, model_id: int | None = None, device: DeviceConfig | None = None) -> Network:
+    """The network of `model_id` in the state file `source` (a path), or of snapshot bytes.
+
+    Raises KeyError for a model that is not in the file or whose weights
+    were pruned.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        blob = bytes(source)
+    else:
+        with store.read_only(source) as connection:
+            blob = store.weights(connection, model_id)
+    snapshot = Snapshot.from_bytes(blob)
+    evaluator = _evaluator(snapshot, device or DeviceConfig())
+    return Network(model_id, evaluator.evaluate, snapshot.spec, evaluator.reason)
+
+
+def _evaluator(snapshot: Snapshot, d: DeviceConfig) -> Evaluator:
+    key = (snapshot.spec, d.backend, d.precision, d.threads)
+    if key in _chosen:
+        backend, precision, why = _chosen[key]
+        evaluator = make_evaluator(snapshot, backend, precision, d.threads)
+        evaluator.reason = f"{why}, chosen for an earlier model of this shape"
+        return evaluator
+    evaluator = make_evaluator(snapshot, d.backend, d.precision, d.threads)
+    _chosen[key] = (evaluator.backend, evaluator.precision, evaluator.reason)
+    return evaluator

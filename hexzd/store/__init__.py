@@ -1,0 +1,66 @@
+"""The state file: one SQLite database per run, queried by users while it runs.
+
+The daemon is its only writer (aiosqlite, WAL, one connection); workers and
+users read it through read-only connections, which WAL lets run beside the
+writer. Every write is a transaction, so a `kill -9` at any moment leaves
+the file as of the last commit: nothing committed is lost, nothing half
+written is seen.
+
+Every SQL statement of hexzd is in this package:
+    schema   the tables and views, and the migrations between versions
+    reads    the queries of workers, the CLI and the dashboard (sqlite3, sync)
+    writes   the daemon's statements (aiosqlite), one method per kind of result
+"""
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from hexzd.store.reads import (  # noqa: F401 (the package is the one entry point)
+    best_model,
+    config_text,
+    counters,
+    dashboard,
+    duel,
+    duel_results,
+    games_after,
+    games_through,
+    has_table,
+    latest_checkpoint,
+    next_duel,
+    rating_table,
+    unjudged_promotions,
+    weights,
+)
+from hexzd.store.schema import MIGRATIONS, VERSION, StateFileError, migrate, prepare  # noqa: F401
+
+
+def read_only(path, timeout: float = 10.0) -> sqlite3.Connection:
+    """A reader's connection: it can never write, and waits out the writer's locks.
+
+    Use it in a `with` block to have it closed at the end (sqlite3's own
+    context manager only ends a transaction).
+    """
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    connection = ReadOnly(uri, uri=True, timeout=timeout, check_same_thread=False)
+    connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return connection
+
+
+class ReadOnly(sqlite3.Connection):
+    """A connection that `with` closes."""
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+async def writer(path) -> aiosqlite.Connection:
+    """The daemon's one connection. synchronous=NORMAL in WAL: a commit survives
+    a crash of the process (kill -9); only a power cut may lose the last ones."""
+    prepare(path)
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    await connection.execute("PRAGMA busy_timeout = 10000")
+    await connection.execute("PRAGMA synchronous = NORMAL")
+    await connection.execute("PRAGMA foreign_keys = ON")
+    return connection

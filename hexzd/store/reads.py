@@ -1,0 +1,191 @@
+"""The readers' queries: workers, the CLI and the dashboard, on read-only connections.
+
+Each takes a sqlite3 connection (hexzd.store.read_only). Files of an older
+schema that no daemon has migrated yet are read too: a table a version
+added is probed with `has_table` and read as empty when missing.
+"""
+import sqlite3
+from collections.abc import Iterator
+
+GAME_COLUMNS = "id, board_size, moves, winner, policy, sims, model_id"
+HISTORY = 40  # samples per dashboard series: enough for a sparkline
+ROWS = 8  # rows of each dashboard table
+
+
+def has_table(connection, name: str) -> bool:
+    return connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
+
+def rows(connection, sql: str, params=()) -> list[dict]:
+    cursor = connection.execute(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+# -- models --------------------------------------------------------------------
+
+
+def best_model(connection) -> int | None:
+    """The id of the most recently promoted model, or None before the first promotion."""
+    row = connection.execute(
+        "SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def weights(connection, model_id: int) -> bytes:
+    row = connection.execute("SELECT weights FROM models WHERE id = ?", (model_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"no model {model_id} in the state file")
+    if row[0] is None:
+        raise KeyError(f"model {model_id}'s weights were pruned (see [retention])")
+    return row[0]
+
+
+def latest_checkpoint(connection) -> tuple[int, bytes] | None:
+    """(model id, the trainer's full snapshot) to resume from, or None before the first."""
+    return connection.execute(
+        "SELECT id, checkpoint FROM models WHERE checkpoint IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+
+
+def config_text(connection) -> str | None:
+    """The config (JSON) the state file was made with."""
+    row = connection.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+    return row[0] if row else None
+
+
+def counters(connection) -> dict[str, float]:
+    return {key.removeprefix("counter."): float(value) for key, value in connection.execute(
+        "SELECT key, value FROM meta WHERE key LIKE 'counter.%'")}
+
+
+# -- games ---------------------------------------------------------------------
+
+
+def games_after(connection, cursor: int, limit: int) -> list[tuple]:
+    """Up to `limit` games with ids above `cursor`, oldest first, as GAME_COLUMNS."""
+    return connection.execute(
+        f"SELECT {GAME_COLUMNS} FROM games WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)).fetchall()
+
+
+def games_through(connection, cursor: int) -> Iterator[tuple]:
+    """The games with ids up to `cursor`, newest first, as GAME_COLUMNS."""
+    return connection.execute(f"SELECT {GAME_COLUMNS} FROM games WHERE id <= ? ORDER BY id DESC", (cursor,))
+
+
+# -- duels and perfect play ----------------------------------------------------
+
+
+def next_duel(connection) -> int | None:
+    """The duel the duel worker should play: promotions before rating matches."""
+    row = connection.execute(
+        "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def duel(connection, duel_id: int) -> tuple:
+    """(kind, candidate_id, sims, opponent_id, opponent_sims, pairs) of a duel."""
+    return connection.execute(
+        "SELECT kind, candidate_id, sims, opponent_id, opponent_sims, pairs FROM duels WHERE id = ?",
+        (duel_id,)).fetchone()
+
+
+def duel_results(connection, duel_id: int) -> list[tuple]:
+    """(pair, candidate colour, winner) of each game of a duel stored so far."""
+    return connection.execute(
+        "SELECT pair, candidate_colour, winner FROM duel_games WHERE duel_id = ?", (duel_id,)).fetchall()
+
+
+def unjudged_promotions(connection) -> list[int]:
+    """Promoted models with weights and no perfect-play result yet, newest promotion first."""
+    return [row[0] for row in connection.execute(
+        "SELECT p.model_id FROM promotions p JOIN models m ON m.id = p.model_id"
+        " WHERE m.weights IS NOT NULL AND p.model_id NOT IN (SELECT model_id FROM perfect_play)"
+        " ORDER BY p.at DESC")]
+
+
+# -- what people read ----------------------------------------------------------
+
+
+def rating_table(connection) -> list[dict]:
+    """`hexzd ratings`: every rated player with its model's compute, references first.
+
+    perfect_move: the share of won positions where the model's move keeps the
+    win at the player's simulations (boards up to 5x5; None elsewhere).
+    """
+    perfect = ("(SELECT 1.0 * kept / won FROM perfect_play q"
+               " WHERE q.model_id = r.model_id AND q.sims = r.sims AND q.won > 0)"
+               if has_table(connection, "perfect_play") else "NULL")
+    return rows(connection, f"""
+        SELECT r.player, r.model_id, r.sims, r.rating, r.rating_lo AS lo, r.rating_hi AS hi, r.games, r.anchor,
+               m.promoted_at IS NOT NULL AS promoted, m.selfplay_flops + m.train_flops AS flops,
+               m.train_step AS step, {perfect} AS perfect_move
+        FROM ratings r LEFT JOIN models m ON m.id = r.model_id
+        ORDER BY r.model_id IS NOT NULL, r.model_id, r.sims""")
+
+
+def dashboard(c, series: tuple[str, ...]) -> dict:
+    """Everything the dashboard shows from the state file, as plain data."""
+    version = c.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        raise sqlite3.DatabaseError("not a hexzd state file (no schema yet)")
+    gpu = _gpu_names(c)
+    return {
+        "series": {name: _series(c, name) for name in (*series, *gpu)},
+        "gpu": gpu,
+        "counters": counters(c),
+        "best": best_model(c),
+        "models": rows(c, """
+            SELECT m.id, m.parent_id, m.created_at, m.train_step, m.rating, m.rating_lo, m.rating_hi,
+                   m.promoted_at, p.score, m.weights IS NOT NULL AS has_weights
+            FROM models m LEFT JOIN promotions p ON p.model_id = m.id
+            ORDER BY m.id DESC LIMIT ?""", (ROWS,)),
+        "model_count": c.execute("SELECT COUNT(*) FROM models").fetchone()[0],
+        "promotions": rows(c, """
+            SELECT model_id, at, duel_id, score, replaced, wins, losses, llr, train_step
+            FROM promotion_history ORDER BY at DESC LIMIT ?""", (ROWS,)),
+        "promotion_count": c.execute("SELECT COUNT(*) FROM promotions").fetchone()[0],
+        "perfect_play": _perfect_play(c),
+        # SELECT *: newer schemas add kind (promotion or rating) and opponent_sims, which the views use
+        "duels": rows(c, "SELECT * FROM duels ORDER BY id DESC LIMIT ?", (ROWS,)),
+        "references": _references(c),
+        "tuning": rows(c, "SELECT at, knob, old, new, reason FROM tuning ORDER BY at DESC LIMIT ?", (5,)),
+        "config": rows(c, "SELECT id, at, accepted, error FROM config_history ORDER BY id DESC LIMIT ?", (5,)),
+        "events": rows(c, "SELECT id, at, level, source, message FROM events ORDER BY id DESC LIMIT ?", (ROWS,)),
+    }
+
+
+def _gpu_names(connection) -> list[str]:
+    """Distinct metric names starting gpu_, one index seek each (the table grows for the whole run)."""
+    names, last = [], "gpu_"
+    while True:
+        row = connection.execute("SELECT MIN(name) FROM metrics WHERE name > ? AND name < 'gpu`'",
+                                 (last,)).fetchone()
+        if row[0] is None:
+            return names
+        names.append(last := row[0])
+
+
+def _series(connection, name: str) -> list[tuple[float, float]]:
+    """The last HISTORY samples of a metric, oldest first, as (at, value)."""
+    samples = connection.execute("SELECT at, value FROM metrics WHERE name = ? ORDER BY at DESC LIMIT ?",
+                                 (name, HISTORY)).fetchall()
+    return samples[::-1]
+
+
+def _references(connection) -> list[dict]:
+    """The rated random-rollout players (the rating scale's anchors), where the schema has them."""
+    if not has_table(connection, "ratings"):
+        return []
+    return rows(connection, "SELECT player, sims, rating, rating_lo, rating_hi, games, anchor FROM ratings"
+                            " WHERE model_id IS NULL ORDER BY sims")
+
+
+def _perfect_play(connection) -> dict[int, list[dict]]:
+    """Promoted models' results against perfect play, by model id (schema 2 and later)."""
+    if not has_table(connection, "perfect_play"):
+        return {}
+    out: dict[int, list[dict]] = {}
+    for row in rows(connection, "SELECT model_id, sims, won, kept, converted FROM perfect_play"
+                                " ORDER BY model_id DESC, sims LIMIT ?", (4 * ROWS,)):
+        out.setdefault(row["model_id"], []).append(row)
+    return out
