@@ -1,2 +1,3 @@
 """hexzd: a single-machine AlphaZero trainer for the game of Hex."""
+
 __version__ = "0.1.0"

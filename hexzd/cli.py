@@ -1,4 +1,5 @@
 """The `hexzd` command line."""
+
 import importlib
 import json
 
@@ -19,8 +20,7 @@ BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net"}  # command name: 
 @main.command()
 @click.argument("name", type=click.Choice(BENCHMARKS))
 @click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
-@click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="time per measurement")
+@click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="time per measurement")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def bench(name, size, seconds, as_json):
     """Time hexzd against a baseline measured in the same run."""
@@ -28,16 +28,16 @@ def bench(name, size, seconds, as_json):
     try:
         result = module.run(size=size, seconds=seconds)
     except ModuleNotFoundError as e:
-        raise click.ClickException(
-            f"the baseline needs {e.name}: pip install 'hexzd[bench]'") from None
+        raise click.ClickException(f"the baseline needs {e.name}: pip install 'hexzd[bench]'") from None
     if as_json:
         click.echo(json.dumps(result))
     else:
         module.report(result)
 
 
-DB_OPTION = click.option("--db", default="run.sqlite", show_default=True, type=click.Path(dir_okay=False),
-                         help="the run's state file")
+DB_OPTION = click.option(
+    "--db", default="run.sqlite", show_default=True, type=click.Path(dir_okay=False), help="the run's state file"
+)
 
 
 def _duration(ctx, param, value):
@@ -50,12 +50,19 @@ def _duration(ctx, param, value):
 
 
 @main.command()
-@click.option("--config", "config_path", default="config.toml", show_default=True,
-              type=click.Path(dir_okay=False), help="the run's config; created with the defaults if missing")
+@click.option(
+    "--config",
+    "config_path",
+    default="config.toml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the run's config; created with the defaults if missing",
+)
 @DB_OPTION
 @click.option("--headless", is_flag=True, help="no dashboard: concise progress lines, for servers and CI")
-@click.option("--for", "duration", callback=_duration, metavar="DURATION",
-              help="stop after this long: 90s, 5m, 2h, 1h30m")
+@click.option(
+    "--for", "duration", callback=_duration, metavar="DURATION", help="stop after this long: 90s, 5m, 2h, 1h30m"
+)
 def start(config_path, db, headless, duration):
     """Start the daemon: self-play, training and duels, until stopped.
 
@@ -110,8 +117,10 @@ def _request(db, command: str) -> dict:
 def _print_status(status: dict) -> None:
     c = status["counters"]
     click.echo(f"daemon {status['pid']} {status['state']}, up {status['uptime']:.0f} s, on {status['db']}")
-    click.echo(f"  games {c['games']:,.0f}  positions {c['positions']:,.0f}  train step {c['train_step']:,.0f}"
-               f"  best {'model ' + str(status['best']) if status['best'] else 'random rollouts'}")
+    click.echo(
+        f"  games {c['games']:,.0f}  positions {c['positions']:,.0f}  train step {c['train_step']:,.0f}"
+        f"  best {'model ' + str(status['best']) if status['best'] else 'random rollouts'}"
+    )
     if status["duel"]:
         click.echo(f"  {status['duel']}")
     if status["config_error"]:
@@ -145,10 +154,12 @@ pause = _simple("pause", "paused: workers idle until `hexzd resume`")
 resume = _simple("resume", "resumed")
 
 
-MODEL_OPTION = click.option("--model", default="best", show_default=True,
-                            help="`best` (the latest promoted model) or a model id")
-ROLLOUTS_OPTION = click.option("--random-rollouts", is_flag=True,
-                               help="plain random-rollout MCTS: no state file, no network")
+MODEL_OPTION = click.option(
+    "--model", default="best", show_default=True, help="`best` (the latest promoted model) or a model id"
+)
+ROLLOUTS_OPTION = click.option(
+    "--random-rollouts", is_flag=True, help="plain random-rollout MCTS: no state file, no network"
+)
 
 
 def _engine(**options):
@@ -166,12 +177,15 @@ def _engine(**options):
 @click.option("--sims", type=click.IntRange(1, 1_000_000), help="simulations per genmove  [default: 800]")
 @click.option("--seconds", type=click.FloatRange(min=0.01), help="search for this long per genmove instead")
 @ROLLOUTS_OPTION
-@click.option("--resign/--no-resign", default=True, show_default=True,
-              help="answer `resign` when the search finds every move lost")
+@click.option(
+    "--resign/--no-resign",
+    default=True,
+    show_default=True,
+    help="answer `resign` when the search finds every move lost",
+)
 def htp(db, model, sims, seconds, random_rollouts, resign):
     """An HTP (GTP for Hex) engine on stdin and stdout, for HexGui and matches."""
-    _engine(db=db, model=model, sims=sims, seconds=seconds, random_rollouts=random_rollouts,
-            resign=resign).serve()
+    _engine(db=db, model=model, sims=sims, seconds=seconds, random_rollouts=random_rollouts, resign=resign).serve()
 
 
 @main.command()
@@ -179,8 +193,14 @@ def htp(db, model, sims, seconds, random_rollouts, resign):
 @MODEL_OPTION
 @click.option("--sims", type=click.IntRange(1, 1_000_000), help="simulations per move  [default: 800]")
 @click.option("--size", type=click.IntRange(2, 19), help="board side n  [default: the model's]")
-@click.option("--colour", "--color", type=click.Choice(["black", "white"]), default="black",
-              show_default=True, help="your colour; Black moves first and joins top to bottom")
+@click.option(
+    "--colour",
+    "--color",
+    type=click.Choice(["black", "white"]),
+    default="black",
+    show_default=True,
+    help="your colour; Black moves first and joins top to bottom",
+)
 @ROLLOUTS_OPTION
 def play(db, model, sims, size, colour, random_rollouts):
     """Play against the best model in the terminal: arrow keys and Enter, or type cells."""
@@ -212,32 +232,57 @@ def ratings(db, as_json):
     if not table:
         click.echo("no ratings yet: they come with the first duel or rating match")
         return
-    click.echo(f"{'player':<20} {'rating':>7} {'95% CI':>17} {'games':>6} {'promoted':>8} {'step':>7} {'PFLOP':>9}"
-               f" {'perfect':>8}")
+    click.echo(
+        f"{'player':<20} {'rating':>7} {'95% CI':>17} {'games':>6} {'promoted':>8} {'step':>7} {'PFLOP':>9}"
+        f" {'perfect':>8}"
+    )
     for r in table:
         ci = "anchor" if r["anchor"] else f"[{r['lo']:.0f}, {r['hi']:.0f}]"
         promoted = "" if r["model_id"] is None else "yes" if r["promoted"] else "no"
         step = "" if r["step"] is None else f"{r['step']:,}"
         flops = "" if r["flops"] is None else f"{r['flops'] / 1e15:.4f}"
         perfect = "" if r["perfect_move"] is None else f"{r['perfect_move']:.1%}"
-        click.echo(f"{r['player']:<20} {r['rating']:7.0f} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9}"
-                   f" {perfect:>8}")
+        click.echo(
+            f"{r['player']:<20} {r['rating']:7.0f} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9}"
+            f" {perfect:>8}"
+        )
 
 
 @main.command()
 @click.argument("engine_a")
 @click.argument("engine_b")
 @click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
-@click.option("--games", default=20, show_default=True, type=click.IntRange(1, 100_000),
-              help="games to play, rounded up to whole pairs (each opening with both colours)")
-@click.option("--plies", "--opening-plies", default=1, show_default=True, type=click.IntRange(0, 361),
-              help="opening moves before the engines take over: 1 = every first move in turn, 0 = none")
+@click.option(
+    "--games",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="games to play, rounded up to whole pairs (each opening with both colours)",
+)
+@click.option(
+    "--plies",
+    "--opening-plies",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 361),
+    help="opening moves before the engines take over: 1 = every first move in turn, 0 = none",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="the openings' order")
-@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="seconds an engine may take for one answer; slower loses the game")
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="seconds an engine may take for one answer; slower loses the game",
+)
 @click.option("--record", type=click.Path(dir_okay=False), help="append each game to this file (JSON lines)")
-@click.option("--log-dir", default=".", show_default=True, type=click.Path(file_okay=False),
-              help="where the engines' stderr goes (engine-A.log, engine-B.log)")
+@click.option(
+    "--log-dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="where the engines' stderr goes (engine-A.log, engine-B.log)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object at the end")
 def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir, as_json):
     """Referee a match between two HTP engine command lines, e.g.
@@ -256,8 +301,10 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
         if record:
             write_record(Path(record), r)
         if not as_json:
-            click.echo(f"game {r.game + 1:>4}  A {'black' if r.black == 'A' else 'white'}  "
-                       f"{r.winner} wins ({r.reason})  {r.moves}")
+            click.echo(
+                f"game {r.game + 1:>4}  A {'black' if r.black == 'A' else 'white'}  "
+                f"{r.winner} wins ({r.reason})  {r.moves}"
+            )
 
     try:
         results = play_match(engine_a, engine_b, size, games, plies, seed, timeout, Path(log_dir), on_game)
@@ -272,15 +319,19 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
         return ("+inf" if score >= 1 else "-inf") if x is None else f"{x:+.0f}"
 
     click.echo(f"A {engine_a}\nB {engine_b}")
-    click.echo(f"A scored {s['a_wins']}-{s['b_wins']} ({s['score']:.1%}, 95% CI [{s['score_lo']:.1%}, "
-               f"{s['score_hi']:.1%}]); as Black {s['a_wins_as_black']}, as White {s['a_wins_as_white']}; "
-               f"Elo A - B {elo(s['elo'], s['score'])} [{elo(s['elo_lo'], s['score_lo'])}, "
-               f"{elo(s['elo_hi'], s['score_hi'])}]")
+    click.echo(
+        f"A scored {s['a_wins']}-{s['b_wins']} ({s['score']:.1%}, 95% CI [{s['score_lo']:.1%}, "
+        f"{s['score_hi']:.1%}]); as Black {s['a_wins_as_black']}, as White {s['a_wins_as_white']}; "
+        f"Elo A - B {elo(s['elo'], s['score'])} [{elo(s['elo_lo'], s['score_lo'])}, "
+        f"{elo(s['elo_hi'], s['score_hi'])}]"
+    )
     if any(s["resigned"].values()):
         click.echo(f"resigned: A {s['resigned']['A']}, B {s['resigned']['B']}")
     if any(s["forfeits"].values()):
-        click.echo(f"games lost other than on the board: A {s['forfeits']['A']}, B {s['forfeits']['B']} "
-                   f"(see the reasons above and {log_dir}/engine-*.log)")
+        click.echo(
+            f"games lost other than on the board: A {s['forfeits']['A']}, B {s['forfeits']['B']} "
+            f"(see the reasons above and {log_dir}/engine-*.log)"
+        )
 
 
 def _sims_list(ctx, param, values):
@@ -297,14 +348,27 @@ def _sims_list(ctx, param, values):
 @main.command()
 @DB_OPTION
 @MODEL_OPTION
-@click.option("--sims", multiple=True, callback=_sims_list, metavar="S[,S...]",
-              help="simulations per move, one agent each; 0: the raw policy (random moves with "
-                   "--random-rollouts)  [default: 0,64,800]")
-@click.option("--positions", default=100, show_default=True, type=click.IntRange(1, 100_000),
-              help="test positions: the empty board and random openings")
+@click.option(
+    "--sims",
+    multiple=True,
+    callback=_sims_list,
+    metavar="S[,S...]",
+    help="simulations per move, one agent each; 0: the raw policy (random moves with "
+    "--random-rollouts)  [default: 0,64,800]",
+)
+@click.option(
+    "--positions",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="test positions: the empty board and random openings",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the positions and agents")
-@click.option("--size", type=click.IntRange(2, 19),
-              help="board side n, at most 5  [default: the model's; 5 with --random-rollouts]")
+@click.option(
+    "--size",
+    type=click.IntRange(2, 19),
+    help="board side n, at most 5  [default: the model's; 5 with --random-rollouts]",
+)
 @ROLLOUTS_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
@@ -321,7 +385,8 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
         evaluate = network.evaluate
         if size not in (None, network.board_size):
             raise click.ClickException(
-                f"model {network.model_id} plays {network.board_size}x{network.board_size}, not {size}x{size}")
+                f"model {network.model_id} plays {network.board_size}x{network.board_size}, not {size}x{size}"
+            )
         size = network.board_size
     try:
         size = pf.check_size(size or pf.MAX_SIZE)
@@ -329,9 +394,15 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
         raise click.ClickException(str(e)) from None
     if not as_json:
         click.echo(f"{label}, {size}x{size}, seed {seed}")
-    report = pf.measure(size, evaluate, sims or pf.DEFAULT_SIMS, positions, seed,
-                        config.selfplay if config else None,
-                        on_agent=None if as_json else lambda r: click.echo(f"measured {r.name}", err=True))
+    report = pf.measure(
+        size,
+        evaluate,
+        sims or pf.DEFAULT_SIMS,
+        positions,
+        seed,
+        config.selfplay if config else None,
+        on_agent=None if as_json else lambda r: click.echo(f"measured {r.name}", err=True),
+    )
     click.echo(json.dumps(report.as_dict()) if as_json else _perfect_table(report))
 
 
@@ -350,12 +421,17 @@ def _network_of(db, model):
 
 
 def _perfect_table(report) -> str:
-    lines = [f"{report.positions} positions: {report.won} won and {report.lost} lost for the player to move "
-             f"(solver {report.solver_seconds:.1f} s, {report.solver_nodes:,} nodes)"]
+    lines = [
+        f"{report.positions} positions: {report.won} won and {report.lost} lost for the player to move "
+        f"(solver {report.solver_seconds:.1f} s, {report.solver_nodes:,} nodes)"
+    ]
     if report.value_sign:
         lines.append(f"raw network's value sign right in {report.value_sign} of them")
-    lines += ["", f"in the {report.won} won positions (95% intervals):",
-              f"{'agent':<14} {'perfect-move rate':>20} {'conversion':>20} {'agent s':>8}"]
+    lines += [
+        "",
+        f"in the {report.won} won positions (95% intervals):",
+        f"{'agent':<14} {'perfect-move rate':>20} {'conversion':>20} {'agent s':>8}",
+    ]
     for a in report.agents:
         lines.append(f"{a.name:<14} {str(a.perfect_moves):>20} {str(a.conversion):>20} {a.seconds:8.1f}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ Each key is either *live* (the daemon applies an edit within seconds) or
 state file inconsistent). `live(...)` and `fixed(...)` declare which, and the
 description is the comment that `config.toml` carries on the key's line.
 """
+
 import json
 import tomllib
 from pathlib import Path
@@ -73,13 +74,15 @@ class DuelConfig(Section):
 class RatingsConfig(Section):
     """[ratings]: reference players anchor one Elo scale across runs and board sizes."""
 
-    references: list[int] = live([100, 1000, 10000], "random-rollout MCTS players, by simulations per move; "
-                                 "the first is 0 Elo", min_length=1)
+    references: list[int] = live(
+        [100, 1000, 10000], "random-rollout MCTS players, by simulations per move; the first is 0 Elo", min_length=1
+    )
     match_pairs: int = live(4, "pairs of games in a rating match", ge=1, le=1024)
     match_seconds: float = live(60.0, "at least this long between rating matches (0: none)", ge=0)
     ladder_pairs: int = live(16, "pairs each two neighbouring references play, to fix the scale", ge=0)
-    perfect_positions: int = live(200, "positions on which each promoted model meets perfect play, "
-                                  "boards up to 5x5 (0: none)", ge=0, le=100_000)
+    perfect_positions: int = live(
+        200, "positions on which each promoted model meets perfect play, boards up to 5x5 (0: none)", ge=0, le=100_000
+    )
 
 
 class BudgetConfig(Section):
@@ -237,8 +240,10 @@ def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> st
             if not info.json_schema_extra["live"] and getattr(before, key) != getattr(after, key):
                 line = line_of(text, (section, key))
                 where = f"{path}:{line}" if line else str(path)
-                return (f"{where}: {section}.{key}: fixed for this run at {getattr(before, key)!r}; "
-                        f"start a new state file to change it")
+                return (
+                    f"{where}: {section}.{key}: fixed for this run at {getattr(before, key)!r}; "
+                    f"start a new state file to change it"
+                )
     return None
 
 
@@ -278,8 +283,11 @@ def default_toml() -> str:
     The repository's config.toml is exactly this text (a test checks), so
     the file documents the code that reads it and cannot drift from it.
     """
-    lines = ["# hexzd run configuration. live: applied while the daemon runs;",
-             "# fixed: set when a state file is created and kept for its life.", ""]
+    lines = [
+        "# hexzd run configuration. live: applied while the daemon runs;",
+        "# fixed: set when a state file is created and kept for its life.",
+        "",
+    ]
     for section, field in Config.model_fields.items():
         model = field.annotation
         lines.append(f"[{section}]  # {model.__doc__.split(':', 1)[1].strip()}")

@@ -16,6 +16,7 @@ The state of B games is one array per field (the "state arrays"):
 Each stone is joined to its same-coloured neighbours and to the virtual edge
 nodes it touches, so the winner check after a move is two `find`s: O(alpha).
 """
+
 import numba
 import numpy as np
 

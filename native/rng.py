@@ -4,6 +4,7 @@ Every game carries its own 64-bit xorshift* state in a `uint64[B]` array, as
 in pynndescent. Results then depend only on the seed, never on how games are
 split between threads or batches, and kernels stay free of hidden global state.
 """
+
 import math
 
 import numba

@@ -38,6 +38,7 @@ the whole position (no false hits) in replace-always slots: a `Table` of
 arrays, one per field. A position and its 180-degree turn share a key, since
 the turn keeps each player's edges.
 """
+
 from collections import namedtuple
 
 import numba
@@ -65,8 +66,7 @@ Table = namedtuple(
 def new_table(bits: int = 22) -> Table:
     """An empty table of 2**bits slots, 25 bytes each (2**22: 105 MB, room for 5x5)."""
     size = 1 << bits
-    return Table(np.zeros(size, np.int64), np.zeros(size, np.int64), np.zeros(size, np.int8),
-                 np.zeros(size, np.int64))
+    return Table(np.zeros(size, np.int64), np.zeros(size, np.int64), np.zeros(size, np.int8), np.zeros(size, np.int64))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -231,8 +231,9 @@ def _virtual(stones, empty, colour, n, m, scratch):
         i = queue[head]
         head += 1
         for j in range(1, k):
-            if parent[j] < 0 and ((cells[i] & touch[j]) != 0 or (cells[j] & touch[i]) != 0
-                                  or _two(touch[i] & touch[j] & empty)):
+            if parent[j] < 0 and (
+                (cells[i] & touch[j]) != 0 or (cells[j] & touch[i]) != 0 or _two(touch[i] & touch[j] & empty)
+            ):
                 parent[j] = i
                 queue[tail] = j
                 tail += 1
@@ -366,8 +367,7 @@ def winning_moves(board, to_play, n, tb, tw, tv, tc, stats):
     for cell in range(n * n):
         bit = np.int64(1) << cell
         if (empty & bit) != 0:
-            out[cell] = _wins_after(black, white, to_play, bit, now, n, m, order,
-                                    tb, tw, tv, tc, scratch, stats)
+            out[cell] = _wins_after(black, white, to_play, bit, now, n, m, order, tb, tw, tv, tc, scratch, stats)
     return out
 
 
@@ -390,7 +390,8 @@ def reply(board, to_play, n, tb, tw, tv, tc, stats):
     target = now if now != 0 else (empty if won else (danger if danger != 0 else carrier))
     for i in range(order.shape[0]):
         bit = np.int64(1) << order[i]
-        if (target & bit) != 0 and (not won or _wins_after(
-                black, white, to_play, bit, now, n, m, order, tb, tw, tv, tc, scratch, stats)):
+        if (target & bit) != 0 and (
+            not won or _wins_after(black, white, to_play, bit, now, n, m, order, tb, tw, tv, tc, scratch, stats)
+        ):
             return order[i], won
     return -1, won  # not reached on an undecided board

@@ -1,4 +1,5 @@
 """A real `hexzd start --headless` process in a temporary directory, for the daemon tests."""
+
 import os
 import signal
 import sqlite3
@@ -42,16 +43,30 @@ class DaemonRun:
         self.output = self.path / "daemon.out"
 
     def start(self) -> "DaemonRun":
-        args = [sys.executable, "-m", "hexzd", "start", "--headless", "--db", str(self.db),
-                "--config", str(self.config)] + (["--for", self.duration] if self.duration else [])
+        args = [
+            sys.executable,
+            "-m",
+            "hexzd",
+            "start",
+            "--headless",
+            "--db",
+            str(self.db),
+            "--config",
+            str(self.config),
+        ] + (["--for", self.duration] if self.duration else [])
         with open(self.output, "ab") as out:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(args, cwd=self.path, stdout=out, stderr=subprocess.STDOUT)
         self.wait_for(lambda: self.control_answers(), 60, "the daemon's control socket")
         return self
 
     def hexzd(self, *args, timeout=30) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "hexzd", *args, "--db", str(self.db)],
-                              capture_output=True, text=True, timeout=timeout, cwd=self.path)
+        return subprocess.run(
+            [sys.executable, "-m", "hexzd", *args, "--db", str(self.db)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.path,
+        )
 
     def control_answers(self) -> bool:
         if self.process.poll() is not None:

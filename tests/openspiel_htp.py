@@ -8,13 +8,24 @@ names are parsed here, not with hexzd's notation, so that a referee bug in
 naming cannot cancel out. Black joins top to bottom and moves first, as in
 OpenSpiel's `hex` (player 0); an action is row * n + column.
 """
+
 import argparse
 import sys
 
 import pyspiel
 
-COMMANDS = ("boardsize", "clear_board", "genmove", "known_command", "list_commands", "name", "play",
-            "protocol_version", "quit", "version")
+COMMANDS = (
+    "boardsize",
+    "clear_board",
+    "genmove",
+    "known_command",
+    "list_commands",
+    "name",
+    "play",
+    "protocol_version",
+    "quit",
+    "version",
+)
 
 
 class Engine:

@@ -4,6 +4,7 @@ It shares no code with hexzd. A position is a tuple of n*n cells (0 empty,
 1 Black, 2 White) and the player to move; Black joins top to bottom, White
 left to right. Fine for 3x3 anywhere and 4x4 positions with a few stones.
 """
+
 from functools import cache
 
 NEIGHBOURS = ((0, -1), (0, 1), (-1, 0), (1, 0), (-1, 1), (1, -1))
@@ -42,7 +43,7 @@ def wins(cells, n, to_play):
     other = 3 - to_play
     for x in range(n * n):
         if cells[x] == 0:
-            after = cells[:x] + (to_play,) + cells[x + 1:]
+            after = cells[:x] + (to_play,) + cells[x + 1 :]
             if connected(after, n, to_play) or not wins(after, n, other):
                 return True
     return False
@@ -54,7 +55,7 @@ def winning_moves(cells, n, to_play):
     good = []
     for x in range(n * n):
         if cells[x] == 0:
-            after = cells[:x] + (to_play,) + cells[x + 1:]
+            after = cells[:x] + (to_play,) + cells[x + 1 :]
             if connected(after, n, to_play) or not wins(after, n, 3 - to_play):
                 good.append(x)
     return good

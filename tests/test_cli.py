@@ -1,4 +1,5 @@
 """The command line, run as a user runs it: a real `hexzd` process."""
+
 import json
 import subprocess
 import sys
@@ -12,7 +13,10 @@ pytest.importorskip("pyspiel")
 def test_bench_json_has_the_promised_fields(name, unit):
     out = subprocess.run(
         [sys.executable, "-m", "hexzd", "bench", name, "--size", "5", "--seconds", "0.3", "--json"],
-        capture_output=True, text=True, check=True, timeout=240,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=240,
     ).stdout
     result = json.loads(out)
     assert result["unit"] == unit and result["size"] == 5
@@ -24,6 +28,7 @@ def test_bench_json_has_the_promised_fields(name, unit):
 
 
 def test_bad_size_is_refused_with_a_clear_error():
-    run = subprocess.run([sys.executable, "-m", "hexzd", "bench", "engine", "--size", "25"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "hexzd", "bench", "engine", "--size", "25"], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 2 and "25" in run.stderr

@@ -1,4 +1,5 @@
 """config.toml: documented, in step with the code, and strict about bad input."""
+
 import json
 from pathlib import Path
 
@@ -22,10 +23,13 @@ def test_every_key_has_a_comment_saying_live_or_fixed():
             assert comment.startswith(("live: ", "fixed: ")), line
 
 
-@pytest.mark.parametrize("edit,where", [
-    ("sims = 64", "config.toml:9: selfplay.sims"),
-    ("c_puct = 1.5", "config.toml:10: selfplay.c_puct"),
-])
+@pytest.mark.parametrize(
+    "edit,where",
+    [
+        ("sims = 64", "config.toml:9: selfplay.sims"),
+        ("c_puct = 1.5", "config.toml:10: selfplay.c_puct"),
+    ],
+)
 def test_bad_values_name_the_key_and_line(tmp_path, edit, where):
     key, _ = edit.split(" = ")
     bad = {"sims": "sims = -3", "c_puct": 'c_puct = "high"'}[key]

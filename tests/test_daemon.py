@@ -3,6 +3,7 @@
 These are the daemon's acceptance tests. They run in CI: about seven minutes
 in all, most of it the five-minute run on the default config.
 """
+
 import json
 import sqlite3
 import time
@@ -78,10 +79,12 @@ def test_kill_9_of_a_worker_and_of_the_daemon_loses_nothing(runs, tmp_path):
     import signal
 
     os.kill(pids["selfplay-0"], signal.SIGKILL)
-    run.wait_for(lambda: run.count("events", "message LIKE 'selfplay-0 exited with code -9%'") == 1,
-                 30, "the restart event")
-    run.wait_for(lambda: run.worker_pids().get("selfplay-0", pids["selfplay-0"]) != pids["selfplay-0"],
-                 30, "a new selfplay-0")
+    run.wait_for(
+        lambda: run.count("events", "message LIKE 'selfplay-0 exited with code -9%'") == 1, 30, "the restart event"
+    )
+    run.wait_for(
+        lambda: run.worker_pids().get("selfplay-0", pids["selfplay-0"]) != pids["selfplay-0"], 30, "a new selfplay-0"
+    )
     pids = run.worker_pids()
     before = snapshot_rows(run)
     run.kill9()
@@ -132,8 +135,11 @@ def test_bad_config_edits_are_refused_one_by_one_and_a_good_one_applies(runs, tm
     for number, (breaking, named) in enumerate(BAD_EDITS, start=1):
         games = run.count("games")
         run.config.write_text(breaking(good))
-        run.wait_for(lambda number=number: run.count("config_history", "accepted = 0") == number, 15,
-                     f"the refusal of bad edit {number}")
+        run.wait_for(
+            lambda number=number: run.count("config_history", "accepted = 0") == number,
+            15,
+            f"the refusal of bad edit {number}",
+        )
         error = run.query("SELECT error FROM config_history ORDER BY id DESC LIMIT 1")[0][0]
         assert named in error
         run.wait_for(lambda games=games: run.count("games") > games, 30, "self-play to go on")
@@ -152,13 +158,19 @@ def test_bad_config_edits_are_refused_one_by_one_and_a_good_one_applies(runs, tm
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
     push.connect(RunDir.of(run.db).results)
-    for frame in (b"\xc1garbage", msgpack.packb({"v": 99, "kind": "game"}),
-                  msgpack.packb({"v": 1, "kind": "game", "winner": 3})):
+    for frame in (
+        b"\xc1garbage",
+        msgpack.packb({"v": 99, "kind": "game"}),
+        msgpack.packb({"v": 1, "kind": "game", "winner": 3}),
+    ):
         push.send(frame)
     push.close(linger=2000)
     context.term()
-    run.wait_for(lambda: run.count("events", "message LIKE 'dropped a malformed message%'") == 3, 15,
-                 "the malformed messages to be reported")
+    run.wait_for(
+        lambda: run.count("events", "message LIKE 'dropped a malformed message%'") == 3,
+        15,
+        "the malformed messages to be reported",
+    )
     games = run.count("games")
     run.wait_for(lambda: run.count("games") > games, 30, "self-play after the bad messages")
 
@@ -198,8 +210,21 @@ def test_migrations_build_the_documented_schema_and_keep_rows(tmp_path):
         assert connection.execute("SELECT message FROM events").fetchall() == [("kept",)]
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-    assert {"models", "games", "duels", "duel_games", "promotions", "metrics", "tuning", "config_history",
-            "events", "throughput_hourly", "promotion_history", "rating_vs_compute", "perfect_play"} <= tables
+    assert {
+        "models",
+        "games",
+        "duels",
+        "duel_games",
+        "promotions",
+        "metrics",
+        "tuning",
+        "config_history",
+        "events",
+        "throughput_hourly",
+        "promotion_history",
+        "rating_vs_compute",
+        "perfect_play",
+    } <= tables
 
 
 def test_a_schema_1_file_migrates_to_the_current_schema_keeping_its_rows(tmp_path):
@@ -222,9 +247,11 @@ def test_control_commands_without_a_daemon_say_so(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_retention_thins_old_games_and_prunes_snapshot_weights(runs, tmp_path):
-    edits = {"[train]": ["min_positions = 100", "snapshot_every = 20", "batch_size = 64", "window = 300"],
-             "[retention]": ["window_multiple = 1.0", "thin_keep = 0.5", "snapshot_every = 3"],
-             "[daemon]": ["progress_seconds = 2.0"]}
+    edits = {
+        "[train]": ["min_positions = 100", "snapshot_every = 20", "batch_size = 64", "window = 300"],
+        "[retention]": ["window_multiple = 1.0", "thin_keep = 0.5", "snapshot_every = 3"],
+        "[daemon]": ["progress_seconds = 2.0"],
+    }
     run = runs(tmp_path, edits=edits).start()
     run.wait_for(lambda: run.count("models") >= 8 and run.count("games") >= 300, 120, "8 snapshots")
     time.sleep(5)  # two more ticks: retention runs on each

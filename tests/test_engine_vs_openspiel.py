@@ -1,4 +1,5 @@
 """Differential test: hexzd's engine against OpenSpiel's `hex`, move by move."""
+
 import numpy as np
 import pytest
 

@@ -3,6 +3,7 @@
 The referee of the process game keeps its own board and decides the winner
 with its own flood fill (plain Python, below), never with hexzd's engine.
 """
+
 import io
 import re
 import sqlite3
@@ -45,68 +46,75 @@ def error(message):
 
 
 NO_SWAP = error("swap is only legal as White's first move, with the swap rule on")
-COMMANDS = ("protocol_version\nname\nversion\nlist_commands\nknown_command\nboardsize\n"
-            "clear_board\nplay\ngenmove\nundo\nshowboard\nfinal_score\nquit")
+COMMANDS = (
+    "protocol_version\nname\nversion\nlist_commands\nknown_command\nboardsize\n"
+    "clear_board\nplay\ngenmove\nundo\nshowboard\nfinal_score\nquit"
+)
 
 
 def test_transcript_of_every_command():
     e, notes = engine(size=3)
     assert notes == ["hexzd: random-rollout MCTS, 64 simulations per move"]
-    transcript(e, [
-        ("protocol_version", ok("2")),
-        ("1 name", "=1 hexzd random-rollouts\n\n"),
-        ("version", ok(f"{__import__('hexzd').__version__} random-rollout MCTS, 64 simulations per move")),
-        ("list_commands", ok(COMMANDS)),
-        ("2 known_command genmove", "=2 true\n\n"),
-        ("known_command komi", ok("false")),
-        ("known_command", error("usage: known_command NAME")),
-        ("frobnicate", error("unknown command")),
-        ("7 frobnicate a1", "?7 unknown command\n\n"),
-        ("", None),
-        ("   # a comment", None),
-        ("8", "?8 no command after the id\n\n"),
-        ("name please", error("usage: name")),
-        ("undo", error("there is no move to undo")),
-        ("boardsize 1", error("board size 1 is not between 2 and 19")),
-        ("boardsize 20", error("board size 20 is not between 2 and 19")),
-        ("boardsize 3 4", error("hexzd plays square boards only")),
-        ("boardsize x", error("'x' is not a board size")),
-        ("boardsize", error("usage: boardsize N (or boardsize N N)")),
-        ("boardsize 4 4", ok()),
-        ("boardsize 3", ok()),
-        ("final_score", ok("cannot score")),
-        ("play b a1", ok()),
-        ("play b a1", error("a1 is occupied")),
-        ("play w A1", error("a1 is occupied")),
-        ("play x a2", error("'x' is not a colour: b, black, w or white")),
-        ("play b d1", error("d1 is off the 3x3 board")),
-        ("play b zz", error("'zz' is not a cell name such as a1")),
-        ("play b", error("usage: play b|w CELL")),
-        ("play w swap", NO_SWAP),
-        ("genmove", error("usage: genmove b|w")),
-        ("genmove red", error("'red' is not a colour: b, black, w or white")),
-        ("play white c3\r\n", ok()),
-        ("3 play black\ta2", "=3 \n\n"),
-        ("showboard", ok("\n" + "\n".join([
-            "  a b c", " 1\\X . .\\1", "  2\\X . .\\2", "   3\\. . O\\3", "     a b c"]))),
-        ("undo", ok()),
-        ("undo", ok()),
-        ("play black a2 # a comment", ok()),  # out of turn: Black twice
-        ("final_score", ok("cannot score")),
-        ("10 play b a3", "=10 \n\n"),  # a1 a2 a3 joins the top and bottom rows
-        ("final_score", ok("B+")),
-        ("play w b1", error("the game is over")),
-        ("genmove w", error("the game is over")),
-        ("undo", ok()),
-        ("final_score", ok("cannot score")),
-        ("play w a3", ok()),
-        ("play w b2", ok()),
-        ("play w c1", ok()),  # a3 b2 c1 joins column a to column c
-        ("final_score", ok("W+")),
-        ("clear_board", ok()),
-        ("final_score", ok("cannot score")),
-        ("showboard", ok("\n" + board_text([EMPTY] * 9, 3))),
-    ])
+    transcript(
+        e,
+        [
+            ("protocol_version", ok("2")),
+            ("1 name", "=1 hexzd random-rollouts\n\n"),
+            ("version", ok(f"{__import__('hexzd').__version__} random-rollout MCTS, 64 simulations per move")),
+            ("list_commands", ok(COMMANDS)),
+            ("2 known_command genmove", "=2 true\n\n"),
+            ("known_command komi", ok("false")),
+            ("known_command", error("usage: known_command NAME")),
+            ("frobnicate", error("unknown command")),
+            ("7 frobnicate a1", "?7 unknown command\n\n"),
+            ("", None),
+            ("   # a comment", None),
+            ("8", "?8 no command after the id\n\n"),
+            ("name please", error("usage: name")),
+            ("undo", error("there is no move to undo")),
+            ("boardsize 1", error("board size 1 is not between 2 and 19")),
+            ("boardsize 20", error("board size 20 is not between 2 and 19")),
+            ("boardsize 3 4", error("hexzd plays square boards only")),
+            ("boardsize x", error("'x' is not a board size")),
+            ("boardsize", error("usage: boardsize N (or boardsize N N)")),
+            ("boardsize 4 4", ok()),
+            ("boardsize 3", ok()),
+            ("final_score", ok("cannot score")),
+            ("play b a1", ok()),
+            ("play b a1", error("a1 is occupied")),
+            ("play w A1", error("a1 is occupied")),
+            ("play x a2", error("'x' is not a colour: b, black, w or white")),
+            ("play b d1", error("d1 is off the 3x3 board")),
+            ("play b zz", error("'zz' is not a cell name such as a1")),
+            ("play b", error("usage: play b|w CELL")),
+            ("play w swap", NO_SWAP),
+            ("genmove", error("usage: genmove b|w")),
+            ("genmove red", error("'red' is not a colour: b, black, w or white")),
+            ("play white c3\r\n", ok()),
+            ("3 play black\ta2", "=3 \n\n"),
+            (
+                "showboard",
+                ok("\n" + "\n".join(["  a b c", " 1\\X . .\\1", "  2\\X . .\\2", "   3\\. . O\\3", "     a b c"])),
+            ),
+            ("undo", ok()),
+            ("undo", ok()),
+            ("play black a2 # a comment", ok()),  # out of turn: Black twice
+            ("final_score", ok("cannot score")),
+            ("10 play b a3", "=10 \n\n"),  # a1 a2 a3 joins the top and bottom rows
+            ("final_score", ok("B+")),
+            ("play w b1", error("the game is over")),
+            ("genmove w", error("the game is over")),
+            ("undo", ok()),
+            ("final_score", ok("cannot score")),
+            ("play w a3", ok()),
+            ("play w b2", ok()),
+            ("play w c1", ok()),  # a3 b2 c1 joins column a to column c
+            ("final_score", ok("W+")),
+            ("clear_board", ok()),
+            ("final_score", ok("cannot score")),
+            ("showboard", ok("\n" + board_text([EMPTY] * 9, 3))),
+        ],
+    )
     assert e.moves == [] and not e.quitting
     assert e.handle("99 quit") == "=99 \n\n" and e.quitting
 
@@ -131,17 +139,22 @@ def test_genmove_plays_a_legal_move_for_either_colour():
 
 def test_swap_where_the_rule_is_on():
     e, _ = engine(size=3, swap=True)
-    transcript(e, [
-        ("play b swap", NO_SWAP),
-        ("play b b1", ok()),
-        ("play b swap", NO_SWAP),
-        ("play w swap-pieces", ok()),  # Black's b1 becomes White's a2, its transpose
-        ("showboard", ok("\n" + "\n".join([
-            "  a b c", " 1\\. . .\\1", "  2\\O . .\\2", "   3\\. . .\\3", "     a b c"]))),
-        ("play w swap", NO_SWAP),
-        ("undo", ok()),
-        ("play w swap", ok()),
-    ])
+    transcript(
+        e,
+        [
+            ("play b swap", NO_SWAP),
+            ("play b b1", ok()),
+            ("play b swap", NO_SWAP),
+            ("play w swap-pieces", ok()),  # Black's b1 becomes White's a2, its transpose
+            (
+                "showboard",
+                ok("\n" + "\n".join(["  a b c", " 1\\. . .\\1", "  2\\O . .\\2", "   3\\. . .\\3", "     a b c"])),
+            ),
+            ("play w swap", NO_SWAP),
+            ("undo", ok()),
+            ("play w swap", ok()),
+        ],
+    )
 
 
 def test_genmove_swaps_only_where_it_may():
@@ -206,8 +219,9 @@ def connected(stones, colour, n):
 
 class Process:
     def __init__(self, *args):
-        self.p = subprocess.Popen(HEXZD + ["htp", *args], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.p = subprocess.Popen(
+            HEXZD + ["htp", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def ask(self, command):
         self.p.stdin.write(command + "\n")
@@ -226,8 +240,7 @@ class Process:
 
 def test_two_engine_processes_play_a_game_to_the_end():
     n = 5
-    players = {colour: Process("--random-rollouts", "--sims", "50", "--no-resign")
-               for colour in (BLACK, WHITE)}
+    players = {colour: Process("--random-rollouts", "--sims", "50", "--no-resign") for colour in (BLACK, WHITE)}
     try:
         for p in players.values():
             assert p.ask(f"boardsize {n} {n}") == "= "
@@ -272,8 +285,8 @@ def add_model(db, board_size, promoted=True, pruned=False):
             "INSERT INTO models (created_at, train_step, positions_seen, samples_trained, params,"
             " flops_per_eval, selfplay_flops, train_flops, wall_seconds, accel_seconds,"
             " positions_generated, weights) VALUES (?, 0, 0, 0, ?, ?, 0, 0, 0, 0, 0, ?)",
-            (time.time(), snapshot.params, snapshot.flops_per_eval,
-             None if pruned else snapshot.to_bytes()))
+            (time.time(), snapshot.params, snapshot.flops_per_eval, None if pruned else snapshot.to_bytes()),
+        )
         if promoted:
             c.execute("INSERT INTO promotions (model_id, at) VALUES (?, ?)", (cursor.lastrowid, time.time()))
         return cursor.lastrowid
@@ -323,8 +336,7 @@ def test_state_file_errors_and_the_unpromoted_fall_back(run_db, tmp_path):
     notes = []
     e = open_engine(fresh, sims=10, warn=notes.append)
     assert e.network is None and e.n == 11
-    assert notes == [f"hexzd: random-rollout MCTS (no model of {fresh} is promoted yet), "
-                     "10 simulations per move"]
+    assert notes == [f"hexzd: random-rollout MCTS (no model of {fresh} is promoted yet), 10 simulations per move"]
     e = open_engine(run_db, model="1", size=4, sims=10, warn=notes.append)
     assert e.uses_network and e.handle("genmove b").startswith("= ")
 
@@ -335,8 +347,13 @@ def test_state_file_errors_and_the_unpromoted_fall_back(run_db, tmp_path):
 def test_play_with_piped_moves_plays_to_the_end():
     cells = [f"{x}{y}" for y in "123" for x in "abc"]
     moves = "\n".join(["zz", "undo", "b2", "undo", *cells, *cells]) + "\n"
-    run = subprocess.run(HEXZD + ["play", "--random-rollouts", "--size", "3", "--sims", "20"],
-                         input=moves, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        HEXZD + ["play", "--random-rollouts", "--size", "3", "--sims", "20"],
+        input=moves,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert "'zz' is not a cell name such as a1" in out and "you have no move to take back" in out

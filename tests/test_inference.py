@@ -1,4 +1,5 @@
 """Every backend against eager fp32, auto-selection, and snapshots from elsewhere."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,8 +19,14 @@ from hexzd.train.trainer import Snapshot
 
 N = 5
 ALL_PAIRS = [
-    ("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16"), ("cuda", "fp16"),
-    ("mps", "fp32"), ("mps", "fp16"), ("tensorrt", "fp16"), ("tensorrt", "int8"),
+    ("cpu", "fp32"),
+    ("cuda", "fp32"),
+    ("cuda", "bf16"),
+    ("cuda", "fp16"),
+    ("mps", "fp32"),
+    ("mps", "fp16"),
+    ("tensorrt", "fp16"),
+    ("tensorrt", "int8"),
 ]
 
 
@@ -77,8 +84,8 @@ def test_a_batch_is_the_rows_evaluated_one_by_one(model):
     features = sample_features(N, 6, seed=7)
     logits, values = evaluator.evaluate(features)
     for i in range(6):
-        row = evaluator.evaluate(features[i:i + 1])
-        assert max_difference(row, (logits[i:i + 1], values[i:i + 1])) <= TOLERANCE["fp32"]
+        row = evaluator.evaluate(features[i : i + 1])
+        assert max_difference(row, (logits[i : i + 1], values[i : i + 1])) <= TOLERANCE["fp32"]
     empty = evaluator.evaluate(features[:0])
     assert empty[0].shape == (0, N * N) and empty[1].shape == (0,)
 
@@ -95,8 +102,10 @@ def test_auto_picks_a_working_backend_and_says_why(model, caplog):
     assert evaluator.reason.startswith(f"{evaluator.backend} {evaluator.precision}: ")
     assert evaluator.reason in caplog.text
     features = sample_features(N, 10, seed=8)
-    assert max_difference(evaluator.evaluate(features), EagerEvaluator(model).evaluate(features)) \
+    assert (
+        max_difference(evaluator.evaluate(features), EagerEvaluator(model).evaluate(features))
         <= TOLERANCE[evaluator.precision]
+    )
 
 
 def test_a_backend_that_is_missing_is_refused_clearly(model):
@@ -119,13 +128,16 @@ def test_a_snapshot_written_by_a_compiled_channels_last_half_model_loads(model):
         weights[("_orig_mod." if i % 2 else "module.") + k] = v
     features = sample_features(N, 20, seed=9)
     loaded = make_evaluator(snapshot_bytes(weights), backend="cpu", precision="fp32")
-    assert max_difference(loaded.evaluate(features), EagerEvaluator(model).evaluate(features)) \
-        <= TOLERANCE["fp32"]
+    assert max_difference(loaded.evaluate(features), EagerEvaluator(model).evaluate(features)) <= TOLERANCE["fp32"]
     halves = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     restored = Snapshot.from_bytes(snapshot_bytes(halves))
     assert all(v.dtype == torch.float32 for v in restored.weights.values() if v.is_floating_point())
-    assert max_difference(make_evaluator(restored.to_bytes(), "eager").evaluate(features),
-                          EagerEvaluator(model).evaluate(features)) <= TOLERANCE["fp16"]
+    assert (
+        max_difference(
+            make_evaluator(restored.to_bytes(), "eager").evaluate(features), EagerEvaluator(model).evaluate(features)
+        )
+        <= TOLERANCE["fp16"]
+    )
 
 
 def test_a_snapshot_written_on_a_gpu_loads_on_the_cpu(model):
@@ -134,5 +146,4 @@ def test_a_snapshot_written_on_a_gpu_loads_on_the_cpu(model):
     blob = snapshot_bytes({k: v.cuda() for k, v in model.state_dict().items()})
     features = sample_features(N, 20, seed=10)
     loaded = make_evaluator(blob, backend="cpu", precision="fp32")
-    assert max_difference(loaded.evaluate(features), EagerEvaluator(model).evaluate(features)) \
-        <= TOLERANCE["fp32"]
+    assert max_difference(loaded.evaluate(features), EagerEvaluator(model).evaluate(features)) <= TOLERANCE["fp32"]

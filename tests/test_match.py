@@ -3,6 +3,7 @@
 The referee's verdicts are checked by replaying every recorded game in
 OpenSpiel's `hex`; its forfeits by engines built to misbehave.
 """
+
 import json
 import subprocess
 import sys
@@ -20,9 +21,23 @@ HEXZD = f"{sys.executable} -m hexzd htp --random-rollouts"
 def match(tmp_path, a, b, *options):
     record = tmp_path / "games.jsonl"
     run = subprocess.run(
-        [sys.executable, "-m", "hexzd", "match", a, b, "--record", str(record), "--log-dir", str(tmp_path),
-         "--json", *options],
-        capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "hexzd",
+            "match",
+            a,
+            b,
+            "--record",
+            str(record),
+            "--log-dir",
+            str(tmp_path),
+            "--json",
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stderr
     games = [json.loads(line) for line in record.read_text().splitlines()]
@@ -49,8 +64,7 @@ def openspiel_winner(moves: str, n: int) -> tuple[str, bool]:
 
 
 def test_referee_verdicts_agree_with_openspiel_and_the_stronger_engine_wins(tmp_path):
-    result, games = match(tmp_path, f"{OPENSPIEL} --sims 3000", f"{HEXZD} --sims 4", "--size", "5",
-                          "--games", "6")
+    result, games = match(tmp_path, f"{OPENSPIEL} --sims 3000", f"{HEXZD} --sims 4", "--size", "5", "--games", "6")
     assert result["games"] == len(games) == 6
     assert [g["black"] for g in games] == ["A", "B"] * 3  # each opening with both colours
     assert games[0]["opening"] == games[1]["opening"] != games[2]["opening"]
@@ -75,21 +89,35 @@ MISBEHAVING = {
 }
 
 
-@pytest.mark.parametrize("kind,reason", [("illegal", "B illegal move"), ("silent", "B no answer"),
-                                         ("crash", "B the engine exited"), ("resign", "B resigned")])
+@pytest.mark.parametrize(
+    "kind,reason",
+    [
+        ("illegal", "B illegal move"),
+        ("silent", "B no answer"),
+        ("crash", "B the engine exited"),
+        ("resign", "B resigned"),
+    ],
+)
 def test_an_engine_that_misbehaves_loses_and_the_match_goes_on(tmp_path, kind, reason):
     script = tmp_path / f"{kind}.py"
     script.write_text(f"import sys, time\nfor line in sys.stdin:\n    {MISBEHAVING[kind]}\n")
-    result, games = match(tmp_path, f"{HEXZD} --sims 8", f"{sys.executable} {script}", "--size", "4",
-                          "--games", "2", "--timeout", "2")
+    result, games = match(
+        tmp_path, f"{HEXZD} --sims 8", f"{sys.executable} {script}", "--size", "4", "--games", "2", "--timeout", "2"
+    )
     lost = {"A": 0, "B": 2}
     assert result["a_wins"] == 2
-    assert (result["resigned"], result["forfeits"]) == ((lost, {"A": 0, "B": 0}) if kind == "resign" else
-                                                        ({"A": 0, "B": 0}, lost))
+    assert (result["resigned"], result["forfeits"]) == (
+        (lost, {"A": 0, "B": 0}) if kind == "resign" else ({"A": 0, "B": 0}, lost)
+    )
     assert all(g["reason"].startswith(reason) for g in games), [g["reason"] for g in games]
 
 
 def test_a_command_that_cannot_start_is_a_clear_error(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "hexzd", "match", "no-such-engine-xyz", HEXZD, "--games", "2"],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "hexzd", "match", "no-such-engine-xyz", HEXZD, "--games", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert run.returncode == 1 and "cannot start an engine" in run.stderr

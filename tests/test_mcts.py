@@ -1,4 +1,5 @@
 """Batched MCTS against the brute-force solver, plus tree invariants."""
+
 import numpy as np
 import pytest
 from solver import connected, winner, winning_moves
@@ -32,18 +33,12 @@ def search_at(positions, n, sims, evaluate=None, **config):
 
 
 def immediate_wins(cells, n, to_play):
-    return [
-        x for x in range(n * n)
-        if cells[x] == 0 and connected(cells[:x] + (to_play,) + cells[x + 1:], n, to_play)
-    ]
+    return [x for x in range(n * n) if cells[x] == 0 and connected(cells[:x] + (to_play,) + cells[x + 1 :], n, to_play)]
 
 
 @pytest.mark.parametrize("n", [3, 4, 5])
 def test_win_in_one_is_always_found(n):
-    positions = [
-        p for p in random_positions(n, 400, (2, n * n - 1), seed=n)
-        if immediate_wins(p[1], n, p[2])
-    ][:60]
+    positions = [p for p in random_positions(n, 400, (2, n * n - 1), seed=n) if immediate_wins(p[1], n, p[2])][:60]
     assert len(positions) >= 30
     moves, _ = search_at(positions, n, sims=200).choose()
     for (_, cells, to_play), move in zip(positions, moves):
@@ -55,16 +50,10 @@ def test_rollout_mcts_finds_a_winning_move_in_won_positions(n, stones, sims):
     # Averaging backups alone can leave the visits on a move whose refutation
     # was found late (about one 4x4 won position in 300 at 12,000
     # simulations); the proven-loss backup rules such a move out.
-    positions = [
-        p for p in random_positions(n, 80, stones, seed=10 + n)
-        if winning_moves(p[1], n, p[2])
-    ][:40]
+    positions = [p for p in random_positions(n, 80, stones, seed=10 + n) if winning_moves(p[1], n, p[2])][:40]
     assert len(positions) == 40
     moves, _ = search_at(positions, n, sims).choose()
-    missed = [
-        (p[1], int(m)) for p, m in zip(positions, moves)
-        if m not in winning_moves(p[1], n, p[2])
-    ]
+    missed = [(p[1], int(m)) for p, m in zip(positions, moves) if m not in winning_moves(p[1], n, p[2])]
     assert not missed
 
 
@@ -80,7 +69,7 @@ def proven_nodes(tree, b, cells, n, to_play):
             child = tree.edge_child[b, e]
             if child >= 0:
                 a = int(tree.edge_action[b, e])
-                walk(child, cells[:a] + (to_play,) + cells[a + 1:], 3 - to_play)
+                walk(child, cells[:a] + (to_play,) + cells[a + 1 :], 3 - to_play)
 
     walk(0, cells, to_play)
     return found
@@ -90,8 +79,11 @@ def proven_nodes(tree, b, cells, n, to_play):
 @pytest.mark.parametrize("n,stones,sims", [(3, (0, 6), 1500), (4, (6, 12), 4000)])
 def test_proven_wins_and_losses_agree_with_the_solver(n, stones, sims, rollouts):
     positions = random_positions(n, 24, stones, seed=20 + n)
-    evaluate = None if rollouts else (
-        lambda planes: (np.zeros((len(planes), n * n), np.float32), np.zeros(len(planes), np.float32)))
+    evaluate = (
+        None
+        if rollouts
+        else (lambda planes: (np.zeros((len(planes), n * n), np.float32), np.zeros(len(planes), np.float32)))
+    )
     search = search_at(positions, n, sims, evaluate=evaluate)
     deep_wins = deep_losses = 0
     for b, (_, cells, to_play) in enumerate(positions):
@@ -126,8 +118,9 @@ def test_random_fills_match_exact_fill_odds():
         empty = [x for x in range(n * n) if cells[x] == 0]
         share = (len(empty) + 1) // 2
         wins = [
-            connected(tuple(to_play if x in mine else 3 - to_play if c == 0 else c
-                            for x, c in enumerate(cells)), n, to_play)
+            connected(
+                tuple(to_play if x in mine else 3 - to_play if c == 0 else c for x, c in enumerate(cells)), n, to_play
+            )
             for mine in map(set, combinations(empty, share))
         ]
         exact = 2 * np.mean(wins) - 1
@@ -149,10 +142,7 @@ def test_row_sweep_winner_matches_the_solver_on_full_boards():
 
 def test_gumbel_finds_win_in_one_with_a_small_budget():
     n = 4
-    positions = [
-        p for p in random_positions(n, 400, (6, 12), seed=3)
-        if immediate_wins(p[1], n, p[2])
-    ][:40]
+    positions = [p for p in random_positions(n, 400, (6, 12), seed=3) if immediate_wins(p[1], n, p[2])][:40]
     moves, policy = search_at(positions, n, sims=32, gumbel=True, gumbel_actions=16).choose()
     for (_, cells, to_play), move in zip(positions, moves):
         assert move in immediate_wins(cells, n, to_play)
@@ -211,7 +201,7 @@ def test_tree_invariants_and_reuse_keep_the_played_subtree():
         for b, move in enumerate(moves):
             t = search.tree
             first = t.node_first[b, 0]
-            edge = first + list(t.edge_action[b, first:first + t.node_count[b, 0]]).index(move)
+            edge = first + list(t.edge_action[b, first : first + t.node_count[b, 0]]).index(move)
             kept.append(subtree(t, b, t.edge_child[b, edge]))
         search.config = search.config.model_copy(update={"dirichlet_fraction": 0.0})
         search.play(moves)

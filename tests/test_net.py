@@ -1,4 +1,5 @@
 """The network's shape, and its parameter and FLOP counts against a count by hand."""
+
 import pytest
 import torch
 

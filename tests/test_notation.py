@@ -1,4 +1,5 @@
 """Cell names, trmph strings, the ASCII board, and the engine's input checks."""
+
 import numpy as np
 import pytest
 
@@ -35,13 +36,15 @@ def test_trmph_round_trip():
 def test_board_text_is_a_rhombus():
     cells = np.zeros(9, np.int8)
     cells[0], cells[4] = BLACK, WHITE
-    assert board_text(cells, 3) == "\n".join([
-        "  a b c",
-        " 1\\X . .\\1",
-        "  2\\. O .\\2",
-        "   3\\. . .\\3",
-        "     a b c",
-    ])
+    assert board_text(cells, 3) == "\n".join(
+        [
+            "  a b c",
+            " 1\\X . .\\1",
+            "  2\\. O .\\2",
+            "   3\\. . .\\3",
+            "     a b c",
+        ]
+    )
 
 
 def test_illegal_moves_raise_and_leave_the_board_alone():

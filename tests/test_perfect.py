@@ -4,6 +4,7 @@ The solver is checked against tests/solver.py, a brute force in plain Python
 that shares no code with it, and against the symmetries of Hex on boards too
 large for the brute force.
 """
+
 import gc
 import hashlib
 import json
@@ -31,7 +32,7 @@ def reachable(n):
         found[cells] = to_play
         for x in range(n * n):
             if cells[x] == EMPTY:
-                frontier.append((cells[:x] + (to_play,) + cells[x + 1:], 3 - to_play))
+                frontier.append((cells[:x] + (to_play,) + cells[x + 1 :], 3 - to_play))
     return list(found.items())
 
 
@@ -39,7 +40,7 @@ def random_positions(n, count, stones, seed):
     """Undecided positions of random openings with stones[0] .. stones[1] stones."""
     rng, out = np.random.default_rng(seed), []
     while len(out) < count:
-        line = rng.permutation(n * n)[:rng.integers(stones[0], stones[1] + 1)]
+        line = rng.permutation(n * n)[: rng.integers(stones[0], stones[1] + 1)]
         cells = [EMPTY] * (n * n)
         for ply, x in enumerate(line):
             cells[x] = BLACK if ply % 2 == 0 else WHITE
@@ -57,8 +58,11 @@ def agree(solver, n, positions):
         assert list(np.flatnonzero(solver.winning_moves(board, to_play))) == good, cells
         move = solver.reply(board, to_play)
         assert cells[move] == EMPTY and (move in good or not good), cells
-        threats = [x for x in range(n * n) if cells[x] == EMPTY and reference.connected(
-            cells[:x] + (3 - to_play,) + cells[x + 1:], n, 3 - to_play)]
+        threats = [
+            x
+            for x in range(n * n)
+            if cells[x] == EMPTY and reference.connected(cells[:x] + (3 - to_play,) + cells[x + 1 :], n, 3 - to_play)
+        ]
         assert good or move in threats or not threats, cells  # a lost defence blocks a threat
 
 
@@ -155,8 +159,9 @@ def perfect(*args):
 
 
 def test_rollouts_strong_and_weak_through_the_cli():
-    result = perfect("--random-rollouts", "--size", "4", "--sims", "0,2", "--sims", "3000",
-                     "--positions", "60", "--json")
+    result = perfect(
+        "--random-rollouts", "--size", "4", "--sims", "0,2", "--sims", "3000", "--positions", "60", "--json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["board_size"] == 4 and report["positions"] == 60 and report["value_sign"] is None

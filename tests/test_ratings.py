@@ -1,4 +1,5 @@
 """Bradley-Terry ratings: analytic two-player cases, the prior, anchors, and interval coverage."""
+
 import math
 from statistics import NormalDist
 

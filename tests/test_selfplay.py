@@ -1,4 +1,5 @@
 """Self-play's finished games, checked by OpenSpiel: legal moves, right winner, sound policies."""
+
 import numpy as np
 import pytest
 
@@ -83,7 +84,7 @@ def test_a_game_is_stamped_with_the_model_that_made_most_of_its_moves():
     for record, evals, _seconds, last in finished:
         length = len(record.actions)
         # Every game in flight plays a move at every call: this one played at calls last-length+1 .. last.
-        used = [net.model_id if net else None for net in networks[last - length + 1:last + 1]]
+        used = [net.model_id if net else None for net in networks[last - length + 1 : last + 1]]
         most = max(set(used), key=lambda m: (used.count(m), max(i for i, u in enumerate(used) if u == m)))
         assert record.model_id == most, (used, record.model_id)
         assert evals == sims * sum(u is not None for u in used)

@@ -1,4 +1,5 @@
 """The pair GSPRT: its LLR against a brute-force maximisation, and its error rates in simulation."""
+
 import math
 
 import numpy as np
@@ -115,8 +116,13 @@ def test_elo_scores():
 
 @pytest.mark.parametrize(
     "args, counts",
-    [((50, 0), [1, 1, 1]), ((0, 50, 0.6, 0.5), [1, 1, 1]), ((0, 50), [1, 1]), ((0, 50), [1, -1, 1]),
-     ((0, 50), [[1, 1, 1]])],
+    [
+        ((50, 0), [1, 1, 1]),
+        ((0, 50, 0.6, 0.5), [1, 1, 1]),
+        ((0, 50), [1, 1]),
+        ((0, 50), [1, -1, 1]),
+        ((0, 50), [[1, 1, 1]]),
+    ],
 )
 def test_bad_input_is_refused(args, counts):
     with pytest.raises(ValueError):

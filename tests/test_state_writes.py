@@ -3,6 +3,7 @@
 A real SQLite file, the daemon's real writer and real ZeroMQ sockets; each
 test pins a defect that a read of the code found.
 """
+
 import asyncio
 import shutil
 import sqlite3
@@ -23,15 +24,27 @@ from hexzd.store.writes import Writer
 
 
 def game(model_id=None) -> m.Game:
-    return m.Game(worker="selfplay-0", model_id=model_id, board_size=3, sims=2, moves="a1b1c1a2b2c2a3",
-                  winner=1, length=7, policy=b"x", evals=0, seconds=0.0)
+    return m.Game(
+        worker="selfplay-0",
+        model_id=model_id,
+        board_size=3,
+        sims=2,
+        moves="a1b1c1a2b2c2a3",
+        winner=1,
+        length=7,
+        policy=b"x",
+        evals=0,
+        seconds=0.0,
+    )
 
 
 def add_model(connection, promoted: bool = False) -> int:
     cursor = connection.execute(
         "INSERT INTO models (created_at, train_step, positions_seen, samples_trained, params, flops_per_eval,"
         " selfplay_flops, train_flops, wall_seconds, accel_seconds, positions_generated, promoted_at, weights)"
-        " VALUES (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ?, x'00')", (time.time() if promoted else None,))
+        " VALUES (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ?, x'00')",
+        (time.time() if promoted else None,),
+    )
     if promoted:
         connection.execute("INSERT INTO promotions VALUES (?, ?, NULL, NULL)", (cursor.lastrowid, time.time()))
     return cursor.lastrowid
@@ -71,10 +84,15 @@ def test_retention_prunes_weights_while_a_ladder_duel_is_open(tmp_path):
     store.prepare(db)
     with sqlite3.connect(db) as connection:
         ids = [add_model(connection) for _ in range(4)]
-        connection.execute("INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, started_at)"
-                           " VALUES ('rating', NULL, 64, NULL, 16, 0)")
-        connection.execute("INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, started_at)"
-                           " VALUES ('promotion', ?, 64, NULL, 64, 0)", (ids[1],))
+        connection.execute(
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, started_at)"
+            " VALUES ('rating', NULL, 64, NULL, 16, 0)"
+        )
+        connection.execute(
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, started_at)"
+            " VALUES ('promotion', ?, 64, NULL, 64, 0)",
+            (ids[1],),
+        )
 
     async def retain():
         writer = Writer(await store.writer(db))

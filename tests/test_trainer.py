@@ -4,6 +4,7 @@ References are independent of hexzd: positions are rebuilt here in plain
 Python (`canonical`), and tiny boards are labelled by the brute-force solver
 in tests/solver.py.
 """
+
 import sqlite3
 import threading
 
@@ -24,8 +25,9 @@ CPU = {"trainer": "cpu", "trainer_threads": 1}
 
 def config(n=4, **train) -> Config:
     train = {"min_positions": 1, "batch_size": 16, **train}
-    return Config.model_validate({"game": {"board_size": n}, "model": {"blocks": 1, "channels": 8}, "train": train,
-                                  "device": CPU})
+    return Config.model_validate(
+        {"game": {"board_size": n}, "model": {"blocks": 1, "channels": 8}, "train": train, "device": CPU}
+    )
 
 
 def canonical(cells, n: int, to_play: int) -> np.ndarray:
@@ -86,9 +88,10 @@ def test_games_become_the_positions_a_plain_replay_gives(tmp_path):
     write_records(tmp_path / "games.jsonl", [g[0] for g in games])
     trainer = Trainer(config(), RecordFile(tmp_path / "games.jsonl"))
     added = trainer.poll()
-    planes, targets, values = (np.concatenate(x) for x in zip(
-        *(reference_positions(4, actions, policies, record.winner) for record, actions, policies in games)
-    ))
+    planes, targets, values = (
+        np.concatenate(x)
+        for x in zip(*(reference_positions(4, actions, policies, record.winner) for record, actions, policies in games))
+    )
     assert added == trainer.window.seen == len(values)
     assert np.array_equal(trainer.window.planes[:added], planes)
     assert np.allclose(trainer.window.policy[:added], targets, atol=2e-3)
@@ -97,11 +100,11 @@ def test_games_become_the_positions_a_plain_replay_gives(tmp_path):
 
 def bad_records(n: int) -> list[str]:
     """One JSON line per kind of damage, each from a good game."""
-    (good, actions, policies), = random_games(n, 1, seed=2)
+    ((good, actions, policies),) = random_games(n, 1, seed=2)
     repeated = GameRecord(n, good.moves[:2] * 2 + good.moves[4:], good.winner, good.policy)
     other_winner = GameRecord(n, good.moves, 3 - good.winner, good.policy)
     unfinished = GameRecord.from_arrays(n, actions[:-1], policies[:-1], good.winner)
-    (small, _, _), = random_games(n - 1, 1, seed=3)
+    ((small, _, _),) = random_games(n - 1, 1, seed=3)
     corrupt = GameRecord(n, good.moves, good.winner, b"not zlib")
     lines = [record_to_json(r) for r in (repeated, other_winner, unfinished, small, corrupt)]
     return lines + ["{not json", '{"board_size": 4}']
@@ -288,8 +291,9 @@ def test_resuming_from_a_snapshot_gives_bit_identical_steps(tmp_path, optimizer)
 
     second = Trainer(cfg, RecordFile(path), Snapshot.from_bytes(blob))
     assert second.step == 3
-    assert all(np.array_equal(a, b) for a, b in zip(window, (second.window.planes, second.window.policy,
-                                                            second.window.value)))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(window, (second.window.planes, second.window.policy, second.window.value))
+    )
     second.poll(limit=2)
     assert [second.train_step() for _ in range(3)] == after
     assert all(torch.equal(a, b) for a, b in zip(weights(first), weights(second)))
@@ -318,7 +322,7 @@ def solved_positions(n: int, count: int, max_stones: int, seed: int):
         if len(out) == count:
             break
         cells = [0] * (n * n)
-        for i, x in enumerate(rng.permutation(n * n)[:rng.integers(0, max_stones + 1)]):
+        for i, x in enumerate(rng.permutation(n * n)[: rng.integers(0, max_stones + 1)]):
             cells[x] = 1 if i % 2 == 0 else 2
         cells = tuple(cells)
         if winner(cells, n):
@@ -349,12 +353,22 @@ def check_learns(n: int, count: int, max_stones: int, steps: int, blocks: int):
     order = np.random.default_rng(1).permutation(len(data))
     cut = int(0.8 * len(data))
     train, held_out = [data[i] for i in order[:cut]], [data[i] for i in order[cut:]]
-    cfg = Config.model_validate({
-        "game": {"board_size": n}, "model": {"blocks": blocks, "channels": 32},
-        "train": {"batch_size": 128, "lr": 3e-3, "warmup_steps": 50, "decay_steps": steps, "lr_final": 0.05,
-                  "min_positions": 1, "reuse": 1e6},
-        "device": CPU,
-    })
+    cfg = Config.model_validate(
+        {
+            "game": {"board_size": n},
+            "model": {"blocks": blocks, "channels": 32},
+            "train": {
+                "batch_size": 128,
+                "lr": 3e-3,
+                "warmup_steps": 50,
+                "decay_steps": steps,
+                "lr_final": 0.05,
+                "min_positions": 1,
+                "reuse": 1e6,
+            },
+            "device": CPU,
+        }
+    )
     trainer = Trainer(cfg, RecordFile("/nonexistent"))
     trainer.window.add(*(np.array([d[k] for d in train]) for k in range(3)))
     for _ in range(steps):

@@ -1,4 +1,5 @@
 """The dashboard: its data functions, its panels, and the app driven by Textual's pilot."""
+
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import zmq
 from hexzd import store
 from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import RunDir
+from hexzd.daemon.service import COUNTERS
 from hexzd.tui import views
 from hexzd.tui.app import Dashboard
 from hexzd.tui.data import DaemonError, query_daemon, snapshot
@@ -41,8 +43,9 @@ def insert(c, table: str, **values) -> None:
     for _, name, _, notnull, default, pk in c.execute(f"PRAGMA table_info({table})").fetchall():
         if notnull and default is None and not pk and name not in values:
             values[name] = FILL.get(name, 0)
-    c.execute(f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
-              tuple(values.values()))
+    c.execute(
+        f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", tuple(values.values())
+    )
 
 
 def make_state_file(path: Path, gpu: bool = False) -> Path:
@@ -51,38 +54,108 @@ def make_state_file(path: Path, gpu: bool = False) -> Path:
     store.prepare(path)
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("BEGIN")
-    for i, (step, rating, promoted) in enumerate([(200, 0.0, NOW - 300), (400, 85.0, NOW - 120),
-                                                  (600, None, None)], start=1):
-        insert(c, "models", parent_id=i - 1 or None, created_at=NOW - 400 + 100 * i, train_step=step,
-               params=1000, flops_per_eval=1000, promoted_at=promoted, rating=rating,
-               rating_lo=None if rating is None else rating - 40, rating_hi=None if rating is None else rating + 40)
-    insert(c, "duels", candidate_id=1, opponent_id=None, sims=64, started_at=NOW - 320, finished_at=NOW - 300,
-           wins=26, losses=0, llr=3.21, result="accepted")
-    insert(c, "duels", candidate_id=2, opponent_id=1, sims=64, started_at=NOW - 200, finished_at=NOW - 120,
-           wins=38, losses=16, llr=3.43, result="accepted")
+    for i, (step, rating, promoted) in enumerate(
+        [(200, 0.0, NOW - 300), (400, 85.0, NOW - 120), (600, None, None)], start=1
+    ):
+        insert(
+            c,
+            "models",
+            parent_id=i - 1 or None,
+            created_at=NOW - 400 + 100 * i,
+            train_step=step,
+            params=1000,
+            flops_per_eval=1000,
+            promoted_at=promoted,
+            rating=rating,
+            rating_lo=None if rating is None else rating - 40,
+            rating_hi=None if rating is None else rating + 40,
+        )
+    insert(
+        c,
+        "duels",
+        candidate_id=1,
+        opponent_id=None,
+        sims=64,
+        started_at=NOW - 320,
+        finished_at=NOW - 300,
+        wins=26,
+        losses=0,
+        llr=3.21,
+        result="accepted",
+    )
+    insert(
+        c,
+        "duels",
+        candidate_id=2,
+        opponent_id=1,
+        sims=64,
+        started_at=NOW - 200,
+        finished_at=NOW - 120,
+        wins=38,
+        losses=16,
+        llr=3.43,
+        result="accepted",
+    )
     insert(c, "duels", candidate_id=3, opponent_id=2, sims=64, started_at=NOW - 60, wins=7, losses=5)
     insert(c, "promotions", model_id=1, at=NOW - 300, duel_id=1, score=1.0)
     insert(c, "promotions", model_id=2, at=NOW - 120, duel_id=2, score=0.7)
-    insert(c, "perfect_play", model_id=2, sims=0, at=NOW - 100, seed=0, positions=200, won=150, kept=120,
-           converted=110, value_sign=0.8)
-    insert(c, "perfect_play", model_id=2, sims=64, at=NOW - 100, seed=0, positions=200, won=150, kept=147,
-           converted=145, value_sign=0.8)
+    insert(
+        c,
+        "perfect_play",
+        model_id=2,
+        sims=0,
+        at=NOW - 100,
+        seed=0,
+        positions=200,
+        won=150,
+        kept=120,
+        converted=110,
+        value_sign=0.8,
+    )
+    insert(
+        c,
+        "perfect_play",
+        model_id=2,
+        sims=64,
+        at=NOW - 100,
+        seed=0,
+        positions=200,
+        won=150,
+        kept=147,
+        converted=145,
+        value_sign=0.8,
+    )
     insert(c, "config_history", at=NOW - 500, text="a", accepted=1, error=None)
     insert(c, "config_history", at=NOW - 30, text="b", accepted=0, error=REFUSED)
     for k in range(30):
         at = NOW - 300 + 10 * k
-        c.executemany("INSERT INTO metrics (at, source, name, value) VALUES (?, ?, ?, ?)", [
-            (at, "daemon", "games_per_s", 100 + k), (at, "daemon", "positions_per_s", 1500 + 10 * k),
-            (at, "daemon", "train_step_per_s", 9.5), (at, "trainer", "policy_loss", 3.0 - k / 20),
-            (at, "trainer", "value_loss", 0.9 - k / 100), (at, "trainer", "lr", 0.002),
-            (at, "trainer", "train_waiting", 0.25)])
+        c.executemany(
+            "INSERT INTO metrics (at, source, name, value) VALUES (?, ?, ?, ?)",
+            [
+                (at, "daemon", "games_per_s", 100 + k),
+                (at, "daemon", "positions_per_s", 1500 + 10 * k),
+                (at, "daemon", "train_step_per_s", 9.5),
+                (at, "trainer", "policy_loss", 3.0 - k / 20),
+                (at, "trainer", "value_loss", 0.9 - k / 100),
+                (at, "trainer", "lr", 0.002),
+                (at, "trainer", "train_waiting", 0.25),
+            ],
+        )
         if gpu:
-            c.executemany("INSERT INTO metrics (at, source, name, value) VALUES (?, 'daemon', ?, ?)",
-                          [(at, "gpu_util", 50 + k), (at, "gpu_memory_gb", 3.5)])
+            c.executemany(
+                "INSERT INTO metrics (at, source, name, value) VALUES (?, 'daemon', ?, ?)",
+                [(at, "gpu_util", 50 + k), (at, "gpu_memory_gb", 3.5)],
+            )
     insert(c, "tuning", at=NOW - 50, knob="sims", old=64, new=96, reason="the accelerator idles")
     insert(c, "events", at=NOW - 500, level="info", source="daemon", message="started (pid 1)")
-    insert(c, "events", at=NOW - 30, level="error", source="config",
-           message=f"edit refused, still running on the last good config: {REFUSED}")
+    insert(
+        c,
+        "events",
+        at=NOW - 30,
+        level="error",
+        source="config",
+        message=f"edit refused, still running on the last good config: {REFUSED}",
+    )
     insert(c, "meta", key="counter.games", value="1234")
     insert(c, "meta", key="counter.train_step", value="650")
     c.execute("COMMIT")
@@ -103,12 +176,21 @@ class FakeDaemon(threading.Thread):
         self.done = threading.Event()
 
     def status(self) -> dict:
-        return {"pid": os.getpid(), "db": str(self.db), "config": "config.toml", "state": self.state,
-                "uptime": 75.0, "best": 2, "duel": "duel 3: model 3 vs model 2", "config_error": REFUSED,
-                "counters": dict.fromkeys(["games", "positions", "evals", "selfplay_flops", "train_flops",
-                                           "accel_seconds", "wall_seconds", "train_step"], 10.0),
-                "workers": {"selfplay-0": {"pid": 11, "alive": True, "restarts": 0},
-                            "trainer": {"pid": None, "alive": False, "restarts": 3}}}
+        return {
+            "pid": os.getpid(),
+            "db": str(self.db),
+            "config": "config.toml",
+            "state": self.state,
+            "uptime": 75.0,
+            "best": 2,
+            "duel": "duel 3: model 3 vs model 2",
+            "config_error": REFUSED,
+            "counters": dict.fromkeys(COUNTERS, 10.0),
+            "workers": {
+                "selfplay-0": {"pid": 11, "alive": True, "restarts": 0},
+                "trainer": {"pid": None, "alive": False, "restarts": 3},
+            },
+        }
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -118,8 +200,7 @@ class FakeDaemon(threading.Thread):
             command = m.decode(body).command
             self.commands.append(command)
             self.state = {"pause": "paused", "resume": "running", "stop": "stopping"}.get(command, self.state)
-            reply = (m.Reply(ok=False, error=self.refuse) if self.refuse
-                     else m.Reply(ok=True, status=self.status()))
+            reply = m.Reply(ok=False, error=self.refuse) if self.refuse else m.Reply(ok=True, status=self.status())
             self.router.send_multipart([identity, *rest, m.encode(reply)])
 
     def close(self) -> None:
@@ -142,6 +223,7 @@ def text_of(app, name: str) -> str:
 
 
 # -- the data functions ----------------------------------------------------------------
+
 
 def test_snapshot_reads_every_table(tmp_path):
     snap = snapshot(make_state_file(tmp_path / "run.sqlite"))
@@ -210,6 +292,7 @@ def test_query_daemon_raises_a_refusal(short_dir):
 
 # -- the panels --------------------------------------------------------------------------
 
+
 def test_sparkline_and_numbers():
     assert views.sparkline([]) == ""
     assert views.sparkline([1, 1, 1]) == "▁▁▁"
@@ -250,6 +333,7 @@ def test_tuner_idle_without_rows(tmp_path):
 
 
 # -- the app -------------------------------------------------------------------------------
+
 
 @pytest.mark.asyncio
 async def test_dashboard_without_a_daemon_shows_the_state_file(short_dir):
@@ -320,8 +404,9 @@ progress_seconds = 1.0
 
 def test_start_without_a_terminal_runs_headless(short_dir):
     (short_dir / "config.toml").write_text("[game]\nboard_size = 99\n")
-    run = subprocess.run([sys.executable, "-m", "hexzd", "start"], cwd=short_dir, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "hexzd", "start"], cwd=short_dir, capture_output=True, text=True, timeout=120
+    )
     assert "no terminal: running headless" in run.stderr
     assert run.returncode == 1 and "board_size" in run.stderr  # the daemon's own error, in the foreground
 

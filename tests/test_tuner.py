@@ -1,4 +1,5 @@
 """The tuner against a simulated accelerator, CPU inference and trainer; the NVML meter with a fake pynvml."""
+
 import math
 import random
 import sys
@@ -44,9 +45,11 @@ def assert_spaced(log, interval=INTERVAL):
 
 def saturating_gpu(peak=20_000.0, knee=64.0, positions=100.0, samples=None):
     """evals/s = peak * b / (b + knee), utilisation b / (b + knee); the trainer keeps sims in balance."""
+
     def telemetry(sims, batch):
         util = batch / (batch + knee)
         return Telemetry(positions, peak * util, samples if samples is not None else 0.9 * 4 * positions, 4.0, util)
+
     return telemetry
 
 
@@ -92,8 +95,13 @@ def test_gpu_batch_holds_near_the_target_with_noisy_measurements():
 
     def noisy(sims, batch):
         t = ideal(sims, batch)
-        return Telemetry(t.positions_per_s, t.evals_per_s * rng.uniform(0.97, 1.03), t.samples_per_s, t.reuse,
-                         min(1.0, t.gpu_util * rng.uniform(0.97, 1.03)))
+        return Telemetry(
+            t.positions_per_s,
+            t.evals_per_s * rng.uniform(0.97, 1.03),
+            t.samples_per_s,
+            t.reuse,
+            min(1.0, t.gpu_util * rng.uniform(0.97, 1.03)),
+        )
 
     tune = TuneConfig(interval=INTERVAL)
     tuner = Tuner(tune, sims=64, batch=8)
@@ -143,9 +151,11 @@ def test_no_batch_decision_before_the_first_network():
 
 def peaked_cpu(best=64, peak=3000.0):
     """evals/s rise up to batch `best`, then fall (cache misses, search stalls)."""
+
     def telemetry(sims, batch):
         x = math.log2(batch / best)
         return Telemetry(100.0, peak * math.exp(-0.3 * x * x), 360.0, 4.0, None)
+
     return telemetry
 
 
@@ -183,10 +193,12 @@ def selfplay_and_trainer(work=48_000.0, capacity=6_000.0, reuse=4.0, waiting=Tru
     It waits for data whenever reuse * positions/s falls short of its capacity,
     and says so unless `waiting` is False (an older trainer that reports nothing).
     """
+
     def telemetry(sims, batch):
         positions = work / sims
         samples = min(capacity, reuse * positions)
         return Telemetry(positions, 1000.0, samples, reuse, 0.9, 1 - samples / capacity if waiting else None)
+
     return telemetry
 
 
@@ -222,7 +234,7 @@ def test_sims_settle_on_the_ratio_alone_when_the_trainer_does_not_say_it_waits(s
 def test_sims_reason_has_the_numbers():
     tuner = Tuner(TuneConfig(interval=INTERVAL), sims=16, batch=64)
     log = run(tuner, selfplay_and_trainer(), 2 * INTERVAL)
-    (at, d), = log
+    ((at, d),) = log
     assert (d.knob, d.old, d.new) == ("sims", 16, 20)
     assert d.reason.startswith("trainer uses 0.50 of the data at reuse 4 (6000 samples/s vs 3000 positions/s)")
     assert "more search per move" in d.reason
@@ -294,7 +306,7 @@ def test_configure_applies_a_users_sims_at_once_and_clamps_it():
     assert tuner.observe(tele(100, 64), 21 * INTERVAL) == []  # its first span straddles the edit
     tuner.configure(tune.model_copy(update={"sims_max": 50}), sims=100, batch=64)
     assert tuner.sims == 50
-    clamp, = tuner.observe(tele(50, 64), 22 * INTERVAL)
+    (clamp,) = tuner.observe(tele(50, 64), 22 * INTERVAL)
     assert (clamp.knob, clamp.old, clamp.new) == ("sims", 100, 50)
     assert "[16, 50]" in clamp.reason and "100" in clamp.reason
     tuner.configure(tune, sims=2000, batch=2)
@@ -322,7 +334,7 @@ def test_disabled_tuner_decides_nothing_and_keeps_the_files_values():
     assert (tuner.sims, tuner.batch) == (2000, 8)
     tuner.configure(tune.model_copy(update={"enabled": True}), sims=2000, batch=8)
     assert tuner.sims == 800
-    clamp, = tuner.observe(saturating_gpu()(800, 8), 202 * INTERVAL)
+    (clamp,) = tuner.observe(saturating_gpu()(800, 8), 202 * INTERVAL)
     assert (clamp.knob, clamp.old, clamp.new) == ("sims", 2000, 800)
     assert run(tuner, saturating_gpu(), 10 * INTERVAL, start=203 * INTERVAL)
 
@@ -399,12 +411,15 @@ def test_gpu_meter_sees_only_cuda_visible_devices(monkeypatch, visible, expected
         assert meter.sample() == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("nvml, visible, why", [
-    (fake_pynvml([30], fail_init=True), None, "NVML could not start"),
-    (fake_pynvml([]), None, "no GPU is visible"),
-    (fake_pynvml([30]), "", "no GPU is visible"),
-    (fake_pynvml([30, 50], unsupported=(0, 1)), None, "MIG"),
-])
+@pytest.mark.parametrize(
+    "nvml, visible, why",
+    [
+        (fake_pynvml([30], fail_init=True), None, "NVML could not start"),
+        (fake_pynvml([]), None, "no GPU is visible"),
+        (fake_pynvml([30]), "", "no GPU is visible"),
+        (fake_pynvml([30, 50], unsupported=(0, 1)), None, "MIG"),
+    ],
+)
 def test_gpu_meter_says_why_it_cannot_measure(monkeypatch, nvml, visible, why):
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
     if visible is None:

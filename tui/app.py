@@ -5,6 +5,7 @@ daemon keeps running). Ctrl-C quits with the result "interrupt", which
 `hexzd start` takes as "stop the daemon too". The app's return value is
 "quit" or "interrupt".
 """
+
 import asyncio
 
 from textual.app import App, ComposeResult

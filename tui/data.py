@@ -4,6 +4,7 @@
 `query_daemon(db, command)` asks the daemon over its ZeroMQ control socket.
 Both block briefly, so the dashboard runs them in a thread.
 """
+
 import sqlite3
 import time
 from pathlib import Path

@@ -5,6 +5,7 @@ session (output to run.sqlite.d/daemon.log), waits for its control socket to
 answer, then runs the dashboard. `q` leaves the daemon running; Ctrl-C asks it
 to stop gracefully and waits (Ctrl-C again forces it).
 """
+
 import signal
 import subprocess
 import sys
@@ -55,8 +56,9 @@ def start_attached(config_path, db, duration: float | None) -> int:
     """Starts the daemon in the background and the dashboard in front; returns the exit code."""
     running = query_daemon(db, "status", timeout=1.0)
     if running is not None:
-        raise click.ClickException(f"a hexzd daemon (pid {running['pid']}) is already running on {db};"
-                                   f" `hexzd attach --db {db}` shows it")
+        raise click.ClickException(
+            f"a hexzd daemon (pid {running['pid']}) is already running on {db}; `hexzd attach --db {db}` shows it"
+        )
     run_dir = RunDir.of(db)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     log = run_dir.log("daemon")
@@ -65,8 +67,9 @@ def start_attached(config_path, db, duration: float | None) -> int:
         command += ["--for", str(duration)]
     with open(log, "ab") as out:
         offset = out.tell()
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)  # `q` may leave it running after we exit
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )  # `q` may leave it running after we exit
     click.echo(f"starting the daemon (pid {child.pid}, log {log})...")
     try:
         while (query_daemon(db, "status", timeout=0.5) or {}).get("pid") != child.pid:
@@ -80,15 +83,21 @@ def start_attached(config_path, db, duration: float | None) -> int:
     except KeyboardInterrupt:
         result = "interrupt"
     except Exception:
-        click.echo(f"the dashboard failed; the daemon (pid {child.pid}) keeps running: `hexzd stop --db {db}`",
-                   err=True)
+        click.echo(
+            f"the dashboard failed; the daemon (pid {child.pid}) keeps running: `hexzd stop --db {db}`", err=True
+        )
         raise
-    if result == "interrupt" or child.poll() is None and (query_daemon(db, "status", 0.5) or {}).get(
-            "state") == "stopping":
+    if (
+        result == "interrupt"
+        or child.poll() is None
+        and (query_daemon(db, "status", 0.5) or {}).get("state") == "stopping"
+    ):
         return _stop(db, child)
     if child.poll() is not None:
         click.echo(f"the daemon has exited (code {child.returncode}); its log is {log}")
         return 0
-    click.echo(f"the daemon keeps running (pid {child.pid}, log {log});"
-               f" `hexzd stop --db {db}` stops it, `hexzd attach --db {db}` shows it again")
+    click.echo(
+        f"the daemon keeps running (pid {child.pid}, log {log});"
+        f" `hexzd stop --db {db}` stops it, `hexzd attach --db {db}` shows it again"
+    )
     return 0

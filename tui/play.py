@@ -8,6 +8,7 @@ one per line: `c3`, `undo`, `quit`. Both drive one `HumanGame` over the same
 `HtpServer` that `hexzd htp` serves, so the rules and the search are the
 engine's.
 """
+
 import sys
 
 from rich.console import Console
@@ -105,7 +106,8 @@ class HumanGame:
         if self.over:
             return self.result()
         return f"you play {COLOUR_NAMES[self.human]}; " + (
-            "your move" if self.human_to_move else "hexzd is thinking...")
+            "your move" if self.human_to_move else "hexzd is thinking..."
+        )
 
 
 def text_game(match: HumanGame, console: Console, stdin) -> None:

@@ -1,4 +1,5 @@
 """The dashboard's panels as rich Text, from `snapshot()` and the daemon's status: no widgets here."""
+
 from rich.text import Text
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -59,24 +60,32 @@ def _unreadable(snap: dict) -> Text | None:
 
 # -- the header and the refused-config banner ------------------------------------
 
+
 def daemon_line(status: dict | None, snap: dict, problem: str | None = None) -> Text:
     """The daemon's state in one line; without a daemon, says so and what is shown instead."""
     if status is None:
         line = Text("daemon not running", style="bold white on red")
-        line.append(f"  {problem or 'no daemon answers'}; showing the state file {snap['db']}"
-                    "  (start one with `hexzd start`)", style="red")
+        line.append(
+            f"  {problem or 'no daemon answers'}; showing the state file {snap['db']}  (start one with `hexzd start`)",
+            style="red",
+        )
         if snap.get("counters"):
             c = snap["counters"]
-            line.append(f"\nas last saved: games {c.get('games', 0):,.0f}  positions {c.get('positions', 0):,.0f}"
-                        f"  step {c.get('train_step', 0):,.0f}  best {model_name(snap['best'])}", style="dim")
+            line.append(
+                f"\nas last saved: games {c.get('games', 0):,.0f}  positions {c.get('positions', 0):,.0f}"
+                f"  step {c.get('train_step', 0):,.0f}  best {model_name(snap['best'])}",
+                style="dim",
+            )
         return line
     state = status["state"]
     style = {"running": "bold black on green", "paused": "bold black on yellow"}.get(state, "bold white on red")
     line = Text(f" {state.upper()} ", style=style)
     c = status["counters"]
-    line.append(f"  daemon {status['pid']}  up {duration(status['uptime'])}  best {model_name(status['best'])}"
-                f"  games {c['games']:,.0f}  positions {c['positions']:,.0f}  step {c['train_step']:,.0f}"
-                f"  on {status['db']}")
+    line.append(
+        f"  daemon {status['pid']}  up {duration(status['uptime'])}  best {model_name(status['best'])}"
+        f"  games {c['games']:,.0f}  positions {c['positions']:,.0f}  step {c['train_step']:,.0f}"
+        f"  on {status['db']}"
+    )
     return line
 
 
@@ -96,6 +105,7 @@ def config_banner(status: dict | None, snap: dict) -> Text | None:
 
 # -- panels ------------------------------------------------------------------------
 
+
 def workers_panel(status: dict | None) -> Text:
     if status is None:
         return Text("no daemon: no workers", style="dim")
@@ -103,8 +113,7 @@ def workers_panel(status: dict | None) -> Text:
     for name, w in status["workers"].items():
         text.append(f"{name:<12} ")
         text.append("alive " if w["alive"] else "DOWN  ", style="green" if w["alive"] else "bold red")
-        text.append(f"pid {w['pid'] or '-':<8} restarts {w['restarts']}\n",
-                    style="yellow" if w["restarts"] else "")
+        text.append(f"pid {w['pid'] or '-':<8} restarts {w['restarts']}\n", style="yellow" if w["restarts"] else "")
     return text if text.plain else Text("no workers yet", style="dim")
 
 
@@ -124,8 +133,11 @@ def throughput_panel(snap: dict) -> Text:
     if (bad := _unreadable(snap)) is not None:
         return bad
     series, now, text = snap["series"], snap["now"], Text()
-    for label, name in (("games/s", "games_per_s"), ("positions/s", "positions_per_s"),
-                        ("train steps/s", "train_step_per_s")):
+    for label, name in (
+        ("games/s", "games_per_s"),
+        ("positions/s", "positions_per_s"),
+        ("train steps/s", "train_step_per_s"),
+    ):
         _series_line(text, label, series[name], now)
     # The tuner lowers sims only while this is high: self-play cannot keep the trainer busy.
     _series_line(text, "trainer waits", [(at, 100 * v) for at, v in series["train_waiting"]], now, "%")
@@ -148,8 +160,9 @@ def training_panel(snap: dict) -> Text:
     if not snap["tuning"]:
         text.append("tuner idle", style="dim")
     for row in snap["tuning"]:
-        text.append(f"\n  {ago(row['at'], now):>8}  {row['knob']} {number(row['old'])} -> {number(row['new'])}"
-                    f"  {row['reason']}")
+        text.append(
+            f"\n  {ago(row['at'], now):>8}  {row['knob']} {number(row['old'])} -> {number(row['new'])}  {row['reason']}"
+        )
     return text
 
 
@@ -165,8 +178,10 @@ def models_panel(snap: dict) -> Text:
     if (bad := _unreadable(snap)) is not None:
         return bad
     now = snap["now"]
-    text = Text(f"{snap['model_count']} models, {snap['promotion_count']} promotions, best "
-                f"{model_name(snap['best'])}\n", style="bold")
+    text = Text(
+        f"{snap['model_count']} models, {snap['promotion_count']} promotions, best {model_name(snap['best'])}\n",
+        style="bold",
+    )
     text.append(f"{'model':>6} {'step':>7} {'rating':>11}  promoted\n", style="dim")
     for row in snap["models"]:
         promoted = row["promoted_at"] is not None
@@ -182,12 +197,17 @@ def models_panel(snap: dict) -> Text:
         text.append("promotions\n", style="bold")
     for p in snap["promotions"]:
         record = f"{p['wins']}-{p['losses']}" if p["wins"] is not None else "-"
-        text.append(f"  model {p['model_id']} over {model_name(p['replaced'])}: {record}"
-                    f"  {ago(p['at'], now)}")
+        text.append(f"  model {p['model_id']} over {model_name(p['replaced'])}: {record}  {ago(p['at'], now)}")
         if rows := snap.get("perfect_play", {}).get(p["model_id"]):
-            text.append("  perfect-move " + ", ".join(
-                f"{r['kept'] / r['won']:.0%} {'raw' if r['sims'] == 0 else '@' + str(r['sims'])}"
-                for r in rows if r["won"]), style="cyan")
+            text.append(
+                "  perfect-move "
+                + ", ".join(
+                    f"{r['kept'] / r['won']:.0%} {'raw' if r['sims'] == 0 else '@' + str(r['sims'])}"
+                    for r in rows
+                    if r["won"]
+                ),
+                style="cyan",
+            )
         text.append("\n")
     return text
 
@@ -213,11 +233,12 @@ def duels_panel(status: dict | None, snap: dict) -> Text:
     current = [d for d in snap["duels"] if d["finished_at"] is None]
     text.append("now: " if status else "unfinished: ", style="bold")
     for d in current:
-        text.append(("\n  " if len(current) > 1 else "") + _duel_result(d)
-                    + f"  (since {ago(d['started_at'], now)})")
+        text.append(("\n  " if len(current) > 1 else "") + _duel_result(d) + f"  (since {ago(d['started_at'], now)})")
     if not current:
-        text.append(status["duel"] if status and status.get("duel") else "no duel under way",
-                    style="" if status and status.get("duel") else "dim")
+        text.append(
+            status["duel"] if status and status.get("duel") else "no duel under way",
+            style="" if status and status.get("duel") else "dim",
+        )
     text.append("\n")
     for d in snap["duels"]:
         if d["finished_at"] is None:

@@ -5,6 +5,7 @@ The baseline is OpenSpiel's C++ `MCTSBot` with a `RandomRolloutEvaluator`
 hexzd runs the same number of simulations per move in 256 games at once,
 with one random fill per leaf. Both run on one core.
 """
+
 from hexzd.benchmarks.timing import compare, print_comparison, single_core
 from hexzd.search.mcts import Search
 
@@ -47,8 +48,15 @@ def openspiel_search(n: int, sims: int, seed: int = 0):
 def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS) -> dict:
     single_core()
     return compare(
-        "mcts", "simulations/s", size, seconds, hexzd_search(size, sims), openspiel_search(size, sims),
-        batch=BATCH, sims_per_move=sims, baseline="OpenSpiel C++ MCTSBot + RandomRolloutEvaluator(1)",
+        "mcts",
+        "simulations/s",
+        size,
+        seconds,
+        hexzd_search(size, sims),
+        openspiel_search(size, sims),
+        batch=BATCH,
+        sims_per_move=sims,
+        baseline="OpenSpiel C++ MCTSBot + RandomRolloutEvaluator(1)",
     )
 
 

@@ -9,6 +9,7 @@ Batch sizes run 1, 2, 4, ... 4096 on every backend; a row lasts its share of
 `seconds` or, for batches that take longer, one warm-up and ROUNDS calls. The
 CPU runs with `[device] threads` torch threads, as a self-play worker would.
 """
+
 import platform
 
 import torch
@@ -81,16 +82,25 @@ def _rows(evaluator, n: int, flops: int, seconds: float) -> list[dict]:
         features = sample_features(n, batch, seed=batch)
         rate = throughput(evaluator, features, seconds, ROUNDS)
         top = peak(evaluator.device, evaluator.precision)
-        rows.append({
-            "backend": evaluator.backend, "precision": evaluator.precision, "device": evaluator.device,
-            "batch": batch, "evals_per_s": rate, "flops_per_s": rate * flops,
-            "peak_fraction": rate * flops / top if top else None,
-        })
+        rows.append(
+            {
+                "backend": evaluator.backend,
+                "precision": evaluator.precision,
+                "device": evaluator.device,
+                "batch": batch,
+                "evals_per_s": rate,
+                "flops_per_s": rate * flops,
+                "peak_fraction": rate * flops / top if top else None,
+            }
+        )
     return rows
 
 
 def run(
-    size: int = 9, seconds: float = 3.0, blocks: int | None = None, channels: int | None = None,
+    size: int = 9,
+    seconds: float = 3.0,
+    blocks: int | None = None,
+    channels: int | None = None,
     threads: int | None = None,
 ) -> dict:
     """Times every available backend against eager fp32 on the same device.
@@ -162,4 +172,3 @@ def report(result: dict) -> None:
         f"best: {result['hexzd']}, {result['hexzd_per_s']:,.0f} evals/s; baseline {result['baseline']}, "
         f"{result['baseline_per_s']:,.0f} evals/s; ratio {result['ratio']:.2f}x"
     )
-

@@ -5,6 +5,7 @@ every move. hexzd steps 256 games at once through its kernels; OpenSpiel
 plays one game at a time through its Python API, the way a Python program
 uses it. Both run on one core.
 """
+
 import numpy as np
 
 from hexzd.benchmarks.timing import compare, print_comparison, single_core
@@ -49,8 +50,14 @@ def openspiel_games(n: int, seed: int = 0):
 def run(size: int = 9, seconds: float = 3.0) -> dict:
     single_core()
     return compare(
-        "engine", "games/s", size, seconds, hexzd_games(size), openspiel_games(size),
-        batch=BATCH, baseline="OpenSpiel hex (Python API), one game at a time",
+        "engine",
+        "games/s",
+        size,
+        seconds,
+        hexzd_games(size),
+        openspiel_games(size),
+        batch=BATCH,
+        baseline="OpenSpiel hex (Python API), one game at a time",
     )
 
 

@@ -1,4 +1,5 @@
 """Shared timing for the benchmarks: run a workload until enough time has passed."""
+
 import os
 import time
 from collections.abc import Callable
@@ -20,9 +21,15 @@ def rate(work: Callable[[], float], seconds: float) -> float:
             return done / elapsed
 
 
-def compare(benchmark: str, unit: str, size: int, seconds: float,
-            hexzd_work: Callable[[], float], baseline_work: Callable[[], float],
-            **details) -> dict:
+def compare(
+    benchmark: str,
+    unit: str,
+    size: int,
+    seconds: float,
+    hexzd_work: Callable[[], float],
+    baseline_work: Callable[[], float],
+    **details,
+) -> dict:
     """Times hexzd and its baseline on the same work, in this run.
 
     hexzd_work runs once first, untimed, so that numba compiles outside the
@@ -32,8 +39,12 @@ def compare(benchmark: str, unit: str, size: int, seconds: float,
     hexzd_per_s = rate(hexzd_work, seconds)
     baseline_per_s = rate(baseline_work, seconds)
     return {
-        "benchmark": benchmark, "unit": unit, "size": size, **details,
-        "hexzd_per_s": hexzd_per_s, "baseline_per_s": baseline_per_s,
+        "benchmark": benchmark,
+        "unit": unit,
+        "size": size,
+        **details,
+        "hexzd_per_s": hexzd_per_s,
+        "baseline_per_s": baseline_per_s,
         "ratio": hexzd_per_s / baseline_per_s,
     }
 

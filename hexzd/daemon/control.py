@@ -2,6 +2,7 @@
 
 `hexzd status|stop|pause|resume` and the dashboard both ask through `ask`.
 """
+
 from pathlib import Path
 
 import zmq

@@ -14,6 +14,7 @@ Sockets (endpoints in the run directory, see hexzd.daemon.rundir):
              duel worker polls it (the table is the queue that survives restarts)
     control  REQ/DEALER (clients) -> ROUTER (daemon): request -> reply
 """
+
 from typing import Literal
 
 import msgpack
@@ -31,6 +32,7 @@ class Message(BaseModel):
 
 
 # -- results: workers to daemon ---------------------------------------------
+
 
 class Hello(Message):
     worker: str
@@ -106,6 +108,7 @@ class Event(Message):
 
 # -- updates: daemon to workers -----------------------------------------------
 
+
 class Best(Message):
     model_id: int
 
@@ -124,6 +127,7 @@ class Stop(Message):
 
 # -- control: clients to daemon ------------------------------------------------
 
+
 class Request(Message):
     command: Literal["status", "stop", "pause", "resume"]
 
@@ -135,16 +139,26 @@ class Reply(Message):
 
 
 KINDS: dict[str, type[Message]] = {
-    "hello": Hello, "game": Game, "snapshot": SnapshotMade, "duel_game": DuelGame, "duel_end": DuelEnd,
-    "metrics": Metrics, "event": Event, "best": Best, "config": ConfigUpdate, "pause": Pause,
-    "stop": Stop, "request": Request, "reply": Reply, "perfect_play": PerfectPlay,
+    "hello": Hello,
+    "game": Game,
+    "snapshot": SnapshotMade,
+    "duel_game": DuelGame,
+    "duel_end": DuelEnd,
+    "metrics": Metrics,
+    "event": Event,
+    "best": Best,
+    "config": ConfigUpdate,
+    "pause": Pause,
+    "stop": Stop,
+    "request": Request,
+    "reply": Reply,
+    "perfect_play": PerfectPlay,
 }
 KIND_OF = {model: kind for kind, model in KINDS.items()}
 
 
 def encode(message: Message) -> bytes:
-    return msgpack.packb({"v": VERSION, "kind": KIND_OF[type(message)], **message.model_dump()},
-                         use_bin_type=True)
+    return msgpack.packb({"v": VERSION, "kind": KIND_OF[type(message)], **message.model_dump()}, use_bin_type=True)
 
 
 def decode(frame: bytes) -> Message:

@@ -8,6 +8,7 @@ For a state file `run.sqlite` it is `run.sqlite.d/`:
     config.json   the config in force, which a (re)starting worker reads
     *.log         the daemon's and each worker's log
 """
+
 import fcntl
 import json
 import os
@@ -30,8 +31,10 @@ class RunDir:
         """ipc://.../name.ipc, or a clear error when the path is too long for a socket."""
         path = self.path / f"{name}.ipc"
         if len(str(path)) > IPC_PATH_MAX:
-            raise ValueError(f"the socket path {path} is longer than {IPC_PATH_MAX} characters; "
-                             f"put the state file in a shorter directory")
+            raise ValueError(
+                f"the socket path {path} is longer than {IPC_PATH_MAX} characters; "
+                f"put the state file in a shorter directory"
+            )
         return f"ipc://{path}"
 
     @property
@@ -68,8 +71,9 @@ class RunDir:
             handle.seek(0)
             pid = handle.read().strip() or "?"
             handle.close()
-            raise RuntimeError(f"another hexzd daemon (pid {pid}) is running on this state file; "
-                               f"use `hexzd status` or `hexzd stop`") from None
+            raise RuntimeError(
+                f"another hexzd daemon (pid {pid}) is running on this state file; use `hexzd status` or `hexzd stop`"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

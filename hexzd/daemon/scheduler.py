@@ -6,6 +6,7 @@ resumes the open duel). A rating match goes first when one is due (every
 `ratings.match_seconds`); otherwise a promotion duel for the newest snapshot
 not yet dueled against the best.
 """
+
 import asyncio
 import time
 from collections.abc import Callable
@@ -39,10 +40,13 @@ class Scheduler:
             await self._open("promotion", league.Pairing(candidate, sims, best, sims), None)
 
     async def _open(self, kind: str, pairing: league.Pairing, pairs: int | None) -> None:
-        duel_id = await self.store.new_duel(time.time(), kind, pairing.candidate_id, pairing.sims,
-                                            pairing.opponent_id, pairing.opponent_sims, pairs)
-        self.line = (f"{kind} {duel_id}: {league.player(pairing.candidate_id, pairing.sims)}"
-                     f" vs {league.player(pairing.opponent_id, pairing.opponent_sims)}")
+        duel_id = await self.store.new_duel(
+            time.time(), kind, pairing.candidate_id, pairing.sims, pairing.opponent_id, pairing.opponent_sims, pairs
+        )
+        self.line = (
+            f"{kind} {duel_id}: {league.player(pairing.candidate_id, pairing.sims)}"
+            f" vs {league.player(pairing.opponent_id, pairing.opponent_sims)}"
+        )
 
     async def _next_match(self) -> league.Pairing | None:
         """The reference ladder first; then the snapshot least rated, against its closest reference."""

@@ -17,6 +17,7 @@ Everything the run needs to resume (the best model, the trainer's
 checkpoint, the counters) is in the file, so a restart, even after
 `kill -9`, carries on where the last commit left it.
 """
+
 import asyncio
 import os
 import signal
@@ -38,8 +39,16 @@ from hexzd.evaluation import league
 from hexzd.store.writes import Writer
 from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
 
-COUNTERS = ("games", "positions", "evals", "selfplay_flops", "train_flops", "accel_seconds", "wall_seconds",
-            "train_step")
+COUNTERS = (
+    "games",
+    "positions",
+    "evals",
+    "selfplay_flops",
+    "train_flops",
+    "accel_seconds",
+    "wall_seconds",
+    "train_step",
+)
 STOP_GRACE = 20.0  # seconds the workers get to finish up before they are killed
 
 
@@ -52,8 +61,7 @@ class Pending:
 
 
 class Daemon:
-    def __init__(self, config_path, db, headless: bool = True, duration: float | None = None,
-                 out=None):
+    def __init__(self, config_path, db, headless: bool = True, duration: float | None = None, out=None):
         self.config_path, self.db = Path(config_path), Path(db)
         self.run_dir = RunDir.of(self.db)
         self.headless, self.duration = headless, duration
@@ -109,9 +117,17 @@ class Daemon:
             self.meter = GpuMeter.open()
             if self.meter is None:
                 await self._event("info", "tuner", f"{GpuMeter.why_not}; batch sizes follow throughput")
-            tasks = [asyncio.create_task(t) for t in (
-                self.supervisor.run(), self._ingest(), self._control(), self._watch(), self._tick(),
-                self._sample_gpu())]
+            tasks = [
+                asyncio.create_task(t)
+                for t in (
+                    self.supervisor.run(),
+                    self._ingest(),
+                    self._control(),
+                    self._watch(),
+                    self._tick(),
+                    self._sample_gpu(),
+                )
+            ]
             await self.stopping.wait()
             tasks[0].cancel()  # no restarts while the workers stop
             await self._shutdown(tasks)
@@ -236,8 +252,9 @@ class Daemon:
         try:
             self.pending.messages.append(m.decode(frame))
         except m.BadMessage as e:
-            self.pending.messages.append(m.Event(level="warning", source="daemon",
-                                                 message=f"dropped a malformed message: {e}"))
+            self.pending.messages.append(
+                m.Event(level="warning", source="daemon", message=f"dropped a malformed message: {e}")
+            )
 
     async def _flush(self) -> None:
         """Writes the pending messages in one transaction; on failure keeps them and backs off."""
@@ -259,8 +276,12 @@ class Daemon:
         if self.pending.failing_since is not None:
             seconds = time.monotonic() - self.pending.failing_since
             self.pending.failing_since = None
-            await self._event("warning", "daemon", f"{self.db} could not be written for {seconds:.0f} s "
-                              f"({self.write_error}); it is writable again and the results held meanwhile are saved")
+            await self._event(
+                "warning",
+                "daemon",
+                f"{self.db} could not be written for {seconds:.0f} s "
+                f"({self.write_error}); it is writable again and the results held meanwhile are saved",
+            )
         for update in after:
             await self._publish(update)
 
@@ -278,9 +299,13 @@ class Daemon:
             try:
                 await self._transaction(lambda message=message, after=after: self._write([message], after))
             except sqlite3.IntegrityError as e:
-                self.pending.messages.append(m.Event(
-                    level="warning", source="daemon",
-                    message=f"dropped a {m.KIND_OF[type(message)]} message the state file refuses: {e}"))
+                self.pending.messages.append(
+                    m.Event(
+                        level="warning",
+                        source="daemon",
+                        message=f"dropped a {m.KIND_OF[type(message)]} message the state file refuses: {e}",
+                    )
+                )
                 continue
             for update in after:
                 await self._publish(update)
@@ -289,8 +314,11 @@ class Daemon:
         for message in batch:
             handler = getattr(self, f"_on_{m.KIND_OF[type(message)]}", None)
             if handler is None:
-                await self._event_row(m.Event(level="warning", source="daemon",
-                                              message=f"a worker sent a {m.KIND_OF[type(message)]} message"))
+                await self._event_row(
+                    m.Event(
+                        level="warning", source="daemon", message=f"a worker sent a {m.KIND_OF[type(message)]} message"
+                    )
+                )
             else:
                 await handler(message, after)
 
@@ -352,12 +380,19 @@ class Daemon:
         await self.store.end_duel(now, d)
         self.scheduler.ratings_stale = True
         llr = f", llr {d.llr:.2f}" if d.llr is not None else ""
-        self.out(f"info: duel {d.duel_id}: {league.player(candidate, sims)} vs "
-                 f"{league.player(opponent, opponent_sims)} {d.result}: {d.wins}-{d.losses}{llr}")
+        self.out(
+            f"info: duel {d.duel_id}: {league.player(candidate, sims)} vs "
+            f"{league.player(opponent, opponent_sims)} {d.result}: {d.wins}-{d.losses}{llr}"
+        )
         if d.result == "accepted":
             await self.store.promote(now, candidate, d.duel_id, d.wins / max(1, d.wins + d.losses))
-            await self._event_row(m.Event(level="info", source="daemon", message=(
-                f"model {candidate} promoted over {opponent or 'random rollouts'}: {d.wins}-{d.losses}")))
+            await self._event_row(
+                m.Event(
+                    level="info",
+                    source="daemon",
+                    message=(f"model {candidate} promoted over {opponent or 'random rollouts'}: {d.wins}-{d.losses}"),
+                )
+            )
             self.best = candidate
             after.append(m.Best(model_id=candidate))
         self.scheduler.line = ""
@@ -392,10 +427,15 @@ class Daemon:
 
     def status(self) -> dict:
         return {
-            "pid": os.getpid(), "db": str(self.db), "config": str(self.config_path),
+            "pid": os.getpid(),
+            "db": str(self.db),
+            "config": str(self.config_path),
             "state": "stopping" if self.stopping.is_set() else "paused" if self.paused else "running",
-            "uptime": time.monotonic() - self.started, "best": self.best,
-            "counters": dict(self.counters), "duel": self.scheduler.line, "config_error": self.config_error,
+            "uptime": time.monotonic() - self.started,
+            "best": self.best,
+            "counters": dict(self.counters),
+            "duel": self.scheduler.line,
+            "config_error": self.config_error,
             "workers": self.supervisor.status(),
         }
 
@@ -458,9 +498,13 @@ class Daemon:
         waiting = sum(self.trainer_waiting) / len(self.trainer_waiting) if self.trainer_waiting else None
         self.trainer_waiting = []
         telemetry = Telemetry(
-            positions_per_s=rates["positions"], evals_per_s=rates["evals"],
+            positions_per_s=rates["positions"],
+            evals_per_s=rates["evals"],
             samples_per_s=rates["train_step"] * self.config.train.batch_size,
-            reuse=self.config.train.reuse, gpu_util=gpu, trainer_waiting=waiting)
+            reuse=self.config.train.reuse,
+            gpu_util=gpu,
+            trainer_waiting=waiting,
+        )
         decisions = self.tuner.observe(telemetry, time.monotonic())
         now = time.time()
 
@@ -520,9 +564,11 @@ class Daemon:
         rate = lambda k: f" ({r[k]:,.1f}/s)" if k in r else ""  # noqa: E731
         best = f"model {self.best}" if self.best else "rollouts"
         duel = self.scheduler.line
-        return (f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
-                f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
-                f"best {best}" + (f" | {duel}" if duel else "") + (" | paused" if self.paused else ""))
+        return (
+            f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
+            f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
+            f"best {best}" + (f" | {duel}" if duel else "") + (" | paused" if self.paused else "")
+        )
 
     def _check_budgets(self) -> None:
         b, c = self.config.budget, self.counters
@@ -542,8 +588,9 @@ class Daemon:
         """Thins games older than the kept windows and prunes snapshot weights."""
         keep = self.config.retention
         every = 0 if keep.thin_keep == 0 else max(1, round(1 / keep.thin_keep))
-        await self._transaction(lambda: self.store.retain(
-            int(keep.window_multiple * self.config.train.window), every, keep.snapshot_every))
+        await self._transaction(
+            lambda: self.store.retain(int(keep.window_multiple * self.config.train.window), every, keep.snapshot_every)
+        )
 
 
 def parse_duration(text: str) -> float:

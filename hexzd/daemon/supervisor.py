@@ -6,6 +6,7 @@ the run directory. A worker that exits is restarted with a doubling backoff
 (from `daemon.restart_backoff` up to MAX_BACKOFF), reset once it has run
 for MAX_BACKOFF seconds.
 """
+
 import asyncio
 import os
 import sys
@@ -67,27 +68,48 @@ class Supervisor:
             worker.process = None
             worker.restarts += 1
             healthy = now - worker.started > MAX_BACKOFF
-            worker.backoff = self.config().daemon.restart_backoff if healthy or not worker.backoff \
+            worker.backoff = (
+                self.config().daemon.restart_backoff
+                if healthy or not worker.backoff
                 else min(MAX_BACKOFF, 2 * worker.backoff)
+            )
             worker.not_before = now + worker.backoff
-            await self.warn(f"{worker.name} exited with code {code}; "
-                            f"restarting in {worker.backoff:g} s (see {self.run_dir.log(worker.name)})")
+            await self.warn(
+                f"{worker.name} exited with code {code}; "
+                f"restarting in {worker.backoff:g} s (see {self.run_dir.log(worker.name)})"
+            )
         if worker.process is None and now >= worker.not_before:
             await self._start(worker)
 
     def _environment(self, worker: Worker) -> dict:
         c = self.config()
         threads = c.device.trainer_threads if worker.kind == "trainer" else c.device.threads
-        return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "NUMBA_NUM_THREADS": str(c.selfplay.numba_threads), "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "NUMBA_NUM_THREADS": str(c.selfplay.numba_threads),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     async def _start(self, worker: Worker) -> None:
         with open(self.run_dir.log(worker.name), "ab") as logfile:
             worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hexzd.daemon.workers", worker.kind, "--db", str(self.db),
-                "--name", worker.name, "--seed", str(worker.seed + 100 * worker.restarts),
-                "--daemon-pid", str(os.getpid()),
-                stdin=asyncio.subprocess.DEVNULL, stdout=logfile, stderr=logfile,
+                sys.executable,
+                "-m",
+                "hexzd.daemon.workers",
+                worker.kind,
+                "--db",
+                str(self.db),
+                "--name",
+                worker.name,
+                "--seed",
+                str(worker.seed + 100 * worker.restarts),
+                "--daemon-pid",
+                str(os.getpid()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
                 env=self._environment(worker),
                 start_new_session=True,  # Ctrl-C reaches the daemon only; it stops the workers
             )
@@ -108,5 +130,7 @@ class Supervisor:
                 await worker.process.wait()
 
     def status(self) -> dict:
-        return {w.name: {"pid": w.process.pid if w.alive else None, "alive": w.alive, "restarts": w.restarts}
-                for w in self.workers.values()}
+        return {
+            w.name: {"pid": w.process.pid if w.alive else None, "alive": w.alive, "restarts": w.restarts}
+            for w in self.workers.values()
+        }

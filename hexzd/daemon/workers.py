@@ -11,6 +11,7 @@ with its thread counts in the environment (see Supervisor). A worker:
 The workers' loops are CPU- and accelerator-bound, so they use plain
 blocking zmq sockets, polled between units of work; the daemon is asyncio.
 """
+
 import argparse
 import functools
 import logging
@@ -142,10 +143,20 @@ def selfplay(link: Link, db, seed: int) -> None:
                 games.network = load(db, link.best, link.config.device)
                 link.event("info", f"self-play now uses model {link.best} ({games.network.reason})")
             for record, evals, seconds in games.move():
-                link.send(m.Game(
-                    worker=link.name, model_id=record.model_id, board_size=record.board_size,
-                    sims=record.sims, moves=record.moves, winner=record.winner,
-                    length=len(record.actions), policy=record.policy, evals=evals, seconds=seconds))
+                link.send(
+                    m.Game(
+                        worker=link.name,
+                        model_id=record.model_id,
+                        board_size=record.board_size,
+                        sims=record.sims,
+                        moves=record.moves,
+                        winner=record.winner,
+                        length=len(record.actions),
+                        policy=record.policy,
+                        evals=evals,
+                        seconds=seconds,
+                    )
+                )
     finally:
         games.close()
 
@@ -168,20 +179,33 @@ def trainer(link: Link, db, seed: int) -> None:
 
     def publish(snapshot: Snapshot, seconds: float) -> None:
         players = replace(snapshot, optimizer=None, rng={})
-        link.send(m.SnapshotMade(
-            train_step=snapshot.step, positions_seen=snapshot.positions_seen,
-            samples_trained=snapshot.samples_trained, params=snapshot.params,
-            flops_per_eval=snapshot.flops_per_eval, train_flops=float(snapshot.train_flops),
-            train_seconds=seconds, weights=players.to_bytes(), checkpoint=snapshot.to_bytes()))
+        link.send(
+            m.SnapshotMade(
+                train_step=snapshot.step,
+                positions_seen=snapshot.positions_seen,
+                samples_trained=snapshot.samples_trained,
+                params=snapshot.params,
+                flops_per_eval=snapshot.flops_per_eval,
+                train_flops=float(snapshot.train_flops),
+                train_seconds=seconds,
+                weights=players.to_bytes(),
+                checkpoint=snapshot.to_bytes(),
+            )
+        )
 
     def should_stop() -> bool:
         link.poll()
         return link.stopping
 
     try:
-        trainer.run(should_stop, wait=link.wait, on_snapshot=publish,
-                    on_metrics=lambda values: link.send(m.Metrics(source=link.name, values=values)),
-                    config=lambda: link.config, paused=lambda: link.paused)
+        trainer.run(
+            should_stop,
+            wait=link.wait,
+            on_snapshot=publish,
+            on_metrics=lambda values: link.send(m.Metrics(source=link.name, values=values)),
+            config=lambda: link.config,
+            paused=lambda: link.paused,
+        )
     finally:
         source.close()
 
@@ -257,19 +281,34 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
         return link.stopping
 
     network = load(db, model_id, c.device)
-    report = measure(c.game.board_size, network.evaluate, sims=sorted({0, c.duel.sims}),
-                     positions=c.ratings.perfect_positions, seed=0, config=c.selfplay,
-                     solver=_solver(c.game.board_size), should_stop=stopping)
+    report = measure(
+        c.game.board_size,
+        network.evaluate,
+        sims=sorted({0, c.duel.sims}),
+        positions=c.ratings.perfect_positions,
+        seed=0,
+        config=c.selfplay,
+        solver=_solver(c.game.board_size),
+        should_stop=stopping,
+    )
     if report is None:
         return True
     sign = report.value_sign.rate if report.value_sign else None
     for a in report.agents:
-        link.send(m.PerfectPlay(model_id=model_id, sims=a.sims, seed=report.seed, positions=report.positions,
-                                won=report.won, kept=a.perfect_moves.hits, converted=a.conversion.hits,
-                                value_sign=sign))
+        link.send(
+            m.PerfectPlay(
+                model_id=model_id,
+                sims=a.sims,
+                seed=report.seed,
+                positions=report.positions,
+                won=report.won,
+                kept=a.perfect_moves.hits,
+                converted=a.conversion.hits,
+                value_sign=sign,
+            )
+        )
     line = ", ".join(f"{a.perfect_moves.rate:.1%} at {a.sims} sims" for a in report.agents)
-    link.event("info", f"model {model_id} against perfect play: keeps the win in {line} "
-                       f"of {report.won} won positions")
+    link.event("info", f"model {model_id} against perfect play: keeps the win in {line} of {report.won} won positions")
     return True
 
 
@@ -284,8 +323,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--daemon-pid", type=int, help="the daemon's pid; the worker exits once it is gone")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {args.name} %(levelname)s %(message)s"
+    )
     link = Link(RunDir.of(args.db), args.db, args.name, args.daemon_pid)
     try:
         KINDS[args.kind](link, args.db, args.seed)

@@ -11,6 +11,7 @@ in flight, or after `max_pairs` pairs, which counts as a rejection: the
 candidate was not shown to be clearly stronger. A restarted duel worker
 resumes a duel from the games already in the state file.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +34,7 @@ def pair_counts(results: dict[int, dict[int, bool]]) -> list[int]:
     return counts
 
 
-def play_pairs(candidate: Player, opponent: Player, n: int, swap: bool, opening_moves,
-               on_game, should_stop) -> None:
+def play_pairs(candidate: Player, opponent: Player, n: int, swap: bool, opening_moves, on_game, should_stop) -> None:
     """Plays each opening twice, colours swapped; on_game(index, trmph, winner, candidate colour)."""
     games = Games.new(2 * len(opening_moves), n, swap)
     colour = np.array([BLACK, WHITE] * len(opening_moves), np.int8)

@@ -11,6 +11,7 @@ Rating matches fill the gaps that promotion duels leave: neighbouring
 references play each other until the ladder is fixed (`ladder_pairs`), and
 snapshots play the reference closest to their rating.
 """
+
 from dataclasses import dataclass
 
 from hexzd.evaluation.ratings import fit
@@ -44,8 +45,7 @@ def rate(results, references: list[int]) -> list[tuple]:
         return []
     anchor = player(None, references[0])
     ratings = fit(games, anchors={anchor: 0.0} if anchor in sides else None, prior_games=PRIOR_GAMES)
-    return [(name, *sides[name], r.elo, r.lo, r.hi, r.games, int(name == anchor))
-            for name, r in ratings.items()]
+    return [(name, *sides[name], r.elo, r.lo, r.hi, r.games, int(name == anchor)) for name, r in ratings.items()]
 
 
 def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int) -> Pairing | None:

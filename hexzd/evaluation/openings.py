@@ -6,6 +6,7 @@ every first move in turn, in an order shuffled by the seed; with more plies,
 random moves. Reproducible from the seed (a duel's id), so that a restarted
 duel replays the same openings.
 """
+
 import numpy as np
 
 __all__ = ["pair_openings"]

@@ -20,6 +20,7 @@ An agent is the network with S simulations per move, as `hexzd htp` plays it
 `--random-rollouts`, rollout MCTS, and S = 0 for a uniformly random move.
 Rates come with 95% Wilson intervals. The state file is only read.
 """
+
 import time
 from dataclasses import asdict, dataclass
 
@@ -34,7 +35,15 @@ from hexzd.search.mcts import Evaluate
 from hexzd.search.player import Player, subset
 
 __all__ = [
-    "MAX_SIZE", "AgentResult", "Rate", "Report", "Solver", "agent", "check_size", "measure", "undecided_positions",
+    "MAX_SIZE",
+    "AgentResult",
+    "Rate",
+    "Report",
+    "Solver",
+    "agent",
+    "check_size",
+    "measure",
+    "undecided_positions",
 ]
 
 MAX_SIZE = 5  # the empty 5x5 board is solved in under a second; the empty 6x6 not in five minutes
@@ -45,8 +54,7 @@ DEFAULT_POSITIONS = 100
 def check_size(n: int) -> int:
     """n, if `hexzd perfect` can solve n x n boards; else ValueError naming the limit."""
     if n > MAX_SIZE:
-        raise ValueError(f"{n}x{n} is too large to solve: `hexzd perfect` takes boards up to "
-                         f"{MAX_SIZE}x{MAX_SIZE}")
+        raise ValueError(f"{n}x{n} is too large to solve: `hexzd perfect` takes boards up to {MAX_SIZE}x{MAX_SIZE}")
     return n
 
 
@@ -126,7 +134,7 @@ def undecided_positions(solver: Solver, count: int, seed: int) -> Games:
     for _ in range(100 * count):
         if len(lines) >= count:
             break
-        line = rng.permutation(nn)[:rng.integers(0, nn - 1)]
+        line = rng.permutation(nn)[: rng.integers(0, nn - 1)]
         board = np.zeros(nn, np.int8)
         board[line[0::2]], board[line[1::2]] = BLACK, WHITE
         if board.tobytes() not in seen and solver.winner(board) == EMPTY:
@@ -250,8 +258,9 @@ class _Clock:
         self.seconds += time.perf_counter() - self._start
 
 
-def play_out(player, solver: Solver, games: Games, clock: _Clock,
-             should_stop=lambda: False) -> tuple[np.ndarray, np.ndarray]:
+def play_out(
+    player, solver: Solver, games: Games, clock: _Clock, should_stop=lambda: False
+) -> tuple[np.ndarray, np.ndarray]:
     """The agent to move in every game, against perfect defence.
 
     Returns bool[B] twice: did the agent's first move keep the win, and did
@@ -267,8 +276,9 @@ def play_out(player, solver: Solver, games: Games, clock: _Clock,
             break
         moves = player.moves(subset(games, alive))
         with clock:
-            kept = np.array([solver.keeps_win(games.board[b], games.to_play[b], moves[i])
-                             for i, b in enumerate(alive)], np.bool_)
+            kept = np.array(
+                [solver.keeps_win(games.board[b], games.to_play[b], moves[i]) for i, b in enumerate(alive)], np.bool_
+            )
         if ply == 0:
             first = kept
         games.play(_spread(moves, alive, games.batch))
@@ -286,9 +296,17 @@ def _spread(moves: np.ndarray, index: np.ndarray, batch: int) -> np.ndarray:
     return out
 
 
-def measure(n: int, evaluate: Evaluate | None, sims=DEFAULT_SIMS, positions: int = DEFAULT_POSITIONS,
-            seed: int = 0, config: SearchConfig | None = None, solver: Solver | None = None,
-            on_agent=None, should_stop=lambda: False) -> Report | None:
+def measure(
+    n: int,
+    evaluate: Evaluate | None,
+    sims=DEFAULT_SIMS,
+    positions: int = DEFAULT_POSITIONS,
+    seed: int = 0,
+    config: SearchConfig | None = None,
+    solver: Solver | None = None,
+    on_agent=None,
+    should_stop=lambda: False,
+) -> Report | None:
     """Every figure of the module docstring for one network (or rollouts, evaluate=None).
 
     None if `should_stop()` said so on the way (a worker asked to stop).
@@ -310,12 +328,16 @@ def measure(n: int, evaluate: Evaluate | None, sims=DEFAULT_SIMS, positions: int
         first, converted = play_out(player, solver, winning, clock, should_stop)
         if should_stop():
             return None
-        result = AgentResult(player.name, s, Rate(int(first.sum()), winning.batch),
-                             Rate(int(converted.sum()), winning.batch),
-                             time.perf_counter() - start - (clock.seconds - before))
+        result = AgentResult(
+            player.name,
+            s,
+            Rate(int(first.sum()), winning.batch),
+            Rate(int(converted.sum()), winning.batch),
+            time.perf_counter() - start - (clock.seconds - before),
+        )
         results.append(result)
         if on_agent:
             on_agent(result)
-    return Report(n, seed, games.batch, int(won.sum()), int((~won).sum()), value_sign, results,
-                  solver.nodes, clock.seconds)
-
+    return Report(
+        n, seed, games.batch, int(won.sum()), int((~won).sum()), value_sign, results, solver.nodes, clock.seconds
+    )

@@ -55,6 +55,7 @@ none (anchors counting as one player): that is, when the graph "a beat b" is
 strongly connected. Otherwise `fit` raises ValueError rather than return ratings that
 run off to infinity.
 """
+
 import math
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass

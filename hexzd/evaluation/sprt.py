@@ -46,6 +46,7 @@ Wald's bounds: accept H1 once LLR >= log((1 - beta) / alpha), accept H0 once
 LLR <= log(beta / (1 - alpha)). The real error rates are usually a little
 below alpha and beta because the LLR overshoots the bound when it crosses.
 """
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -127,7 +128,7 @@ class Sprt:
         return (flat * log_ratio).sum(axis=1).reshape(counts.shape[:-1])
 
     def decide(self, pairs: Sequence[int] | np.ndarray) -> str | None:
-        """"accept" (promote the candidate), "reject", or None to play on."""
+        """ "accept" (promote the candidate), "reject", or None to play on."""
         lower, upper = self.bounds()
         llr = self.llr(pairs)
         if llr >= upper:

@@ -2,6 +2,7 @@
 
 Every interval hexzd prints is a 95% interval (Z95), and says so.
 """
+
 import math
 
 import numpy as np

@@ -15,6 +15,7 @@ an n x n board (0-based, r from the top, c from the left):
 Black connects row 1 to row n, White column `a` to the last column. `a1` is
 the top-left, acute corner. The swap move is written `swap` (HTP, trmph).
 """
+
 import re
 
 from hexzd.native.board import BLACK, EMPTY, WHITE

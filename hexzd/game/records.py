@@ -5,6 +5,7 @@ distribution over actions (n*n cells, then swap). The distributions are kept
 as float16 and zlib-compressed: about 2 bytes per action before compression,
 and most entries are zero, so a 9x9 game of 60 moves packs into a few KB.
 """
+
 import zlib
 from dataclasses import dataclass
 

@@ -4,6 +4,7 @@ The kernels trust their input; this module checks it, so that a bad move
 from a user or a corrupt record raises a clear error instead of corrupting a
 board.
 """
+
 from dataclasses import dataclass
 
 import numpy as np

@@ -18,6 +18,7 @@ values, on positions from `sample_features`.
 a moment at a typical batch and keeps the fastest that passes its tolerance;
 `evaluator.reason` says which and why, and it is logged.
 """
+
 import copy
 import hashlib
 import logging
@@ -36,8 +37,18 @@ from hexzd.nn.net import HexNet, NetSpec
 from hexzd.nn.snapshot import Snapshot
 
 __all__ = [
-    "BACKENDS", "PRECISIONS", "TOLERANCE", "EagerEvaluator", "Evaluator", "available", "build",
-    "fold_batch_norm", "make_evaluator", "max_difference", "sample_features", "throughput",
+    "BACKENDS",
+    "PRECISIONS",
+    "TOLERANCE",
+    "EagerEvaluator",
+    "Evaluator",
+    "available",
+    "build",
+    "fold_batch_norm",
+    "make_evaluator",
+    "max_difference",
+    "sample_features",
+    "throughput",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,10 +87,7 @@ def available(backend: str = "auto", precision: str = "auto") -> list[tuple[str,
                 pairs.append(("tensorrt", "int8"))
     if torch.backends.mps.is_available():
         pairs += [("mps", "fp32"), ("mps", "fp16")]
-    return [
-        (b, p) for b, p in pairs
-        if backend in ("auto", b) and precision in ("auto", p)
-    ]
+    return [(b, p) for b, p in pairs if backend in ("auto", b) and precision in ("auto", p)]
 
 
 def _has_tensorrt() -> bool:
@@ -190,7 +198,7 @@ def _bucket(batch: int) -> int:
 
 def _in_buckets(features: np.ndarray, run) -> tuple[np.ndarray, np.ndarray]:
     """Runs `run(chunk)` over chunks of at most the largest bucket and joins the results."""
-    parts = [run(features[i:i + BUCKETS[-1]]) for i in range(0, len(features), BUCKETS[-1])]
+    parts = [run(features[i : i + BUCKETS[-1]]) for i in range(0, len(features), BUCKETS[-1])]
     if not parts:
         return run(features)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -342,9 +350,7 @@ class TensorRTEvaluator:
         quantized = copy.deepcopy(self.model)
         mtq.quantize(quantized, mtq.INT8_DEFAULT_CFG, forward_loop=lambda m: m(calibration))
         with export_torch_mode():
-            return torch_tensorrt.compile(
-                quantized, ir="dynamo", arg_inputs=[example], enabled_precisions={torch.int8}
-            )
+            return torch_tensorrt.compile(quantized, ir="dynamo", arg_inputs=[example], enabled_precisions={torch.int8})
 
     def _run(self, features):
         b = len(features)
@@ -420,7 +426,10 @@ def to_model(source) -> HexNet:
 
 
 def make_evaluator(
-    source, backend: str = "auto", precision: str = "auto", threads: int | None = None,
+    source,
+    backend: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
     probe_batch: int = PROBE_BATCH,
 ) -> Evaluator:
     """An evaluator for a model, Snapshot or snapshot bytes.

@@ -6,6 +6,7 @@ hexzd.nn.inference) times every backend for a moment; its choice depends on
 the network's shape and the machine, not on the weights, so a process makes
 it once per shape and reuses it for every later model.
 """
+
 from collections.abc import Callable
 from dataclasses import dataclass
 

@@ -21,6 +21,7 @@ under 1% of the total at every size in the README and are left out. A
 training sample costs 3x a forward pass (forward, and a backward of twice
 the forward's cost).
 """
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -77,8 +78,13 @@ class HexNet(nn.Module):
             *_conv_bn(c, 2, 1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(2 * n * n, n * n)
         )
         self.value = nn.Sequential(
-            *_conv_bn(c, 1, 1), nn.ReLU(inplace=True), nn.Flatten(),
-            nn.Linear(n * n, c), nn.ReLU(inplace=True), nn.Linear(c, 1), nn.Tanh(),
+            *_conv_bn(c, 1, 1),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(n * n, c),
+            nn.ReLU(inplace=True),
+            nn.Linear(c, 1),
+            nn.Tanh(),
         )
 
     def forward(self, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

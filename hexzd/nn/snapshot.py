@@ -4,6 +4,7 @@ The one format for weights: the trainer writes it, the daemon stores it in
 `models.weights` (without optimiser state) and `models.checkpoint` (whole),
 and `hexzd.nn.loader` reads it back for every player.
 """
+
 import io
 import time
 from dataclasses import asdict, dataclass, field
@@ -75,8 +76,11 @@ class Snapshot:
 
     def meta(self) -> dict:
         return {
-            "train_step": self.step, "positions_seen": self.positions_seen, "params": self.params,
-            "flops_per_eval": self.flops_per_eval, "train_flops": self.train_flops,
+            "train_step": self.step,
+            "positions_seen": self.positions_seen,
+            "params": self.params,
+            "flops_per_eval": self.flops_per_eval,
+            "train_flops": self.train_flops,
         }
 
     def to_bytes(self) -> bytes:

@@ -30,6 +30,7 @@ Decisions where GTP, HexGui and MoHex leave room:
 - `final_score` answers `= B+`, `= W+` or, while no one has won, `= cannot
   score` (as MoHex does). `undo` takes back the last move of either colour.
 """
+
 import sys
 import time
 from collections.abc import Callable
@@ -79,10 +80,19 @@ def _played(games: Games, colour: int, action: int) -> Games:
 class HtpServer:
     """One game of Hex and the search that plays it; see the module docstring."""
 
-    def __init__(self, size: int | None = None, swap: bool = False, sims: int = DEFAULT_SIMS,
-                 seconds: float | None = None, network: Network | None = None,
-                 config: SearchConfig | None = None, resign: bool = True, seed: int = 0,
-                 note: str = "", warn: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        size: int | None = None,
+        swap: bool = False,
+        sims: int = DEFAULT_SIMS,
+        seconds: float | None = None,
+        network: Network | None = None,
+        config: SearchConfig | None = None,
+        resign: bool = True,
+        seed: int = 0,
+        note: str = "",
+        warn: Callable[[str], None] | None = None,
+    ):
         self.swap, self.sims, self.seconds = bool(swap), int(sims), seconds
         self.network, self.resign, self.seed = network, resign, seed
         # Play, not self-play: no root noise, and PUCT, whose chunks can add up.
@@ -91,12 +101,19 @@ class HtpServer:
         self.warn = warn or (lambda text: print(text, file=sys.stderr, flush=True))
         self.quitting = False
         self.commands = {
-            "protocol_version": self.cmd_protocol_version, "name": self.cmd_name,
-            "version": self.cmd_version, "list_commands": self.cmd_list_commands,
-            "known_command": self.cmd_known_command, "boardsize": self.cmd_boardsize,
-            "clear_board": self.cmd_clear_board, "play": self.cmd_play, "genmove": self.cmd_genmove,
-            "undo": self.cmd_undo, "showboard": self.cmd_showboard,
-            "final_score": self.cmd_final_score, "quit": self.cmd_quit,
+            "protocol_version": self.cmd_protocol_version,
+            "name": self.cmd_name,
+            "version": self.cmd_version,
+            "list_commands": self.cmd_list_commands,
+            "known_command": self.cmd_known_command,
+            "boardsize": self.cmd_boardsize,
+            "clear_board": self.cmd_clear_board,
+            "play": self.cmd_play,
+            "genmove": self.cmd_genmove,
+            "undo": self.cmd_undo,
+            "showboard": self.cmd_showboard,
+            "final_score": self.cmd_final_score,
+            "quit": self.cmd_quit,
         }
         self.new_game(size or (network.board_size if network else DEFAULT_SIZE))
 
@@ -294,9 +311,16 @@ class HtpServer:
 # -- starting an engine from the command line's options ---------------------------
 
 
-def open_engine(db=None, model: str = "best", sims: int | None = None, seconds: float | None = None,
-                random_rollouts: bool = False, size: int | None = None, resign: bool = True,
-                warn: Callable[[str], None] | None = None) -> HtpServer:
+def open_engine(
+    db=None,
+    model: str = "best",
+    sims: int | None = None,
+    seconds: float | None = None,
+    random_rollouts: bool = False,
+    size: int | None = None,
+    resign: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> HtpServer:
     """The engine that `hexzd htp` and `hexzd play` run. Raises EngineError."""
     if sims is not None and seconds is not None:
         raise EngineError("give --sims or --seconds, not both")
@@ -306,8 +330,7 @@ def open_engine(db=None, model: str = "best", sims: int | None = None, seconds: 
     network, config, swap, note = load_network(db, model)
     if size is None and network is None and config is not None:
         budget["size"] = config.game.board_size
-    return HtpServer(**budget, swap=swap, network=network, note=note,
-                     config=config.selfplay if config else None)
+    return HtpServer(**budget, swap=swap, network=network, note=note, config=config.selfplay if config else None)
 
 
 def load_network(db, model: str = "best"):

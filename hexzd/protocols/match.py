@@ -21,6 +21,7 @@ MoHex, or against any other engine that speaks HTP.
 
 Swap is off: both engines are told nothing about it, and `swap` is illegal.
 """
+
 import json
 import math
 import queue
@@ -57,8 +58,12 @@ class HtpClient:
         self.command = command
         self._log = open(log_path, "a") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(
-            shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            text=True, bufsize=1,
+            shlex.split(command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
         )
         self._lines: queue.Queue = queue.Queue()
         self._answered = False
@@ -155,8 +160,9 @@ def _setup(engine: HtpClient, n: int, opening: list[int], timeout: float) -> Non
         engine.ask(f"play {COLOUR[BLACK if ply % 2 == 0 else WHITE]} {cell_name(action, n)}", timeout)
 
 
-def play_game(engines: dict, a_colour: int, n: int, opening: list[int], result: GameResult,
-              timeout: float) -> GameResult:
+def play_game(
+    engines: dict, a_colour: int, n: int, opening: list[int], result: GameResult, timeout: float
+) -> GameResult:
     """One game refereed on the referee's own board; `engines` maps "A"/"B" to HtpClient."""
     side = {a_colour: "A", BLACK + WHITE - a_colour: "B"}
     games, actions = Games.new(1, n), list(opening)
@@ -195,8 +201,17 @@ def _finish(result: GameResult, actions: list[int], n: int, winner: str, reason:
     return result
 
 
-def play_match(command_a: str, command_b: str, n: int, games: int, plies: int = 1, seed: int = 0,
-               timeout: float = 60.0, log_dir: Path | None = None, on_game=None) -> list[GameResult]:
+def play_match(
+    command_a: str,
+    command_b: str,
+    n: int,
+    games: int,
+    plies: int = 1,
+    seed: int = 0,
+    timeout: float = 60.0,
+    log_dir: Path | None = None,
+    on_game=None,
+) -> list[GameResult]:
     """Plays `games` games (rounded up to whole pairs) and returns them in order."""
     pairs = math.ceil(games / 2)
     commands = {"A": command_a, "B": command_b}
@@ -226,14 +241,22 @@ def summary(results: list[GameResult]) -> dict:
     score = a_wins / len(results) if results else float("nan")
     lo, hi = wilson(a_wins, len(results))
     return {
-        "games": len(results), "a_wins": a_wins, "b_wins": len(results) - a_wins,
+        "games": len(results),
+        "a_wins": a_wins,
+        "b_wins": len(results) - a_wins,
         "a_wins_as_black": sum(r.winner == "A" and r.black == "A" for r in results),
         "a_wins_as_white": sum(r.winner == "A" and r.black == "B" for r in results),
-        "score": score, "score_lo": lo, "score_hi": hi,
-        "elo": elo_or_none(score), "elo_lo": elo_or_none(lo), "elo_hi": elo_or_none(hi),
+        "score": score,
+        "score_lo": lo,
+        "score_hi": hi,
+        "elo": elo_or_none(score),
+        "elo_lo": elo_or_none(lo),
+        "elo_hi": elo_or_none(hi),
         "resigned": {k: sum(r.reason == f"{k} resigned" for r in results) for k in "AB"},
-        "forfeits": {k: sum(r.winner != k and r.reason.startswith(k) and r.reason != f"{k} resigned"
-                            for r in results) for k in "AB"},
+        "forfeits": {
+            k: sum(r.winner != k and r.reason.startswith(k) and r.reason != f"{k} resigned" for r in results)
+            for k in "AB"
+        },
     }
 
 

@@ -13,6 +13,7 @@ values with uniform priors, the cold start before any network exists. A
 self-play worker may instead interleave the steps of two Searches, so that
 one group's tree search overlaps the other's inference.
 """
+
 import math
 from collections.abc import Callable
 
@@ -84,6 +85,7 @@ def grow(tree: kernels.Tree, nodes: int, edges: int) -> kernels.Tree:
     num_nodes and num_edges, and memory not yet touched costs nothing. The
     largest tree sets the width of all; the others leave most of it untouched.
     """
+
     def widen(a, width, used):
         if a.ndim == 1 or a.shape[1] >= width:
             return a
@@ -92,18 +94,27 @@ def grow(tree: kernels.Tree, nodes: int, edges: int) -> kernels.Tree:
             out[b, :count] = a[b, :count]
         return out
 
-    return kernels.Tree(*(
-        widen(a, *((nodes, tree.num_nodes) if name.startswith("node") else (edges, tree.num_edges)))
-        for name, a in zip(kernels.Tree._fields, tree)
-    ))
+    return kernels.Tree(
+        *(
+            widen(a, *((nodes, tree.num_nodes) if name.startswith("node") else (edges, tree.num_edges)))
+            for name, a in zip(kernels.Tree._fields, tree)
+        )
+    )
 
 
 class Search:
     """B games and their search trees. See the module docstring."""
 
-    def __init__(self, batch: int, n: int, swap: bool = False,
-                 config: SearchConfig | None = None, seed: int = 0,
-                 explore: bool = True, reuse_tree: bool = True):
+    def __init__(
+        self,
+        batch: int,
+        n: int,
+        swap: bool = False,
+        config: SearchConfig | None = None,
+        seed: int = 0,
+        explore: bool = True,
+        reuse_tree: bool = True,
+    ):
         """explore=False turns off root noise and sampling: play for evaluation."""
         self.config = config or SearchConfig()
         self.explore = explore
@@ -134,9 +145,19 @@ class Search:
         self._reserve()
         c = self.config
         kernels.select(
-            self.tree, kernels.State(*self.roots.arrays), self.leaves, self.leaf,
-            self.roots.swap, c.c_puct, c.fpu_reduction, self.gumbel_score,
-            self._table, GUMBEL_C_VISIT, GUMBEL_C_SCALE, self.planes, write_planes,
+            self.tree,
+            kernels.State(*self.roots.arrays),
+            self.leaves,
+            self.leaf,
+            self.roots.swap,
+            c.c_puct,
+            c.fpu_reduction,
+            self.gumbel_score,
+            self._table,
+            GUMBEL_C_VISIT,
+            GUMBEL_C_SCALE,
+            self.planes,
+            write_planes,
         )
 
     def backup(self, logits: np.ndarray, values: np.ndarray) -> None:
@@ -151,10 +172,18 @@ class Search:
         noise = c.dirichlet_fraction if self.explore else 0.0
         considered = c.gumbel_actions if c.gumbel else 0
         kernels.expand_backup(
-            self.tree, self.leaves, self.leaf,
-            np.ascontiguousarray(logits, np.float32), np.ascontiguousarray(values, np.float32),
-            self.roots.swap, self.rng, c.dirichlet_alpha, noise,
-            self.gumbel_score, considered, self.explore,
+            self.tree,
+            self.leaves,
+            self.leaf,
+            np.ascontiguousarray(logits, np.float32),
+            np.ascontiguousarray(values, np.float32),
+            self.roots.swap,
+            self.rng,
+            c.dirichlet_alpha,
+            noise,
+            self.gumbel_score,
+            considered,
+            self.explore,
         )
 
     def rollouts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -191,10 +220,23 @@ class Search:
         self._reserve(sims)
         c = self.config
         kernels.search_rollouts(
-            self.tree, kernels.State(*self.roots.arrays), self.leaves, sims, self.roots.swap,
-            c.c_puct, c.fpu_reduction, self.rng, c.rollouts, c.dirichlet_alpha,
-            c.dirichlet_fraction if self.explore else 0.0, self.gumbel_score, self._table,
-            c.gumbel_actions if c.gumbel else 0, self.explore, GUMBEL_C_VISIT, GUMBEL_C_SCALE,
+            self.tree,
+            kernels.State(*self.roots.arrays),
+            self.leaves,
+            sims,
+            self.roots.swap,
+            c.c_puct,
+            c.fpu_reduction,
+            self.rng,
+            c.rollouts,
+            c.dirichlet_alpha,
+            c.dirichlet_fraction if self.explore else 0.0,
+            self.gumbel_score,
+            self._table,
+            c.gumbel_actions if c.gumbel else 0,
+            self.explore,
+            GUMBEL_C_VISIT,
+            GUMBEL_C_SCALE,
         )
 
     def _reserve(self, steps: int = 1) -> None:
@@ -237,8 +279,7 @@ class Search:
         nn = self.n * self.n
         losing = kernels.root_losing(self.tree, nn)
         if self.config.gumbel:
-            moves, policy = kernels.gumbel_moves(
-                self.tree, self.gumbel_score, nn, GUMBEL_C_VISIT, GUMBEL_C_SCALE)
+            moves, policy = kernels.gumbel_moves(self.tree, self.gumbel_score, nn, GUMBEL_C_VISIT, GUMBEL_C_SCALE)
             policy[losing] = 0.0
             policy /= np.maximum(policy.sum(axis=1, keepdims=True), 1e-30)
         else:

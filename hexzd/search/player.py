@@ -5,6 +5,7 @@ does this network (or pure rollout MCTS) play here with S simulations?", so
 they share this one answer. Each call searches from scratch, with no root
 noise and no sampling: the most visited move, or a win in one.
 """
+
 import numpy as np
 
 from hexzd.config import SearchConfig
@@ -20,8 +21,14 @@ def subset(games: Games, index) -> Games:
 class Player:
     """Plays by MCTS with `sims` simulations per move; evaluate=None: random rollouts."""
 
-    def __init__(self, sims: int, evaluate: Evaluate | None = None,
-                 config: SearchConfig | None = None, seed: int = 0, name: str = ""):
+    def __init__(
+        self,
+        sims: int,
+        evaluate: Evaluate | None = None,
+        config: SearchConfig | None = None,
+        seed: int = 0,
+        name: str = "",
+    ):
         self.sims, self.evaluate = int(sims), evaluate
         self.config = config or SearchConfig()
         self.seed = seed
@@ -34,8 +41,7 @@ class Player:
         if len(live) == 0:
             return out
         self.seed += 1  # fresh rollout randomness each call, yet reproducible
-        search = Search(len(live), games.n, games.swap, self.config, seed=self.seed,
-                        explore=False, reuse_tree=False)
+        search = Search(len(live), games.n, games.swap, self.config, seed=self.seed, explore=False, reuse_tree=False)
         search.roots = subset(games, live)
         search.run(self.sims, self.evaluate)
         out[live] = search.choose()[0]

@@ -11,6 +11,7 @@ Every SQL statement of hexzd is in this package:
     reads    the queries of workers, the CLI and the dashboard (sqlite3, sync)
     writes   the daemon's statements (aiosqlite), one method per kind of result
 """
+
 import sqlite3
 from pathlib import Path
 

@@ -4,6 +4,7 @@ Each takes a sqlite3 connection (hexzd.store.read_only). Files of an older
 schema that no daemon has migrated yet are read too: a table a version
 added is probed with `has_table` and read as empty when missing.
 """
+
 import sqlite3
 from collections.abc import Iterator
 
@@ -27,8 +28,7 @@ def rows(connection, sql: str, params=()) -> list[dict]:
 
 def best_model(connection) -> int | None:
     """The id of the most recently promoted model, or None before the first promotion."""
-    row = connection.execute(
-        "SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1").fetchone()
+    row = connection.execute("SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1").fetchone()
     return row[0] if row else None
 
 
@@ -44,7 +44,8 @@ def weights(connection, model_id: int) -> bytes:
 def latest_checkpoint(connection) -> tuple[int, bytes] | None:
     """(model id, the trainer's full snapshot) to resume from, or None before the first."""
     return connection.execute(
-        "SELECT id, checkpoint FROM models WHERE checkpoint IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        "SELECT id, checkpoint FROM models WHERE checkpoint IS NOT NULL ORDER BY id DESC LIMIT 1"
+    ).fetchone()
 
 
 def config_text(connection) -> str | None:
@@ -54,8 +55,10 @@ def config_text(connection) -> str | None:
 
 
 def counters(connection) -> dict[str, float]:
-    return {key.removeprefix("counter."): float(value) for key, value in connection.execute(
-        "SELECT key, value FROM meta WHERE key LIKE 'counter.%'")}
+    return {
+        key.removeprefix("counter."): float(value)
+        for key, value in connection.execute("SELECT key, value FROM meta WHERE key LIKE 'counter.%'")
+    }
 
 
 # -- games ---------------------------------------------------------------------
@@ -64,7 +67,8 @@ def counters(connection) -> dict[str, float]:
 def games_after(connection, cursor: int, limit: int) -> list[tuple]:
     """Up to `limit` games with ids above `cursor`, oldest first, as GAME_COLUMNS."""
     return connection.execute(
-        f"SELECT {GAME_COLUMNS} FROM games WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)).fetchall()
+        f"SELECT {GAME_COLUMNS} FROM games WHERE id > ? ORDER BY id LIMIT ?", (cursor, limit)
+    ).fetchall()
 
 
 def games_through(connection, cursor: int) -> Iterator[tuple]:
@@ -78,29 +82,35 @@ def games_through(connection, cursor: int) -> Iterator[tuple]:
 def next_duel(connection) -> int | None:
     """The duel the duel worker should play: promotions before rating matches."""
     row = connection.execute(
-        "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1").fetchone()
+        "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1"
+    ).fetchone()
     return row[0] if row else None
 
 
 def duel(connection, duel_id: int) -> tuple:
     """(kind, candidate_id, sims, opponent_id, opponent_sims, pairs) of a duel."""
     return connection.execute(
-        "SELECT kind, candidate_id, sims, opponent_id, opponent_sims, pairs FROM duels WHERE id = ?",
-        (duel_id,)).fetchone()
+        "SELECT kind, candidate_id, sims, opponent_id, opponent_sims, pairs FROM duels WHERE id = ?", (duel_id,)
+    ).fetchone()
 
 
 def duel_results(connection, duel_id: int) -> list[tuple]:
     """(pair, candidate colour, winner) of each game of a duel stored so far."""
     return connection.execute(
-        "SELECT pair, candidate_colour, winner FROM duel_games WHERE duel_id = ?", (duel_id,)).fetchall()
+        "SELECT pair, candidate_colour, winner FROM duel_games WHERE duel_id = ?", (duel_id,)
+    ).fetchall()
 
 
 def unjudged_promotions(connection) -> list[int]:
     """Promoted models with weights and no perfect-play result yet, newest promotion first."""
-    return [row[0] for row in connection.execute(
-        "SELECT p.model_id FROM promotions p JOIN models m ON m.id = p.model_id"
-        " WHERE m.weights IS NOT NULL AND p.model_id NOT IN (SELECT model_id FROM perfect_play)"
-        " ORDER BY p.at DESC")]
+    return [
+        row[0]
+        for row in connection.execute(
+            "SELECT p.model_id FROM promotions p JOIN models m ON m.id = p.model_id"
+            " WHERE m.weights IS NOT NULL AND p.model_id NOT IN (SELECT model_id FROM perfect_play)"
+            " ORDER BY p.at DESC"
+        )
+    ]
 
 
 # -- what people read ----------------------------------------------------------
@@ -112,15 +122,20 @@ def rating_table(connection) -> list[dict]:
     perfect_move: the share of won positions where the model's move keeps the
     win at the player's simulations (boards up to 5x5; None elsewhere).
     """
-    perfect = ("(SELECT 1.0 * kept / won FROM perfect_play q"
-               " WHERE q.model_id = r.model_id AND q.sims = r.sims AND q.won > 0)"
-               if has_table(connection, "perfect_play") else "NULL")
-    return rows(connection, f"""
+    perfect = (
+        "(SELECT 1.0 * kept / won FROM perfect_play q WHERE q.model_id = r.model_id AND q.sims = r.sims AND q.won > 0)"
+        if has_table(connection, "perfect_play")
+        else "NULL"
+    )
+    return rows(
+        connection,
+        f"""
         SELECT r.player, r.model_id, r.sims, r.rating, r.rating_lo AS lo, r.rating_hi AS hi, r.games, r.anchor,
                m.promoted_at IS NOT NULL AS promoted, m.selfplay_flops + m.train_flops AS flops,
                m.train_step AS step, {perfect} AS perfect_move
         FROM ratings r LEFT JOIN models m ON m.id = r.model_id
-        ORDER BY r.model_id IS NOT NULL, r.model_id, r.sims""")
+        ORDER BY r.model_id IS NOT NULL, r.model_id, r.sims""",
+    )
 
 
 def dashboard(c, series: tuple[str, ...]) -> dict:
@@ -134,15 +149,23 @@ def dashboard(c, series: tuple[str, ...]) -> dict:
         "gpu": gpu,
         "counters": counters(c),
         "best": best_model(c),
-        "models": rows(c, """
+        "models": rows(
+            c,
+            """
             SELECT m.id, m.parent_id, m.created_at, m.train_step, m.rating, m.rating_lo, m.rating_hi,
                    m.promoted_at, p.score, m.weights IS NOT NULL AS has_weights
             FROM models m LEFT JOIN promotions p ON p.model_id = m.id
-            ORDER BY m.id DESC LIMIT ?""", (ROWS,)),
+            ORDER BY m.id DESC LIMIT ?""",
+            (ROWS,),
+        ),
         "model_count": c.execute("SELECT COUNT(*) FROM models").fetchone()[0],
-        "promotions": rows(c, """
+        "promotions": rows(
+            c,
+            """
             SELECT model_id, at, duel_id, score, replaced, wins, losses, llr, train_step
-            FROM promotion_history ORDER BY at DESC LIMIT ?""", (ROWS,)),
+            FROM promotion_history ORDER BY at DESC LIMIT ?""",
+            (ROWS,),
+        ),
         "promotion_count": c.execute("SELECT COUNT(*) FROM promotions").fetchone()[0],
         "perfect_play": _perfect_play(c),
         # SELECT *: newer schemas add kind (promotion or rating) and opponent_sims, which the views use
@@ -158,8 +181,7 @@ def _gpu_names(connection) -> list[str]:
     """Distinct metric names starting gpu_, one index seek each (the table grows for the whole run)."""
     names, last = [], "gpu_"
     while True:
-        row = connection.execute("SELECT MIN(name) FROM metrics WHERE name > ? AND name < 'gpu`'",
-                                 (last,)).fetchone()
+        row = connection.execute("SELECT MIN(name) FROM metrics WHERE name > ? AND name < 'gpu`'", (last,)).fetchone()
         if row[0] is None:
             return names
         names.append(last := row[0])
@@ -167,8 +189,9 @@ def _gpu_names(connection) -> list[str]:
 
 def _series(connection, name: str) -> list[tuple[float, float]]:
     """The last HISTORY samples of a metric, oldest first, as (at, value)."""
-    samples = connection.execute("SELECT at, value FROM metrics WHERE name = ? ORDER BY at DESC LIMIT ?",
-                                 (name, HISTORY)).fetchall()
+    samples = connection.execute(
+        "SELECT at, value FROM metrics WHERE name = ? ORDER BY at DESC LIMIT ?", (name, HISTORY)
+    ).fetchall()
     return samples[::-1]
 
 
@@ -176,8 +199,11 @@ def _references(connection) -> list[dict]:
     """The rated random-rollout players (the rating scale's anchors), where the schema has them."""
     if not has_table(connection, "ratings"):
         return []
-    return rows(connection, "SELECT player, sims, rating, rating_lo, rating_hi, games, anchor FROM ratings"
-                            " WHERE model_id IS NULL ORDER BY sims")
+    return rows(
+        connection,
+        "SELECT player, sims, rating, rating_lo, rating_hi, games, anchor FROM ratings"
+        " WHERE model_id IS NULL ORDER BY sims",
+    )
 
 
 def _perfect_play(connection) -> dict[int, list[dict]]:
@@ -185,7 +211,10 @@ def _perfect_play(connection) -> dict[int, list[dict]]:
     if not has_table(connection, "perfect_play"):
         return {}
     out: dict[int, list[dict]] = {}
-    for row in rows(connection, "SELECT model_id, sims, won, kept, converted FROM perfect_play"
-                                " ORDER BY model_id DESC, sims LIMIT ?", (4 * ROWS,)):
+    for row in rows(
+        connection,
+        "SELECT model_id, sims, won, kept, converted FROM perfect_play ORDER BY model_id DESC, sims LIMIT ?",
+        (4 * ROWS,),
+    ):
         out.setdefault(row["model_id"], []).append(row)
     return out

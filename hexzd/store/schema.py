@@ -4,6 +4,7 @@ The schema is versioned with `PRAGMA user_version`. MIGRATIONS[k] takes a
 file from version k to k + 1; a file newer than this code is refused.
 The README's "Querying the state file" documents every table and column.
 """
+
 import sqlite3
 
 MIGRATIONS = [
@@ -167,11 +168,9 @@ def migrate(connection: sqlite3.Connection, path="state file") -> int:
     """Brings a file up to VERSION, one migration per transaction; returns the old version."""
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version > VERSION:
-        raise StateFileError(
-            f"{path} has schema version {version}, newer than this hexzd's {VERSION}: upgrade hexzd")
+        raise StateFileError(f"{path} has schema version {version}, newer than this hexzd's {VERSION}: upgrade hexzd")
     for target in range(version + 1, VERSION + 1):
-        connection.executescript(
-            f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
+        connection.executescript(f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
     return version
 
 

@@ -5,6 +5,7 @@ The daemon groups calls into transactions (`begin`, `commit`, `rollback`);
 a method never commits on its own. Results arrive as the worker messages of
 hexzd.daemon.messages, read here by their fields only.
 """
+
 import aiosqlite
 
 # Aggregated duel results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games).
@@ -62,7 +63,8 @@ class Writer:
     async def save_counters(self, counters: dict[str, float]) -> None:
         await self.connection.executemany(
             "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [(f"counter.{k}", repr(v)) for k, v in counters.items()])
+            [(f"counter.{k}", repr(v)) for k, v in counters.items()],
+        )
 
     async def best_model(self) -> int | None:
         row = await self._one("SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1")
@@ -71,24 +73,38 @@ class Writer:
     async def add_config(self, at: float, text: str, accepted: bool, error: str | None) -> None:
         await self.connection.execute(
             "INSERT INTO config_history (at, text, accepted, error) VALUES (?, ?, ?, ?)",
-            (at, text, int(accepted), error))
+            (at, text, int(accepted), error),
+        )
 
     # -- results of the workers ----------------------------------------------------
 
     async def add_event(self, at: float, level: str, source: str, message: str) -> None:
-        await self.connection.execute("INSERT INTO events (at, level, source, message) VALUES (?, ?, ?, ?)",
-                                      (at, level, source, message))
+        await self.connection.execute(
+            "INSERT INTO events (at, level, source, message) VALUES (?, ?, ?, ?)", (at, level, source, message)
+        )
 
     async def add_metrics(self, at: float, source: str, values: dict[str, float]) -> None:
-        await self.connection.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
-                                          [(at, source, name, value) for name, value in values.items()])
+        await self.connection.executemany(
+            "INSERT INTO metrics VALUES (?, ?, ?, ?)", [(at, source, name, value) for name, value in values.items()]
+        )
 
     async def add_game(self, at: float, game) -> None:
         await self.connection.execute(
             "INSERT INTO games (model_id, created_at, board_size, sims, moves, winner, length, policy,"
             " evals, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (game.model_id, at, game.board_size, game.sims, game.moves, game.winner,
-             game.length, game.policy, game.evals, game.worker))
+            (
+                game.model_id,
+                at,
+                game.board_size,
+                game.sims,
+                game.moves,
+                game.winner,
+                game.length,
+                game.policy,
+                game.evals,
+                game.worker,
+            ),
+        )
 
     async def flops_per_eval(self, model_id: int) -> int:
         row = await self._one("SELECT flops_per_eval FROM models WHERE id = ?", (model_id,))
@@ -101,20 +117,36 @@ class Writer:
             "INSERT INTO models (parent_id, created_at, train_step, positions_seen, samples_trained, params,"
             " flops_per_eval, selfplay_flops, train_flops, wall_seconds, accel_seconds, positions_generated,"
             " weights, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (parent[0], at, s.train_step, s.positions_seen, s.samples_trained, s.params,
-             s.flops_per_eval, counters["selfplay_flops"], s.train_flops, wall_seconds,
-             counters["accel_seconds"], int(counters["positions"]), s.weights, s.checkpoint))
+            (
+                parent[0],
+                at,
+                s.train_step,
+                s.positions_seen,
+                s.samples_trained,
+                s.params,
+                s.flops_per_eval,
+                counters["selfplay_flops"],
+                s.train_flops,
+                wall_seconds,
+                counters["accel_seconds"],
+                int(counters["positions"]),
+                s.weights,
+                s.checkpoint,
+            ),
+        )
         model_id = cursor.lastrowid
         # Only the newest checkpoint is needed to resume; older ones would only bloat the file.
         await self.connection.execute(
-            "UPDATE models SET checkpoint = NULL WHERE id < ? AND checkpoint IS NOT NULL", (model_id,))
+            "UPDATE models SET checkpoint = NULL WHERE id < ? AND checkpoint IS NOT NULL", (model_id,)
+        )
         return model_id
 
     async def add_perfect_play(self, at: float, p) -> None:
         await self.connection.execute(
             "INSERT OR REPLACE INTO perfect_play (model_id, sims, at, seed, positions, won, kept, converted,"
             " value_sign) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (p.model_id, p.sims, at, p.seed, p.positions, p.won, p.kept, p.converted, p.value_sign))
+            (p.model_id, p.sims, at, p.seed, p.positions, p.won, p.kept, p.converted, p.value_sign),
+        )
 
     # -- duels -----------------------------------------------------------------------
 
@@ -122,26 +154,32 @@ class Writer:
         """Stores a duel game; False for a repeat (a restarted worker's)."""
         cursor = await self.connection.execute(
             "INSERT OR IGNORE INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", (g.duel_id, g.pair, g.moves, g.winner, g.candidate_colour, at))
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (g.duel_id, g.pair, g.moves, g.winner, g.candidate_colour, at),
+        )
         if not cursor.rowcount:
             return False
         won = g.winner == g.candidate_colour
         # Games that finish after the decision are kept (they rate players) but not counted.
         await self.connection.execute(
             "UPDATE duels SET wins = wins + ?, losses = losses + ? WHERE id = ? AND result IS NULL",
-            (int(won), int(not won), g.duel_id))
+            (int(won), int(not won), g.duel_id),
+        )
         return True
 
     async def open_duel(self, duel_id: int) -> tuple | None:
         """(candidate_id, opponent_id, sims, opponent_sims) of a duel still open; None if ended or unknown."""
-        row = await self._one("SELECT candidate_id, opponent_id, sims, opponent_sims FROM duels"
-                              " WHERE id = ? AND result IS NULL", (duel_id,))
+        row = await self._one(
+            "SELECT candidate_id, opponent_id, sims, opponent_sims FROM duels WHERE id = ? AND result IS NULL",
+            (duel_id,),
+        )
         return tuple(row) if row else None
 
     async def end_duel(self, at: float, d) -> None:
         await self.connection.execute(
             "UPDATE duels SET finished_at = ?, wins = ?, losses = ?, llr = ?, result = ? WHERE id = ?",
-            (at, d.wins, d.losses, d.llr, d.result, d.duel_id))
+            (at, d.wins, d.losses, d.llr, d.result, d.duel_id),
+        )
 
     async def promote(self, at: float, model_id: int, duel_id: int, score: float) -> None:
         await self.connection.execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (model_id, at, duel_id, score))
@@ -154,14 +192,18 @@ class Writer:
         """The newest snapshot newer than every promotion duel's candidate."""
         row = await self._one(
             "SELECT MAX(id) FROM models WHERE id > COALESCE("
-            "(SELECT MAX(candidate_id) FROM duels WHERE kind = 'promotion'), 0)")
+            "(SELECT MAX(candidate_id) FROM duels WHERE kind = 'promotion'), 0)"
+        )
         return row[0]
 
-    async def new_duel(self, at: float, kind: str, candidate_id, sims: int, opponent_id, opponent_sims: int,
-                       pairs: int | None) -> int:
+    async def new_duel(
+        self, at: float, kind: str, candidate_id, sims: int, opponent_id, opponent_sims: int, pairs: int | None
+    ) -> int:
         cursor = await self.connection.execute(
             "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, started_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)", (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, at))
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, at),
+        )
         return cursor.lastrowid
 
     # -- ratings -----------------------------------------------------------------------
@@ -170,7 +212,8 @@ class Writer:
         """Games between references, by (sims, opponent sims)."""
         rows = await self._all(
             "SELECT sims, opponent_sims, COUNT(*) FROM duel_games g JOIN duels d ON d.id = g.duel_id"
-            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL GROUP BY sims, opponent_sims")
+            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL GROUP BY sims, opponent_sims"
+        )
         return {(a, b): n for a, b, n in rows}
 
     async def least_rated(self) -> tuple[int, float | None] | None:
@@ -179,7 +222,8 @@ class Writer:
         row = await self._one(
             "SELECT m.id, m.rating, (SELECT COUNT(*) FROM duels d WHERE d.kind = 'rating'"
             " AND d.candidate_id = m.id) AS matches FROM models m WHERE m.weights IS NOT NULL"
-            " ORDER BY matches, m.promoted_at IS NULL, m.id DESC LIMIT 1")
+            " ORDER BY matches, m.promoted_at IS NULL, m.id DESC LIMIT 1"
+        )
         return (row[0], row[1]) if row else None
 
     async def reference_ratings(self) -> dict[int, float]:
@@ -192,17 +236,20 @@ class Writer:
     async def replace_ratings(self, at: float, rows: list[tuple]) -> None:
         await self.connection.execute("DELETE FROM ratings")
         await self.connection.executemany(
-            "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*row, at) for row in rows])
+            "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(*row, at) for row in rows]
+        )
         # A model's rating is that of its player with the most games.
         await self.connection.execute(
             "UPDATE models SET (rating, rating_lo, rating_hi) = (SELECT rating, rating_lo, rating_hi"
-            " FROM ratings WHERE ratings.model_id = models.id ORDER BY games DESC LIMIT 1)")
+            " FROM ratings WHERE ratings.model_id = models.id ORDER BY games DESC LIMIT 1)"
+        )
 
     # -- the tuner ----------------------------------------------------------------------
 
     async def add_tuning(self, at: float, decisions) -> None:
         await self.connection.executemany(
-            "INSERT INTO tuning VALUES (?, ?, ?, ?, ?)", [(at, d.knob, d.old, d.new, d.reason) for d in decisions])
+            "INSERT INTO tuning VALUES (?, ?, ?, ?, ?)", [(at, d.knob, d.old, d.new, d.reason) for d in decisions]
+        )
 
     # -- retention -------------------------------------------------------------------------
 
@@ -211,8 +258,9 @@ class Writer:
         `thin_every`-th, none at 0) and drops the weights of snapshots that are neither
         promoted, nor every `snapshot_every`-th, nor the newest, nor in an open duel."""
         row = await self._one(
-            "SELECT id FROM (SELECT id, SUM(length) OVER (ORDER BY id DESC) AS acc FROM games)"
-            " WHERE acc > ? LIMIT 1", (keep_positions,))
+            "SELECT id FROM (SELECT id, SUM(length) OVER (ORDER BY id DESC) AS acc FROM games) WHERE acc > ? LIMIT 1",
+            (keep_positions,),
+        )
         if row is not None:
             thin = "1" if thin_every == 0 else f"id % {int(thin_every)} != 0"
             await self.connection.execute(f"DELETE FROM games WHERE id <= ? AND {thin}", (row[0],))
@@ -220,4 +268,5 @@ class Writer:
             "UPDATE models SET weights = NULL WHERE weights IS NOT NULL AND promoted_at IS NULL"
             " AND id % ? != 0 AND id < (SELECT MAX(id) FROM models)"
             " AND id NOT IN (SELECT candidate_id FROM duels WHERE result IS NULL AND candidate_id IS NOT NULL)",
-            (snapshot_every,))
+            (snapshot_every,),
+        )

@@ -8,6 +8,7 @@ tree search runs: the kernels are nogil, so the CPU search and the
 accelerator's inference overlap. Before the first network exists, each group
 runs its rollout simulations in one fused kernel call instead.
 """
+
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -57,8 +58,13 @@ class Group:
         finished = []
         for b in done:
             record = GameRecord.from_arrays(
-                search.n, self.actions[b], np.array(self.policies[b]), search.roots.winner[b],
-                sims=sims, model_id=majority(self.models[b]))
+                search.n,
+                self.actions[b],
+                np.array(self.policies[b]),
+                search.roots.winner[b],
+                sims=sims,
+                model_id=majority(self.models[b]),
+            )
             finished.append((record, int(self.evals[b]), float(self.seconds[b])))
             self.actions[b], self.policies[b], self.models[b] = [], [], []
             self.evals[b] = 0
@@ -104,8 +110,7 @@ class SelfPlay:
             steps = [group.search.begin_move(sims) for group in self.groups]
             self._simulate(steps)
         model_id = self.network.model_id if self.network else None
-        return [game for group, evals in zip(self.groups, steps)
-                for game in group.finish_move(sims, model_id, evals)]
+        return [game for group, evals in zip(self.groups, steps) for game in group.finish_move(sims, model_id, evals)]
 
     def _simulate(self, steps: list[int]) -> None:
         """steps[g] steps of group g, each group's search overlapping another's inference."""

@@ -1,8 +1,9 @@
 """Where the trainer's finished games come from.
 
-    SqliteGames   the run's state file, read-only (the daemon's runs)
-    RecordFile    JSON lines, one game a line (runs without a daemon, tests)
+SqliteGames   the run's state file, read-only (the daemon's runs)
+RecordFile    JSON lines, one game a line (runs without a daemon, tests)
 """
+
 import json
 from base64 import b64decode, b64encode
 from collections.abc import Iterator

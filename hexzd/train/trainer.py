@@ -32,6 +32,7 @@ The trainer worker (hexzd.daemon.workers) runs it as:
     trainer = Trainer(config, SqliteGames(db), Snapshot.from_bytes(blob) or None)
     trainer.run(should_stop, wait=link.wait, on_snapshot=publish, on_metrics=send, config=live)
 """
+
 import logging
 import math
 import time
@@ -186,8 +187,9 @@ class Trainer:
             if isinstance(item, Exception):
                 raise item
             if item.board_size != self.spec.board_size:
-                raise ValueError(f"a {item.board_size}x{item.board_size} game in a {self.spec.board_size}x"
-                                 f"{self.spec.board_size} run")
+                raise ValueError(
+                    f"a {item.board_size}x{item.board_size} game in a {self.spec.board_size}x{self.spec.board_size} run"
+                )
             return item.positions(self.config.game.swap)
         except Exception as e:  # any fault of one record skips that record, never the training
             self.skipped += 1

@@ -97,6 +97,7 @@ an event: the pynvml module (package nvidia-ml-py, the `cuda` extra) is
 missing, NVML cannot start (no driver), no GPU is visible, or no visible GPU
 reports utilisation (MIG instances do not).
 """
+
 from __future__ import annotations
 
 import math
@@ -229,8 +230,14 @@ class Tuner:
         ):
             new = _clamp(value, lo, hi)
             if new != value:
-                self._queue(Decision(knob, value, new, f"{why}: {name} {value} lies outside the tuner's bounds "
-                                     f"[{lo}, {hi}]: set to {new}"))
+                self._queue(
+                    Decision(
+                        knob,
+                        value,
+                        new,
+                        f"{why}: {name} {value} lies outside the tuner's bounds [{lo}, {hi}]: set to {new}",
+                    )
+                )
                 setattr(self, knob, new)
                 reset()
 
@@ -303,8 +310,10 @@ class Tuner:
             if m.trainer_waiting is not None and m.trainer_waiting < WAITING_MIN:
                 return None  # busy on a backlog, not starved
             waited = "" if m.trainer_waiting is None else f" {m.trainer_waiting:.0%} of the time"
-            direction, verdict = -1, (f"over {RATIO_HIGH}, it waits for data{waited}: "
-                                      "less search per move to feed it faster")
+            direction, verdict = (
+                -1,
+                (f"over {RATIO_HIGH}, it waits for data{waited}: less search per move to feed it faster"),
+            )
         else:
             return None
         step = self._sims_step
@@ -318,9 +327,11 @@ class Tuner:
         if new == old:
             return None  # at a bound
         self._sims_step, self._sims_dir = step, direction
-        reason = (f"trainer uses {ratio:.2f} of the data at reuse {m.reuse:g} "
-                  f"({m.samples_per_s:.0f} samples/s vs {m.positions_per_s:.0f} positions/s): "
-                  f"{verdict}, sims {old} -> {new}")
+        reason = (
+            f"trainer uses {ratio:.2f} of the data at reuse {m.reuse:g} "
+            f"({m.samples_per_s:.0f} samples/s vs {m.positions_per_s:.0f} positions/s): "
+            f"{verdict}, sims {old} -> {new}"
+        )
         return Decision("sims", old, new, reason)
 
     def _batch_rule(self, m: Telemetry, now: float) -> Decision | None:
@@ -335,13 +346,17 @@ class Tuner:
                 n = self._hold(now)
                 self._dir = 1 if before > self.batch else -1  # next time, try the other way
                 what = "raise" if m.gpu_util is not None else "trial"
-                reason = (f"batch {self.batch} gave {m.evals_per_s:.0f} evals/s vs {base:.0f} at batch {before} "
-                          f"({gain:+.1%}, under +{MIN_GAIN:.0%}): back to {before}, "
-                          f"no {what} for {n} intervals ({n * self.tune.interval:.0f} s)")
+                reason = (
+                    f"batch {self.batch} gave {m.evals_per_s:.0f} evals/s vs {base:.0f} at batch {before} "
+                    f"({gain:+.1%}, under +{MIN_GAIN:.0%}): back to {before}, "
+                    f"no {what} for {n} intervals ({n * self.tune.interval:.0f} s)"
+                )
                 return Decision("batch", self.batch, before, reason)
             self._fails = 0
-            note = (f"batch {self.batch} raised evals/s {gain:+.0%} over batch {before} "
-                    f"({base:.0f} -> {m.evals_per_s:.0f}); ")
+            note = (
+                f"batch {self.batch} raised evals/s {gain:+.0%} over batch {before} "
+                f"({base:.0f} -> {m.evals_per_s:.0f}); "
+            )
         if now < self._hold_until:
             return None
         lo, hi = self.tune.batch_min, self.tune.batch_max
@@ -351,17 +366,20 @@ class Tuner:
             new = _clamp(old * 2, lo, hi)
             if m.gpu_util >= floor or new <= old:
                 return None  # busy enough (never shrink for utilisation), or at batch_max
-            reason = (f"{note}GPU busy {m.gpu_util:.0%}, under the {self.tune.gpu_target:.0%} target less "
-                      f"{GPU_BAND * 100:.0f} points, at batch {old} ({m.evals_per_s:.0f} evals/s): "
-                      f"doubling the inference batch to {new}")
+            reason = (
+                f"{note}GPU busy {m.gpu_util:.0%}, under the {self.tune.gpu_target:.0%} target less "
+                f"{GPU_BAND * 100:.0f} points, at batch {old} ({m.evals_per_s:.0f} evals/s): "
+                f"doubling the inference batch to {new}"
+            )
         else:
             new = _clamp(old * 2 if self._dir > 0 else old // 2, lo, hi)
             if new == old:  # at a bound: as good as a failed trial, without a change
                 self._hold(now)
                 self._dir = -self._dir
                 return None
-            reason = (f"{note}no GPU meter, hill-climbing evals/s ({m.evals_per_s:.0f} at batch {old}): "
-                      f"trying batch {new}")
+            reason = (
+                f"{note}no GPU meter, hill-climbing evals/s ({m.evals_per_s:.0f} at batch {old}): trying batch {new}"
+            )
         self._trial = (old, m.evals_per_s)
         return Decision("batch", old, new, reason)
 
@@ -397,8 +415,9 @@ class GpuMeter:
         try:
             import pynvml
         except ImportError:
-            cls.why_not = ("no GPU meter: the pynvml module is not installed "
-                           "(package nvidia-ml-py: pip install 'hexzd[cuda]')")
+            cls.why_not = (
+                "no GPU meter: the pynvml module is not installed (package nvidia-ml-py: pip install 'hexzd[cuda]')"
+            )
             return None
         try:
             pynvml.nvmlInit()
@@ -420,9 +439,12 @@ class GpuMeter:
             return None
         if not working:
             pynvml.nvmlShutdown()
-            cls.why_not = ("no GPU meter: no GPU is visible" if not handles else
-                           f"no GPU meter: none of the {len(handles)} visible GPUs reports utilisation "
-                           "(a MIG instance does not)")
+            cls.why_not = (
+                "no GPU meter: no GPU is visible"
+                if not handles
+                else f"no GPU meter: none of the {len(handles)} visible GPUs reports utilisation "
+                "(a MIG instance does not)"
+            )
             return None
         cls.why_not = ""
         return cls(pynvml, working)
