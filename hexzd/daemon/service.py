@@ -184,10 +184,15 @@ class Daemon:
     async def _shutdown(self, tasks) -> None:
         """Stops the workers, takes in what they flush, then the last commit."""
         await self._event("info", "daemon", f"stopping: {self.stop_reason}")
-        await self._publish(m.Stop())
         deadline = time.monotonic() + STOP_GRACE
         while self.supervisor.any_alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+            # Again every second: a worker still starting up subscribes late
+            # and would miss a single `Stop` (ZeroMQ's slow joiner).
+            await self._publish(m.Stop())
+            for _ in range(10):
+                if not self.supervisor.any_alive():
+                    break
+                await asyncio.sleep(0.1)
         self.supervisor.kill()
         await self.supervisor.reap()
         await asyncio.sleep(0.3)  # the last results in the socket

@@ -26,7 +26,6 @@ from hexzd import store
 from hexzd.config import Config
 from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import RunDir
-from hexzd.nn.loader import load
 
 log = logging.getLogger("hexzd.worker")
 
@@ -127,6 +126,7 @@ class Link:
 
 
 def selfplay(link: Link, db, seed: int) -> None:
+    from hexzd.nn.loader import load  # each kind imports what it needs: torch only once a network exists
     from hexzd.train.selfplay import SelfPlay
 
     c = link.config
@@ -265,6 +265,7 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
     policy) and at the duels' simulations, so the rows of one run form a curve.
     """
     from hexzd.evaluation.perfect import MAX_SIZE, measure
+    from hexzd.nn.loader import load
 
     c = link.config
     if c.ratings.perfect_positions == 0 or c.game.board_size > MAX_SIZE or c.game.swap:

@@ -12,13 +12,16 @@ runs its rollout simulations in one fused kernel call instead.
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hexzd.config import SelfplayConfig
 from hexzd.game.records import GameRecord
-from hexzd.nn.loader import Network
 from hexzd.search.mcts import Search
+
+if TYPE_CHECKING:  # the type alone: self-play before the first network never imports torch
+    from hexzd.nn.loader import Network
 
 
 def majority(models: list[int | None]) -> int | None:
