@@ -78,9 +78,10 @@ class Link:
 
     def orphaned(self) -> bool:
         """True once the daemon is gone (the worker's parent changed): then it stops."""
-        if os.getppid() != self.parent:
+        gone = os.getppid() != self.parent
+        if gone:
             self.stopping = True
-        return self.stopping and os.getppid() != self.parent
+        return gone
 
     def event(self, level: str, message: str) -> None:
         self.send(m.Event(level=level, source=self.name, message=message))

@@ -26,9 +26,13 @@ def rows(connection, sql: str, params=()) -> list[dict]:
 # -- models --------------------------------------------------------------------
 
 
+BEST_MODEL_SQL = "SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1"
+COUNTERS_SQL = "SELECT key, value FROM meta WHERE key LIKE 'counter.%'"
+
+
 def best_model(connection) -> int | None:
     """The id of the most recently promoted model, or None before the first promotion."""
-    row = connection.execute("SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1").fetchone()
+    row = connection.execute(BEST_MODEL_SQL).fetchone()
     return row[0] if row else None
 
 
@@ -55,10 +59,12 @@ def config_text(connection) -> str | None:
 
 
 def counters(connection) -> dict[str, float]:
-    return {
-        key.removeprefix("counter."): float(value)
-        for key, value in connection.execute("SELECT key, value FROM meta WHERE key LIKE 'counter.%'")
-    }
+    return counters_of(connection.execute(COUNTERS_SQL))
+
+
+def counters_of(rows) -> dict[str, float]:
+    """The run's counters from COUNTERS_SQL rows."""
+    return {key.removeprefix("counter."): float(value) for key, value in rows}
 
 
 # -- games ---------------------------------------------------------------------

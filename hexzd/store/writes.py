@@ -8,6 +8,8 @@ hexzd.daemon.messages, read here by their fields only.
 
 import aiosqlite
 
+from hexzd.store import reads
+
 # Aggregated duel results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games).
 RESULTS_SQL = """
     SELECT d.candidate_id, d.sims, d.opponent_id, d.opponent_sims,
@@ -54,11 +56,9 @@ class Writer:
         await self.connection.execute("INSERT INTO meta VALUES ('config', ?)", (config_json,))
 
     async def counters(self, names) -> dict[str, float]:
-        out = {}
-        for name in names:
-            row = await self._one("SELECT value FROM meta WHERE key = ?", (f"counter.{name}",))
-            out[name] = float(row[0]) if row else 0.0
-        return out
+        """The counters `names`, 0 for those not saved yet."""
+        saved = reads.counters_of(await self._all(reads.COUNTERS_SQL))
+        return {name: saved.get(name, 0.0) for name in names}
 
     async def save_counters(self, counters: dict[str, float]) -> None:
         await self.connection.executemany(
@@ -67,7 +67,7 @@ class Writer:
         )
 
     async def best_model(self) -> int | None:
-        row = await self._one("SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1")
+        row = await self._one(reads.BEST_MODEL_SQL)
         return row[0] if row else None
 
     async def add_config(self, at: float, text: str, accepted: bool, error: str | None) -> None:
