@@ -265,7 +265,7 @@ def ratings(db, as_json):
     default=1,
     show_default=True,
     type=click.IntRange(0, 361),
-    help="opening moves before the engines take over: 1 = every first move in turn, 0 = none",
+    help="shortest opening before the engines take over: 1 = every first move once, then two stones...; 0 = none",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="the openings' order")
 @click.option(

@@ -68,7 +68,6 @@ class DuelConfig(Section):
     elo1: float = live(100.0, "SPRT H1: the candidate is this many Elo stronger, or more")
     alpha: float = live(0.05, "SPRT: chance of promoting a candidate no stronger than elo0", gt=0, lt=0.5)
     beta: float = live(0.05, "SPRT: chance of rejecting a candidate as strong as elo1", gt=0, lt=0.5)
-    opening_plies: int = live(1, "random opening moves (0: none; 1: each first move in turn)", ge=0, le=8)
 
 
 class RatingsConfig(Section):

@@ -3,7 +3,9 @@
 Games come in pairs: each opening (hexzd.evaluation.openings) is played
 twice, the candidate Black in one game and White in the other. After the
 opening both sides play greedily (no noise, the most visited move) with the
-duel's fixed simulations.
+duel's fixed simulations. Every pair has an opening of its own, and the
+same two players' later duels go on down the same list, so no pair repeats
+another's games: the SPRT and the rating fit see independent pairs.
 
 Each finished pair updates the SPRT on pair outcomes (0, 1 or 2 candidate
 wins); the duel stops as soon as the test decides, abandoning the games still
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hexzd import store
-from hexzd.evaluation.openings import pair_openings
+from hexzd.evaluation.openings import Openings, opening, pairing_seed
 from hexzd.evaluation.sprt import Sprt
 from hexzd.game.notation import to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games
@@ -86,11 +88,19 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
     with store.read_only(db) as connection:
         kind, candidate_id, sims, opponent_id, opponent_sims, match_pairs = store.duel(connection, duel_id)
         played = store.duel_results(connection, duel_id)
+        start = store.openings_used_before(connection, duel_id)
     c, game = config.duel, config.game
     sprt = Sprt(c.elo0, c.elo1, c.alpha, c.beta)
-    most = match_pairs if kind == "rating" else c.max_pairs
     candidate = load_player(db, candidate_id, sims, config, seed)
     opponent = load_player(db, opponent_id, opponent_sims, config, seed + 1)
+    # The older network rates the openings' balance: in promotion duels the
+    # best's, the same for every candidate; against rollouts the model's.
+    nets = {m: p.evaluate for m, p in ((candidate_id, candidate), (opponent_id, opponent)) if m is not None}
+    balance = nets[min(nets)] if nets else None
+    openings = Openings(game.board_size, pairing_seed((candidate_id, sims), (opponent_id, opponent_sims)), balance)
+    most = match_pairs if kind == "rating" else c.max_pairs
+    if kind == "promotion":  # on tiny boards the openings run out first: never replay one
+        most = min(most, max(1, _available(openings, start + most) - start))
     results: dict[int, dict[int, bool]] = {}
     for pair, colour, winner in played:
         results.setdefault(pair, {})[colour] = winner == colour
@@ -108,7 +118,8 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
 
     while not should_stop() and decision() is None:
         batch = range(next_pair, next_pair + min(c.pairs, max(1, most - next_pair)))
-        opening_moves = pair_openings(game.board_size, c.opening_plies, batch, duel_id)
+        # A rating match on a board whose openings ran out (3x3 and smaller) goes round again.
+        opening_moves = [opening(openings, start + pair) for pair in batch]
 
         def finished(b, moves, winner, colour, batch=batch):
             pair = batch[b // 2]
@@ -124,3 +135,12 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
     wins = sum(sum(g.values()) for g in results.values() if len(g) == 2)
     llr = float(sprt.llr(counts)) if kind == "promotion" else None
     return DuelEnd(verdict, wins, 2 * sum(counts) - wins, llr)
+
+
+def _available(openings: Openings, wanted: int) -> int:
+    """`wanted`, or fewer where the list of openings is shorter: rates only as many as needed."""
+    try:
+        openings[wanted - 1]
+        return wanted
+    except IndexError:
+        return openings.count

@@ -19,10 +19,12 @@ Decisions where GTP, HexGui and MoHex leave room:
 - Swap. On only where the state file's run used it (`[game] swap`). The move
   `swap` or `swap-pieces` (HexGui's and MoHex's name) is White's answer to a
   lone Black stone; `genmove` writes it `swap-pieces`.
-- Resign. `genmove` answers `resign`, playing nothing, only when the search is
-  sure: at least RESIGN_VISITS simulations and a root value below
-  RESIGN_VALUE (every line loses; with random rollouts that takes a proven
-  double threat). `--no-resign` turns it off.
+- Resign. `genmove` answers `resign`, playing nothing, only when the search
+  has proved the loss: every move leads to a proven win for the opponent
+  (MCTS-Solver, native/tree.py). A network's value alone never resigns: an
+  early 7x7 snapshot was confidently wrong in openings its self-play never
+  visited and resigned won positions. `--no-resign` turns it off. After the
+  game is over `genmove` answers `resign`, as MoHex does.
 - Fall-back. The network's heads are sized for the board it was trained on.
   On any other `boardsize` (or before the first promotion) the engine plays
   random-rollout MCTS, says so in `name` and `version` and on stderr, and
@@ -47,8 +49,6 @@ COLOURS = {"b": BLACK, "black": BLACK, "w": WHITE, "white": WHITE}
 SWAP_NAMES = ("swap", "swap-pieces")
 HTP_SWAP = "swap-pieces"
 RESIGN = "resign"
-RESIGN_VALUE = -0.95
-RESIGN_VISITS = 64
 DEFAULT_SIZE = 11  # MoHex's, for an engine with no network to take the size from
 DEFAULT_SIMS = 800
 CHUNK = 32  # simulations between looks at the clock when searching for a time
@@ -181,12 +181,9 @@ class HtpServer:
                 search.run(CHUNK, evaluate)
         else:
             search.run(self.sims, evaluate)
-        move = int(search.choose()[0][0])
-        visits = int(search.tree.node_visits[0, 0])
-        value = float(search.tree.node_value[0, 0]) / max(visits, 1)  # for `colour`
-        if self.resign and visits >= RESIGN_VISITS and value < RESIGN_VALUE:
+        if self.resign and search.proven_lost()[0]:
             return None
-        return move
+        return int(search.choose()[0][0])
 
     def genmove(self, colour: int) -> int | None:
         """Searches and plays `colour`'s move; None when it resigns instead."""
@@ -284,7 +281,10 @@ class HtpServer:
 
     def cmd_genmove(self, args) -> str:
         (colour,) = self._arguments(args, 1, "genmove b|w")
-        move = self.genmove(colour_of(colour))
+        colour = colour_of(colour)
+        if self.winner != EMPTY:
+            return RESIGN  # as MoHex: nothing is left to play
+        move = self.genmove(colour)
         if move is None:
             return RESIGN
         return HTP_SWAP if move == self.n * self.n else cell_name(move, self.n)

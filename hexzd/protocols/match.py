@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hexzd.evaluation.openings import pair_openings
+from hexzd.evaluation.openings import Openings, opening
 from hexzd.evaluation.stats import elo_or_none, wilson
 from hexzd.game.notation import cell_name, parse_cell, to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove
@@ -219,14 +219,16 @@ def play_match(
     engines = {k: HtpClient(c, logs[k]) for k, c in commands.items()}
     results = []
     try:
-        for pair, opening in enumerate(pair_openings(n, plies, range(pairs), seed) if plies else [[]] * pairs):
+        openings = Openings(n, seed, fewest=plies) if plies else None
+        for pair in range(pairs):
+            moves = opening(openings, pair) if openings else []
             for a_colour in (BLACK, WHITE):
                 for k, engine in engines.items():
                     if not engine.alive:  # it died in the last game, which it lost: a fresh one
                         engine.close()
                         engines[k] = HtpClient(commands[k], logs[k])
-                result = GameResult(len(results), pair, "A" if a_colour == BLACK else "B", to_trmph(opening, n))
-                results.append(play_game(engines, a_colour, n, opening, result, timeout))
+                result = GameResult(len(results), pair, "A" if a_colour == BLACK else "B", to_trmph(moves, n))
+                results.append(play_game(engines, a_colour, n, moves, result, timeout))
                 if on_game:
                     on_game(results[-1])
     finally:

@@ -265,6 +265,10 @@ class Search:
         """float32[B, n*n + 1]: the roots' visit counts per action, swap last."""
         return kernels.root_visits(self.tree, self.n * self.n)
 
+    def proven_lost(self) -> np.ndarray:
+        """bool[B]: roots that search proved lost, every move leading to a proven win for the opponent."""
+        return self.tree.node_win[:, kernels.ROOT] == kernels.LOST
+
     def choose(self) -> tuple[np.ndarray, np.ndarray]:
         """The move to play in each game and the policy to train on.
 

@@ -107,6 +107,27 @@ def duel_results(connection, duel_id: int) -> list[tuple]:
     ).fetchall()
 
 
+def openings_used_before(connection, duel_id: int) -> int:
+    """Openings that earlier duels between the same two players used (either side round).
+
+    A pairing's duels go on down one list of openings (hexzd.evaluation.openings),
+    so that the same two players never replay an opening: each earlier duel used
+    its pairs 0 .. its last stored pair.
+    """
+    return connection.execute(
+        """
+        WITH this AS (SELECT candidate_id c, sims s, opponent_id o, opponent_sims os FROM duels WHERE id = :id)
+        SELECT COALESCE(SUM(used), 0) FROM (
+            SELECT MAX(g.pair) + 1 AS used FROM duels d JOIN this JOIN duel_games g ON g.duel_id = d.id
+            WHERE d.id < :id AND (
+                (d.candidate_id IS c AND d.sims = s AND d.opponent_id IS o AND d.opponent_sims = os)
+                OR (d.candidate_id IS o AND d.sims = os AND d.opponent_id IS c AND d.opponent_sims = s))
+            GROUP BY d.id)
+        """,
+        {"id": duel_id},
+    ).fetchone()[0]
+
+
 def unjudged_promotions(connection) -> list[int]:
     """Promoted models with weights and no perfect-play result yet, newest promotion first."""
     return [

@@ -1,0 +1,23 @@
+"""State files for the tests: models written as the daemon writes them."""
+
+import sqlite3
+import time
+
+from hexzd.nn.net import NetSpec, count_flops, count_params
+from hexzd.nn.snapshot import Snapshot
+
+
+def add_model(db, board_size, promoted=True, pruned=False, blocks=1, channels=8) -> int:
+    """An untrained network's snapshot in the state file; its model id."""
+    model = NetSpec(board_size, blocks=blocks, channels=channels).build()
+    snapshot = Snapshot(model.spec, model.state_dict(), count_params(model), count_flops(model))
+    with sqlite3.connect(db) as c:
+        cursor = c.execute(
+            "INSERT INTO models (created_at, train_step, positions_seen, samples_trained, params,"
+            " flops_per_eval, selfplay_flops, train_flops, wall_seconds, accel_seconds,"
+            " positions_generated, weights) VALUES (?, 0, 0, 0, ?, ?, 0, 0, 0, 0, 0, ?)",
+            (time.time(), snapshot.params, snapshot.flops_per_eval, None if pruned else snapshot.to_bytes()),
+        )
+        if promoted:
+            c.execute("INSERT INTO promotions (model_id, at) VALUES (?, ?)", (cursor.lastrowid, time.time()))
+        return cursor.lastrowid

@@ -1,0 +1,163 @@
+"""Duels and rating matches: every pair its own opening, and an SPRT that sees independent pairs.
+
+The openings are checked against a plain-Python enumeration of Hex
+positions up to the board's half-turn; the duels are real, on a real state
+file, with real players (an untrained network, random-rollout MCTS).
+"""
+
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+from states import add_model
+
+from hexzd import store
+from hexzd.config import Config
+from hexzd.evaluation.duel import play_duel
+from hexzd.evaluation.openings import BALANCE_STEP, Openings, opening, pairing_seed
+from hexzd.game.rules import BLACK, WHITE
+
+
+def position(moves, n):
+    """The position after `moves` (Black first), as one canonical key up to a half-turn."""
+    board = [0] * (n * n)
+    for ply, cell in enumerate(moves):
+        board[cell] = BLACK if ply % 2 == 0 else WHITE
+    return min(tuple(board), tuple(reversed(board)))
+
+
+def connects(board, colour, n):
+    """Plain flood fill: Black joins top and bottom, White left and right."""
+    cells = [(r, c) for r in range(n) for c in range(n) if board[r * n + c] == colour]
+    start = [(r, c) for r, c in cells if (r if colour == BLACK else c) == 0]
+    seen, todo = set(start), list(start)
+    while todo:
+        r, c = todo.pop()
+        if (r if colour == BLACK else c) == n - 1:
+            return True
+        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (1, -1)):
+            nxt = (r + dr, c + dc)
+            if nxt in cells and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return False
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_openings_are_each_first_move_then_every_other_position_once(n):
+    openings = Openings(n, seed=5)
+    lines = [openings[i] for i in range(openings.count)]
+    assert sorted(line[0] for line in lines[: n * n]) == list(range(n * n))
+    keys = [position(line, n) for line in lines]
+    deeper = keys[n * n :]  # every first move, half-turn twins too; after that each position once
+    assert len(set(deeper)) == len(deeper), "two openings are the same position, or its half-turn"
+    for line in lines:
+        assert len(set(line)) == len(line)
+        board = position(line, n)
+        assert not connects(board, BLACK, n) and not connects(board, WHITE, n)
+    # Every two-stone position up to the half-turn is there: counted by hand.
+    two = {position([b, w], n) for b in range(n * n) for w in range(n * n) if b != w}
+    assert {k for k, line in zip(keys, lines) if len(line) == 2} == two
+    assert max(len(line) for line in lines) == n * n // 3
+    with pytest.raises(IndexError):
+        openings[openings.count]
+    assert opening(openings, openings.count + 3) == lines[3]
+
+
+def test_two_stone_openings_come_most_balanced_first_and_replay_from_the_seed():
+    n = 5
+
+    def evaluate(planes):
+        # A made-up but fixed judge: the further Black's stone from the centre, the surer.
+        black = planes[:, 0].reshape(len(planes), -1).argmax(axis=1)
+        r, c = np.divmod(black, n)
+        return np.zeros((len(planes), n * n), np.float32), (np.abs(r - 2) + np.abs(c - 2)) / 4.0 - 0.5
+
+    openings = Openings(n, seed=1, evaluate=evaluate)
+    two = [openings[i] for i in range(n * n, n * n + 200)]
+    # The planes are the mover's view; Black is to move after two stones, so plane 0 is Black.
+    sureness = [abs((abs(b // n - 2) + abs(b % n - 2)) / 4.0 - 0.5) for b, _ in two]
+    steps = [int(s // BALANCE_STEP) for s in sureness]
+    assert steps == sorted(steps) and steps[0] == 0
+    again = Openings(n, seed=1, evaluate=evaluate)
+    assert [again[i] for i in range(n * n + 200)] == [openings[i] for i in range(n * n + 200)]
+    other = Openings(n, seed=2, evaluate=evaluate)
+    assert [other[i] for i in range(n * n)] != [openings[i] for i in range(n * n)]
+
+
+def test_a_pairing_has_one_seed_whichever_side_each_player_is_on():
+    assert pairing_seed((None, 100), (None, 1000)) == pairing_seed((None, 1000), (None, 100))
+    assert pairing_seed((3, 64), (1, 64)) == pairing_seed((1, 64), (3, 64))
+    assert pairing_seed((3, 64), (1, 64)) != pairing_seed((3, 64), (1, 32))
+    assert pairing_seed((None, 64), (1, 64)) != pairing_seed((1, 64), (1, 64))
+
+
+def new_duel(db, kind, candidate, sims, opponent, opponent_sims, pairs=None) -> int:
+    with sqlite3.connect(db) as c:
+        return c.execute(
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, candidate, sims, opponent, opponent_sims, pairs, time.time()),
+        ).lastrowid
+
+
+def play(db, duel_id, config, seed=0):
+    """Plays a duel to its end as the duel worker does, storing each game; its games and verdict."""
+    games = []
+
+    def on_game(pair, moves, winner, colour):
+        games.append((pair, moves, winner, colour))
+        with sqlite3.connect(db) as c:
+            c.execute(
+                "INSERT INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 0)",
+                (duel_id, pair, moves, winner, colour),
+            )
+
+    end = play_duel(db, duel_id, config, seed, on_game, lambda: False)
+    return games, end
+
+
+def test_a_network_against_itself_never_replays_a_game_and_is_never_promoted(tmp_path):
+    """Deterministic players: the same opening would give the same game, so none repeats."""
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    model = add_model(db, board_size=4)
+    config = Config.model_validate({"game": {"board_size": 4}, "duel": {"max_pairs": 40, "pairs": 8}})
+    games, end = play(db, new_duel(db, "promotion", model, 4, model, 4), config)
+    assert end.result == "rejected"
+    by_pair = {}
+    for pair, moves, _, _ in games:
+        by_pair.setdefault(pair, set()).add(moves)
+    seen = [moves for pair in by_pair.values() for moves in pair]
+    assert len(seen) == len(set(seen)), "a game of one pair is replayed in another"
+    # The same two players meet again in a rating match: it goes on down their list of openings.
+    later, _ = play(db, new_duel(db, "rating", model, 4, model, 4, pairs=6), config)
+    assert not {m for _, m, _, _ in later} & set(seen)
+
+
+@pytest.mark.slow
+def test_equal_players_are_promoted_at_most_at_the_rate_alpha(tmp_path):
+    """Random-rollout MCTS against itself (equal strength, so Elo 0 = elo0) over many short
+    duels: the SPRT promotes at most alpha of them. 200 duels, alpha 0.05: if the true rate
+    were alpha, more than 18 promotions would come with probability below 0.5%. Within
+    a duel no two games are the same."""
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    config = Config.model_validate(
+        {"game": {"board_size": 5}, "duel": {"elo0": 0, "elo1": 150, "max_pairs": 60, "pairs": 16}}
+    )
+    promoted, lengths = 0, []
+    for d in range(200):
+        # One pairing: each duel goes on down its list of openings, with seeds of its own.
+        games, end = play(db, new_duel(db, "promotion", None, 16, None, 16), config, seed=1000 * d)
+        pairs = {}
+        for pair, moves, _, _ in games:
+            pairs.setdefault(pair, set()).add(moves)
+        moves = [m for pair in pairs.values() for m in pair]
+        assert len(moves) == len(set(moves))
+        promoted += end.result == "accepted"
+        lengths.append(len(games))
+    assert promoted <= 18, f"{promoted} of 200 equal duels promoted"
+    assert np.mean(lengths) > 4
