@@ -370,13 +370,21 @@ def _sims_list(ctx, param, values):
     help="board side n, at most 5  [default: the model's; 5 with --random-rollouts]",
 )
 @ROLLOUTS_OPTION
+@click.option(
+    "--openings",
+    "every_opening",
+    is_flag=True,
+    help="instead: every first move, its winning side played by the agent against perfect defence",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
+def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, as_json):
     """Strength against perfect play: solved positions of boards up to 5x5.
 
     In won positions: how often the agent's move keeps the win, and how often
     it converts the win against perfect defence; for the network, how often
-    its value's sign is right."""
+    its value's sign is right. With --openings: of the n*n first moves, how
+    many the agent converts from the side that wins, and its first losing
+    move in each it does not."""
     from hexzd.evaluation import perfect as pf
 
     evaluate, config, label = None, None, "random-rollout MCTS"
@@ -394,6 +402,20 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, as_json):
         raise click.ClickException(str(e)) from None
     if not as_json:
         click.echo(f"{label}, {size}x{size}, seed {seed}")
+    if every_opening:
+        results = pf.openings(
+            size,
+            evaluate,
+            sims or pf.DEFAULT_SIMS,
+            seed,
+            config.selfplay if config else None,
+            on_agent=None if as_json else lambda r: click.echo(f"measured {r.name}", err=True),
+        )
+        if as_json:
+            click.echo(json.dumps({"board_size": size, "seed": seed, "agents": [r.as_dict() for r in results]}))
+        else:
+            click.echo(_openings_table(size, results))
+        return
     report = pf.measure(
         size,
         evaluate,
@@ -418,6 +440,25 @@ def _network_of(db, model):
         raise click.ClickException(f"{note}: give --random-rollouts for plain MCTS")
     label = f"model {network.model_id} ({network.blocks}x{network.channels} network)"
     return network, config, label + (", trained with swap, measured without" if swap else "")
+
+
+def _openings_table(n: int, results) -> str:
+    lines = [
+        f"the {n * n} first moves, each played out by the agent from the side that wins it,"
+        " against perfect defence (95% intervals):",
+        f"{'agent':<14} {'converted':>22} {'as Black':>10} {'as White':>10} {'agent s':>8}",
+    ]
+    for r in results:
+        black, white = r.rate("black"), r.rate("white")
+        lines.append(
+            f"{r.name:<14} {f'{r.rate().hits}/{r.rate().total} {r.rate()}':>22}"
+            f" {f'{black.hits}/{black.total}':>10} {f'{white.hits}/{white.total}':>10} {r.seconds:8.1f}"
+        )
+    for r in results:
+        for g in r.games:
+            if not g.converted:
+                lines.append(f"{r.name} lost as {g.colour.capitalize()} after {g.opening}: played {g.slip} ({g.moves})")
+    return "\n".join(lines)
 
 
 def _perfect_table(report) -> str:

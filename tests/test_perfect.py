@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import solver as reference
 from click.testing import CliRunner
-from test_htp import add_model
+from states import add_model
 
 from hexzd import store
 from hexzd.cli import main
@@ -173,6 +173,58 @@ def test_rollouts_strong_and_weak_through_the_cli():
     assert rates["rollouts-3000"][0] > 0.9 and rates["rollouts-3000"][1] > 0.9
     for weak in ("random", "rollouts-2"):
         assert rates[weak][1] < rates["rollouts-3000"][1] - 0.3
+
+
+def replay(names, n):
+    """Plain Python: the cells after the moves (Black first), each checked to be legal."""
+    cells = [EMPTY] * (n * n)
+    for ply, name in enumerate(names.split()):
+        x = (int(name[1:]) - 1) * n + "abcdefghijklmnopqrs".index(name[0])
+        assert cells[x] == EMPTY and not reference.winner(tuple(cells), n)
+        cells[x] = BLACK if ply % 2 == 0 else WHITE
+    return tuple(cells)
+
+
+def test_every_first_move_played_out_against_perfect_defence():
+    """3x3, checked move by move with the brute force: the side each opening leaves won,
+    the converted games won, and each slip a move that threw a won position away."""
+    n = 3
+    result = perfect("--random-rollouts", "--size", "3", "--openings", "--sims", "0,500", "--json")
+    assert result.exit_code == 0, result.output
+    agents = {a["agent"]: a for a in json.loads(result.output)["agents"]}
+    assert list(agents) == ["random", "rollouts-500"]
+    slips = 0
+    for agent in agents.values():
+        games = agent["games"]
+        assert [g["opening"] for g in games] == [f"{c}{r}" for r in range(1, 4) for c in "abc"]
+        for g in games:
+            first = replay(g["opening"], n)
+            me = WHITE if reference.wins(first, n, WHITE) else BLACK
+            assert g["colour"] == ("white" if me == WHITE else "black")
+            cells = replay(g["moves"], n)
+            if g["converted"]:
+                assert g["slip"] is None and reference.connected(cells, n, me)
+            else:
+                slips += 1
+                before = replay(" ".join(g["moves"].split()[:-1]), n)
+                assert g["moves"].split()[-1] == g["slip"] and reference.to_play_of(before) == me
+                assert reference.wins(before, n, me) and not reference.winner(cells, n)
+                assert reference.wins(cells, n, 3 - me)
+        assert agent["converted"]["hits"] == sum(g["converted"] for g in games)
+        assert agent["black"]["total"] + agent["white"]["total"] == 9
+    assert agents["rollouts-500"]["converted"]["hits"] == 9
+    assert slips > 0  # the random agent threw some away: the slips above were checked
+
+
+def test_the_4x4_openings_are_won_for_black_on_the_short_diagonal_only():
+    result = perfect("--random-rollouts", "--size", "4", "--openings", "--sims", "2")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("rollouts-2 "))
+    words = row.split()  # agent, k/16, rate, [lo, hi], as Black k/4, as White k/12, seconds
+    assert words[1].endswith("/16") and words[5].endswith("/4") and words[6].endswith("/12")
+    report = json.loads(perfect("--random-rollouts", "--size", "4", "--openings", "--sims", "2", "--json").output)
+    black = [g["opening"] for g in report["agents"][0]["games"] if g["colour"] == "black"]
+    assert black == ["d1", "c2", "b3", "a4"]  # cells 3, 6, 9, 12: the brute force's answer above
 
 
 def test_the_table_and_its_refusals():

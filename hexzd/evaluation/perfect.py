@@ -14,6 +14,10 @@ perfect an agent is, on boards small enough to solve exactly (n <= MAX_SIZE):
                    defence wins. So games stop at the agent's first losing move.
     value sign     the raw network's value is > 0 exactly where the mover wins,
                    over every position, won or lost
+    openings       (`--openings`) every first move, played out by the agent from
+                   the side it leaves won (after the perfect player's reply when
+                   that is Black): n*n won openings, each converted or not, with
+                   the agent's first losing move
 
 An agent is the network with S simulations per move, as `hexzd htp` plays it
 (PUCT, no noise), or S = 0 for the raw policy's best legal move; with
@@ -28,6 +32,7 @@ import numpy as np
 
 from hexzd.config import SearchConfig
 from hexzd.evaluation.stats import wilson
+from hexzd.game.notation import cell_name
 from hexzd.game.rules import BLACK, EMPTY, WHITE, Games
 from hexzd.native import solver as kernels
 from hexzd.native.board import canonical_indices
@@ -37,12 +42,15 @@ from hexzd.search.player import Player, subset
 __all__ = [
     "MAX_SIZE",
     "AgentResult",
+    "OpeningGame",
+    "OpeningsResult",
     "Rate",
     "Report",
     "Solver",
     "agent",
     "check_size",
     "measure",
+    "openings",
     "undecided_positions",
 ]
 
@@ -258,18 +266,27 @@ class _Clock:
         self.seconds += time.perf_counter() - self._start
 
 
-def play_out(
-    player, solver: Solver, games: Games, clock: _Clock, should_stop=lambda: False
-) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class PlayOut:
+    """Games of an agent against perfect defence, from positions it wins (bool and int64 [B])."""
+
+    first: np.ndarray  # its first move kept the win
+    won: np.ndarray  # it won the game
+    slip: np.ndarray  # its first move that lost the win; -1 where none did
+    moves: list[list[int]]  # every move from the start position, the defence's included
+
+
+def play_out(player, solver: Solver, games: Games, clock: _Clock, should_stop=lambda: False) -> PlayOut:
     """The agent to move in every game, against perfect defence.
 
-    Returns bool[B] twice: did the agent's first move keep the win, and did
-    it win the game. A game stops at the agent's first move that loses the
-    win, since perfect defence then wins it. `should_stop` is asked once a
-    ply; when it says so, the results are partial and the caller drops them.
+    A game stops at the agent's first move that loses the win, since perfect
+    defence then wins it. `should_stop` is asked once a ply; when it says
+    so, the results are partial and the caller drops them.
     """
     games, me = games.copy(), games.to_play.copy()
     first = np.zeros(games.batch, np.bool_)
+    slip = np.full(games.batch, -1, np.int64)
+    lines = [[] for _ in range(games.batch)]
     alive = np.arange(games.batch)  # the games the agent still wins, agent to move
     for ply in range(games.n * games.n):
         if len(alive) == 0 or should_stop():
@@ -281,12 +298,20 @@ def play_out(
             )
         if ply == 0:
             first = kept
+        slip[alive[~kept]] = moves[~kept]
+        _record(lines, alive, moves)
         games.play(_spread(moves, alive, games.batch))
         alive = alive[kept & ~games.done[alive]]
         with clock:
             replies = np.array([solver.reply(games.board[b], games.to_play[b]) for b in alive], np.int64)
+        _record(lines, alive, replies)
         games.play(_spread(replies, alive, games.batch))
-    return first, games.winner == me
+    return PlayOut(first, games.winner == me, slip, lines)
+
+
+def _record(lines: list[list[int]], index: np.ndarray, moves: np.ndarray) -> None:
+    for b, move in zip(index, moves):
+        lines[b].append(int(move))
 
 
 def _spread(moves: np.ndarray, index: np.ndarray, batch: int) -> np.ndarray:
@@ -325,7 +350,8 @@ def measure(
     for s in sims:
         start, before = time.perf_counter(), clock.seconds
         player = agent(s, evaluate, config, seed)
-        first, converted = play_out(player, solver, winning, clock, should_stop)
+        out = play_out(player, solver, winning, clock, should_stop)
+        first, converted = out.first, out.won
         if should_stop():
             return None
         result = AgentResult(
@@ -341,3 +367,90 @@ def measure(
     return Report(
         n, seed, games.batch, int(won.sum()), int((~won).sum()), value_sign, results, solver.nodes, clock.seconds
     )
+
+
+# -- every opening ------------------------------------------------------------------
+
+
+@dataclass
+class OpeningGame:
+    """One first move, its winning side played by the agent against perfect defence."""
+
+    opening: str  # Black's first move
+    colour: str  # the agent's: "black" where the opening wins, else "white"
+    converted: bool
+    slip: str | None  # the agent's first move that lost the win
+    moves: str  # the game from the empty board, to the end or the slip's punishment
+
+
+@dataclass
+class OpeningsResult:
+    name: str
+    sims: int
+    games: list[OpeningGame]
+    seconds: float
+
+    def rate(self, colour: str | None = None) -> Rate:
+        games = [g for g in self.games if colour in (None, g.colour)]
+        return Rate(sum(g.converted for g in games), len(games))
+
+    def as_dict(self) -> dict:
+        return {
+            "agent": self.name,
+            "sims": self.sims,
+            "converted": self.rate().as_dict(),
+            "black": self.rate("black").as_dict(),
+            "white": self.rate("white").as_dict(),
+            "seconds": self.seconds,
+            "games": [asdict(g) for g in self.games],
+        }
+
+
+def openings(
+    n: int,
+    evaluate: Evaluate | None,
+    sims=DEFAULT_SIMS,
+    seed: int = 0,
+    config: SearchConfig | None = None,
+    solver: Solver | None = None,
+    on_agent=None,
+) -> list[OpeningsResult]:
+    """Every first move, played out from the side it leaves won, by each agent.
+
+    After Black's first move one side wins with perfect play. Where it is
+    White, the agent takes White and moves next; where it is Black, the
+    perfect player answers as White first and the agent goes on as Black.
+    Either way the agent must keep a won game against perfect defence: n*n
+    won openings, the headline of `hexzd perfect --openings`.
+    """
+    check_size(n)
+    solver, clock = solver or Solver(n), _Clock()
+    start = Games.new(n * n, n)
+    start.play(np.arange(n * n))
+    with clock:
+        white_wins = np.array([solver.wins(board, WHITE) for board in start.board], np.bool_)
+        replies = np.array([-1 if w else solver.reply(board, WHITE) for board, w in zip(start.board, white_wins)])
+    start.play(replies)
+    results = []
+    for s in sims:
+        began, before = time.perf_counter(), clock.seconds
+        player = agent(s, evaluate, config, seed)
+        out = play_out(player, solver, start, clock)
+        games = []
+        for cell in range(n * n):
+            line = [cell] + ([int(replies[cell])] if replies[cell] >= 0 else []) + out.moves[cell]
+            slip = int(out.slip[cell])
+            games.append(
+                OpeningGame(
+                    cell_name(cell, n),
+                    "white" if white_wins[cell] else "black",
+                    bool(out.won[cell]),
+                    cell_name(slip, n) if slip >= 0 else None,
+                    " ".join(cell_name(a, n) for a in line),
+                )
+            )
+        result = OpeningsResult(player.name, s, games, time.perf_counter() - began - (clock.seconds - before))
+        results.append(result)
+        if on_agent:
+            on_agent(result)
+    return results
