@@ -216,8 +216,9 @@ def play(db, model, sims, size, colour, random_rollouts):
 def ratings(db, as_json):
     """The rating table: every rated snapshot and reference player, with compute.
 
-    `perfect`: on boards up to 5x5, the share of won positions where the
-    promoted model's move keeps the win (see `hexzd perfect`)."""
+    A rating whose 95% interval is wider than +-150 Elo says "too few games"
+    instead of a number. `perfect`: on boards up to 5x5, the share of won
+    positions where the promoted model's move keeps the win (see `hexzd perfect`)."""
     from pathlib import Path
 
     from hexzd import store
@@ -238,13 +239,15 @@ def ratings(db, as_json):
     )
     for r in table:
         ci = "anchor" if r["anchor"] else f"[{r['lo']:.0f}, {r['hi']:.0f}]"
+        rating = f"{r['rating']:7.0f}"
+        if r["status"] == "too few games":
+            rating, ci = "      -", "too few games"
         promoted = "" if r["model_id"] is None else "yes" if r["promoted"] else "no"
         step = "" if r["step"] is None else f"{r['step']:,}"
         flops = "" if r["flops"] is None else f"{r['flops'] / 1e15:.4f}"
         perfect = "" if r["perfect_move"] is None else f"{r['perfect_move']:.1%}"
         click.echo(
-            f"{r['player']:<20} {r['rating']:7.0f} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9}"
-            f" {perfect:>8}"
+            f"{r['player']:<20} {rating} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9} {perfect:>8}"
         )
 
 

@@ -5,18 +5,24 @@ positions up to the board's half-turn; the duels are real, on a real state
 file, with real players (an untrained network, random-rollout MCTS).
 """
 
+import asyncio
+import json
 import sqlite3
 import time
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from states import add_model
 
 from hexzd import store
+from hexzd.cli import main
 from hexzd.config import Config
 from hexzd.evaluation.duel import play_duel
+from hexzd.evaluation.league import rate
 from hexzd.evaluation.openings import BALANCE_STEP, Openings, opening, pairing_seed
 from hexzd.game.rules import BLACK, WHITE
+from hexzd.store.writes import Writer
 
 
 def position(moves, n):
@@ -158,3 +164,31 @@ def test_equal_players_are_promoted_at_most_at_the_rate_alpha(tmp_path):
         lengths.append(len(games))
     assert promoted <= 11, f"{promoted} of 100 equal duels promoted"
     assert np.mean(lengths) > 4
+
+
+def test_ratings_without_enough_games_say_so(tmp_path):
+    """`hexzd ratings` and the state file's rating_status: a rating from 4 games is no number."""
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    few, many = add_model(db, board_size=4), add_model(db, board_size=4)
+    # (candidate, sims, opponent, opponent_sims, candidate wins, games) against the anchor, rollouts @100.
+    rows = rate([(few, 64, None, 100, 3, 4), (many, 64, None, 100, 240, 400)], [100])
+
+    async def write():
+        writer = Writer(await store.writer(db))
+        await writer.begin()
+        await writer.replace_ratings(time.time(), rows)
+        await writer.commit()
+        await writer.close()
+
+    asyncio.run(write())
+    table = {
+        r["model_id"]: r for r in json.loads(CliRunner().invoke(main, ["ratings", "--db", str(db), "--json"]).output)
+    }
+    assert table[few]["status"] == "too few games" and table[few]["hi"] - table[few]["lo"] > 300
+    assert table[many]["status"] == "rated" and table[many]["hi"] - table[many]["lo"] <= 300
+    assert table[None]["status"] == "anchor"
+    lines = CliRunner().invoke(main, ["ratings", "--db", str(db)]).output.splitlines()
+    row = {line.split("@")[0].strip(): line for line in lines[1:]}
+    assert "too few games" in row[f"model {few}"] and "too few games" not in row[f"model {many}"]
+    assert f"{table[many]['rating']:.0f}" in row[f"model {many}"]

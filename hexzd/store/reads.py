@@ -148,6 +148,7 @@ def rating_table(connection) -> list[dict]:
 
     perfect_move: the share of won positions where the model's move keeps the
     win at the player's simulations (boards up to 5x5; None elsewhere).
+    status: `anchor`, `rated`, or `too few games` (the rating_status view).
     """
     perfect = (
         "(SELECT 1.0 * kept / won FROM perfect_play q WHERE q.model_id = r.model_id AND q.sims = r.sims AND q.won > 0)"
@@ -159,8 +160,8 @@ def rating_table(connection) -> list[dict]:
         f"""
         SELECT r.player, r.model_id, r.sims, r.rating, r.rating_lo AS lo, r.rating_hi AS hi, r.games, r.anchor,
                m.promoted_at IS NOT NULL AS promoted, m.selfplay_flops + m.train_flops AS flops,
-               m.train_step AS step, {perfect} AS perfect_move
-        FROM ratings r LEFT JOIN models m ON m.id = r.model_id
+               m.train_step AS step, {perfect} AS perfect_move, r.status, r.half_width
+        FROM rating_status r LEFT JOIN models m ON m.id = r.model_id
         ORDER BY r.model_id IS NOT NULL, r.model_id, r.sims""",
     )
 

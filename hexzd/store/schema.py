@@ -156,6 +156,17 @@ MIGRATIONS = [
         PRIMARY KEY (model_id, sims)
     );
     """,
+    # 2 -> 3: whether each rating means something. A rating whose 95% interval is
+    # wider than +-150 Elo (about 20 games against an even opponent) is "too few games".
+    """
+    CREATE VIEW rating_status AS
+        SELECT player, model_id, sims, rating, rating_lo, rating_hi, games, anchor,
+               (rating_hi - rating_lo) / 2 AS half_width,
+               CASE WHEN anchor THEN 'anchor'
+                    WHEN rating_hi - rating_lo <= 300 THEN 'rated'
+                    ELSE 'too few games' END AS status
+        FROM ratings;
+    """,
 ]
 VERSION = len(MIGRATIONS)
 
