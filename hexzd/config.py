@@ -56,6 +56,9 @@ class SelfplayConfig(SearchConfig):
     games: int = live(32, "games per group; each worker keeps `groups` groups in flight", ge=1, le=65_536)
     groups: int = live(2, "groups per worker: one searches on the CPU while another is evaluated", ge=1, le=8)
     numba_threads: int = live(1, "numba threads per self-play worker", ge=1, le=256)
+    random_first_moves: float = live(
+        0.0, "share of games opened on a uniformly random cell, so that every opening is learned", ge=0, le=1
+    )
 
 
 class DuelConfig(Section):
@@ -68,6 +71,9 @@ class DuelConfig(Section):
     elo1: float = live(100.0, "SPRT H1: the candidate is this many Elo stronger, or more")
     alpha: float = live(0.05, "SPRT: chance of promoting a candidate no stronger than elo0", gt=0, lt=0.5)
     beta: float = live(0.05, "SPRT: chance of rejecting a candidate as strong as elo1", gt=0, lt=0.5)
+    cpu_share: float = live(
+        0.2, "most of the machine's CPU that evaluation (duels, ratings, perfect play) may use", gt=0, le=1
+    )
 
 
 class RatingsConfig(Section):

@@ -55,6 +55,15 @@ def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
     assert best in [row[0] for row in judged]
     assert all(p == 200 and 0 < won < p and converted <= kept <= won for _, p, won, kept, converted in judged)
     assert max(kept / won for _, _, won, kept, _ in judged) >= 0.7, judged
+    # No pair of a duel replays another pair's game.
+    repeats = run.count(
+        "duel_games a JOIN duel_games b ON a.duel_id = b.duel_id AND a.pair < b.pair", "a.moves = b.moves"
+    )
+    assert repeats == 0
+    # Evaluation keeps to its share of the machine (duel.cpu_share, 20%); the daemon measures it.
+    shares = [v for (v,) in run.query("SELECT value FROM metrics WHERE source = 'duel' AND name = 'cpu_share'")]
+    print(f"evaluation's CPU share: {sum(shares) / len(shares):.1%} on average, {max(shares):.1%} at most")
+    assert len(shares) >= 20 and sum(shares) / len(shares) <= 0.22
 
 
 def snapshot_rows(run: DaemonRun) -> dict:

@@ -90,3 +90,26 @@ def test_a_game_is_stamped_with_the_model_that_made_most_of_its_moves():
         assert evals == sims * sum(u is not None for u in used)
         stamped_late += most != used[-1]
     assert stamped_late >= 2  # games whose last moves were not their majority model's
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_random_first_moves_open_on_every_cell_and_keep_the_search_policy(share):
+    """With the whole share, first moves are uniform over the cells (a chi-square test);
+    the empty board's policy target is still the search's visit distribution."""
+    n, games = 3, 450
+    config = SelfplayConfig(sims=32, games=games, groups=1, temperature_moves=0, random_first_moves=share)
+    play = SelfPlay(config, n, swap=False, seed=4)
+    search = play.groups[0].search
+    search.run(32)
+    visits_first = search.visits()[:, : n * n].argmax(axis=1)
+    play.groups[0].finish_move(32, None, 0)
+    group = play.groups[0]
+    first = np.array([a[0] for a in group.actions])
+    counts = np.bincount(first, minlength=n * n)
+    chi2 = ((counts - games / (n * n)) ** 2 / (games / (n * n))).sum()
+    if share == 1.0:
+        assert chi2 < 26.1  # the 99.9% point of chi-square with 8 degrees of freedom
+    else:
+        assert (first == visits_first).all()  # the search's own choice: its most visited move
+    policy = np.array([p[0] for p in group.policies])
+    assert np.allclose(policy.sum(axis=1), 1.0) and (policy.argmax(axis=1) == visits_first).all()

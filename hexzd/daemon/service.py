@@ -32,6 +32,7 @@ import zmq.asyncio
 from hexzd import store
 from hexzd.config import Config, default_toml, fixed_changes, parse, stored
 from hexzd.daemon import messages as m
+from hexzd.daemon.cpu import CpuShares
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Supervisor
@@ -69,6 +70,7 @@ class Daemon:
         self.supervisor = Supervisor(self.db, self.run_dir, lambda: self.config, self._warn)
         self.meter: GpuMeter | None = None
         self.counters = dict.fromkeys(COUNTERS, 0.0)
+        self.cpu = CpuShares()
         self.flops_per_eval: dict[int, int] = {}
         self.best: int | None = None
         self.paused = False
@@ -339,6 +341,9 @@ class Daemon:
         await self._event_row(m.Event(level="debug", source=hello.worker, message=f"up (pid {hello.pid})"))
 
     async def _on_metrics(self, metrics: m.Metrics, after) -> None:
+        if "cpu_seconds" in metrics.values:  # a worker's CPU time: a share, stored each tick
+            self.cpu.report(metrics.source, metrics.values["cpu_seconds"])
+            return
         await self.store.add_metrics(time.time(), metrics.source, metrics.values)
         if "train_step" in metrics.values:
             self.counters["train_step"] = metrics.values["train_step"]
@@ -440,6 +445,7 @@ class Daemon:
             "best": self.best,
             "counters": dict(self.counters),
             "duel": self.scheduler.line,
+            "cpu": {"cores": self.cpu.cores, "eval_share": self.cpu.overall("duel"), "workers": dict(self.cpu.total)},
             "config_error": self.config_error,
             "workers": self.supervisor.status(),
         }
@@ -550,6 +556,7 @@ class Daemon:
                 await self._tick_counters()
                 per_s = {f"{k}_per_s": v for k, v in rates.items()}
                 await self._transaction(lambda per_s=per_s: self.store.add_metrics(time.time(), "daemon", per_s))
+                await self._transaction(self._add_cpu_shares)
                 await self._tune(rates)
                 await self._transaction(lambda: self.scheduler.schedule(self.best))
                 if self.scheduler.ratings_stale:
@@ -557,6 +564,11 @@ class Daemon:
                 await self._retain()
             except sqlite3.Error as e:  # the file is locked or full: the next tick tries again
                 self._cannot_write(e)
+
+    async def _add_cpu_shares(self) -> None:
+        """Each worker's share of the machine's CPU over the last tick (metric `cpu_share`)."""
+        for worker, share in self.cpu.recent().items():
+            await self.store.add_metrics(time.time(), worker, {"cpu_share": share})
 
     async def _refresh_ratings(self) -> None:
         rows = await self.scheduler.ratings()
@@ -572,7 +584,9 @@ class Daemon:
         return (
             f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
             f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
-            f"best {best}" + (f" | {duel}" if duel else "") + (" | paused" if self.paused else "")
+            f"best {best} | eval {self.cpu.overall('duel'):.0%} of CPU"
+            + (f" | {duel}" if duel else "")
+            + (" | paused" if self.paused else "")
         )
 
     def _check_budgets(self) -> None:

@@ -25,12 +25,14 @@ import zmq
 from hexzd import store
 from hexzd.config import Config
 from hexzd.daemon import messages as m
+from hexzd.daemon.cpu import Throttle
 from hexzd.daemon.rundir import RunDir
 
 log = logging.getLogger("hexzd.worker")
 
 BEST_REFRESH = 5.0  # seconds between reads of the best model from the state file
 DUEL_POLL = 1.0  # seconds between looks at the duels table for a new duel
+CPU_REPORT = 5.0  # seconds between a worker's reports of its CPU time (the daemon's shares)
 
 
 class Link:
@@ -57,6 +59,7 @@ class Link:
         self.best: int | None = None
         self.best_read = float("-inf")
         self.read_best()
+        self.cpu_sent = float("-inf")
         self.send(m.Hello(worker=name, pid=os.getpid()))
 
     def read_best(self) -> None:
@@ -93,6 +96,9 @@ class Link:
             return True
         if time.monotonic() - self.best_read > BEST_REFRESH:
             self.read_best()
+        if time.monotonic() - self.cpu_sent > CPU_REPORT:  # the daemon turns these into CPU shares
+            self.cpu_sent = time.monotonic()
+            self.send(m.Metrics(source=self.name, values={"cpu_seconds": time.process_time()}))
         while self.sub.poll(int(timeout * 1000) if not got else 0):
             try:
                 update = m.decode(self.sub.recv())
@@ -224,12 +230,19 @@ def duel(link: Link, db, seed: int) -> None:
     from hexzd.evaluation.duel import play_duel
 
     judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
+    throttle = Throttle()
+
+    def should_stop() -> bool:  # polled once a move, so that a stop or a dead daemon ends a duel at once
+        link.poll()
+        link.wait(throttle.wait(link.config.duel.cpu_share))
+        return link.stopping
+
     while not link.stopping:
         link.poll()
         if link.paused:
             link.wait(1.0)
             continue
-        if judge_against_perfect_play(link, db, judged):
+        if judge_against_perfect_play(link, db, judged, should_stop):
             continue  # a few seconds per promotion, so it goes before the duels
         with store.read_only(db) as connection:
             duel_id = store.next_duel(connection)
@@ -239,10 +252,6 @@ def duel(link: Link, db, seed: int) -> None:
 
         def on_game(pair, moves, winner, colour, duel_id=duel_id):
             link.send(m.DuelGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
-
-        def should_stop() -> bool:
-            link.poll()
-            return link.stopping
 
         end = play_duel(db, duel_id, link.config, seed, on_game, should_stop)
         if end is not None:
@@ -258,7 +267,7 @@ def _solver(n: int):
     return Solver(n)
 
 
-def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
+def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) -> bool:
     """Measures the newest promoted model not yet judged against perfect play; False if none.
 
     Only on boards the solver takes (hexzd/evaluation/perfect.py) and without swap. The
@@ -277,11 +286,6 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
     if model_id is None:
         return False
     judged.add(model_id)
-
-    def stopping() -> bool:  # polled once a ply, so that a stop or a dead daemon ends it at once
-        link.poll()
-        return link.stopping
-
     network = load(db, model_id, c.device)
     report = measure(
         c.game.board_size,
@@ -291,7 +295,7 @@ def judge_against_perfect_play(link: Link, db, judged: set[int]) -> bool:
         seed=0,
         config=c.selfplay,
         solver=_solver(c.game.board_size),
-        should_stop=stopping,
+        should_stop=should_stop,
     )
     if report is None:
         return True

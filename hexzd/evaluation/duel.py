@@ -79,16 +79,26 @@ class DuelEnd:
 def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> DuelEnd | None:
     """Plays duel `duel_id` of the state file to its end; None if stopped before.
 
-    A promotion duel ends when the SPRT decides (or at max_pairs, rejected);
-    a rating match after its fixed number of pairs. The games already in the
-    state file count, so a restarted worker resumes the duel. Each game goes
-    to on_game(pair, trmph moves, winner, candidate colour) as it ends;
-    should_stop() is polled once a move.
+    A promotion duel ends when the SPRT decides (or at max_pairs, or when
+    the openings run out: rejected); a rating match after its fixed number
+    of pairs. The games already in the state file count, so a restarted
+    worker resumes the duel. Each game goes to on_game(pair, trmph moves,
+    winner, candidate colour) as it ends; should_stop() is polled once a move.
+
+    A game the same two players already played with the same colours (a
+    two-stone opening can be where another pair's game went anyway) is
+    dropped: not passed on, and its pair never counts.
     """
     with store.read_only(db) as connection:
         kind, candidate_id, sims, opponent_id, opponent_sims, match_pairs = store.duel(connection, duel_id)
         played = store.duel_results(connection, duel_id)
-        start = store.openings_used_before(connection, duel_id)
+        earlier = store.pairing_games(connection, duel_id)
+    # Earlier duels of the pairing used openings up to their last pair.
+    last = {}
+    for earlier_duel, pair, _, _ in earlier:
+        last[earlier_duel] = max(last.get(earlier_duel, -1), pair)
+    start = sum(pair + 1 for pair in last.values())
+    seen = {(moves, colour) for _, _, moves, colour in earlier} | {(moves, colour) for _, colour, _, moves in played}
     c, game = config.duel, config.game
     sprt = Sprt(c.elo0, c.elo1, c.alpha, c.beta)
     candidate = load_player(db, candidate_id, sims, config, seed)
@@ -99,29 +109,36 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
     balance = nets[min(nets)] if nets else None
     openings = Openings(game.board_size, pairing_seed((candidate_id, sims), (opponent_id, opponent_sims)), balance)
     most = match_pairs if kind == "rating" else c.max_pairs
-    if kind == "promotion":  # on tiny boards the openings run out first: never replay one
-        most = min(most, max(1, _available(openings, start + most) - start))
     results: dict[int, dict[int, bool]] = {}
-    for pair, colour, winner in played:
+    for pair, colour, winner, _ in played:
         results.setdefault(pair, {})[colour] = winner == colour
     next_pair = max(results, default=-1) + 1
+    exhausted = False
 
     def decision() -> str | None:
         counts = pair_counts(results)
         if kind == "rating":
             return "played" if sum(counts) >= most else None
         verdict = {"accept": "accepted", "reject": "rejected", None: None}[sprt.decide(counts)]
-        return "rejected" if verdict is None and sum(counts) >= most else verdict
+        return "rejected" if verdict is None and (sum(counts) >= most or exhausted) else verdict
 
     def stop() -> bool:
         return should_stop() or decision() is not None
 
     while not should_stop() and decision() is None:
-        batch = range(next_pair, next_pair + min(c.pairs, max(1, most - next_pair)))
+        batch = range(next_pair, next_pair + min(c.pairs, max(1, most - sum(pair_counts(results)))))
+        if kind == "promotion":  # on tiny boards the openings run out: a promotion never replays one
+            batch = range(batch.start, min(batch.stop, _available(openings, start + batch.stop) - start))
+            if not batch:
+                exhausted = True
+                break
         # A rating match on a board whose openings ran out (3x3 and smaller) goes round again.
         opening_moves = [opening(openings, start + pair) for pair in batch]
 
         def finished(b, moves, winner, colour, batch=batch):
+            if (moves, colour) in seen:
+                return
+            seen.add((moves, colour))
             pair = batch[b // 2]
             results.setdefault(pair, {})[colour] = winner == colour
             on_game(pair, moves, winner, colour)

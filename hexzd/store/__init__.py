@@ -29,7 +29,7 @@ from hexzd.store.reads import (  # noqa: F401 (the package is the one entry poin
     has_table,
     latest_checkpoint,
     next_duel,
-    openings_used_before,
+    pairing_games,
     rating_table,
     unjudged_promotions,
     weights,

@@ -101,31 +101,31 @@ def duel(connection, duel_id: int) -> tuple:
 
 
 def duel_results(connection, duel_id: int) -> list[tuple]:
-    """(pair, candidate colour, winner) of each game of a duel stored so far."""
+    """(pair, candidate colour, winner, moves) of each game of a duel stored so far."""
     return connection.execute(
-        "SELECT pair, candidate_colour, winner FROM duel_games WHERE duel_id = ?", (duel_id,)
+        "SELECT pair, candidate_colour, winner, moves FROM duel_games WHERE duel_id = ?", (duel_id,)
     ).fetchall()
 
 
-def openings_used_before(connection, duel_id: int) -> int:
-    """Openings that earlier duels between the same two players used (either side round).
+def pairing_games(connection, duel_id: int) -> list[tuple]:
+    """(duel id, pair, moves, candidate colour) of every game of earlier duels between the same
+    two players, either side round: the colour is the side of this duel's candidate.
 
-    A pairing's duels go on down one list of openings (hexzd.evaluation.openings),
-    so that the same two players never replay an opening: each earlier duel used
-    its pairs 0 .. its last stored pair.
+    A pairing's duels go on down one list of openings (hexzd.evaluation.openings)
+    and never count a game twice, so a duel starts from what earlier ones played.
     """
     return connection.execute(
         """
         WITH this AS (SELECT candidate_id c, sims s, opponent_id o, opponent_sims os FROM duels WHERE id = :id)
-        SELECT COALESCE(SUM(used), 0) FROM (
-            SELECT MAX(g.pair) + 1 AS used FROM duels d JOIN this JOIN duel_games g ON g.duel_id = d.id
-            WHERE d.id < :id AND (
-                (d.candidate_id IS c AND d.sims = s AND d.opponent_id IS o AND d.opponent_sims = os)
-                OR (d.candidate_id IS o AND d.sims = os AND d.opponent_id IS c AND d.opponent_sims = s))
-            GROUP BY d.id)
+        SELECT g.duel_id, g.pair, g.moves,
+               CASE WHEN d.candidate_id IS c AND d.sims = s THEN g.candidate_colour ELSE 3 - g.candidate_colour END
+        FROM duels d JOIN this JOIN duel_games g ON g.duel_id = d.id
+        WHERE d.id < :id AND (
+            (d.candidate_id IS c AND d.sims = s AND d.opponent_id IS o AND d.opponent_sims = os)
+            OR (d.candidate_id IS o AND d.sims = os AND d.opponent_id IS c AND d.opponent_sims = s))
         """,
         {"id": duel_id},
-    ).fetchone()[0]
+    ).fetchall()
 
 
 def unjudged_promotions(connection) -> list[int]:

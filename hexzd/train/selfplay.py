@@ -41,6 +41,7 @@ class Group:
         self.models = [[] for _ in range(config.games)]  # the model that searched each move
         self.evals = np.zeros(config.games, np.int64)  # network evaluations spent on each game
         self.seconds = np.zeros(config.games)  # inference time spent on each game
+        self.rng = np.random.default_rng((seed, 1))  # the random first moves
 
     def finish_move(self, sims: int, model_id: int | None, evals: int) -> list[tuple[GameRecord, int, float]]:
         """Plays the searched moves; returns the games that ended: (record, evals, seconds).
@@ -51,6 +52,7 @@ class Group:
         """
         search = self.search
         moves, policy = search.choose()
+        self._randomise_first_moves(moves)
         for b in np.flatnonzero(moves >= 0):
             self.actions[b].append(int(moves[b]))
             self.policies[b].append(policy[b])
@@ -75,6 +77,20 @@ class Group:
         if len(done):
             search.new_games(search.roots.done)
         return finished
+
+    def _randomise_first_moves(self, moves: np.ndarray) -> None:
+        """A `random_first_moves` share of the games opens on a uniformly random cell.
+
+        Played only: the empty board's policy target stays the search's. Without it,
+        self-play rarely opens anywhere but the centre, and the network never learns
+        the openings users and evaluations play, every first move from both sides.
+        """
+        share = self.search.config.random_first_moves
+        first = np.flatnonzero((self.search.roots.ply == 0) & (moves >= 0))
+        if share <= 0 or not len(first):
+            return
+        chosen = first[self.rng.random(len(first)) < share]
+        moves[chosen] = self.rng.integers(0, self.search.n**2, len(chosen))
 
 
 class SelfPlay:
