@@ -57,7 +57,7 @@ class SelfplayConfig(SearchConfig):
     groups: int = live(2, "groups per worker: one searches on the CPU while another is evaluated", ge=1, le=8)
     numba_threads: int = live(1, "numba threads per self-play worker", ge=1, le=256)
     random_first_moves: float = live(
-        0.0, "share of games opened on a uniformly random cell, so that every opening is learned", ge=0, le=1
+        1.0, "share of games opened on a uniformly random cell, so that every opening is learned", ge=0, le=1
     )
 
 
