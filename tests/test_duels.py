@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+import solver as reference
 from click.testing import CliRunner
 from states import add_model
 
@@ -33,23 +34,6 @@ def position(moves, n):
     return min(tuple(board), tuple(reversed(board)))
 
 
-def connects(board, colour, n):
-    """Plain flood fill: Black joins top and bottom, White left and right."""
-    cells = [(r, c) for r in range(n) for c in range(n) if board[r * n + c] == colour]
-    start = [(r, c) for r, c in cells if (r if colour == BLACK else c) == 0]
-    seen, todo = set(start), list(start)
-    while todo:
-        r, c = todo.pop()
-        if (r if colour == BLACK else c) == n - 1:
-            return True
-        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, 1), (1, -1)):
-            nxt = (r + dr, c + dc)
-            if nxt in cells and nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return False
-
-
 @pytest.mark.parametrize("n", [3, 4])
 def test_openings_are_each_first_move_then_every_other_position_once(n):
     openings = Openings(n, seed=5)
@@ -61,7 +45,7 @@ def test_openings_are_each_first_move_then_every_other_position_once(n):
     for line in lines:
         assert len(set(line)) == len(line)
         board = position(line, n)
-        assert not connects(board, BLACK, n) and not connects(board, WHITE, n)
+        assert not reference.winner(board, n)
     # Every two-stone position up to the half-turn is there: counted by hand.
     two = {position([b, w], n) for b in range(n * n) for w in range(n * n) if b != w}
     assert {k for k, line in zip(keys, lines) if len(line) == 2} == two

@@ -93,12 +93,7 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
         kind, candidate_id, sims, opponent_id, opponent_sims, match_pairs = store.duel(connection, duel_id)
         played = store.duel_results(connection, duel_id)
         earlier = store.pairing_games(connection, duel_id)
-    # Earlier duels of the pairing used openings up to their last pair.
-    last = {}
-    for earlier_duel, pair, _, _ in earlier:
-        last[earlier_duel] = max(last.get(earlier_duel, -1), pair)
-    start = sum(pair + 1 for pair in last.values())
-    seen = {(moves, colour) for _, _, moves, colour in earlier} | {(moves, colour) for _, colour, _, moves in played}
+    start, seen = _history(earlier, played)
     c, game = config.duel, config.game
     sprt = Sprt(c.elo0, c.elo1, c.alpha, c.beta)
     candidate = load_player(db, candidate_id, sims, config, seed)
@@ -152,6 +147,18 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
     wins = sum(sum(g.values()) for g in results.values() if len(g) == 2)
     llr = float(sprt.llr(counts)) if kind == "promotion" else None
     return DuelEnd(verdict, wins, 2 * sum(counts) - wins, llr)
+
+
+def _history(earlier, played) -> tuple[int, set]:
+    """The pairing's first unused opening, and the (moves, candidate colour) of every game it played.
+
+    Each earlier duel of the pairing used the openings up to its last pair.
+    """
+    last: dict[int, int] = {}
+    for duel_id, pair, _, _ in earlier:
+        last[duel_id] = max(last.get(duel_id, -1), pair)
+    seen = {(moves, colour) for _, _, moves, colour in earlier} | {(moves, colour) for _, colour, _, moves in played}
+    return sum(pair + 1 for pair in last.values()), seen
 
 
 def _available(openings: Openings, wanted: int) -> int:
