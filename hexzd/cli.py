@@ -252,6 +252,36 @@ def ratings(db, as_json):
 
 
 @main.command()
+@click.option(
+    "--db",
+    "dbs",
+    multiple=True,
+    default=["run.sqlite"],
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="a run's state file; give several to overlay their runs",
+)
+@click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False), help="where to write")
+@click.option("--format", "fmt", default="png", show_default=True, type=click.Choice(["png", "svg"]))
+def report(dbs, out, fmt):
+    """Figures of a run for a paper: rating against time, compute and steps, the
+    Pareto front, perfect play, losses, throughput and the tuner's settings.
+
+    Reads the state files read-only, also while their daemons run. With several
+    --db, each figure overlays the runs, one colour each, named by file."""
+    from hexzd.report import ReportError, write_report
+
+    try:
+        written, missing = write_report(dbs, out, fmt)
+    except ReportError as e:
+        raise click.ClickException(str(e)) from None
+    for line in missing:
+        click.echo(line)
+    for path in written:
+        click.echo(path)
+
+
+@main.command()
 @click.argument("engine_a")
 @click.argument("engine_b")
 @click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")

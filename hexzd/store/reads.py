@@ -246,3 +246,71 @@ def _perfect_play(connection) -> dict[int, list[dict]]:
     ):
         out.setdefault(row["model_id"], []).append(row)
     return out
+
+
+# -- hexzd report ---------------------------------------------------------------
+
+
+def run_span(connection) -> dict:
+    """{start, end}: the first and last time anything happened in the run (None for an empty file).
+
+    The first config_history row is the daemon's first start; games, models and
+    metrics are looked at too, for files written by other means (the tests)."""
+    start, end = connection.execute(
+        """
+        SELECT MIN(lo), MAX(hi) FROM (
+            SELECT MIN(at) AS lo, MAX(at) AS hi FROM config_history
+            UNION ALL SELECT MIN(created_at), MAX(created_at) FROM games
+            UNION ALL SELECT MIN(created_at), MAX(created_at) FROM models
+            UNION ALL SELECT MIN(at), MAX(at) FROM metrics)"""
+    ).fetchone()
+    return {"start": start, "end": end}
+
+
+def promoted_ratings(connection) -> list[dict]:
+    """Rated promoted snapshots, oldest first, with when they were made and what they cost."""
+    return rows(
+        connection,
+        """
+        SELECT c.model_id, m.created_at, m.train_step, c.total_flops, c.rating, c.rating_lo, c.rating_hi
+        FROM rating_vs_compute c JOIN models m ON m.id = c.model_id
+        WHERE c.promoted ORDER BY c.model_id""",
+    )
+
+
+def rated_compute(connection) -> list[dict]:
+    """Every rated snapshot's rating and compute (rating_vs_compute), the cheapest first."""
+    return rows(
+        connection, "SELECT model_id, total_flops, rating, rating_lo, rating_hi, promoted FROM rating_vs_compute"
+    )
+
+
+def pareto(connection) -> list[dict]:
+    """The snapshots rated above every cheaper one (the pareto_front view), the cheapest first."""
+    return rows(connection, "SELECT model_id, total_flops, rating, rating_lo, rating_hi FROM pareto_front")
+
+
+def perfect_play_history(connection) -> list[dict]:
+    """Promoted models' results against perfect play, with when each model was made (schema 2 and later)."""
+    if not has_table(connection, "perfect_play"):
+        return []
+    return rows(
+        connection,
+        """
+        SELECT q.model_id, m.created_at, q.sims, q.positions, q.won, q.kept, q.converted
+        FROM perfect_play q JOIN models m ON m.id = q.model_id ORDER BY q.sims, q.model_id""",
+    )
+
+
+def metric_history(connection, names) -> list[dict]:
+    """Every sample of the metrics `names`, as (name, at, value), by name and time."""
+    return rows(
+        connection,
+        f"SELECT name, at, value FROM metrics WHERE name IN ({', '.join('?' * len(names))}) ORDER BY name, at",
+        tuple(names),
+    )
+
+
+def tuning_history(connection) -> list[dict]:
+    """Every decision of the tuner, oldest first."""
+    return rows(connection, "SELECT at, knob, old, new, reason FROM tuning ORDER BY at, rowid")

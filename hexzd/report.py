@@ -1,0 +1,311 @@
+"""`hexzd report`: a run's figures from its state file, or several runs overlaid.
+
+Each state file is read once, read-only, into plain data (the queries are in
+hexzd.store.reads); each figure is then drawn from that data alone, one
+colour per run in every figure. matplotlib is an optional extra
+(`hexzd[report]`), imported only when a figure is drawn, and used without
+pyplot: Figure objects on the Agg canvas, so no display is needed and no
+global state changes.
+"""
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hexzd import store
+from hexzd.store import reads
+
+FORMATS = ("png", "svg")
+INSTALL = "pip install 'hexzd[report]'"
+LOSSES = {"policy_loss": "policy loss (cross-entropy)", "value_loss": "value loss (MSE)"}
+THROUGHPUT = {"games_per_s": "games / s", "positions_per_s": "positions / s", "train_step_per_s": "train steps / s"}
+KNOBS = {"sims": "simulations per move", "batch": "games per group"}
+MINUTES = "minutes since the run's start"
+ELO = "Elo (rollouts @100 = 0)"
+
+
+class ReportError(RuntimeError):
+    """A report that cannot be made: matplotlib missing, or no state file that can be read."""
+
+
+@dataclass
+class Run:
+    """What the figures show of one state file; times are seconds since the epoch."""
+
+    label: str  # the legend's name for the run
+    start: float  # the run's first event; figures count minutes from it
+    end: float
+    ratings: list[dict]  # rated promoted snapshots
+    compute: list[dict]  # every rated snapshot, with its compute
+    pareto: list[dict]
+    perfect: list[dict]
+    metrics: dict[str, list[dict]]  # samples by metric name
+    tuning: list[dict]
+
+    def minutes(self, at: float) -> float:
+        return (at - self.start) / 60
+
+
+def load(path, label: str | None = None, timeout: float = 10.0) -> Run:
+    """A state file's data, read while a daemon may be writing it (WAL).
+
+    A ReportError says why the file cannot be used, without naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError("no such state file")
+    try:
+        with store.read_only(path, timeout) as c:
+            if c.execute("PRAGMA user_version").fetchone()[0] == 0:
+                raise ReportError("not a hexzd state file (it has no schema)")
+            c.execute("BEGIN")  # one snapshot for every query: the figures agree though the daemon writes
+            return _run(c, label or path.name)
+    except sqlite3.Error as e:
+        raise ReportError(f"cannot be read: {e}") from None
+
+
+def _run(c, label: str) -> Run:
+    span = reads.run_span(c)
+    samples: dict[str, list[dict]] = {}
+    for row in reads.metric_history(c, [*LOSSES, *THROUGHPUT]):
+        samples.setdefault(row["name"], []).append(row)
+    return Run(
+        label=label,
+        start=span["start"] or 0.0,
+        end=span["end"] or 0.0,
+        ratings=reads.promoted_ratings(c),
+        compute=reads.rated_compute(c),
+        pareto=reads.pareto(c),
+        perfect=[p for p in reads.perfect_play_history(c) if p["won"] > 0],
+        metrics=samples,
+        tuning=reads.tuning_history(c),
+    )
+
+
+def load_all(dbs) -> tuple[list[Run], list[str]]:
+    """(the runs that could be read, a line for each that could not).
+
+    Legends name a run by its file name, or by the path given where two runs
+    share a name. One unreadable file among others is skipped; alone, or when
+    all are, it is an error."""
+    dbs = [str(db) for db in dbs]
+    names = [Path(db).name for db in dbs]
+    runs, unread = [], []
+    for db, name in zip(dbs, names):
+        try:
+            runs.append(load(db, name if names.count(name) == 1 else db))
+        except ReportError as e:
+            unread.append(f"{db}: {e}")
+    if not runs:
+        raise ReportError("; ".join(unread))
+    return runs, [f"skipped {line}" for line in unread]
+
+
+# -- what each figure draws of one run -------------------------------------------------
+
+
+def _errorbars(ax, xs, points, colour, label, **style) -> None:
+    """Ratings at xs with their 95% intervals."""
+    ys = [p["rating"] for p in points]
+    below = [p["rating"] - p["rating_lo"] for p in points]
+    above = [p["rating_hi"] - p["rating"] for p in points]
+    ax.errorbar(xs, ys, yerr=[below, above], fmt="o-", ms=4, capsize=3, color=colour, label=label, **style)
+
+
+def _ratings_against(x: Callable[[Run, dict], float]):
+    def draw(axes, run: Run, colour: str) -> None:
+        _errorbars(axes[0], [x(run, p) for p in run.ratings], run.ratings, colour, run.label)
+
+    return draw
+
+
+def _pareto(axes, run: Run, colour: str) -> None:
+    # every rated snapshot faintly; the front (rated above every cheaper one) as a staircase
+    flops = [p["total_flops"] / 1e15 for p in run.compute]
+    axes[0].scatter(flops, [p["rating"] for p in run.compute], s=10, alpha=0.3, color=colour)
+    front = run.pareto
+    _errorbars(axes[0], [p["total_flops"] / 1e15 for p in front], front, colour, run.label, drawstyle="steps-post")
+
+
+def _perfect(axes, run: Run, colour: str) -> None:
+    """Per simulation count, the shares of won positions kept (a move that keeps the
+    win) and converted (won out against perfect defence)."""
+    markers = "os^Dv<>"
+    for i, sims in enumerate(sorted({p["sims"] for p in run.perfect})):
+        points = [p for p in run.perfect if p["sims"] == sims]
+        xs = [run.minutes(p["created_at"]) for p in points]
+        style = {"color": colour, "marker": markers[i % len(markers)], "ms": 4, "label": f"{run.label} @{sims} sims"}
+        axes[0].plot(xs, [p["kept"] / p["won"] for p in points], **style)
+        axes[1].plot(xs, [p["converted"] / p["won"] for p in points], **style)
+
+
+def _metrics(names):
+    def draw(axes, run: Run, colour: str) -> None:
+        for ax, name in zip(axes, names):
+            samples = run.metrics.get(name)
+            if samples:
+                xs = [run.minutes(s["at"]) for s in samples]
+                ax.plot(xs, [s["value"] for s in samples], color=colour, lw=1, label=run.label)
+
+    return draw
+
+
+def _tuning(axes, run: Run, colour: str) -> None:
+    """Each knob as a staircase: the first decision's old value from the start, each new
+    value from its decision on, the last one to the run's end."""
+    for ax, knob in zip(axes, KNOBS):
+        rows = [t for t in run.tuning if t["knob"] == knob]
+        if rows:
+            xs = [0.0, *(run.minutes(t["at"]) for t in rows), run.minutes(max(run.end, rows[-1]["at"]))]
+            ys = [rows[0]["old"], *(t["new"] for t in rows), rows[-1]["new"]]
+            ax.step(xs, ys, where="post", color=colour, label=run.label)
+
+
+# -- the figures ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str  # the file's name, without the format
+    title: str
+    missing: str  # what a run without the figure's data lacks: "no ... in {run} yet"
+    has: Callable[[Run], bool]
+    draw: Callable  # (axes, run, colour): draws one run
+    xlabel: str
+    ylabels: tuple[str, ...]  # one panel each
+    log_x: bool = False  # compute spans orders of magnitude (Jones 2021 plots it so)
+    empty: str = "no data"  # said in a panel no run has data for
+
+
+COMPUTE = "self-play + training compute (PFLOP)"
+
+
+def _rating_spec(name: str, against: str, x: Callable[[Run, dict], float], xlabel: str, log_x=False) -> Spec:
+    return Spec(
+        name,
+        f"Rating of promoted snapshots against {against}",
+        "no rated promoted snapshots in {run} yet",
+        lambda r: bool(r.ratings),
+        _ratings_against(x),
+        xlabel,
+        (ELO,),
+        log_x,
+    )
+
+
+def _metrics_spec(name: str, title: str, what: str, metrics: dict[str, str]) -> Spec:
+    """A panel per metric: its samples against time."""
+    return Spec(
+        name,
+        title,
+        f"no {what} in {{run}} yet",
+        lambda r: any(r.metrics.get(metric) for metric in metrics),
+        _metrics(metrics),
+        MINUTES,
+        tuple(metrics.values()),
+    )
+
+
+FIGURES = (
+    _rating_spec("rating_vs_time", "wall time", lambda run, p: run.minutes(p["created_at"]), MINUTES),
+    _rating_spec("rating_vs_compute", "compute", lambda run, p: p["total_flops"] / 1e15, COMPUTE, log_x=True),
+    _rating_spec("rating_vs_steps", "training steps", lambda run, p: p["train_step"], "training steps"),
+    Spec(
+        "pareto",
+        "Pareto front of rating against compute (dots: every rated snapshot)",
+        "no rated snapshots in {run} yet",
+        lambda r: bool(r.compute),
+        _pareto,
+        COMPUTE,
+        (ELO,),
+        log_x=True,
+    ),
+    Spec(
+        "perfect_play",
+        "Promoted models against perfect play, in won positions",
+        "no perfect-play results in {run} yet (promoted models meet perfect play on boards up to 5x5)",
+        lambda r: bool(r.perfect),
+        _perfect,
+        "snapshot made, " + MINUTES,
+        ("move keeps the win (share)", "converted (share)"),
+    ),
+    _metrics_spec("losses", "Training losses", "training losses", LOSSES),
+    _metrics_spec("throughput", "Throughput", "throughput samples", THROUGHPUT),
+    Spec(
+        "tuning",
+        "The tuner's settings",
+        "no tuner decisions in {run} yet",
+        lambda r: bool(r.tuning),
+        _tuning,
+        MINUTES,
+        tuple(KNOBS.values()),
+        empty="not moved by the tuner",
+    ),
+)
+
+
+def matplotlib_figure():
+    """matplotlib's Figure class on the Agg canvas, or a ReportError saying how to install it."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ReportError(f"hexzd report draws with matplotlib, which is not installed: {INSTALL}") from None
+    return Figure, FigureCanvasAgg
+
+
+def draw(spec: Spec, runs: list[Run]):
+    """The figure of `spec` for the runs that have its data, or None when none has.
+
+    A run's colour is its place among all the runs, so that it keeps it in every figure."""
+    if not any(spec.has(run) for run in runs):
+        return None
+    figure_class, canvas = matplotlib_figure()
+    fig = figure_class(figsize=(7, 1.2 + 2.6 * len(spec.ylabels)), layout="constrained")
+    canvas(fig)
+    axes = fig.subplots(len(spec.ylabels), 1, sharex=True, squeeze=False)[:, 0]
+    for i, run in enumerate(runs):
+        if spec.has(run):
+            spec.draw(axes, run, f"C{i % 10}")
+    for ax, ylabel in zip(axes, spec.ylabels):
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if not ax.has_data():
+            ax.text(0.5, 0.5, spec.empty, transform=ax.transAxes, ha="center", va="center", color="grey")
+    if spec.log_x and axes[0].dataLim.x0 > 0:
+        axes[0].set_xscale("log")
+    axes[-1].set_xlabel(spec.xlabel)
+    _legend(axes)
+    fig.suptitle(spec.title)
+    return fig
+
+
+def _legend(axes) -> None:
+    """One legend on the top panel for the labels of all panels (a run may lack the top one's data)."""
+    labelled = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labelled.setdefault(label, handle)
+    axes[0].legend(list(labelled.values()), list(labelled.keys()), fontsize="small")
+
+
+def write_report(dbs, out, fmt: str = "png") -> tuple[list[Path], list[str]]:
+    """Writes every figure some run has the data for into `out`.
+
+    Returns (the files written, a line for each figure a run lacks the data of
+    and for each state file skipped)."""
+    if fmt not in FORMATS:
+        raise ReportError(f"no format {fmt}: one of {', '.join(FORMATS)}")
+    matplotlib_figure()  # before any work: without matplotlib nothing can be drawn
+    runs, missing = load_all(dbs)
+    out = Path(out)
+    written = []
+    for spec in FIGURES:
+        name = f"{spec.name}.{fmt}"
+        missing += [f"{name}: {spec.missing.format(run=run.label)}" for run in runs if not spec.has(run)]
+        fig = draw(spec, runs)
+        if fig is not None:
+            out.mkdir(parents=True, exist_ok=True)  # not before: a run with nothing to show leaves no folder
+            fig.savefig(out / name, format=fmt, dpi=150)
+            written.append(out / name)
+    return written, missing
