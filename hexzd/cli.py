@@ -139,19 +139,24 @@ def status(db, as_json):
     click.echo(json.dumps(result)) if as_json else _print_status(result)
 
 
-def _simple(command: str, done: str):
+def _simple(command: str, done: str, doc: str = ""):
     @DB_OPTION
     def action(db):
         _request(db, command)
         click.echo(done)
 
-    action.__doc__ = f"{command.capitalize()} the running daemon."
+    action.__doc__ = doc or f"{command.capitalize()} the running daemon."
     return main.command(command)(action)
 
 
 stop = _simple("stop", "stopping: the daemon finishes in-flight work and exits")
 pause = _simple("pause", "paused: workers idle until `hexzd resume`")
 resume = _simple("resume", "resumed")
+reload = _simple(
+    "reload",
+    "config.toml read: `hexzd status` says if the edit was refused",
+    "Make the running daemon read config.toml now (it also looks every second).",
+)
 
 
 MODEL_OPTION = click.option(

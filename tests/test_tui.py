@@ -9,18 +9,30 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
 import zmq
+from daemon_run import QUICK, DaemonRun
 
 from hexzd import store
 from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.service import COUNTERS
-from hexzd.tui import views
-from hexzd.tui.app import Dashboard
-from hexzd.tui.data import DaemonError, query_daemon, snapshot
+from hexzd.tui import charts, views
+from hexzd.tui.app import Dashboard, Help
+from hexzd.tui.data import (
+    CHART_POINTS,
+    CHARTED,
+    READ_LIMIT,
+    SERIES,
+    DaemonError,
+    History,
+    Series,
+    query_daemon,
+    snapshot,
+)
 
 REFUSED = "config.toml:5: game.board_size: fixed for this run at 5; start a new state file to change it"
 NOW = time.time()
@@ -163,12 +175,34 @@ def make_state_file(path: Path, gpu: bool = False) -> Path:
     return path
 
 
+# A 5x5 game in progress: Black c3, White b4, Black b3; White to play, the search leaning to c2.
+LIVE = {
+    "worker": "selfplay-0",
+    "board_size": 5,
+    "moves": "c3b4b3",
+    "visits": [0.0] * 7 + [0.6, 0.3] + [0.0] * 5 + [0.1] + [0.0] * 10,
+    "chosen": 7,
+    "model_id": 2,
+    "sims": 96,
+    "backend": "cpu fp32",
+}
+GPU = {
+    "index": 0,
+    "name": "NVIDIA H100",
+    "util": 0.93,
+    "memory_used": 5 * 2**30,
+    "memory_total": 80 * 2**30,
+    "watts": 412.0,
+}
+
+
 class FakeDaemon(threading.Thread):
     """A ROUTER on the run's control socket that answers as the daemon does, recording the commands."""
 
-    def __init__(self, db, refuse: str | None = None):
+    def __init__(self, db, refuse: str | None = None, pid: int | None = None):
         super().__init__(daemon=True)
         self.db, self.refuse, self.commands, self.state = db, refuse, [], "running"
+        self.pid = pid or os.getpid()
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
         RunDir.of(db).path.mkdir(parents=True, exist_ok=True)
@@ -177,8 +211,8 @@ class FakeDaemon(threading.Thread):
 
     def status(self) -> dict:
         return {
-            "pid": os.getpid(),
-            "db": str(self.db),
+            "pid": self.pid,
+            "db": "run.sqlite",
             "config": "config.toml",
             "state": self.state,
             "uptime": 75.0,
@@ -190,6 +224,19 @@ class FakeDaemon(threading.Thread):
                 "selfplay-0": {"pid": 11, "alive": True, "restarts": 0},
                 "trainer": {"pid": None, "alive": False, "restarts": 3},
             },
+            "cpu": {"cores": 2, "eval_share": 0.18, "workers": {}, "recent": {"selfplay-0": 0.48, "duel": 0.2}},
+            "load": [1.5, 1.25, 1.0],
+            "devices": [GPU],
+            "no_devices": "",
+            "tuner": {
+                "enabled": True,
+                "sims": 96,
+                "batch": 64,
+                "groups": 2,
+                "sims_bounds": [16, 800],
+                "batch_bounds": [8, 1024],
+            },
+            "live": LIVE,
         }
 
     def run(self) -> None:
@@ -343,11 +390,13 @@ async def test_dashboard_without_a_daemon_shows_the_state_file(short_dir):
         assert "daemon not running" in text_of(app, "daemon")
         assert "3 models, 2 promotions" in text_of(app, "models")
         assert "model 2 over model 1" in text_of(app, "models")
-        assert REFUSED in text_of(app, "config")
         assert REFUSED in text_of(app, "banner") and app.query_one("#banner").display
         assert "no daemon" in text_of(app, "workers")
+        await pilot.press("4")
+        await pilot.pause(0.1)
+        assert REFUSED in text_of(app, "config")
         await pilot.press("p")  # nothing to pause: a notice, no crash
-        await pilot.press("s")
+        await pilot.press("S")
         await pilot.pause(0.1)
         assert "no daemon is running" in [n.message for n in app._notifications][-1]
         await pilot.press("q")
@@ -378,17 +427,267 @@ async def test_dashboard_keys_talk_to_the_daemon(fake_daemon):
         await pilot.press("p")
         await pilot.pause(0.2)
         assert fake_daemon.commands[-1] in ("resume", "status") and "resume" in fake_daemon.commands
-        await pilot.press("s", "n")  # asked, and declined
+        await pilot.press("S", "n")  # asked, and declined
         await pilot.pause(0.2)
         assert "stop" not in fake_daemon.commands
-        await pilot.press("s", "y")
+        await pilot.press("S", "y")
         await pilot.pause(0.3)
         assert "stop" in fake_daemon.commands and "STOPPING" in text_of(app, "daemon")
         await pilot.press("ctrl+c")
     assert app.return_value == "interrupt"
 
 
+# -- the board, the machine, the tuner, the history ---------------------------------------
+
+
+def _stones_drawn(text: str, n: int) -> dict[tuple[int, int], str]:
+    """(row, column) -> glyph of every stone in a rendered board (rows offset one column each)."""
+    lines = text.splitlines()[2 : 2 + n]
+    return {
+        (r, c): line[r + 4 + 2 * c] for r, line in enumerate(lines) for c in range(n) if line[r + 4 + 2 * c] in "●◉"
+    }
+
+
+def test_the_board_draws_each_stone_where_the_moves_put_it():
+    text = views.board_text(LIVE).plain
+    # c3 b4 b3, read by hand: column letter, row number (a1 top left)
+    assert _stones_drawn(text, 5) == {(2, 2): "●", (3, 1): "●", (2, 1): "◉"}
+    assert text.splitlines()[2 + 1][1 + 4 + 2 * 2] == "◇"  # the search's next move, c2
+    assert "White to play" in views.game_caption(LIVE, {}).plain and "c2 60%" in views.game_caption(LIVE, {}).plain
+
+
+def test_a_big_board_fits_its_panel_or_says_how_to_enlarge_it():
+    live = LIVE | {"board_size": 19, "visits": []}
+    assert len(views.board_text(live, 80, 30).plain.splitlines()[-2]) <= 80
+    compact = views.board_text(live, 50, 22).plain
+    assert max(map(len, compact.splitlines())) <= 50 and "●" in compact
+    assert "needs 61 x 22" in views.board_text(live, 80, 19).plain and "enlarge" in views.board_text(live, 80, 19).plain
+
+
+def test_device_and_tuner_panels():
+    status = FakeDaemon.status(types.SimpleNamespace(pid=1, db="x", state="running"))
+    device = views.device_panel(status).plain
+    assert "GPU 0 NVIDIA H100" in device and "util  93%" in device and "5.0/80.0 GB" in device and "412 W" in device
+    assert "selfplay-0" in device and "48.0%" in device and "load 1.50" in device and "cpu fp32" in device
+    bare = views.device_panel(status | {"devices": [], "no_devices": "no GPU meter: no GPU is visible"}).plain
+    assert "no GPU is visible" in bare
+    snap = {
+        "now": NOW,
+        "error": None,
+        "tuning": [{"at": NOW - 5, "knob": "batch", "old": 32, "new": 64, "reason": "r"}],
+    }
+    tuner = views.tuner_panel(status, snap).plain
+    assert (
+        "sims      96  in [16, 800]" in tuner and "batch     64  in [8, 1024]" in tuner and "batch 32 -> 64: r" in tuner
+    )
+
+
+def test_a_series_spans_the_whole_run_in_bounded_points():
+    series = Series(points=64)
+    samples = [(float(t), float(t % 7)) for t in range(10_000)]
+    for at, value in samples:
+        series.add(at, value)
+    xs, ys = series.xy()
+    assert 32 <= len(xs) <= 65 and xs == sorted(xs)
+    assert xs[0] < 200 and xs[-1] > 9_800
+    assert sum(ys) / len(ys) == pytest.approx(sum(v for _, v in samples) / len(samples), abs=0.1)
+
+
+def test_the_history_reads_on_from_where_it_stopped(tmp_path):
+    db = make_state_file(tmp_path / "run.sqlite")
+    history = History()
+    snapshot(db, history)
+    assert len(history.series["policy_loss"].xy()[0]) == 30
+    c = sqlite3.connect(db)
+    c.execute("INSERT INTO metrics VALUES (?, 'trainer', 'policy_loss', 1.0)", (NOW + 1,))
+    c.commit()
+    c.close()
+    snapshot(db, history)
+    xs, ys = history.series["policy_loss"].xy()
+    assert len(xs) == 31 and ys[-1] == 1.0 and xs[-1] == NOW + 1
+
+
+@pytest.mark.asyncio
+async def test_dashboard_tabs_help_reload_and_a_restarted_daemon(fake_daemon):
+    app = Dashboard(fake_daemon.db, interval=0.2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("2")
+        await pilot.pause(0.3)
+        board = app.query_one("#board")
+        assert _stones_drawn(board.render().plain, 5) == {(2, 2): "●", (3, 1): "●", (2, 1): "◉"}
+        assert "model 2 @96 sims" in text_of(app, "caption")
+        await pilot.press("4")
+        await pilot.pause(0.3)
+        assert "NVIDIA H100" in text_of(app, "device") and "in [16, 800]" in text_of(app, "tuner")
+        await pilot.press("3")
+        await pilot.pause(0.3)
+        plot = app.query_one("#chart-rating-minutes")
+        assert charts.rating_chart(plot.plt, app.snap["ratings"], app.snap["started"], "minutes") == 2
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        assert "reload" in fake_daemon.commands
+        assert "refused" in [n.message for n in app._notifications][-1]  # the fake daemon has a refused edit
+        await pilot.press("question_mark")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, Help) and "stop the daemon" in str(app.screen.query_one("#help").content)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, Help)
+        fake_daemon.pid += 1  # as if restarted
+        await pilot.pause(0.4)
+        assert any("restarted" in n.message for n in app._notifications)
+
+
+# -- snapshots of the screens, on fixed data -------------------------------------------------
+
+
+@pytest.mark.parametrize("size, tab", [((80, 24), "1"), ((160, 48), "1"), ((80, 24), "2"), ((160, 48), "3")])
+def test_screens_match_their_snapshots(snap_compare, short_dir, size, tab):
+    """The overview at 80x24 and 160x48, the game at 80x24, the charts at 160x48: `--snapshot-update` renews them."""
+    daemon = FakeDaemon(make_state_file(short_dir / "run.sqlite"), pid=4242)
+    daemon.start()
+    try:
+        app = Dashboard(daemon.db, interval=0.2, clock=lambda: NOW)
+
+        async def show(pilot):  # a few frames: a frame draws at most two charts
+            await pilot.press(tab)
+            await pilot.pause(1.2)
+
+        assert snap_compare(app, terminal_size=size, run_before=show)
+    finally:
+        daemon.close()
+
+
+# -- the cost of a frame over a run of days ----------------------------------------------------
+
+DAYS = 3
+
+
+def make_long_run(path: Path) -> Path:
+    """A state file as three days of a run leave it: a sample of every series every 10 s, 300 promoted
+    and rated snapshots, 100,000 events."""
+    make_state_file(path)
+    c = sqlite3.connect(path, isolation_level=None)
+    c.execute("BEGIN")
+    start = NOW - DAYS * 86400
+    ticks = range(0, DAYS * 86400, 10)
+    for name in (*SERIES, *CHARTED):
+        c.executemany(
+            "INSERT INTO metrics (at, source, name, value) VALUES (?, 'daemon', ?, ?)",
+            ((start + t, name, 1.0 + (t % 3600) / 3600) for t in ticks),
+        )
+    for i in range(300):
+        insert(
+            c,
+            "models",
+            created_at=start + 800 * i,
+            train_step=1000 * i,
+            params=1,
+            flops_per_eval=1,
+            promoted_at=start + 800 * i + 60,
+            rating=5.0 * i,
+            rating_lo=5.0 * i - 30,
+            rating_hi=5.0 * i + 30,
+        )
+    c.executemany(
+        "INSERT INTO events (at, level, source, message) VALUES (?, 'info', 'daemon', ?)",
+        ((start + 2.5 * k, f"event {k}") for k in range(100_000)),
+    )
+    c.execute("COMMIT")
+    c.close()
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_no_frame_takes_over_100_ms_after_days_of_history(short_dir):
+    daemon = FakeDaemon(make_long_run(short_dir / "run.sqlite"))
+    daemon.start()
+    try:
+        app = Dashboard(daemon.db, interval=3600, clock=lambda: NOW)  # the test makes every frame itself
+        async with app.run_test(size=(160, 48)) as pilot:
+            for _ in range(DAYS * 86400 // 10 // READ_LIMIT + 1):  # the history catches up
+                await app.refresh_data()
+            series = app.history.series["policy_loss"]
+            assert series.xy()[0][0] < NOW - (DAYS - 0.1) * 86400 and len(series.xy()[0]) <= CHART_POINTS + 1
+            frames, reads = [], []
+            for tab in "1234" * 3:
+                await pilot.press(tab)
+                await pilot.pause()
+                started = time.perf_counter()
+                await app.refresh_data()
+                reads.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                app.show()
+                app.screen.refresh()
+                await pilot.pause()
+                frames.append(time.perf_counter() - started)
+        print(
+            f"frames: median {sorted(frames)[len(frames) // 2] * 1000:.1f} ms, max {max(frames) * 1000:.1f} ms;"
+            f" reads: max {max(reads) * 1000:.1f} ms"
+        )
+        assert max(frames) < 0.1
+    finally:
+        daemon.close()
+
+
 # -- a real daemon ---------------------------------------------------------------------------
+
+
+def _tell(app, text: str) -> bool:
+    return any(text in str(n.message) for n in app._notifications)
+
+
+async def _until(pilot, condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await pilot.pause(0.25)
+    raise AssertionError(f"waited {seconds} s for {what}")
+
+
+@pytest.mark.asyncio
+async def test_dashboard_on_a_real_daemon(short_dir):
+    """Numbers, the board against the game's moves, p, r with a refused edit, ? and a daemon that goes away."""
+    run = DaemonRun(short_dir, {"[game]": ["board_size = 4"], **QUICK}).start()
+    try:
+        app = Dashboard(run.db, interval=0.5)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: re.search(r"games/s +[0-9]", text_of(app, "throughput")), 60, "games/s")
+            assert "selfplay-0   alive" in text_of(app, "workers")
+            await pilot.press("2")
+            await _until(pilot, lambda: app.query_one("#board").live is not None, 30, "a game on the board")
+            board = app.query_one("#board")
+            live, drawn = board.live, _stones_drawn(board.render().plain, 4)
+            cells = re.findall(r"([a-d])([1-4])", live["moves"])  # trmph, read without hexzd's parser
+            assert {(int(row) - 1, ord(col) - 97) for col, row in cells} == set(drawn)
+            if cells:
+                col, row = cells[-1]
+                assert drawn[(int(row) - 1, ord(col) - 97)] == "◉"
+            await pilot.press("p")
+            await pilot.pause(0.3)
+            assert query_daemon(run.db, "status")["state"] == "paused"
+            await pilot.press("p")
+            await pilot.pause(0.3)
+            assert query_daemon(run.db, "status")["state"] == "running"
+            run.config.write_text(run.config.read_text().replace("board_size = 4", "board_size = 6"))
+            await pilot.press("r")
+            await _until(pilot, lambda: _tell(app, "config.toml refused: "), 10, "the refusal")
+            await pilot.press("1")
+            await _until(pilot, lambda: "edit refused" in text_of(app, "events"), 10, "the refusal among events")
+            assert "game.board_size" in text_of(app, "banner")
+            await pilot.press("question_mark")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, Help)
+            await pilot.press("escape")
+            run.stop()
+            await _until(pilot, lambda: _tell(app, "lost the daemon"), 10, "the notice of a lost daemon")
+            assert "daemon not running" in text_of(app, "daemon")
+    finally:
+        run.cleanup()
+
 
 CONFIG = """
 [selfplay]

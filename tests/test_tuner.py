@@ -403,6 +403,32 @@ def test_gpu_meter_through_nvml(monkeypatch):
     assert nvml.shutdowns == 1
 
 
+def test_gpu_meter_lists_each_device_with_what_nvml_reports(monkeypatch):
+    nvml = fake_pynvml([30, 50])
+    nvml.nvmlDeviceGetName = lambda h: [b"NVIDIA H100 80GB HBM3", "NVIDIA A100"][h]
+    nvml.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=(h + 1) * 2**30, total=80 * 2**30)
+
+    def power(h):  # the second GPU's driver does not report power
+        if h == 1:
+            raise FakeNVMLError("Not Supported")
+        return 312_500
+
+    nvml.nvmlDeviceGetPowerUsage = power
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with GpuMeter.open() as meter:
+        first, second = meter.devices()
+    assert first == {
+        "index": 0,
+        "name": "NVIDIA H100 80GB HBM3",
+        "util": 0.3,
+        "memory_used": 2**30,
+        "memory_total": 80 * 2**30,
+        "watts": 312.5,
+    }
+    assert second["name"] == "NVIDIA A100" and second["util"] == 0.5 and second["watts"] is None
+
+
 @pytest.mark.parametrize("visible, expected", [("1", 0.5), ("0,1", 0.4), ("GPU-1", 0.5), ("1,x,0", 0.5), ("0,,1", 0.3)])
 def test_gpu_meter_sees_only_cuda_visible_devices(monkeypatch, visible, expected):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([30, 50, 90]))

@@ -1,6 +1,6 @@
 """What the dashboard shows, gathered without any widget: plain functions, testable alone.
 
-`snapshot(db)` reads the state file through a read-only connection;
+`snapshot(db, history)` reads the state file through a read-only connection;
 `query_daemon(db, command)` asks the daemon over its ZeroMQ control socket.
 Both block briefly, so the dashboard runs them in a thread.
 """
@@ -13,17 +13,69 @@ from hexzd import store
 from hexzd.daemon.control import DaemonError
 from hexzd.daemon.control import ask as query_daemon
 
-__all__ = ["SERIES", "DaemonError", "query_daemon", "snapshot"]  # the control client re-exported: there is one
+__all__ = ["CHARTED", "SERIES", "DaemonError", "History", "Series", "query_daemon", "snapshot"]
 
 SERIES = ("games_per_s", "positions_per_s", "train_step_per_s", "train_waiting", "policy_loss", "value_loss", "lr")
+CHARTED = ("policy_loss", "value_loss", "evals_per_s", "positions_per_s", "train_step_per_s")
+CHART_POINTS = 128  # points per charted series, whatever the run's length: about a chart's columns
+READ_LIMIT = 20_000  # samples per series per refresh: a run of days catches up over a few refreshes
 
 
-def snapshot(db) -> dict:
-    """Everything the dashboard shows from the state file, as plain data.
+class Series:
+    """A metric's whole history in at most `points` points.
 
-    A missing or unreadable file gives {"db", "now", "error"} and nothing else.
+    Each point is the mean of `stride` samples; when the points fill up,
+    neighbours merge and the stride doubles. Memory and drawing cost stay
+    bounded over a run of days, and the chart still spans the whole run.
     """
-    snap = {"db": str(db), "now": time.time(), "error": None}
+
+    def __init__(self, points: int = CHART_POINTS):
+        self.points, self.stride = points - points % 2, 1
+        self.xs: list[float] = []
+        self.ys: list[float] = []
+        self.pending: list[tuple[float, float]] = []  # the samples of the point being filled
+        self.last = float("-inf")  # the time of the newest sample read
+
+    def add(self, at: float, value: float) -> None:
+        self.last = at
+        self.pending.append((at, value))
+        if len(self.pending) < self.stride:
+            return
+        self.xs.append(sum(a for a, _ in self.pending) / len(self.pending))
+        self.ys.append(sum(v for _, v in self.pending) / len(self.pending))
+        self.pending = []
+        if len(self.xs) >= self.points:
+            self.xs = [(a + b) / 2 for a, b in zip(self.xs[::2], self.xs[1::2])]
+            self.ys = [(a + b) / 2 for a, b in zip(self.ys[::2], self.ys[1::2])]
+            self.stride *= 2
+
+    def xy(self) -> tuple[list[float], list[float]]:
+        """The points, the one being filled included."""
+        if not self.pending:
+            return self.xs, self.ys
+        n = len(self.pending)
+        return self.xs + [sum(a for a, _ in self.pending) / n], self.ys + [sum(v for _, v in self.pending) / n]
+
+
+class History:
+    """The charted metrics since the run began, read on incrementally from where the last refresh stopped."""
+
+    def __init__(self, names=CHARTED, points: int = CHART_POINTS):
+        self.series = {name: Series(points) for name in names}
+
+    def update(self, connection) -> None:
+        for name, series in self.series.items():
+            for at, value in store.samples_after(connection, name, series.last, READ_LIMIT):
+                series.add(at, value)
+
+
+def snapshot(db, history: History | None = None, now: float | None = None) -> dict:
+    """Everything the dashboard shows from the state file, as plain data; `history` is read on too.
+
+    `now` (default: the clock) is what "ago" counts from. A missing or
+    unreadable file gives {"db", "now", "error"} and nothing else.
+    """
+    snap = {"db": str(db), "now": time.time() if now is None else now, "error": None}
     if not Path(db).exists():
         snap["error"] = f"no state file at {db} yet"
         return snap
@@ -34,6 +86,8 @@ def snapshot(db) -> dict:
         return snap
     try:
         snap.update(store.dashboard(connection, SERIES))
+        if history is not None:
+            history.update(connection)
     except sqlite3.Error as e:
         snap["error"] = f"cannot read {db}: {e}"
     finally:

@@ -98,8 +98,8 @@ def config_banner(status: dict | None, snap: dict) -> Text | None:
     if not error:
         return None
     text = Text("CONFIG EDIT REFUSED ", style="bold white on red")
-    text.append(f" {error}", style="bold red")
-    text.append("\nthe daemon keeps the last good config; fix config.toml and save it again", style="red")
+    text.append(f" {error}", style="bold")  # the theme's own text colour: readable in light and dark
+    text.append("\nthe daemon keeps the last good config; fix config.toml and save it again")
     return text
 
 
@@ -271,3 +271,176 @@ def events_panel(snap: dict) -> Text:
         text.append(f"{ago(e['at'], snap['now']):>9} {e['source']:<11} ", style="dim")
         text.append(f"{e['message']}\n", style=LEVEL_STYLE.get(e["level"], ""))
     return text if text.plain else Text("no events yet", style="dim")
+
+
+# -- the live game -------------------------------------------------------------------
+
+BOARD = "on #c8a165"  # a wooden board: Black and White stones read the same in light and dark themes
+BLACK_STONE, WHITE_STONE = "bold #000000 " + BOARD, "bold #ffffff " + BOARD
+BLACK_EDGE = "bold #000000 " + BOARD
+SHADES = ("#c8a165", "#a8b86a", "#86c46e", "#5fd06f", "#2fe070")  # visit shares, none to most
+
+
+def board_size_needed(n: int, compact: bool = False) -> tuple[int, int]:
+    """(columns, rows) a board of side n takes, two columns a cell or (compact) one."""
+    cell = 1 if compact else 2
+    return n + 4 + cell * n, n + 3
+
+
+def _played(live: dict) -> list[int]:
+    from hexzd.game.notation import parse_trmph
+
+    return parse_trmph(live["moves"], live["board_size"])
+
+
+def board_text(live: dict, width: int = 200, height: int = 100) -> Text:
+    """The game as a Hex rhombus, rows offset as in HexGui and MoHex's showboard.
+
+    Black connects top and bottom (edges drawn in Black), White left and right.
+    Empty cells are shaded by the search's visit share of the next move, the
+    cell it chose is marked `◇`, and the last stone `◉`. Too little room: a
+    compact one-column-a-cell board, or a line saying how big the terminal must be.
+    """
+    n = live["board_size"]
+    compact = board_size_needed(n) > (width, height)
+    need = board_size_needed(n, compact)
+    if need[0] > width or need[1] > height:
+        return Text(
+            f"a {n}x{n} board needs {need[0]} x {need[1]} characters here, the panel has {width} x {height}:"
+            " enlarge the terminal or its font",
+            style="yellow",
+        )
+    moves = _played(live)
+    stones = {}
+    for ply, cell in enumerate(moves):
+        stones[cell] = 1 if ply % 2 == 0 else 2
+    visits = live.get("visits") or []
+    top = max(visits, default=0.0) or 1.0
+    last = moves[-1] if moves else None
+    cell_w = 1 if compact else 2
+    text = Text()
+    text.append(" " * 4 + "".join(f"{chr(97 + c):<{cell_w}}" for c in range(n)).rstrip() + "\n", style="dim")
+    text.append(" " * 3)
+    text.append("▁" * (cell_w * n + 2) + "\n", style=BLACK_EDGE)
+    for r in range(n):
+        text.append(" " * r + f"{r + 1:>2} ", style="dim")
+        text.append("▌", style=WHITE_STONE)
+        for c in range(n):
+            cell = r * n + c
+            text.append(*_cell(stones.get(cell), cell == last, cell == live["chosen"], visits, cell, top))
+            if not compact:
+                text.append(" ", style=BOARD)
+        text.append("▐", style=WHITE_STONE)
+        text.append("\n")
+    text.append(" " * (n + 2))
+    text.append("▔" * (cell_w * n + 2), style=BLACK_EDGE)
+    return text
+
+
+def _cell(stone, is_last: bool, is_chosen: bool, visits, cell: int, top: float) -> tuple[str, str]:
+    if stone:
+        return ("◉" if is_last else "●"), (BLACK_STONE if stone == 1 else WHITE_STONE)
+    share = visits[cell] if cell < len(visits) else 0.0
+    shade = SHADES[min(len(SHADES) - 1, round(share / top * (len(SHADES) - 1)))] if share > 0 else SHADES[0]
+    return ("◇" if is_chosen else "·"), f"{'bold #000000' if is_chosen else '#6b5330'} on {shade}"
+
+
+def game_caption(live: dict | None, status: dict | None) -> Text:
+    """Who plays the game on the board, whose move it is, and where the search leans."""
+    if live is None:
+        why = "no daemon" if status is None else "waiting for a self-play worker's first move"
+        return Text(f"no game to show: {why}", style="dim")
+    from hexzd.game.notation import cell_name
+
+    n, moves = live["board_size"], _played(live)
+    player = "rollouts" if live["model_id"] is None else f"model {live['model_id']}"
+    turn = "Black" if len(moves) % 2 == 0 else "White"
+    text = Text(f"{live['worker']}: {player} @{live['sims']} sims ({live['backend']}), move {len(moves) + 1}, ")
+    text.append(f"{turn} to play\n")
+    visits = live.get("visits") or []
+    best = sorted(range(len(visits)), key=lambda i: -visits[i])[:3]
+    leaning = ", ".join(f"{cell_name(i, n)} {visits[i]:.0%}" for i in best if visits[i] > 0)
+    text.append(f"search: {leaning or '-'}; plays {cell_name(live['chosen'], n)}", style="cyan")
+    text.append("  (◉ last stone, ◇ next move, green: visit share)", style="dim")
+    return text
+
+
+# -- the machine and the tuner -------------------------------------------------------
+
+
+def _gb(value) -> str:
+    return "-" if value is None else f"{value / 2**30:.1f}"
+
+
+def device_panel(status: dict | None) -> Text:
+    """Each GPU's utilisation, memory and power; without one, each worker's CPU share and the load."""
+    if status is None:
+        return Text("no daemon: nothing measured", style="dim")
+    text = Text()
+    for d in status.get("devices") or []:
+        util = "-" if d["util"] is None else f"{d['util']:.0%}"
+        watts = "-" if d["watts"] is None else f"{d['watts']:.0f} W"
+        text.append(f"GPU {d['index']} {d['name'] or ''}\n", style="bold")
+        text.append(f"  util {util:>4}  memory {_gb(d['memory_used'])}/{_gb(d['memory_total'])} GB  {watts}\n")
+    if not status.get("devices"):
+        text.append(f"{status.get('no_devices') or 'no GPU'}\n", style="dim")
+    cpu = status.get("cpu") or {}
+    load = status.get("load") or []
+    text.append(f"CPU: {cpu.get('cores', '?')} cores", style="bold")
+    if load:
+        text.append(f", load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    text.append("\n")
+    for worker, share in sorted((cpu.get("recent") or {}).items()):
+        text.append(f"  {worker:<12} {share:>6.1%} ")
+        text.append("█" * round(20 * min(share, 1.0)), style="cyan")
+        text.append("\n")
+    if "eval_share" in cpu:
+        text.append(f"evaluation since start: {cpu['eval_share']:.1%} of the machine\n", style="dim")
+    backend = (status.get("live") or {}).get("backend")
+    if backend:
+        text.append(f"inference: {backend}\n")
+    return text
+
+
+def tuner_panel(status: dict | None, snap: dict) -> Text:
+    """The simulations and batch in force with their bounds, and the tuner's last decisions with reasons."""
+    text = Text()
+    tuner = (status or {}).get("tuner")
+    if tuner:
+        state = "on" if tuner["enabled"] else "off (tune.enabled = false)"
+        text.append(f"tuner {state}\n", style="bold")
+        lo, hi = tuner["sims_bounds"]
+        text.append(f"sims  {tuner['sims']:>6}  in [{lo}, {hi}]\n")
+        lo, hi = tuner["batch_bounds"]
+        text.append(f"batch {tuner['batch']:>6}  in [{lo}, {hi}]  x {tuner['groups']} groups\n")
+    else:
+        text.append("no daemon: the bounds in force are unknown\n", style="dim")
+    if snap.get("error"):
+        return text
+    if not snap["tuning"]:
+        text.append("no decisions yet", style="dim")
+    for row in snap["tuning"]:
+        text.append(f"{ago(row['at'], snap['now']):>8} ", style="dim")
+        text.append(f"{row['knob']} {number(row['old'])} -> {number(row['new'])}: ", style="bold")
+        text.append(f"{row['reason']}\n")
+    return text
+
+
+HELP = """\
+[b]Keys[/b]
+  [b]1[/b]-[b]4[/b]  the tabs: overview, game, charts, system
+  [b]PgUp[/b] [b]PgDn[/b] scroll the tab (or the mouse wheel)
+  [b]p[/b]    pause or resume self-play, training and duels
+  [b]r[/b]    reload config.toml now (the daemon also looks every second)
+  [b]S[/b]    stop the daemon, after a confirmation
+  [b]q[/b]    detach: quit the dashboard, the daemon keeps running
+  [b]?[/b]    this help; Escape closes it
+  [b]ctrl+c[/b] under `hexzd start`: stop the daemon and quit
+
+[b]The board[/b] follows one self-play game; when it ends, the next.
+Black connects top and bottom, White left and right. ◉ marks the last
+stone, ◇ the search's next move; green shows its visit shares.
+
+[b]Charts[/b] cover the whole run, averaged into at most 128 points.
+Ratings are Elo on the run's scale, with 95% intervals; rollouts at the
+first reference's simulations are 0."""

@@ -1,6 +1,6 @@
 """The control client: one request to the daemon's ROUTER socket, its status back.
 
-`hexzd status|stop|pause|resume` and the dashboard both ask through `ask`.
+`hexzd status|stop|pause|resume|reload` and the dashboard both ask through `ask`.
 """
 
 from pathlib import Path
@@ -16,7 +16,7 @@ class DaemonError(RuntimeError):
 
 
 def ask(db, command: str, timeout: float = 1.0) -> dict | None:
-    """The daemon's status after `command` (status, pause, resume, stop); None when no daemon answers."""
+    """The daemon's status after `command` (status, pause, resume, stop, reload); None when no daemon answers."""
     endpoint = RunDir.of(db).control
     if not Path(endpoint.removeprefix("ipc://")).exists():
         return None  # no daemon has run here, or it has exited and removed its socket

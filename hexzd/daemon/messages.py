@@ -8,7 +8,7 @@ never stops the daemon.
 
 Sockets (endpoints in the run directory, see hexzd.daemon.rundir):
     results  PUSH (workers) -> PULL (daemon): game, snapshot, duel_game,
-             duel_end, perfect_play, metrics, event, hello
+             duel_end, perfect_play, metrics, event, hello, live
     updates  PUB (daemon) -> SUB (workers): best, config, pause, stop
     duels    not a message: the daemon writes a row into the `duels` table, the
              duel worker polls it (the table is the queue that survives restarts)
@@ -95,6 +95,24 @@ class PerfectPlay(Message):
     value_sign: float | None = Field(ge=0, le=1)  # share of positions whose raw value sign is right
 
 
+class Live(Message):
+    """One self-play game in progress, at most once a second per worker: what the dashboard draws.
+
+    `moves` is the game so far; `visits` the search's visit shares of the next
+    move (float32, one per cell, row-major), which is `chosen` (a cell index).
+    Not stored: the daemon keeps the latest per worker for `status`.
+    """
+
+    worker: str
+    board_size: int = Field(ge=2, le=19)
+    moves: str
+    visits: bytes
+    chosen: int = Field(ge=0)
+    model_id: int | None
+    sims: int = Field(ge=1)
+    backend: str  # the network's backend and precision, or "random rollouts"
+
+
 class Metrics(Message):
     source: str
     values: dict[str, float]
@@ -129,7 +147,7 @@ class Stop(Message):
 
 
 class Request(Message):
-    command: Literal["status", "stop", "pause", "resume"]
+    command: Literal["status", "stop", "pause", "resume", "reload"]  # reload: read config.toml now
 
 
 class Reply(Message):
@@ -153,6 +171,7 @@ KINDS: dict[str, type[Message]] = {
     "request": Request,
     "reply": Reply,
     "perfect_play": PerfectPlay,
+    "live": Live,
 }
 KIND_OF = {model: kind for kind, model in KINDS.items()}
 

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import zmq
 import zmq.asyncio
 
@@ -84,6 +85,9 @@ class Daemon:
         self.started = time.monotonic()
         self.last_tick = time.monotonic()
         self.trainer_waiting: list[float] = []  # the trainer's reports since the last tick, for the tuner
+        self.live: dict[str, m.Live] = {}  # each self-play worker's game in progress: the dashboard's board
+        self.cpu_recent: dict[str, float] = {}  # each worker's CPU share over the last tick
+        self.reloading = asyncio.Lock()  # the watcher and a client's `reload` must not apply one edit twice
 
     # -- start and stop ------------------------------------------------------
 
@@ -257,7 +261,11 @@ class Daemon:
 
     def _take(self, frame: bytes) -> None:
         try:
-            self.pending.messages.append(m.decode(frame))
+            message = m.decode(frame)
+            if isinstance(message, m.Live):  # shown, never stored: the latest replaces the last
+                self.live[message.worker] = message
+            else:
+                self.pending.messages.append(message)
         except m.BadMessage as e:
             self.pending.messages.append(
                 m.Event(level="warning", source="daemon", message=f"dropped a malformed message: {e}")
@@ -433,6 +441,8 @@ class Daemon:
             await self._event("info", "daemon", f"{request.command}d by a client")
         elif request.command == "stop":
             self.stop("stop requested by a client")
+        elif request.command == "reload":
+            await self._reload()
         return m.Reply(ok=True, status=self.status())
 
     def status(self) -> dict:
@@ -445,10 +455,41 @@ class Daemon:
             "best": self.best,
             "counters": dict(self.counters),
             "duel": self.scheduler.line,
-            "cpu": {"cores": self.cpu.cores, "eval_share": self.cpu.overall("duel"), "workers": dict(self.cpu.total)},
+            "cpu": {
+                "cores": self.cpu.cores,
+                "eval_share": self.cpu.overall("duel"),
+                "workers": dict(self.cpu.total),
+                "recent": dict(self.cpu_recent),
+            },
+            "load": list(os.getloadavg()),
+            "devices": self.meter.devices() if self.meter else [],
+            "no_devices": GpuMeter.why_not,
+            "tuner": self._tuner_status(),
+            "live": self._live_status(),
             "config_error": self.config_error,
             "workers": self.supervisor.status(),
         }
+
+    def _tuner_status(self) -> dict:
+        t = self.config.tune
+        return {
+            "enabled": t.enabled,
+            "sims": self.tuner.sims,
+            "batch": self.tuner.batch,
+            "groups": self.config.selfplay.groups,
+            "sims_bounds": [t.sims_min, t.sims_max],
+            "batch_bounds": [t.batch_min, t.batch_max],
+        }
+
+    def _live_status(self) -> dict | None:
+        """The first running self-play worker's game in progress (visits as floats: `status --json` prints it)."""
+        running = {name for name, w in self.supervisor.status().items() if w["alive"]}
+        for worker in sorted(self.live):
+            if worker in running:
+                live = self.live[worker].model_dump()
+                live["visits"] = np.frombuffer(live["visits"], "<f4").round(4).tolist()
+                return live
+        return None
 
     # -- config.toml -----------------------------------------------------------
 
@@ -456,6 +497,11 @@ class Daemon:
         """Re-reads config.toml when it changes (checked every second)."""
         while True:
             await asyncio.sleep(1.0)
+            await self._reload()
+
+    async def _reload(self) -> None:
+        """Applies config.toml if it changed since the last look (or refuses it, saying why)."""
+        async with self.reloading:
             try:
                 text = self.config_path.read_text()
             except OSError as e:
@@ -567,7 +613,9 @@ class Daemon:
 
     async def _add_cpu_shares(self) -> None:
         """Each worker's share of the machine's CPU over the last tick (metric `cpu_share`)."""
-        for worker, share in self.cpu.recent().items():
+        shares = self.cpu.recent()
+        self.cpu_recent.update(shares)  # a worker reports every few ticks: the panel keeps its last share
+        for worker, share in shares.items():
             await self.store.add_metrics(time.time(), worker, {"cpu_share": share})
 
     async def _refresh_ratings(self) -> None:

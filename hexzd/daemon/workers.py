@@ -33,6 +33,7 @@ log = logging.getLogger("hexzd.worker")
 BEST_REFRESH = 5.0  # seconds between reads of the best model from the state file
 DUEL_POLL = 1.0  # seconds between looks at the duels table for a new duel
 CPU_REPORT = 5.0  # seconds between a worker's reports of its CPU time (the daemon's shares)
+LIVE_EVERY = 1.0  # seconds between a self-play worker's views of its game in progress (the dashboard's board)
 
 
 class Link:
@@ -138,6 +139,7 @@ def selfplay(link: Link, db, seed: int) -> None:
 
     c = link.config
     games = SelfPlay(c.selfplay, c.game.board_size, c.game.swap, seed=seed)
+    shown = float("-inf")
     try:
         while not link.stopping:
             link.poll()
@@ -164,8 +166,31 @@ def selfplay(link: Link, db, seed: int) -> None:
                         seconds=seconds,
                     )
                 )
+            if time.monotonic() - shown > LIVE_EVERY and (live := _live(link.name, games)) is not None:
+                link.send(live)
+                shown = time.monotonic()
     finally:
         games.close()
+
+
+def _live(worker: str, games) -> m.Live | None:
+    """The worker's first game in flight, as the dashboard draws it."""
+    from hexzd.game.notation import to_trmph
+
+    if (watched := games.watched()) is None:
+        return None
+    moves, visits, chosen = watched
+    n, network = games.n, games.network
+    return m.Live(
+        worker=worker,
+        board_size=n,
+        moves=to_trmph(moves, n),
+        visits=visits[: n * n].astype("<f4").tobytes(),
+        chosen=chosen,
+        model_id=network.model_id if network else None,
+        sims=games.config.sims,
+        backend=network.backend if network else "random rollouts",
+    )
 
 
 # -- trainer -------------------------------------------------------------------

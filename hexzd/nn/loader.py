@@ -32,6 +32,7 @@ class Network:
     evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     spec: NetSpec | None = None
     reason: str = ""  # the backend and why it was chosen
+    backend: str = ""  # the backend and precision in use, e.g. "cuda bf16"
 
     @property
     def board_size(self) -> int:
@@ -59,7 +60,8 @@ def load(source, model_id: int | None = None, device: DeviceConfig | None = None
             blob = store.weights(connection, model_id)
     snapshot = Snapshot.from_bytes(blob)
     evaluator = _evaluator(snapshot, device or DeviceConfig())
-    return Network(model_id, evaluator.evaluate, snapshot.spec, evaluator.reason)
+    backend = f"{evaluator.backend} {evaluator.precision}"
+    return Network(model_id, evaluator.evaluate, snapshot.spec, evaluator.reason, backend)
 
 
 def _evaluator(snapshot: Snapshot, d: DeviceConfig) -> Evaluator:

@@ -175,6 +175,8 @@ def dashboard(c, series: tuple[str, ...]) -> dict:
     return {
         "series": {name: _series(c, name) for name in (*series, *gpu)},
         "gpu": gpu,
+        "started": c.execute("SELECT MIN(at) FROM config_history").fetchone()[0],  # the first start
+        "ratings": promoted_ratings(c),  # few: one row per promotion
         "counters": counters(c),
         "best": best_model(c),
         "models": rows(
@@ -203,6 +205,13 @@ def dashboard(c, series: tuple[str, ...]) -> dict:
         "config": rows(c, "SELECT id, at, accepted, error FROM config_history ORDER BY id DESC LIMIT ?", (5,)),
         "events": rows(c, "SELECT id, at, level, source, message FROM events ORDER BY id DESC LIMIT ?", (ROWS,)),
     }
+
+
+def samples_after(connection, name: str, after: float, limit: int) -> list[tuple[float, float]]:
+    """Up to `limit` samples of a metric taken after `after`, oldest first: the charts read on from there."""
+    return connection.execute(
+        "SELECT at, value FROM metrics WHERE name = ? AND at > ? ORDER BY at LIMIT ?", (name, after, limit)
+    ).fetchall()
 
 
 def _gpu_names(connection) -> list[str]:

@@ -42,6 +42,7 @@ class Group:
         self.evals = np.zeros(config.games, np.int64)  # network evaluations spent on each game
         self.seconds = np.zeros(config.games)  # inference time spent on each game
         self.rng = np.random.default_rng((seed, 1))  # the random first moves
+        self.watched: tuple[list[int], np.ndarray, int] | None = None  # game 0: (moves so far, visits, chosen)
 
     def finish_move(self, sims: int, model_id: int | None, evals: int) -> list[tuple[GameRecord, int, float]]:
         """Plays the searched moves; returns the games that ended: (record, evals, seconds).
@@ -53,6 +54,8 @@ class Group:
         search = self.search
         moves, policy = search.choose()
         self._randomise_first_moves(moves)
+        if moves[0] >= 0:  # game 0 is the one the dashboard shows; a new game takes its slot when it ends
+            self.watched = (list(self.actions[0]), policy[0], int(moves[0]))
         for b in np.flatnonzero(moves >= 0):
             self.actions[b].append(int(moves[b]))
             self.policies[b].append(policy[b])
@@ -159,6 +162,10 @@ class SelfPlay:
                 pending = submitted
         if pending is not None:
             resolve(*pending)
+
+    def watched(self) -> tuple[list[int], np.ndarray, int] | None:
+        """The first game in flight: its moves so far, the visit shares of its next move, and that move."""
+        return self.groups[0].watched
 
     def close(self) -> None:
         self.inference.shutdown(wait=True)

@@ -487,6 +487,27 @@ class GpuMeter:
         self._count += 1
         return value
 
+    def devices(self) -> list[dict]:
+        """Each visible GPU now: name, utilisation 0..1, memory (bytes), power (watts); None where NVML has nothing."""
+        nvml, out = self._nvml, []
+        for index, h in enumerate(self._handles):
+            device = dict.fromkeys(("name", "util", "memory_used", "memory_total", "watts"), None) | {"index": index}
+            for key, read in (
+                ("name", lambda h=h: nvml.nvmlDeviceGetName(h)),
+                ("util", lambda h=h: nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100),
+                ("memory_used", lambda h=h: nvml.nvmlDeviceGetMemoryInfo(h).used),
+                ("memory_total", lambda h=h: nvml.nvmlDeviceGetMemoryInfo(h).total),
+                ("watts", lambda h=h: nvml.nvmlDeviceGetPowerUsage(h) / 1000),  # NVML gives milliwatts
+            ):
+                try:
+                    device[key] = read()
+                except Exception:  # an older GPU or driver lacks some readings: shown as missing
+                    pass
+            if isinstance(device["name"], bytes):
+                device["name"] = device["name"].decode()
+            out.append(device)
+        return out
+
     def take_mean(self) -> float | None:
         """The mean of the `sample()` readings since the last call (None if there were none)."""
         if self._count == 0:
