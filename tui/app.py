@@ -282,7 +282,11 @@ class Dashboard(App[str]):
                 plt, "training losses", lines(policy="policy_loss", value="value_loss"), started
             ),
             "rates": lambda plt: charts.series_chart(
-                plt, "self-play per second", lines(evaluations="evals_per_s", positions="positions_per_s"), started
+                plt,
+                "self-play per second (positions: right axis)",
+                lines(evaluations="evals_per_s", positions="positions_per_s"),
+                started,
+                right=("positions",),
             ),
             "steps": lambda plt: charts.series_chart(
                 plt, "training steps per second", lines(steps="train_step_per_s"), started

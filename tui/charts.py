@@ -47,13 +47,15 @@ def rating_chart(plt, ratings: list[dict], started: float | None, x: str) -> int
     return len(rated)
 
 
-def series_chart(plt, title: str, lines: dict[str, tuple[list, list]], started: float | None) -> int:
-    """Metrics against minutes since start, one line each; returns the points drawn."""
+def series_chart(plt, title: str, lines: dict[str, tuple[list, list]], started: float | None, right=()) -> int:
+    """Metrics against minutes since start, one line each (those named in `right` on a right-hand axis of
+    their own, for another scale); returns the points drawn."""
     _clear(plt, title, "minutes since start")
     drawn = 0
     for (label, (xs, ys)), color in zip(lines.items(), ("cyan", "magenta", "yellow", "green")):
         if xs:
-            plt.plot(_minutes(xs, started), ys, marker="braille", color=color, label=label)
+            side = "right" if label in right else "left"
+            plt.plot(_minutes(xs, started), ys, marker="braille", color=color, label=label, yside=side)
             drawn += len(xs)
     if not drawn:
         plt.title(f"{title}: no samples yet")
