@@ -550,7 +550,7 @@ def test_screens_match_their_snapshots(snap_compare, short_dir, size, tab):
     try:
         app = Dashboard(daemon.db, interval=0.2, clock=lambda: NOW)
 
-        async def show(pilot):  # a few frames: a frame draws at most two charts
+        async def show(pilot):  # a few frames: a frame draws at most one chart
             await pilot.press(tab)
             await pilot.pause(1.2)
 

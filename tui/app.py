@@ -11,6 +11,7 @@ noticed, said, and picked up again when it answers.
 """
 
 import asyncio
+import functools
 import time
 
 from textual.app import App, ComposeResult
@@ -38,7 +39,16 @@ PANELS = {  # id: title
 OVERVIEW = ("workers", "throughput", "training", "duels", "models", "events")
 SYSTEM = ("device", "tuner", "config")
 CHARTS = ("rating-minutes", "rating-pflop", "losses", "rates", "steps")
-CHARTS_PER_FRAME = 2  # a chart costs 10-30 ms to draw: a frame redraws at most this many
+SERIES_CHARTS = {  # chart: (title, {label: metric}, labels on a right-hand axis)
+    "losses": ("training losses", {"policy": "policy_loss", "value": "value_loss"}, ()),
+    "rates": (
+        "self-play per second (positions: right axis)",
+        {"evaluations": "evals_per_s", "positions": "positions_per_s"},
+        ("positions",),
+    ),
+    "steps": ("training steps per second", {"steps": "train_step_per_s"}, ()),
+}
+CHARTS_PER_FRAME = 1  # a chart costs 10-45 ms to draw: a frame redraws at most this many
 WIDE = 140  # columns from which the overview shows the board beside the panels
 
 
@@ -271,38 +281,23 @@ class Dashboard(App[str]):
         if snap.get("error"):
             return
         ratings, started, series = snap["ratings"], snap["started"], self.history.series
-
-        def lines(**names):
-            return {label: series[name].xy() for label, name in names.items()}
-
-        draw = {
-            "rating-minutes": lambda plt: charts.rating_chart(plt, ratings, started, "minutes"),
-            "rating-pflop": lambda plt: charts.rating_chart(plt, ratings, started, "pflop"),
-            "losses": lambda plt: charts.series_chart(
-                plt, "training losses", lines(policy="policy_loss", value="value_loss"), started
-            ),
-            "rates": lambda plt: charts.series_chart(
-                plt,
-                "self-play per second (positions: right axis)",
-                lines(evaluations="evals_per_s", positions="positions_per_s"),
-                started,
-                right=("positions",),
-            ),
-            "steps": lambda plt: charts.series_chart(
-                plt, "training steps per second", lines(steps="train_step_per_s"), started
-            ),
-        }
-        names = {"losses": ("policy_loss",), "rates": ("positions_per_s",), "steps": ("train_step_per_s",)}
-        keys = {
-            name: repr(ratings) if name.startswith("rating") else tuple(series[m].last for m in names[name])
-            for name in draw
-        }
-        changed = [name for name in draw if keys[name] != self.chart_keys.get(name)]
-        for name in changed[:CHARTS_PER_FRAME]:  # the rest in the next frames
+        changed = []
+        for name in CHARTS:
+            if name.startswith("rating-"):
+                key = repr(ratings)
+                draw = functools.partial(charts.rating_chart, ratings=ratings, started=started, x=name[7:])
+            else:
+                title, lines, right = SERIES_CHARTS[name]
+                key = tuple(series[metric].last for metric in lines.values())
+                xy = {label: series[metric].xy() for label, metric in lines.items()}
+                draw = functools.partial(charts.series_chart, title=title, lines=xy, started=started, right=right)
+            if key != self.chart_keys.get(name):
+                changed.append((name, key, draw))
+        for name, key, draw in changed[:CHARTS_PER_FRAME]:  # the rest in the next frames
             plot = self.query_one(f"#chart-{name}", PlotextPlot)
-            draw[name](plot.plt)
+            draw(plot.plt)
             plot.refresh()
-            self.chart_keys[name] = keys[name]
+            self.chart_keys[name] = key
 
     # -- keys ---------------------------------------------------------------------
 

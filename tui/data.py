@@ -41,8 +41,9 @@ class Series:
         self.pending.append((at, value))
         if len(self.pending) < self.stride:
             return
-        self.xs.append(sum(a for a, _ in self.pending) / len(self.pending))
-        self.ys.append(sum(v for _, v in self.pending) / len(self.pending))
+        x, y = self._filling()
+        self.xs.append(x)
+        self.ys.append(y)
         self.pending = []
         if len(self.xs) >= self.points:
             self.xs = [(a + b) / 2 for a, b in zip(self.xs[::2], self.xs[1::2])]
@@ -53,8 +54,13 @@ class Series:
         """The points, the one being filled included."""
         if not self.pending:
             return self.xs, self.ys
+        x, y = self._filling()
+        return self.xs + [x], self.ys + [y]
+
+    def _filling(self) -> tuple[float, float]:
+        """The point being filled: the mean time and value of its samples so far."""
         n = len(self.pending)
-        return self.xs + [sum(a for a, _ in self.pending) / n], self.ys + [sum(v for _, v in self.pending) / n]
+        return sum(a for a, _ in self.pending) / n, sum(v for _, v in self.pending) / n
 
 
 class History:
@@ -62,8 +68,11 @@ class History:
 
     def __init__(self, names=CHARTED, points: int = CHART_POINTS):
         self.series = {name: Series(points) for name in names}
+        self.started: float | None = None  # the run's start, as `hexzd report` counts it: read once
 
     def update(self, connection) -> None:
+        if self.started is None:
+            self.started = store.run_span(connection)["start"]
         for name, series in self.series.items():
             for at, value in store.samples_after(connection, name, series.last, READ_LIMIT):
                 series.add(at, value)
@@ -75,7 +84,7 @@ def snapshot(db, history: History | None = None, now: float | None = None) -> di
     `now` (default: the clock) is what "ago" counts from. A missing or
     unreadable file gives {"db", "now", "error"} and nothing else.
     """
-    snap = {"db": str(db), "now": time.time() if now is None else now, "error": None}
+    snap = {"db": str(db), "now": time.time() if now is None else now, "error": None, "started": None}
     if not Path(db).exists():
         snap["error"] = f"no state file at {db} yet"
         return snap
@@ -88,6 +97,7 @@ def snapshot(db, history: History | None = None, now: float | None = None) -> di
         snap.update(store.dashboard(connection, SERIES))
         if history is not None:
             history.update(connection)
+            snap["started"] = history.started
     except sqlite3.Error as e:
         snap["error"] = f"cannot read {db}: {e}"
     finally:

@@ -2,6 +2,8 @@
 
 from rich.text import Text
 
+from hexzd.game.notation import cell_name, parse_trmph
+
 BARS = "▁▂▃▄▅▆▇█"
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
 
@@ -288,8 +290,6 @@ def board_size_needed(n: int, compact: bool = False) -> tuple[int, int]:
 
 
 def _played(live: dict) -> list[int]:
-    from hexzd.game.notation import parse_trmph
-
     return parse_trmph(live["moves"], live["board_size"])
 
 
@@ -350,8 +350,6 @@ def game_caption(live: dict | None, status: dict | None) -> Text:
     if live is None:
         why = "no daemon" if status is None else "waiting for a self-play worker's first move"
         return Text(f"no game to show: {why}", style="dim")
-    from hexzd.game.notation import cell_name
-
     n, moves = live["board_size"], _played(live)
     player = "rollouts" if live["model_id"] is None else f"model {live['model_id']}"
     turn = "Black" if len(moves) % 2 == 0 else "White"

@@ -446,6 +446,7 @@ class Daemon:
         return m.Reply(ok=True, status=self.status())
 
     def status(self) -> dict:
+        workers = self.supervisor.status()
         return {
             "pid": os.getpid(),
             "db": str(self.db),
@@ -465,9 +466,9 @@ class Daemon:
             "devices": self.meter.devices() if self.meter else [],
             "no_devices": GpuMeter.why_not,
             "tuner": self._tuner_status(),
-            "live": self._live_status(),
+            "live": self._live_status(workers),
             "config_error": self.config_error,
-            "workers": self.supervisor.status(),
+            "workers": workers,
         }
 
     def _tuner_status(self) -> dict:
@@ -481,9 +482,9 @@ class Daemon:
             "batch_bounds": [t.batch_min, t.batch_max],
         }
 
-    def _live_status(self) -> dict | None:
+    def _live_status(self, workers: dict) -> dict | None:
         """The first running self-play worker's game in progress (visits as floats: `status --json` prints it)."""
-        running = {name for name, w in self.supervisor.status().items() if w["alive"]}
+        running = {name for name, w in workers.items() if w["alive"]}
         for worker in sorted(self.live):
             if worker in running:
                 live = self.live[worker].model_dump()

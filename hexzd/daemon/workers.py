@@ -27,6 +27,7 @@ from hexzd.config import Config
 from hexzd.daemon import messages as m
 from hexzd.daemon.cpu import Throttle
 from hexzd.daemon.rundir import RunDir
+from hexzd.game.notation import to_trmph
 
 log = logging.getLogger("hexzd.worker")
 
@@ -175,8 +176,6 @@ def selfplay(link: Link, db, seed: int) -> None:
 
 def _live(worker: str, games) -> m.Live | None:
     """The worker's first game in flight, as the dashboard draws it."""
-    from hexzd.game.notation import to_trmph
-
     if (watched := games.watched()) is None:
         return None
     moves, visits, chosen = watched

@@ -31,6 +31,7 @@ from hexzd.store.reads import (  # noqa: F401 (the package is the one entry poin
     next_duel,
     pairing_games,
     rating_table,
+    run_span,
     samples_after,
     unjudged_promotions,
     weights,

@@ -175,7 +175,6 @@ def dashboard(c, series: tuple[str, ...]) -> dict:
     return {
         "series": {name: _series(c, name) for name in (*series, *gpu)},
         "gpu": gpu,
-        "started": c.execute("SELECT MIN(at) FROM config_history").fetchone()[0],  # the first start
         "ratings": promoted_ratings(c),  # few: one row per promotion
         "counters": counters(c),
         "best": best_model(c),
