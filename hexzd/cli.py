@@ -287,6 +287,37 @@ def report(dbs, out, fmt):
 
 
 @main.command()
+@click.argument("sweep_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="check the file and list its runs; start nothing")
+def sweep(sweep_file, dry_run):
+    """Run a grid of configs, each as its own run with its own state file.
+
+    The file's [grid] keys take lists; each combination is a `hexzd start
+    --headless` run on <out>/<run>.sqlite, `parallel` at once. A run that fails
+    is recorded in <out>/manifest.jsonl and the sweep goes on. Run it again to
+    resume: runs done with the same config are skipped, the others restart on
+    their state files. Ctrl-C stops the running runs gracefully; a second
+    Ctrl-C stops them at once."""
+    from hexzd.sweep import all_done, load, run_sweep, summary
+
+    try:
+        plan = load(sweep_file)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    if dry_run:
+        click.echo(f"sweep {plan.name}: {len(plan.runs)} runs into {plan.out}, {plan.parallel} at once")
+        for run in plan.runs:
+            click.echo(f"  {run.name}")
+        return
+    try:
+        records = run_sweep(plan, click.echo)
+    except ValueError as e:  # another sweep holds the directory
+        raise click.ClickException(str(e)) from None
+    click.echo(summary(plan, records))
+    raise SystemExit(0 if all_done(records) else 1)
+
+
+@main.command()
 @click.argument("engine_a")
 @click.argument("engine_b")
 @click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")

@@ -8,6 +8,7 @@ description is the comment that `config.toml` carries on the key's line.
 
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -221,16 +222,35 @@ def load(path: Path) -> Config:
 
 def parse(text: str, path="config.toml") -> Config:
     """Validates a config file's text. Raises ValueError naming the key and line."""
+    return validate(Config, read_toml(text, path), path, lambda loc: line_of(text, loc))
+
+
+def read_toml(text: str, path) -> dict:
+    """A TOML file's tables, or a ValueError naming the file and where its syntax breaks."""
     try:
-        return Config.model_validate(tomllib.loads(text))
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
+
+
+def validate(model: type[BaseModel], data: dict, path, line: Callable[[tuple], int | None]):
+    """`data` as a `model`, or a ValueError naming the file, line and key of its first problem.
+
+    line(loc) finds the line of pydantic's location of the problem: line_of
+    for a config file; a sweep file, whose config keys sit under [set] and
+    [grid], finds them its own way.
+    """
+    try:
+        return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        line = line_of(text, first["loc"])
-        where = f"{path}:{line}" if line else str(path)
-        raise ValueError(f"{where}: {key}: {first['msg']}") from None
+        raise refusal(path, line(first["loc"]), first["loc"], first["msg"]) from None
+
+
+def refusal(path, line: int | None, loc: tuple, message: str) -> ValueError:
+    """The error every bad file gets: `file:line: key: message`, the line only when known."""
+    where = f"{path}:{line}" if line else str(path)
+    return ValueError(f"{where}: {'.'.join(str(p) for p in loc)}: {message}")
 
 
 def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> str | None:
@@ -243,31 +263,38 @@ def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> st
         before, after = getattr(old, section), getattr(new, section)
         for key, info in type(before).model_fields.items():
             if not info.json_schema_extra["live"] and getattr(before, key) != getattr(after, key):
-                line = line_of(text, (section, key))
-                where = f"{path}:{line}" if line else str(path)
-                return (
-                    f"{where}: {section}.{key}: fixed for this run at {getattr(before, key)!r}; "
-                    f"start a new state file to change it"
-                )
+                message = f"fixed for this run at {getattr(before, key)!r}; start a new state file to change it"
+                return str(refusal(path, line_of(text, (section, key)), (section, key), message))
     return None
 
 
 def line_of(text: str, loc: tuple) -> int | None:
-    """The 1-based line that sets key loc = (section, key), if the file has it.
+    """The 1-based line that sets the key at loc = (section, key), if the file has it.
 
-    None when unknown: a made-up line number is worse than none.
+    A key counts by its whole path, so quoted and dotted keys are found too:
+    `"model.channels" = [8]` under [grid] sets grid.model.channels. A list
+    item's loc (section, key, 2) is found at its key. None when unknown: a
+    made-up line number is worse than none.
     """
-    section, key = (str(loc[0]), str(loc[1])) if len(loc) >= 2 else (None, str(loc[0]))
-    current = None
+    while loc and isinstance(loc[-1], int):
+        loc = loc[:-1]
+    wanted, table = _key_path(".".join(str(p) for p in loc)), ""
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if line.startswith("[") and line.endswith("]"):
-            current = line[1:-1].strip()
-            if section is None and current == key:
+            table = _key_path(line.strip("[]"))
+            if table == wanted:
                 return number
-        elif current == section and line.split("=", 1)[0].strip() == key:
-            return number
+        elif "=" in line:
+            key = _key_path(line.split("=", 1)[0])
+            if (f"{table}.{key}" if table else key) == wanted:
+                return number
     return None
+
+
+def _key_path(key: str) -> str:
+    """A TOML key as its dotted path: `"model.channels"`, `model . channels` -> model.channels."""
+    return ".".join(part.strip().strip("\"'") for part in key.split("."))
 
 
 def _toml_value(value) -> str:

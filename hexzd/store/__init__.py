@@ -33,6 +33,7 @@ from hexzd.store.reads import (  # noqa: F401 (the package is the one entry poin
     rating_table,
     run_span,
     samples_after,
+    stop_reason,
     unjudged_promotions,
     weights,
 )

@@ -58,6 +58,14 @@ def config_text(connection) -> str | None:
     return row[0] if row else None
 
 
+def stop_reason(connection) -> str | None:
+    """Why the daemon last stopped ("budget.games is spent", "signal SIGINT"), or None if it never has."""
+    row = connection.execute(
+        "SELECT message FROM events WHERE source = 'daemon' AND message LIKE 'stopping: %' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return row[0].removeprefix("stopping: ") if row else None
+
+
 def counters(connection) -> dict[str, float]:
     return counters_of(connection.execute(COUNTERS_SQL))
 
