@@ -81,11 +81,18 @@ class RatingsConfig(Section):
     """[ratings]: reference players anchor one Elo scale across runs and board sizes."""
 
     references: list[int] = live(
-        [100, 1000, 10000], "random-rollout MCTS players, by simulations per move; the first is 0 Elo", min_length=1
+        [100, 200, 400, 800, 1600, 3200, 6400],
+        "random-rollout MCTS players, by simulations per move; the first is 0 Elo",
+        min_length=1,
     )
     match_pairs: int = live(4, "pairs of games in a rating match", ge=1, le=1024)
-    match_seconds: float = live(60.0, "at least this long between rating matches (0: none)", ge=0)
-    ladder_pairs: int = live(16, "pairs each two neighbouring references play, to fix the scale", ge=0)
+    match_seconds: float = live(
+        30.0, "rating matches fill evaluation's idle time, and wait at most this long behind duels (0: none)", ge=0
+    )
+    ladder_pairs: int = live(2, "pairs each two neighbouring references play first; then matchmaking picks", ge=0)
+    target_elo: float = live(
+        50.0, "matchmaking aims at 95% intervals within +-this for promoted snapshots and the ladder", gt=0
+    )
     perfect_positions: int = live(
         200, "positions on which each promoted model meets perfect play, boards up to 5x5 (0: none)", ge=0, le=100_000
     )

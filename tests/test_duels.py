@@ -20,8 +20,8 @@ from hexzd import store
 from hexzd.cli import main
 from hexzd.config import Config
 from hexzd.evaluation.duel import play_duel
-from hexzd.evaluation.league import rate
 from hexzd.evaluation.openings import BALANCE_STEP, Openings, opening, pairing_seed
+from hexzd.evaluation.scale import rate
 from hexzd.game.rules import BLACK, WHITE
 from hexzd.store.writes import Writer
 

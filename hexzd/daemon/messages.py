@@ -80,6 +80,7 @@ class DuelEnd(Message):
     wins: int = Field(ge=0)
     losses: int = Field(ge=0)
     llr: float | None
+    cpu_seconds: float | None = None  # the duel worker's CPU time on it (the session that finished it)
 
 
 class PerfectPlay(Message):

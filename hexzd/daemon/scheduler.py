@@ -2,9 +2,11 @@
 
 One duel at a time. The daemon writes it into the `duels` table and the
 duel worker finds it there (the table is the queue: a restarted worker
-resumes the open duel). A rating match goes first when one is due (every
-`ratings.match_seconds`); otherwise a promotion duel for the newest snapshot
-not yet dueled against the best.
+resumes the open duel). A promotion duel for the newest snapshot not yet
+dueled against the best goes first, unless a rating match has waited
+`ratings.match_seconds`; with no candidate waiting, rating matches fill the
+time, chosen by information (hexzd.evaluation.scale.next_match). The duel
+worker's CPU share (duel.cpu_share) bounds them all.
 """
 
 import asyncio
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from hexzd.config import Config
-from hexzd.evaluation import league
+from hexzd.evaluation import scale
 from hexzd.store.writes import Writer
 
 
@@ -28,41 +30,45 @@ class Scheduler:
         if await self.store.duel_open():
             return
         r = self.config().ratings
-        if r.match_seconds and time.monotonic() - self.last_match >= r.match_seconds:
+        candidate = await self.store.newest_unduelled()
+        waited = time.monotonic() - self.last_match >= r.match_seconds
+        if r.match_seconds and (candidate is None or waited):
             match = await self._next_match()
             if match is not None:
                 self.last_match = time.monotonic()
                 await self._open("rating", match, r.match_pairs)
                 return
-        candidate = await self.store.newest_unduelled()
         if candidate is not None:
             sims = self.config().duel.sims
-            await self._open("promotion", league.Pairing(candidate, sims, best, sims), None)
+            await self._open("promotion", scale.Pairing(candidate, sims, best, sims), None)
 
-    async def _open(self, kind: str, pairing: league.Pairing, pairs: int | None) -> None:
+    async def _open(self, kind: str, pairing: scale.Pairing, pairs: int | None) -> None:
         duel_id = await self.store.new_duel(
             time.time(), kind, pairing.candidate_id, pairing.sims, pairing.opponent_id, pairing.opponent_sims, pairs
         )
         self.line = (
-            f"{kind} {duel_id}: {league.player(pairing.candidate_id, pairing.sims)}"
-            f" vs {league.player(pairing.opponent_id, pairing.opponent_sims)}"
+            f"{kind} {duel_id}: {scale.player(pairing.candidate_id, pairing.sims)}"
+            f" vs {scale.player(pairing.opponent_id, pairing.opponent_sims)}"
         )
 
-    async def _next_match(self) -> league.Pairing | None:
-        """The reference ladder first; then the snapshot least rated, against its closest reference."""
+    async def _next_match(self) -> scale.Pairing | None:
+        """Neighbouring references until each pair played `ladder_pairs` pairs; then the
+        match that narrows the intervals that matter most per second."""
         r, sims = self.config().ratings, self.config().duel.sims
-        match = league.ladder_match(r.references, await self.store.ladder_games(), r.ladder_pairs)
+        match = scale.ladder_match(r.references, await self.store.ladder_games(), r.ladder_pairs)
         if match is not None:
             return match
-        least = await self.store.least_rated()
-        if least is None:
-            return None
-        model_id, rating = least
-        opponent = league.closest_reference(r.references, rating, await self.store.reference_ratings())
-        return league.Pairing(model_id, sims, None, opponent)
+        results, promoted = await self.store.duel_results(), await self.store.promoted()
+        costs = scale.seconds_per_game(await self.store.rating_match_times())
+
+        def choose():
+            s = scale.scale(results, r.references, [(m, sims) for m in promoted])
+            return scale.next_match(s, r.references, promoted, sims, 2 * r.match_pairs, costs, r.target_elo)
+
+        return await asyncio.to_thread(choose)
 
     async def ratings(self) -> list[tuple]:
         """Every player's rating refitted from all duel games, off the event loop."""
         self.ratings_stale = False
         results = await self.store.duel_results()
-        return await asyncio.to_thread(league.rate, results, self.config().ratings.references)
+        return await asyncio.to_thread(scale.rate, results, self.config().ratings.references)

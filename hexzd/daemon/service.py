@@ -37,7 +37,7 @@ from hexzd.daemon.cpu import CpuShares
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Supervisor
-from hexzd.evaluation import league
+from hexzd.evaluation import scale
 from hexzd.store.writes import Writer
 from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
 
@@ -399,8 +399,8 @@ class Daemon:
         self.scheduler.ratings_stale = True
         llr = f", llr {d.llr:.2f}" if d.llr is not None else ""
         self.out(
-            f"info: duel {d.duel_id}: {league.player(candidate, sims)} vs "
-            f"{league.player(opponent, opponent_sims)} {d.result}: {d.wins}-{d.losses}{llr}"
+            f"info: duel {d.duel_id}: {scale.player(candidate, sims)} vs "
+            f"{scale.player(opponent, opponent_sims)} {d.result}: {d.wins}-{d.losses}{llr}"
         )
         if d.result == "accepted":
             await self.store.promote(now, candidate, d.duel_id, d.wins / max(1, d.wins + d.losses))

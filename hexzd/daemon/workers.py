@@ -277,9 +277,15 @@ def duel(link: Link, db, seed: int) -> None:
         def on_game(pair, moves, winner, colour, duel_id=duel_id):
             link.send(m.DuelGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
 
+        started = time.process_time()  # CPU time, not wall: the throttle's waits cost nothing
         end = play_duel(db, duel_id, link.config, seed, on_game, should_stop)
         if end is not None:
-            link.send(m.DuelEnd(duel_id=duel_id, result=end.result, wins=end.wins, losses=end.losses, llr=end.llr))
+            cpu = time.process_time() - started
+            link.send(
+                m.DuelEnd(
+                    duel_id=duel_id, result=end.result, wins=end.wins, losses=end.losses, llr=end.llr, cpu_seconds=cpu
+                )
+            )
 
 
 @functools.cache

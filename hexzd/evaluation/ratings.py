@@ -90,6 +90,31 @@ class _Pairs:
     games: np.ndarray  # float[P]
 
 
+@dataclass
+class Fit:
+    """A fit's estimate: each player's Elo and the covariance of the estimates (Elo squared).
+
+    Anchored players have zero rows and columns. Matchmaking reads the
+    covariance to see how much a new game would narrow every interval.
+    """
+
+    players: list
+    elo: np.ndarray  # float[N]
+    covariance: np.ndarray  # float[N, N]
+    games: np.ndarray  # float[N], real games played
+    anchored: np.ndarray  # bool[N]
+
+    def ratings(self, confidence: float = 0.95) -> dict[Hashable, Rating]:
+        if not 0 < confidence < 1:
+            raise ValueError(f"need 0 < confidence < 1, got {confidence}")
+        z = NormalDist().inv_cdf(0.5 + confidence / 2)
+        half = z * np.sqrt(np.maximum(np.diag(self.covariance), 0.0))  # clip rounding below zero
+        return {
+            p: Rating(p, float(e), float(e - h), float(e + h), int(round(g)))
+            for p, e, h, g in zip(self.players, self.elo, half, self.games)
+        }
+
+
 def fit(
     games: Iterable[tuple],
     anchors: dict[Hashable, float] | None = None,
@@ -103,13 +128,20 @@ def fit(
     results (a, b, wins_of_a, wins_of_b). Ratings are keyed by player, in the
     order players first appear (anchors that never played come last).
     """
-    anchors = dict(anchors or {})
-    if prior_games < 0 or not 0 < confidence < 1:
+    if not 0 < confidence < 1:
         raise ValueError(f"need prior_games >= 0 and 0 < confidence < 1, got {prior_games}, {confidence}")
+    return estimate(games, anchors, prior_games).ratings(confidence)
+
+
+def estimate(games: Iterable[tuple], anchors: dict[Hashable, float] | None = None, prior_games: float = 2.0) -> Fit:
+    """The fit behind `fit`, with the full covariance of the ratings."""
+    anchors = dict(anchors or {})
+    if prior_games < 0:
+        raise ValueError(f"need prior_games >= 0, got {prior_games}")
     players, pairs = _aggregate(games, anchors)
+    fixed = np.array([p in anchors for p in players], dtype=np.bool_)
     if not players:
-        return {}
-    fixed = np.array([p in anchors for p in players])
+        return Fit([], np.zeros(0), np.zeros((0, 0)), np.zeros(0), fixed)
     r = np.array([anchors.get(p, 0.0) / ELO_PER_NAT for p in players])
     if prior_games == 0 and not _mle_exists(len(players), pairs, fixed):
         raise ValueError(
@@ -117,15 +149,11 @@ def fit(
             "the rest, or never met them; use prior_games > 0 or add games"
         )
     r = _maximise(r, pairs, fixed, prior_games)
-    sd = _standard_deviations(r, pairs, fixed, prior_games)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    covariance = _covariance(r, pairs, fixed, prior_games) * ELO_PER_NAT**2
     played = np.bincount(pairs.a, pairs.games, len(players)) + np.bincount(pairs.b, pairs.games, len(players))
-    elo, half = r * ELO_PER_NAT, z * sd * ELO_PER_NAT
+    elo = r * ELO_PER_NAT
     elo[fixed] = [anchors[p] for p in players if p in anchors]  # exactly, not via nats
-    return {
-        p: Rating(p, float(elo[i]), float(elo[i] - half[i]), float(elo[i] + half[i]), int(round(played[i])))
-        for i, p in enumerate(players)
-    }
+    return Fit(players, elo, covariance, played, fixed)
 
 
 def _aggregate(games: Iterable[tuple], anchors: dict[Hashable, float]) -> tuple[list, _Pairs]:
@@ -251,18 +279,18 @@ def _line_search(
     return candidate, new
 
 
-def _standard_deviations(r: np.ndarray, pairs: _Pairs, fixed: np.ndarray, prior_games: float) -> np.ndarray:
-    """Standard errors in nats from the inverse Fisher information; 0 for anchors."""
+def _covariance(r: np.ndarray, pairs: _Pairs, fixed: np.ndarray, prior_games: float) -> np.ndarray:
+    """The covariance of the estimate in nats squared, from the inverse Fisher information; 0 for anchors."""
     _, info = _gradient_information(r, pairs, prior_games)
     n = len(r)
-    variance = np.zeros(n)
+    covariance = np.zeros((n, n))
     free = ~fixed
     if fixed.any():
         if free.any():
-            variance[free] = np.diag(np.linalg.inv(info[np.ix_(free, free)]))
+            covariance[np.ix_(free, free)] = np.linalg.inv(info[np.ix_(free, free)])
     else:
-        variance = np.diag(np.linalg.inv(info + 1.0)) - 1.0 / n**2
-    return np.sqrt(np.maximum(variance, 0.0))  # clip rounding below zero
+        covariance = np.linalg.inv(info + 1.0) - 1.0 / n**2
+    return covariance
 
 
 def _mle_exists(n: int, pairs: _Pairs, fixed: np.ndarray) -> bool:

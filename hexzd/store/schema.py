@@ -167,6 +167,10 @@ MIGRATIONS = [
                     ELSE 'too few games' END AS status
         FROM ratings;
     """,
+    # 3 -> 4: the CPU time each duel took, so that matchmaking knows what a match costs.
+    """
+    ALTER TABLE duels ADD COLUMN cpu_seconds REAL;
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

@@ -177,8 +177,8 @@ class Writer:
 
     async def end_duel(self, at: float, d) -> None:
         await self.connection.execute(
-            "UPDATE duels SET finished_at = ?, wins = ?, losses = ?, llr = ?, result = ? WHERE id = ?",
-            (at, d.wins, d.losses, d.llr, d.result, d.duel_id),
+            "UPDATE duels SET finished_at = ?, wins = ?, losses = ?, llr = ?, result = ?, cpu_seconds = ? WHERE id = ?",
+            (at, d.wins, d.losses, d.llr, d.result, d.cpu_seconds, d.duel_id),
         )
 
     async def promote(self, at: float, model_id: int, duel_id: int, score: float) -> None:
@@ -216,18 +216,20 @@ class Writer:
         )
         return {(a, b): n for a, b, n in rows}
 
-    async def least_rated(self) -> tuple[int, float | None] | None:
-        """(model id, rating) of the model with weights that has played the fewest rating matches:
-        promoted models first, then the newest."""
-        row = await self._one(
-            "SELECT m.id, m.rating, (SELECT COUNT(*) FROM duels d WHERE d.kind = 'rating'"
-            " AND d.candidate_id = m.id) AS matches FROM models m WHERE m.weights IS NOT NULL"
-            " ORDER BY matches, m.promoted_at IS NULL, m.id DESC LIMIT 1"
+    async def promoted(self) -> list[int]:
+        """The promoted models that still have weights, in the order of their promotion."""
+        rows = await self._all(
+            "SELECT p.model_id FROM promotions p JOIN models m ON m.id = p.model_id"
+            " WHERE m.weights IS NOT NULL ORDER BY p.at"
         )
-        return (row[0], row[1]) if row else None
+        return [row[0] for row in rows]
 
-    async def reference_ratings(self) -> dict[int, float]:
-        return dict(await self._all("SELECT sims, rating FROM ratings WHERE model_id IS NULL"))
+    async def rating_match_times(self) -> list[tuple]:
+        """(candidate_id, sims, opponent_id, opponent_sims, CPU seconds, games) of each timed rating match."""
+        return await self._all(
+            "SELECT candidate_id, sims, opponent_id, opponent_sims, cpu_seconds, wins + losses FROM duels"
+            " WHERE kind = 'rating' AND result = 'played' AND wins + losses > 0 AND cpu_seconds IS NOT NULL"
+        )
 
     async def duel_results(self) -> list[tuple]:
         """Every pairing's results, as RESULTS_SQL gives them."""

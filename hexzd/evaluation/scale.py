@@ -1,0 +1,158 @@
+"""Who plays whom for ratings, and the ratings that their games give.
+
+A player is a network at a simulation count, or random-rollout MCTS at one:
+`model 12 @64`, `rollouts @1000`. Every duel game (promotion duels and rating
+matches alike) is a result between two players.
+
+The scale is fitted in two stages (`scale`):
+1. The reference ladder: the games between references alone, with the first
+   reference, pure rollout MCTS at `ratings.references[0]` simulations, at
+   0 Elo. The same players on the same board give the same ladder in every
+   run, so ratings compare across runs; the references' intervals say how
+   precisely the ladder is fixed.
+2. Everyone else, with each reference whose ladder rating is within
+   +-FIXED_ELO held at it, as several anchors (as Ordo and BayesElo users
+   anchor a pool on several engines). A snapshot's interval is therefore its
+   precision relative to the ladder: the quantity a scaling curve within one
+   scale needs. It does not add the ladder's own uncertainty, which shifts
+   every rating of the scale together.
+
+Rating matches are chosen by information (hexzd.evaluation.matchmaking): the
+match that narrows the intervals of the promoted snapshots and of the ladder
+most per second of play.
+"""
+
+import statistics
+from dataclasses import dataclass, replace
+from itertools import combinations
+
+from hexzd.evaluation import matchmaking
+from hexzd.evaluation.ratings import Fit, estimate
+from hexzd.evaluation.stats import Z95
+
+PRIOR_GAMES = 2.0  # BayesElo-like: keeps a perfect record finite
+FIXED_ELO = 150.0  # a reference anchors stage 2 once its ladder interval is this narrow (the "rated" bound)
+NEWEST_WEIGHT = 3.0  # the newest promoted snapshot's interval counts this much more than the older ones'
+DEFAULT_SECONDS = 1.0  # seconds per game guessed before any rating match was timed
+
+
+def player(model_id: int | None, sims: int) -> str:
+    return f"rollouts @{sims}" if model_id is None else f"model {model_id} @{sims}"
+
+
+def kind(model_id: int | None, sims: int) -> str:
+    """A player's kind, for its cost: any network at `sims` costs about the same."""
+    return f"rollouts @{sims}" if model_id is None else f"model @{sims}"
+
+
+def seconds_per_game(matches) -> dict[frozenset, float]:
+    """Seconds per game by the kinds of the two players, from the finished matches
+    (candidate_id, sims, opponent_id, opponent_sims, seconds, games)."""
+    totals: dict[frozenset, list[float]] = {}
+    for candidate, sims, opponent, opponent_sims, seconds, games in matches:
+        total = totals.setdefault(frozenset((kind(candidate, sims), kind(opponent, opponent_sims))), [0.0, 0.0])
+        total[0] += seconds
+        total[1] += games
+    return {key: seconds / games for key, (seconds, games) in totals.items()}
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Two players to meet in a duel: the candidate side and the opponent side."""
+
+    candidate_id: int | None
+    sims: int
+    opponent_id: int | None
+    opponent_sims: int
+
+
+@dataclass
+class Scale:
+    """The two stages' fits, and each player's (model_id, sims)."""
+
+    ladder: Fit
+    players: Fit
+    sides: dict[str, tuple[int | None, int]]
+
+
+def scale(results, references: list[int], registered=()) -> Scale:
+    """Both stages from the duel results (candidate_id, sims, opponent_id, opponent_sims,
+    candidate wins, games) of hexzd.store.writes. Players in `registered`, pairs
+    (model_id, sims), and every reference are in the fits even before their first game."""
+    games, sides = [], {}
+    for candidate, sims, opponent, opponent_sims, wins, count in results:
+        a, b = player(candidate, sims), player(opponent, opponent_sims)
+        sides[a], sides[b] = (candidate, sims), (opponent, opponent_sims)
+        games.append((a, b, wins, count - wins))
+    refs = [player(None, s) for s in references]
+    for s in references:
+        sides[player(None, s)] = (None, s)
+    anchor = refs[0]
+    # A pair with no games puts a player in the fit (the prior alone rates it) without changing anything else.
+    unplayed = [(anchor, r, 0, 0) for r in refs[1:]]
+    ladder = estimate([g for g in games if g[0] in refs and g[1] in refs] + unplayed, {anchor: 0.0}, PRIOR_GAMES)
+    fixed = {
+        p: e for p, e, v in zip(ladder.players, ladder.elo, ladder.covariance.diagonal()) if Z95 * v**0.5 <= FIXED_ELO
+    }
+    for model_id, sims in registered:
+        sides[player(model_id, sims)] = (model_id, sims)
+        unplayed.append((anchor, player(model_id, sims), 0, 0))
+    return Scale(ladder, estimate(games + unplayed, fixed, PRIOR_GAMES), sides)
+
+
+def rate(results, references: list[int]) -> list[tuple]:
+    """Ratings rows (player, model_id, sims, rating, lo, hi, games, anchor) of every player
+    with games: the references' ratings and intervals from the ladder, everyone else's
+    from stage 2."""
+    if not results:
+        return []
+    s = scale(results, references)
+    ladder, anchor = s.ladder.ratings(), player(None, references[0])
+    rows = []
+    for name, r in s.players.ratings().items():
+        if name in ladder and ladder[name].games:
+            r = replace(ladder[name], games=r.games)
+        if r.games or name == anchor:
+            rows.append((name, *s.sides[name], r.elo, r.lo, r.hi, r.games, int(name == anchor)))
+    return rows
+
+
+def next_match(
+    s: Scale, references: list[int], promoted: list[int], sims: int, games: int, costs: dict, target_elo: float
+) -> Pairing | None:
+    """The rating match of `games` games worth the most per second: two references for the
+    ladder, or a promoted snapshot (at `sims`, newest last in `promoted`) against a reference
+    or another promoted snapshot. costs[frozenset of two kinds] = seconds per game measured."""
+    refs = [player(None, r) for r in references]
+    snapshots = [player(m, sims) for m in promoted]
+    guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
+
+    def candidate(a, b):
+        seconds = costs.get(frozenset((kind(*s.sides[a]), kind(*s.sides[b]))), guess)
+        return matchmaking.Candidate(a, b, games, seconds)
+
+    ladder = [candidate(b, a) for a, b in combinations(refs, 2)]
+    rated = [candidate(m, r) for m in snapshots for r in refs]
+    rated += [candidate(m, n) for n, m in combinations(snapshots, 2)]  # the newer first
+    important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: NEWEST_WEIGHT} if snapshots else {})
+    options = [
+        *zip(ladder, matchmaking.scores(s.ladder, ladder, dict.fromkeys(refs, 1.0), target_elo)),
+        *zip(rated, matchmaking.scores(s.players, rated, important, target_elo)),
+    ]
+    if not options:
+        return None
+    chosen, score = max(options, key=lambda o: o[1])
+    if score <= 0:
+        return None
+    return Pairing(*s.sides[chosen.a], *s.sides[chosen.b])
+
+
+def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int) -> Pairing | None:
+    """The next neighbouring references to play, while the ladder has too few pairs.
+
+    played[(sims_a, sims_b)] counts the games between rollouts @sims_a and @sims_b, either way round.
+    """
+    for low, high in zip(references, references[1:]):
+        if played.get((low, high), 0) + played.get((high, low), 0) < 2 * ladder_pairs:
+            return Pairing(None, high, None, low)
+    return None
