@@ -14,21 +14,36 @@ def main():
     """hexzd: a single-machine AlphaZero trainer for the game of Hex."""
 
 
-BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net"}  # command name: module in hexzd.benchmarks
+# command name: module in hexzd.benchmarks
+BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "strength": "strength"}
 
 
 @main.command()
 @click.argument("name", type=click.Choice(BENCHMARKS))
 @click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
 @click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="time per measurement")
+@click.option(
+    "--minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="strength: training time a seed"
+)
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100), help="strength: runs from scratch")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="strength: where the runs go  [default: a temporary directory]"
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def bench(name, size, seconds, as_json):
-    """Time hexzd against a baseline measured in the same run."""
+def bench(name, size, seconds, minutes, seeds, out, as_json):
+    """Time hexzd against a baseline measured in the same run; `strength`: train from
+    scratch and judge the result from outside (perfect play up to 5x5, else OpenSpiel's MCTS)."""
     module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
+    if name == "strength":
+        work = {"minutes": minutes, "seeds": seeds, "out": out, "echo": lambda line: click.echo(line, err=as_json)}
+    else:
+        work = {"seconds": seconds}
     try:
-        result = module.run(size=size, seconds=seconds)
+        result = module.run(size=size, **work)
     except ModuleNotFoundError as e:
         raise click.ClickException(f"the baseline needs {e.name}: pip install 'hexzd[bench]'") from None
+    except RuntimeError as e:  # a step of `bench strength` failed: its command and stderr
+        raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(result))
     else:

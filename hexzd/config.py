@@ -86,8 +86,11 @@ class RatingsConfig(Section):
         min_length=1,
     )
     match_pairs: int = live(4, "pairs of games in a rating match", ge=1, le=1024)
-    match_seconds: float = live(
-        30.0, "rating matches fill evaluation's idle time, and wait at most this long behind duels (0: none)", ge=0
+    share: float = live(
+        0.5,
+        "share of evaluation's CPU time that rating matches get while candidates wait for duels (0: none)",
+        ge=0,
+        le=1,
     )
     ladder_pairs: int = live(2, "pairs each two neighbouring references play first; then matchmaking picks", ge=0)
     target_elo: float = live(

@@ -25,7 +25,7 @@ TINY = """
 "selfplay.games" = 8
 "ratings.references" = [16]
 "ratings.ladder_pairs" = 0
-"ratings.match_seconds" = 0
+"ratings.share" = 0
 "ratings.perfect_positions" = 0
 "daemon.progress_seconds" = 0.5
 """

@@ -2,11 +2,12 @@
 
 One duel at a time. The daemon writes it into the `duels` table and the
 duel worker finds it there (the table is the queue: a restarted worker
-resumes the open duel). A promotion duel for the newest snapshot not yet
-dueled against the best goes first, unless a rating match has waited
-`ratings.match_seconds`; with no candidate waiting, rating matches fill the
-time, chosen by information (hexzd.evaluation.scale.next_match). The duel
-worker's CPU share (duel.cpu_share) bounds them all.
+resumes the open duel). Rating matches, chosen by information
+(hexzd.evaluation.scale.next_match), get `ratings.share` of the CPU time
+that duels and rating matches took so far (the duels' cpu_seconds), and all
+of it while no candidate waits; otherwise a promotion duel for the newest
+snapshot not yet dueled against the best goes next. The duel worker's CPU
+share of the machine (duel.cpu_share) bounds them all.
 """
 
 import asyncio
@@ -21,7 +22,6 @@ from hexzd.store.writes import Writer
 class Scheduler:
     def __init__(self, store: Writer, config: Callable[[], Config]):
         self.store, self.config = store, config
-        self.last_match = float("-inf")
         self.line = ""  # the open duel, for progress lines and status
         self.ratings_stale = False
 
@@ -31,11 +31,11 @@ class Scheduler:
             return
         r = self.config().ratings
         candidate = await self.store.newest_unduelled()
-        waited = time.monotonic() - self.last_match >= r.match_seconds
-        if r.match_seconds and (candidate is None or waited):
+        spent = await self.store.evaluation_seconds()  # {kind: CPU seconds}
+        behind = spent.get("rating", 0.0) <= r.share * sum(spent.values())
+        if r.share and (candidate is None or behind):
             match = await self._next_match()
             if match is not None:
-                self.last_match = time.monotonic()
                 await self._open("rating", match, r.match_pairs)
                 return
         if candidate is not None:

@@ -224,6 +224,12 @@ class Writer:
         )
         return [row[0] for row in rows]
 
+    async def evaluation_seconds(self) -> dict[str, float]:
+        """CPU seconds that the finished duels took, by kind (promotion, rating)."""
+        return dict(
+            await self._all("SELECT kind, SUM(cpu_seconds) FROM duels WHERE cpu_seconds IS NOT NULL GROUP BY kind")
+        )
+
     async def rating_match_times(self) -> list[tuple]:
         """(candidate_id, sims, opponent_id, opponent_sims, CPU seconds, games) of each timed rating match."""
         return await self._all(

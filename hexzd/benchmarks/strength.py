@@ -1,0 +1,174 @@
+"""`hexzd bench strength`: playing strength per minute and per FLOP, from scratch.
+
+Each seed is a real run: `hexzd start --headless --for M` on a fresh state
+file with the default config but for the board size and the seeds. The run
+is then judged from outside, as `hexzd htp` plays (800 simulations):
+- boards up to 5x5: every promoted snapshot plays every first move out from
+  the side that wins it, against perfect defence (`hexzd perfect
+  --openings`). The milestone is the first snapshot that converts all n*n.
+- larger boards: the final best plays OpenSpiel's C++ MCTS with random
+  rollouts (10,000 simulations a move), every first move with colours
+  swapped (`hexzd match`, n*n pairs). The milestone is a score of 95%.
+A snapshot's minutes and PFLOP are those of the run when the trainer made it
+(models.wall_seconds, selfplay_flops + train_flops). The baseline is
+boardlaw's compute frontier to near-perfect play (Jones 2021), about 2.3e14
+FLOP on 6x6, 2e15 on 7x7 and 3.6e16 on 9x9, counted as its search's forward
+passes only.
+
+Each step is a `hexzd` command in a child process, the way a user runs it.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import tomlkit
+
+from hexzd import store
+from hexzd.config import default_toml
+from hexzd.evaluation.stats import wilson
+
+SIMS = 800  # hexzd htp's default
+OPPONENT_SIMS = 10_000
+TARGET_SCORE = 0.95
+PERFECT_MAX_SIZE = 5
+BOARDLAW_FLOPS = {6: 2.3e14, 7: 2e15, 9: 3.6e16}
+
+
+def run(size: int, minutes: float, seeds: int = 1, out: str | None = None, echo=print) -> dict:
+    """Trains and judges `seeds` runs; the median seed's figures and every seed's."""
+    where = Path(out) if out else Path(tempfile.mkdtemp(prefix="hexzd-strength-"))
+    where.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in range(seeds):
+        db = where / f"{size}x{size}-seed{seed}.sqlite"
+        echo(f"seed {seed}: training {minutes:g} min on {size}x{size} into {db}")
+        _train(db, size, minutes, seed)
+        results.append(_judge(db, size, echo))
+    return {"bench": "strength", "size": size, "minutes": minutes, "runs": results, **_median(results)}
+
+
+def _train(db: Path, size: int, minutes: float, seed: int) -> None:
+    config = tomlkit.parse(default_toml())
+    config["game"]["board_size"], config["train"]["seed"] = size, seed
+    db.with_suffix(".toml").write_text(tomlkit.dumps(config))
+    log = db.with_suffix(".log")
+    with log.open("w") as f:
+        hexzd(
+            "start",
+            "--headless",
+            "--config",
+            db.with_suffix(".toml"),
+            "--db",
+            db,
+            "--for",
+            f"{minutes * 60:.0f}s",
+            stdout=f,
+        )
+
+
+def _judge(db: Path, size: int, echo) -> dict:
+    with store.read_only(db) as connection:
+        snapshots = store.promoted_snapshots(connection)
+        games = int(store.counters(connection).get("games", 0))
+    run = {"db": str(db), "games": games, "promoted": len(snapshots), "milestone": None}
+    if not snapshots:
+        return {**run, "final": None}
+    if size <= PERFECT_MAX_SIZE:
+        curve = []
+        for s in snapshots:
+            converted = _openings(db, s["model_id"])
+            curve.append({**_cost(s), "converted": converted, "of": size * size})
+            echo(f"  model {s['model_id']}: {converted}/{size * size} won openings converted")
+            if run["milestone"] is None and converted == size * size:
+                run["milestone"] = _cost(s)
+        final = curve[-1]
+        run["curve"] = curve
+    else:
+        best = snapshots[-1]
+        final = {**_cost(best), **_match(db, best["model_id"], size)}
+        echo(f"  model {best['model_id']}: {final['wins']}/{final['games']} against MCTS @{OPPONENT_SIMS}")
+        if final["score"] >= TARGET_SCORE:
+            run["milestone"] = _cost(best)
+    return {**run, "final": final}
+
+
+def _cost(snapshot: dict) -> dict:
+    return {
+        "model": snapshot["model_id"],
+        "minutes": snapshot["wall_seconds"] / 60,
+        "pflop": snapshot["flops"] / 1e15,
+    }
+
+
+def _openings(db: Path, model: int) -> int:
+    """Won openings converted against perfect defence, at hexzd htp's simulations."""
+    out = hexzd("perfect", "--db", db, "--model", model, "--openings", "--sims", SIMS, "--json", capture=True)
+    [agent] = json.loads(out)["agents"]
+    return agent["converted"]["hits"]
+
+
+def _match(db: Path, model: int, size: int) -> dict:
+    """The snapshot against OpenSpiel's MCTS, every first move with colours swapped."""
+    engine = f"{sys.executable} -m hexzd htp --db {db} --model {model} --sims {SIMS}"
+    opponent = f"{sys.executable} -m hexzd.benchmarks.openspiel_htp --sims {OPPONENT_SIMS}"
+    out = hexzd("match", engine, opponent, "--size", size, "--games", 2 * size * size, "--json", capture=True)
+    s = json.loads(out)
+    wins, games = s["a_wins"], s["a_wins"] + s["b_wins"]
+    lo, hi = wilson(wins, games)
+    return {"wins": wins, "games": games, "score": wins / games, "score_lo": lo, "score_hi": hi}
+
+
+def _median(results: list[dict]) -> dict:
+    """The median over seeds of the final score and of the milestone's minutes and PFLOP
+    (a seed that missed the milestone counts as never reaching it)."""
+    finals = [r["final"] for r in results if r["final"]]
+    score = [f["converted"] / f["of"] if "converted" in f else f["score"] for f in finals]
+    reached = [r["milestone"] for r in results]
+    inf = float("inf")
+    return {
+        "median_final_score": statistics.median(score) if score else None,
+        "milestone_reached": sum(m is not None for m in reached),
+        "median_milestone_minutes": _finite(statistics.median([m["minutes"] if m else inf for m in reached])),
+        "median_milestone_pflop": _finite(statistics.median([m["pflop"] if m else inf for m in reached])),
+    }
+
+
+def _finite(x: float) -> float | None:
+    return None if x == float("inf") else x
+
+
+def hexzd(*args, stdout=None, capture: bool = False) -> str:
+    """Runs a `hexzd` command as a child process; its output, or an error naming it."""
+    command = [sys.executable, "-m", "hexzd", *map(str, args)]
+    done = subprocess.run(command, stdout=subprocess.PIPE if capture else stdout, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout or ""
+
+
+def report(result: dict) -> None:
+    n = result["size"]
+    print(f"hexzd bench strength: {n}x{n}, {result['minutes']:g} minutes a seed, {len(result['runs'])} seeds")
+    for r in result["runs"]:
+        f, m = r["final"], r["milestone"]
+        if f is None:
+            print(f"  {r['db']}: no promoted snapshot in {r['games']} games")
+            continue
+        score = f"{f['converted']}/{f['of']} won openings" if "converted" in f else _score(f)
+        reached = f"at {m['minutes']:.1f} min, {m['pflop']:.4f} PFLOP" if m else "not reached"
+        print(f"  {r['db']}: best model {f['model']} ({f['pflop']:.4f} PFLOP): {score}; milestone {reached}")
+    minutes, pflop = result["median_milestone_minutes"], result["median_milestone_pflop"]
+    reached = f"{minutes:.1f} min, {pflop:.4f} PFLOP" if minutes is not None else "not reached by the median seed"
+    baseline = BOARDLAW_FLOPS.get(n)
+    print(f"median milestone: {reached}" + (f" (boardlaw's frontier: {baseline / 1e15:g} PFLOP)" if baseline else ""))
+
+
+def _score(f: dict) -> str:
+    return (
+        f"{f['wins']}/{f['games']} against MCTS @{OPPONENT_SIMS} "
+        f"({f['score']:.0%}, 95% CI [{f['score_lo']:.0%}, {f['score_hi']:.0%}])"
+    )

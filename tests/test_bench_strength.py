@@ -1,0 +1,29 @@
+"""`hexzd bench strength` end to end: a real run from scratch, judged against the exact solver."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from hexzd.cli import main
+
+
+@pytest.mark.timeout(240)
+def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
+    result = CliRunner().invoke(
+        main, ["bench", "strength", "--size", "3", "--minutes", "0.6", "--out", str(tmp_path), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    [run] = out["runs"]
+    assert out["size"] == 3 and run["games"] > 0 and (tmp_path / "3x3-seed0.sqlite").exists()
+    assert run["promoted"] >= 1, "a 3x3 network beats rollouts within 36 s"
+    # Every promoted snapshot is judged on the 9 openings (hexzd perfect --openings, which
+    # tests/test_perfect.py checks move by move against the plain-Python brute force).
+    for point in run["curve"]:
+        assert point["of"] == 9 and 0 <= point["converted"] <= 9
+        assert point["minutes"] <= 0.6 + 0.2 and point["pflop"] >= 0
+    assert [p["model"] for p in run["curve"]] == sorted(p["model"] for p in run["curve"])
+    reached = run["milestone"]
+    assert reached is None or reached["model"] in [p["model"] for p in run["curve"] if p["converted"] == 9]
+    assert out["milestone_reached"] == (reached is not None)
