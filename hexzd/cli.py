@@ -333,6 +333,52 @@ def sweep(sweep_file, dry_run):
 
 
 @main.command()
+@click.argument("runs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--db",
+    default="league.sqlite",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the league file: created if missing, resumed if not",
+)
+@click.option("--sims", type=click.IntRange(1, 100_000), help="simulations per move of every snapshot  [default: 64]")
+@click.option("--pairs", "match_pairs", type=click.IntRange(1, 1024), help="pairs of games a match  [default: 4]")
+@click.option("--games", type=click.IntRange(1), help="stop after this many more games")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="stop after this long")
+@click.option(
+    "--target",
+    "target_elo",
+    type=click.FloatRange(min=0, min_open=True),
+    help="stop once every 95% interval is within +-this Elo  [default: 50]",
+)
+@click.option(
+    "--cpu-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="most of the machine's cores the league may use, as duel.cpu_share  [default: 1]",
+)
+@click.option("--size", type=click.IntRange(2, 19), help="board side n  [default: the first usable run's]")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object: the runs and the ratings")
+def league(runs, db, as_json, **options):
+    """Rate the promoted snapshots of several runs' state files on one Elo scale.
+
+    Every snapshot meets the same reference players and the same matchmaking
+    as in a run, and snapshots of other runs. The league file keeps every game:
+    run it again, with or without RUNS, to go on and to add the snapshots
+    promoted since. A state file that cannot be used is named with the reason
+    and skipped. Ctrl-C stops cleanly (a second at once); the state files are
+    only read, so their daemons may run."""
+    from hexzd.league import LeagueError, Settings, run_league, table
+    from hexzd.store import StateFileError
+
+    settings = Settings(**{key: value for key, value in options.items() if value is not None})
+    try:
+        summary = run_league(db, runs, settings, lambda line: click.echo(line, err=as_json))
+    except (LeagueError, StateFileError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(summary) if as_json else table(summary))
+
+
+@main.command()
 @click.argument("engine_a")
 @click.argument("engine_b")
 @click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")

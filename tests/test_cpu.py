@@ -2,7 +2,8 @@
 
 import time
 
-from hexzd.daemon.cpu import CpuShares, Throttle
+from hexzd.daemon.cpu import CpuShares
+from hexzd.evaluation.throttle import Throttle
 
 
 def busy(seconds: float) -> None:

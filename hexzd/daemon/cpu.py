@@ -1,46 +1,16 @@
-"""CPU accounting: each worker's share of the machine, and the throttle that caps evaluation's.
+"""CPU accounting: each worker's share of the machine.
 
 Workers report their own CPU time (every thread's, `time.process_time`)
 every few seconds; the daemon turns the reports into shares of the cores
 this process may run on. Evaluation (the duel worker: duels, rating
 matches, perfect-play checks) is held to `duel.cpu_share` by a throttle in
-the worker itself, since only the worker can pause between moves.
+the worker itself (hexzd.evaluation.throttle), since only the worker can
+pause between moves.
 """
 
-import os
 import time
 
-CPU_BURST = 5.0  # CPU-seconds a throttled worker may run ahead of its share before it waits
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-class Throttle:
-    """Keeps this process's CPU use within a share of the machine's cores.
-
-    A token bucket on the process's CPU time: credit grows at share * cores
-    CPU-seconds per wall second, up to CPU_BURST, and work spends it. In
-    debt, the process waits until the credit is back to zero, so evaluation
-    cannot take more than its share from self-play and training, yet a short
-    burst (a duel's last moves) is not held up.
-    """
-
-    def __init__(self, cores: int | None = None, burst: float = CPU_BURST):
-        self.cores, self.burst = cores or usable_cores(), burst
-        self.at, self.cpu, self.credit = time.monotonic(), time.process_time(), 0.0
-
-    def wait(self, share: float) -> float:
-        """Seconds to wait now to stay within `share` (0 < share <= 1) of the cores."""
-        now, cpu = time.monotonic(), time.process_time()
-        rate = share * self.cores
-        self.credit = min(self.credit + (now - self.at) * rate, self.burst) - (cpu - self.cpu)
-        self.at, self.cpu = now, cpu
-        return max(0.0, -self.credit / rate)
+from hexzd.evaluation.throttle import usable_cores
 
 
 class CpuShares:

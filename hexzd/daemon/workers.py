@@ -25,8 +25,8 @@ import zmq
 from hexzd import store
 from hexzd.config import Config
 from hexzd.daemon import messages as m
-from hexzd.daemon.cpu import Throttle
 from hexzd.daemon.rundir import RunDir
+from hexzd.evaluation.throttle import Throttle
 from hexzd.game.notation import to_trmph
 
 log = logging.getLogger("hexzd.worker")

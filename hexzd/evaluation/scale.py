@@ -118,11 +118,20 @@ def rate(results, references: list[int]) -> list[tuple]:
 
 
 def next_match(
-    s: Scale, references: list[int], promoted: list[int], sims: int, games: int, costs: dict, target_elo: float
+    s: Scale,
+    references: list[int],
+    promoted: list[int],
+    sims: int,
+    games: int,
+    costs: dict,
+    target_elo: float,
+    newest_weight: float = NEWEST_WEIGHT,
 ) -> Pairing | None:
     """The rating match of `games` games worth the most per second: two references for the
     ladder, or a promoted snapshot (at `sims`, newest last in `promoted`) against a reference
-    or another promoted snapshot. costs[frozenset of two kinds] = seconds per game measured."""
+    or another promoted snapshot. costs[frozenset of two kinds] = seconds per game measured.
+    newest_weight: how much the newest snapshot's interval counts (hexzd league: 1, every
+    snapshot of every run alike)."""
     refs = [player(None, r) for r in references]
     snapshots = [player(m, sims) for m in promoted]
     guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
@@ -134,7 +143,7 @@ def next_match(
     ladder = [candidate(b, a) for a, b in combinations(refs, 2)]
     rated = [candidate(m, r) for m in snapshots for r in refs]
     rated += [candidate(m, n) for n, m in combinations(snapshots, 2)]  # the newer first
-    important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: NEWEST_WEIGHT} if snapshots else {})
+    important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: newest_weight} if snapshots else {})
     options = [
         *zip(ladder, matchmaking.scores(s.ladder, ladder, dict.fromkeys(refs, 1.0), target_elo)),
         *zip(rated, matchmaking.scores(s.players, rated, important, target_elo)),

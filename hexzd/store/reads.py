@@ -340,3 +340,24 @@ def metric_history(connection, names) -> list[dict]:
 def tuning_history(connection) -> list[dict]:
     """Every decision of the tuner, oldest first."""
     return rows(connection, "SELECT at, knob, old, new, reason FROM tuning ORDER BY at, rowid")
+
+
+# -- hexzd league -----------------------------------------------------------------
+
+
+def first_model_at(connection) -> float | None:
+    """When the run's first model was stored: with the file's path, what tells one run from a later one there."""
+    row = connection.execute("SELECT created_at FROM models ORDER BY id LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def rateable_snapshots(connection) -> list[dict]:
+    """The promoted snapshots that can still play (weights kept), in order of promotion,
+    with what the league file copies of each."""
+    return rows(
+        connection,
+        """
+        SELECT m.id AS model_id, m.created_at, p.at AS promoted_at, m.train_step, m.params, m.flops_per_eval,
+               m.selfplay_flops, m.train_flops, m.wall_seconds, m.positions_generated
+        FROM promotions p JOIN models m ON m.id = p.model_id WHERE m.weights IS NOT NULL ORDER BY p.at, p.model_id""",
+    )

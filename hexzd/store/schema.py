@@ -179,13 +179,15 @@ class StateFileError(RuntimeError):
     """A state file this code cannot use: newer than the code, or not hexzd's."""
 
 
-def migrate(connection: sqlite3.Connection, path="state file") -> int:
-    """Brings a file up to VERSION, one migration per transaction; returns the old version."""
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version > VERSION:
-        raise StateFileError(f"{path} has schema version {version}, newer than this hexzd's {VERSION}: upgrade hexzd")
-    for target in range(version + 1, VERSION + 1):
-        connection.executescript(f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
+def migrate(connection: sqlite3.Connection, path="state file", migrations=MIGRATIONS) -> int:
+    """Brings a file up to the last version, one migration per transaction; returns the old version.
+
+    migrations: the state file's by default; the league file (hexzd.store.league) has its own."""
+    version, newest = connection.execute("PRAGMA user_version").fetchone()[0], len(migrations)
+    if version > newest:
+        raise StateFileError(f"{path} has schema version {version}, newer than this hexzd's {newest}: upgrade hexzd")
+    for target in range(version + 1, newest + 1):
+        connection.executescript(f"BEGIN; {migrations[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
     return version
 
 
