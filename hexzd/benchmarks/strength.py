@@ -30,6 +30,7 @@ import tomlkit
 from hexzd import store
 from hexzd.config import default_toml
 from hexzd.evaluation.stats import wilson
+from hexzd.store import reads
 
 SIMS = 800  # hexzd htp's default
 OPPONENT_SIMS = 10_000
@@ -72,7 +73,7 @@ def _train(db: Path, size: int, minutes: float, seed: int) -> None:
 
 def _judge(db: Path, size: int, echo) -> dict:
     with store.read_only(db) as connection:
-        snapshots = store.promoted_snapshots(connection)
+        snapshots = reads.rateable_snapshots(connection)
         games = int(store.counters(connection).get("games", 0))
     run = {"db": str(db), "games": games, "promoted": len(snapshots), "milestone": None}
     if not snapshots:
@@ -100,7 +101,7 @@ def _cost(snapshot: dict) -> dict:
     return {
         "model": snapshot["model_id"],
         "minutes": snapshot["wall_seconds"] / 60,
-        "pflop": snapshot["flops"] / 1e15,
+        "pflop": (snapshot["selfplay_flops"] + snapshot["train_flops"]) / 1e15,
     }
 
 

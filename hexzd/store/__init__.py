@@ -30,7 +30,6 @@ from hexzd.store.reads import (  # noqa: F401 (the package is the one entry poin
     latest_checkpoint,
     next_duel,
     pairing_games,
-    promoted_snapshots,
     rating_table,
     run_span,
     samples_after,

@@ -283,16 +283,6 @@ def run_span(connection) -> dict:
     return {"start": start, "end": end}
 
 
-def promoted_snapshots(connection) -> list[dict]:
-    """The promoted snapshots in the order of promotion, with the run's wall time and compute when each was made."""
-    return rows(
-        connection,
-        """
-        SELECT m.id AS model_id, m.wall_seconds, m.selfplay_flops + m.train_flops AS flops, p.at AS promoted_at
-        FROM promotions p JOIN models m ON m.id = p.model_id WHERE m.weights IS NOT NULL ORDER BY p.at""",
-    )
-
-
 def promoted_ratings(connection) -> list[dict]:
     """Rated promoted snapshots, oldest first, with when they were made and what they cost."""
     return rows(
