@@ -7,12 +7,14 @@ description is the comment that `config.toml` carries on the key's line.
 """
 
 import json
+import re
+import shlex
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 
 def live(default, description: str, **kw):
@@ -77,6 +79,9 @@ class DuelConfig(Section):
     )
 
 
+ENGINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
 class RatingsConfig(Section):
     """[ratings]: reference players anchor one Elo scale across runs and board sizes."""
 
@@ -99,6 +104,24 @@ class RatingsConfig(Section):
     perfect_positions: int = live(
         200, "positions on which each promoted model meets perfect play, boards up to 5x5 (0: none)", ge=0, le=100_000
     )
+    engines: dict[str, str] = live(
+        {}, 'outside HTP engines rated on the scale: { name = "command line" }, MoHex say (runs without swap)'
+    )
+
+    @field_validator("engines")
+    @classmethod
+    def _engine_names_and_commands(cls, engines: dict[str, str]) -> dict[str, str]:
+        """A name is a word (it names the player `engine NAME` and its log file); a command, a command line."""
+        for name, command in engines.items():
+            if not ENGINE_NAME.fullmatch(name):
+                raise ValueError(f"engine name {name!r}: letters, digits, - and _ only, starting with a letter")
+            try:
+                words = shlex.split(command)
+            except ValueError as e:
+                raise ValueError(f"engine {name}: {e}") from None
+            if not words:
+                raise ValueError(f"engine {name}: the command line is empty")
+        return engines
 
 
 class BudgetConfig(Section):
@@ -204,6 +227,16 @@ class Config(BaseModel):
     device: DeviceConfig = DeviceConfig()
     retention: RetentionConfig = RetentionConfig()
     daemon: DaemonConfig = DaemonConfig()
+
+    @field_validator("ratings")
+    @classmethod
+    def _engines_without_swap(cls, ratings: RatingsConfig, info: ValidationInfo) -> RatingsConfig:
+        # MoHex's swap-pieces keeps the stone where hexzd's moves it, and most engines have no
+        # swap at all: outside engines play the runs without it (README, "HTP: where hexzd differs").
+        game = info.data.get("game")
+        if ratings.engines and game is not None and game.swap:
+            raise ValueError("engines play runs without the swap rule only ([game] swap = true here)")
+        return ratings
 
 
 def stored(text: str) -> Config:
@@ -314,6 +347,8 @@ def _toml_value(value) -> str:
         return f'"{value}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
     if isinstance(value, int):
         return f"{value:_}" if abs(value) >= 10_000 else str(value)
     return repr(value)

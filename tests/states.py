@@ -3,6 +3,7 @@
 import sqlite3
 import time
 
+from hexzd.evaluation.duel import play_duel
 from hexzd.nn.net import NetSpec, count_flops, count_params
 from hexzd.nn.snapshot import Snapshot
 
@@ -21,3 +22,20 @@ def add_model(db, board_size, promoted=True, pruned=False, blocks=1, channels=8)
         if promoted:
             c.execute("INSERT INTO promotions (model_id, at) VALUES (?, ?)", (cursor.lastrowid, time.time()))
         return cursor.lastrowid
+
+
+def play_stored(db, duel_id, config, seed=0, log_dir=None):
+    """Plays a duel to its end as the duel worker does, storing each game; its games and its end."""
+    games = []
+
+    def on_game(pair, moves, winner, colour):
+        games.append((pair, moves, winner, colour))
+        with sqlite3.connect(db) as c:
+            c.execute(
+                "INSERT INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 0)",
+                (duel_id, pair, moves, winner, colour),
+            )
+
+    end = play_duel(db, duel_id, config, seed, on_game, lambda: False, log_dir)
+    return games, end

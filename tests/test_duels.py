@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import solver as reference
 from click.testing import CliRunner
-from states import add_model
+from states import add_model, play_stored
 
 from hexzd import store
 from hexzd.cli import main
 from hexzd.config import Config
-from hexzd.evaluation.duel import play_duel
 from hexzd.evaluation.openings import BALANCE_STEP, Openings, opening, pairing_seed
 from hexzd.evaluation.scale import rate
 from hexzd.game.rules import BLACK, WHITE
@@ -92,30 +91,13 @@ def new_duel(db, kind, candidate, sims, opponent, opponent_sims, pairs=None) -> 
         ).lastrowid
 
 
-def play(db, duel_id, config, seed=0):
-    """Plays a duel to its end as the duel worker does, storing each game; its games and verdict."""
-    games = []
-
-    def on_game(pair, moves, winner, colour):
-        games.append((pair, moves, winner, colour))
-        with sqlite3.connect(db) as c:
-            c.execute(
-                "INSERT INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
-                " VALUES (?, ?, ?, ?, ?, 0)",
-                (duel_id, pair, moves, winner, colour),
-            )
-
-    end = play_duel(db, duel_id, config, seed, on_game, lambda: False)
-    return games, end
-
-
 def test_a_network_against_itself_never_replays_a_game_and_is_never_promoted(tmp_path):
     """Deterministic players: the same opening would give the same game, so none repeats."""
     db = tmp_path / "run.sqlite"
     store.prepare(db)
     model = add_model(db, board_size=4)
     config = Config.model_validate({"game": {"board_size": 4}, "duel": {"max_pairs": 40, "pairs": 8}})
-    games, end = play(db, new_duel(db, "promotion", model, 4, model, 4), config)
+    games, end = play_stored(db, new_duel(db, "promotion", model, 4, model, 4), config)
     assert end.result == "rejected"
     by_pair = {}
     for pair, moves, _, _ in games:
@@ -123,7 +105,7 @@ def test_a_network_against_itself_never_replays_a_game_and_is_never_promoted(tmp
     seen = [moves for pair in by_pair.values() for moves in pair]
     assert len(seen) == len(set(seen)), "a game of one pair is replayed in another"
     # The same two players meet again in a rating match: it goes on down their list of openings.
-    later, _ = play(db, new_duel(db, "rating", model, 4, model, 4, pairs=6), config)
+    later, _ = play_stored(db, new_duel(db, "rating", model, 4, model, 4, pairs=6), config)
     assert not {m for _, m, _, _ in later} & set(seen)
 
 
@@ -138,7 +120,7 @@ def test_equal_players_are_promoted_at_most_at_the_rate_alpha(tmp_path):
     promoted, lengths = 0, []
     for d in range(100):
         # One pairing: each duel goes on down its list of openings, with seeds of its own.
-        games, end = play(db, new_duel(db, "promotion", None, 16, None, 16), config, seed=1000 * d)
+        games, end = play_stored(db, new_duel(db, "promotion", None, 16, None, 16), config, seed=1000 * d)
         pairs = {}
         for pair, moves, _, _ in games:
             pairs.setdefault(pair, set()).add(moves)

@@ -81,6 +81,7 @@ class DuelEnd(Message):
     losses: int = Field(ge=0)
     llr: float | None
     cpu_seconds: float | None = None  # the duel worker's CPU time on it (the session that finished it)
+    error: str = ""  # why an outside engine ended its rating match early (hexzd.evaluation.duel)
 
 
 class PerfectPlay(Message):

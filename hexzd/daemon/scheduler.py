@@ -8,6 +8,10 @@ that duels and rating matches took so far (the duels' cpu_seconds), and all
 of it while no candidate waits; otherwise a promotion duel for the newest
 snapshot not yet dueled against the best goes next. The duel worker's CPU
 share of the machine (duel.cpu_share) bounds them all.
+
+Outside engines ([ratings] engines) are rating opponents like any other. One
+that failed (the duel worker names it in the match's end) is not chosen again
+until its command line in config.toml changes, or the daemon restarts.
 """
 
 import asyncio
@@ -24,6 +28,7 @@ class Scheduler:
         self.store, self.config = store, config
         self.line = ""  # the open duel, for progress lines and status
         self.ratings_stale = False
+        self.broken: dict[str, str] = {}  # engine name -> the command line that failed
 
     async def schedule(self, best: int | None) -> None:
         """Opens the next duel if none is open. Runs inside the caller's transaction."""
@@ -43,13 +48,26 @@ class Scheduler:
             await self._open("promotion", scale.Pairing(candidate, sims, best, sims), None)
 
     async def _open(self, kind: str, pairing: scale.Pairing, pairs: int | None) -> None:
+        p = pairing
         duel_id = await self.store.new_duel(
-            time.time(), kind, pairing.candidate_id, pairing.sims, pairing.opponent_id, pairing.opponent_sims, pairs
+            time.time(), kind, p.candidate_id, p.sims, p.opponent_id, p.opponent_sims, pairs, p.opponent_engine
         )
         self.line = (
-            f"{kind} {duel_id}: {scale.player(pairing.candidate_id, pairing.sims)}"
-            f" vs {scale.player(pairing.opponent_id, pairing.opponent_sims)}"
+            f"{kind} {duel_id}: {scale.player(p.candidate_id, p.sims)}"
+            f" vs {scale.player(p.opponent_id, p.opponent_sims, p.opponent_engine)}"
         )
+
+    def engines(self) -> list[str]:
+        """The configured outside engines, less those whose command line in force has failed."""
+        return [name for name, command in self.config().ratings.engines.items() if self.broken.get(name) != command]
+
+    def engine_failed(self, name: str) -> str:
+        """Takes engine `name` out of matchmaking until its command line changes; says so."""
+        command = self.config().ratings.engines.get(name)
+        if command is None:
+            return "it is no longer in [ratings] engines"
+        self.broken[name] = command
+        return "not chosen again until its command line in [ratings] engines changes"
 
     async def _next_match(self) -> scale.Pairing | None:
         """Neighbouring references until each pair played `ladder_pairs` pairs; then the
@@ -60,10 +78,13 @@ class Scheduler:
             return match
         results, promoted = await self.store.duel_results(), await self.store.promoted()
         costs = scale.seconds_per_game(await self.store.rating_match_times())
+        engines = self.engines()
 
         def choose():
-            s = scale.scale(results, r.references, [(m, sims) for m in promoted])
-            return scale.next_match(s, r.references, promoted, sims, 2 * r.match_pairs, costs, r.target_elo)
+            s = scale.scale(results, r.references, [(m, sims) for m in promoted], engines)
+            return scale.next_match(
+                s, r.references, promoted, sims, 2 * r.match_pairs, costs, r.target_elo, engines=engines
+            )
 
         return await asyncio.to_thread(choose)
 

@@ -393,15 +393,18 @@ class Daemon:
         duel = await self.store.open_duel(d.duel_id)
         if duel is None:
             return  # a repeat from a restarted worker
-        candidate, opponent, sims, opponent_sims = duel
+        candidate, opponent, sims, opponent_sims, engine = duel
         now = time.time()
         await self.store.end_duel(now, d)
         self.scheduler.ratings_stale = True
         llr = f", llr {d.llr:.2f}" if d.llr is not None else ""
         self.out(
             f"info: duel {d.duel_id}: {scale.player(candidate, sims)} vs "
-            f"{scale.player(opponent, opponent_sims)} {d.result}: {d.wins}-{d.losses}{llr}"
+            f"{scale.player(opponent, opponent_sims, engine)} {d.result}: {d.wins}-{d.losses}{llr}"
         )
+        if d.error:  # an outside engine broke: its games so far count, and it rests
+            message = f"duel {d.duel_id}: {d.error}; {self.scheduler.engine_failed(engine)}"
+            await self._on_event(m.Event(level="error", source="duel", message=message), after)
         if d.result == "accepted":
             await self.store.promote(now, candidate, d.duel_id, d.wins / max(1, d.wins + d.losses))
             await self._event_row(

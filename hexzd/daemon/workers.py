@@ -252,6 +252,7 @@ def duel(link: Link, db, seed: int) -> None:
     from its games in the state file.
     """
     from hexzd.evaluation.duel import play_duel
+    from hexzd.evaluation.engines import children_cpu_seconds
 
     judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
     throttle = Throttle()
@@ -277,13 +278,21 @@ def duel(link: Link, db, seed: int) -> None:
         def on_game(pair, moves, winner, colour, duel_id=duel_id):
             link.send(m.DuelGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
 
-        started = time.process_time()  # CPU time, not wall: the throttle's waits cost nothing
-        end = play_duel(db, duel_id, link.config, seed, on_game, should_stop)
+        # CPU time, not wall: the throttle's waits cost nothing. An outside engine's
+        # own CPU time counts too, once play_duel has closed its process.
+        started = time.process_time() + children_cpu_seconds()
+        end = play_duel(db, duel_id, link.config, seed, on_game, should_stop, RunDir.of(db).path)
         if end is not None:
-            cpu = time.process_time() - started
+            cpu = time.process_time() + children_cpu_seconds() - started
             link.send(
                 m.DuelEnd(
-                    duel_id=duel_id, result=end.result, wins=end.wins, losses=end.losses, llr=end.llr, cpu_seconds=cpu
+                    duel_id=duel_id,
+                    result=end.result,
+                    wins=end.wins,
+                    losses=end.losses,
+                    llr=end.llr,
+                    cpu_seconds=cpu,
+                    error=end.error,
                 )
             )
 

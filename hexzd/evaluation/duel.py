@@ -15,16 +15,18 @@ resumes a duel from the games already in the state file.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from hexzd import store
+from hexzd.evaluation.engines import EngineFailure, EnginePlayer
 from hexzd.evaluation.openings import Openings, opening, pairing_seed
 from hexzd.evaluation.sprt import Sprt
 from hexzd.game.notation import to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games
 from hexzd.nn.loader import load
-from hexzd.search.player import Player, subset
+from hexzd.search.player import RESIGN, Player, subset
 
 
 def pair_counts(results: dict[int, dict[int, bool]]) -> list[int]:
@@ -37,7 +39,10 @@ def pair_counts(results: dict[int, dict[int, bool]]) -> list[int]:
 
 
 def play_pairs(candidate: Player, opponent: Player, n: int, swap: bool, opening_moves, on_game, should_stop) -> None:
-    """Plays each opening twice, colours swapped; on_game(index, trmph, winner, candidate colour)."""
+    """Plays each opening twice, colours swapped; on_game(index, trmph, winner, candidate colour).
+
+    A player (an outside engine) that answers RESIGN loses that game there; its moves so far are its record.
+    """
     games = Games.new(2 * len(opening_moves), n, swap)
     colour = np.array([BLACK, WHITE] * len(opening_moves), np.int8)
     actions = [list(opening_moves[b // 2]) for b in range(games.batch)]
@@ -50,7 +55,9 @@ def play_pairs(candidate: Player, opponent: Player, n: int, swap: bool, opening_
             index = np.flatnonzero(mine & ~games.done)
             if len(index):
                 moves[index] = player.moves(subset(games, index))
-        games.play(moves)
+        resigned = moves == RESIGN
+        games.play(np.where(resigned, -1, moves))
+        games.resign(resigned)
         for b in np.flatnonzero(moves >= 0):
             actions[b].append(int(moves[b]))
         for b in np.flatnonzero(games.done & ~reported):
@@ -74,9 +81,17 @@ class DuelEnd:
     wins: int
     losses: int
     llr: float | None
+    error: str = ""  # why an outside engine ended its rating match early: its games so far count
 
 
-def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> DuelEnd | None:
+def engine_player(engines: dict[str, str], name: str, log_dir: Path | None) -> EnginePlayer:
+    """Outside engine `name` of [ratings] engines, started. Raises EngineFailure."""
+    if name not in engines:
+        raise EngineFailure("no longer in [ratings] engines")
+    return EnginePlayer(engines[name], log_path=log_dir / f"engine-{name}.log" if log_dir else None, name=name)
+
+
+def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir: Path | None = None) -> DuelEnd | None:
     """Plays duel `duel_id` of the state file to its end; None if stopped before.
 
     A promotion duel ends when the SPRT decides (or at max_pairs, or when
@@ -88,18 +103,21 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
     A game the same two players already played with the same colours (a
     two-stone opening can be where another pair's game went anyway) is
     dropped: not passed on, and its pair never counts.
+
+    An outside engine as the opponent (log_dir: where its stderr goes) that
+    fails ends the match early, "played", with the reason in `error`.
     """
     with store.read_only(db) as connection:
-        kind, candidate_id, sims, opponent_id, opponent_sims, match_pairs = store.duel(connection, duel_id)
+        kind, candidate_id, sims, opponent_id, opponent_sims, match_pairs, engine = store.duel(connection, duel_id)
         played = store.duel_results(connection, duel_id)
         earlier = store.pairing_games(connection, duel_id)
     start, seen = _history(earlier, played)
     c, game = config.duel, config.game
     sprt = Sprt(c.elo0, c.elo1, c.alpha, c.beta)
     candidate = load_player(db, candidate_id, sims, config, seed)
-    opponent = load_player(db, opponent_id, opponent_sims, config, seed + 1)
+    opponent = load_player(db, opponent_id, opponent_sims, config, seed + 1) if engine is None else None
     # The older network rates the openings' balance: in promotion duels the
-    # best's, the same for every candidate; against rollouts the model's.
+    # best's, the same for every candidate; against rollouts or an engine the model's.
     nets = {m: p.evaluate for m, p in ((candidate_id, candidate), (opponent_id, opponent)) if m is not None}
     balance = nets[min(nets)] if nets else None
     openings = Openings(game.board_size, pairing_seed((candidate_id, sims), (opponent_id, opponent_sims)), balance)
@@ -120,33 +138,42 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop) -> Duel
     def stop() -> bool:
         return should_stop() or decision() is not None
 
-    while not should_stop() and decision() is None:
-        batch = range(next_pair, next_pair + min(c.pairs, max(1, most - sum(pair_counts(results)))))
-        if kind == "promotion":  # on tiny boards the openings run out: a promotion never replays one
-            batch = range(batch.start, min(batch.stop, _available(openings, start + batch.stop) - start))
-            if not batch:
-                exhausted = True
-                break
-        # A rating match on a board whose openings ran out (3x3 and smaller) goes round again.
-        opening_moves = [opening(openings, start + pair) for pair in batch]
+    error = ""
+    try:
+        if engine is not None:
+            opponent = engine_player(config.ratings.engines, engine, log_dir)
+        while not should_stop() and decision() is None:
+            batch = range(next_pair, next_pair + min(c.pairs, max(1, most - sum(pair_counts(results)))))
+            if kind == "promotion":  # on tiny boards the openings run out: a promotion never replays one
+                batch = range(batch.start, min(batch.stop, _available(openings, start + batch.stop) - start))
+                if not batch:
+                    exhausted = True
+                    break
+            # A rating match on a board whose openings ran out (3x3 and smaller) goes round again.
+            opening_moves = [opening(openings, start + pair) for pair in batch]
 
-        def finished(b, moves, winner, colour, batch=batch):
-            if (moves, colour) in seen:
-                return
-            seen.add((moves, colour))
-            pair = batch[b // 2]
-            results.setdefault(pair, {})[colour] = winner == colour
-            on_game(pair, moves, winner, colour)
+            def finished(b, moves, winner, colour, batch=batch):
+                if (moves, colour) in seen:
+                    return
+                seen.add((moves, colour))
+                pair = batch[b // 2]
+                results.setdefault(pair, {})[colour] = winner == colour
+                on_game(pair, moves, winner, colour)
 
-        play_pairs(candidate, opponent, game.board_size, game.swap, opening_moves, finished, stop)
-        next_pair = batch.stop
-    verdict = decision()
+            play_pairs(candidate, opponent, game.board_size, game.swap, opening_moves, finished, stop)
+            next_pair = batch.stop
+    except EngineFailure as e:  # a broken engine ends its match; the games it finished count
+        error = f"engine {engine}: {e}"
+    finally:
+        if isinstance(opponent, EnginePlayer):
+            opponent.close()
+    verdict = "played" if error else decision()
     if verdict is None:
         return None
     counts = pair_counts(results)
     wins = sum(sum(g.values()) for g in results.values() if len(g) == 2)
     llr = float(sprt.llr(counts)) if kind == "promotion" else None
-    return DuelEnd(verdict, wins, 2 * sum(counts) - wins, llr)
+    return DuelEnd(verdict, wins, 2 * sum(counts) - wins, llr, error)
 
 
 def _history(earlier, played) -> tuple[int, set]:

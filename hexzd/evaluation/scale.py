@@ -1,8 +1,9 @@
 """Who plays whom for ratings, and the ratings that their games give.
 
 A player is a network at a simulation count, or random-rollout MCTS at one:
-`model 12 @64`, `rollouts @1000`. Every duel game (promotion duels and rating
-matches alike) is a result between two players.
+`model 12 @64`, `rollouts @1000`, or an outside HTP engine of `[ratings]
+engines`, rated on the same scale (never an anchor): `engine mohex`. Every duel
+game (promotion duels and rating matches alike) is a result between two players.
 
 The scale is fitted in two stages (`scale`):
 1. The reference ladder: the games between references alone, with the first
@@ -36,21 +37,31 @@ NEWEST_WEIGHT = 3.0  # the newest promoted snapshot's interval counts this much 
 DEFAULT_SECONDS = 1.0  # seconds per game guessed before any rating match was timed
 
 
-def player(model_id: int | None, sims: int) -> str:
+def player(model_id: int | None, sims: int, engine: str | None = None) -> str:
+    if engine is not None:
+        return f"engine {engine}"
     return f"rollouts @{sims}" if model_id is None else f"model {model_id} @{sims}"
 
 
-def kind(model_id: int | None, sims: int) -> str:
-    """A player's kind, for its cost: any network at `sims` costs about the same."""
+def kind(model_id: int | None, sims: int, engine: str | None = None) -> str:
+    """A player's kind, for its cost: any network at `sims` costs about the same; an engine is its own."""
+    if engine is not None:
+        return player(None, 0, engine)
     return f"rollouts @{sims}" if model_id is None else f"model @{sims}"
+
+
+def side(model_id: int | None, sims: int, engine: str | None = None) -> tuple:
+    """What Pairing, player and kind take: a player's (model_id, sims), an engine's (None, 0, name)."""
+    return (model_id, sims) if engine is None else (model_id, sims, engine)
 
 
 def seconds_per_game(matches) -> dict[frozenset, float]:
     """Seconds per game by the kinds of the two players, from the finished matches
-    (candidate_id, sims, opponent_id, opponent_sims, seconds, games)."""
+    (candidate_id, sims, opponent_id, opponent_sims, seconds, games[, opponent_engine])."""
     totals: dict[frozenset, list[float]] = {}
-    for candidate, sims, opponent, opponent_sims, seconds, games in matches:
-        total = totals.setdefault(frozenset((kind(candidate, sims), kind(opponent, opponent_sims))), [0.0, 0.0])
+    for candidate, sims, opponent, opponent_sims, seconds, games, *engine in matches:
+        key = frozenset((kind(candidate, sims), kind(opponent, opponent_sims, *engine)))
+        total = totals.setdefault(key, [0.0, 0.0])
         total[0] += seconds
         total[1] += games
     return {key: seconds / games for key, (seconds, games) in totals.items()}
@@ -64,25 +75,28 @@ class Pairing:
     sims: int
     opponent_id: int | None
     opponent_sims: int
+    opponent_engine: str | None = None  # an outside engine's name (then opponent_id None, opponent_sims 0)
 
 
 @dataclass
 class Scale:
-    """The two stages' fits, and each player's (model_id, sims)."""
+    """The two stages' fits, and each player's (model_id, sims), an engine's (None, 0, name)."""
 
     ladder: Fit
     players: Fit
-    sides: dict[str, tuple[int | None, int]]
+    sides: dict[str, tuple]
 
 
-def scale(results, references: list[int], registered=()) -> Scale:
+def scale(results, references: list[int], registered=(), engines=()) -> Scale:
     """Both stages from the duel results (candidate_id, sims, opponent_id, opponent_sims,
-    candidate wins, games) of hexzd.store.writes. Players in `registered`, pairs
-    (model_id, sims), and every reference are in the fits even before their first game."""
+    candidate wins, games[, opponent_engine]) of hexzd.store.writes. Players in `registered`,
+    pairs (model_id, sims), the `engines` by name and every reference are in the fits even
+    before their first game."""
     games, sides = [], {}
-    for candidate, sims, opponent, opponent_sims, wins, count in results:
-        a, b = player(candidate, sims), player(opponent, opponent_sims)
-        sides[a], sides[b] = (candidate, sims), (opponent, opponent_sims)
+    for candidate, sims, opponent, opponent_sims, wins, count, *engine in results:
+        engine = engine[0] if engine else None  # six-column rows have none
+        a, b = player(candidate, sims), player(opponent, opponent_sims, engine)
+        sides[a], sides[b] = side(candidate, sims), side(opponent, opponent_sims, engine)
         games.append((a, b, wins, count - wins))
     refs = [player(None, s) for s in references]
     for s in references:
@@ -94,9 +108,9 @@ def scale(results, references: list[int], registered=()) -> Scale:
     fixed = {
         p: e for p, e, v in zip(ladder.players, ladder.elo, ladder.covariance.diagonal()) if Z95 * v**0.5 <= FIXED_ELO
     }
-    for model_id, sims in registered:
-        sides[player(model_id, sims)] = (model_id, sims)
-        unplayed.append((anchor, player(model_id, sims), 0, 0))
+    for new in [*(side(model_id, sims) for model_id, sims in registered), *(side(None, 0, e) for e in engines)]:
+        sides[player(*new)] = new
+        unplayed.append((anchor, player(*new), 0, 0))
     return Scale(ladder, estimate(games + unplayed, fixed, PRIOR_GAMES), sides)
 
 
@@ -113,7 +127,7 @@ def rate(results, references: list[int]) -> list[tuple]:
         if name in ladder and ladder[name].games:
             r = replace(ladder[name], games=r.games)
         if r.games or name == anchor:
-            rows.append((name, *s.sides[name], r.elo, r.lo, r.hi, r.games, int(name == anchor)))
+            rows.append((name, *s.sides[name][:2], r.elo, r.lo, r.hi, r.games, int(name == anchor)))
     return rows
 
 
@@ -126,12 +140,14 @@ def next_match(
     costs: dict,
     target_elo: float,
     newest_weight: float = NEWEST_WEIGHT,
+    engines=(),
 ) -> Pairing | None:
     """The rating match of `games` games worth the most per second: two references for the
     ladder, or a promoted snapshot (at `sims`, newest last in `promoted`) against a reference
     or another promoted snapshot. costs[frozenset of two kinds] = seconds per game measured.
     newest_weight: how much the newest snapshot's interval counts (hexzd league: 1, every
-    snapshot of every run alike)."""
+    snapshot of every run alike). engines: outside engines by name (in `s` already), each
+    a match against every reference and promoted snapshot, its interval counted as one."""
     refs = [player(None, r) for r in references]
     snapshots = [player(m, sims) for m in promoted]
     guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
@@ -143,7 +159,10 @@ def next_match(
     ladder = [candidate(b, a) for a, b in combinations(refs, 2)]
     rated = [candidate(m, r) for m in snapshots for r in refs]
     rated += [candidate(m, n) for n, m in combinations(snapshots, 2)]  # the newer first
+    outside = [player(None, 0, e) for e in engines]
+    rated += [candidate(m, e) for e in outside for m in refs + snapshots]  # an engine is always the opponent
     important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: newest_weight} if snapshots else {})
+    important |= dict.fromkeys(outside, 1.0)
     options = [
         *zip(ladder, matchmaking.scores(s.ladder, ladder, dict.fromkeys(refs, 1.0), target_elo)),
         *zip(rated, matchmaking.scores(s.players, rated, important, target_elo)),

@@ -13,7 +13,8 @@ an n x n board (0-based, r from the top, c from the left):
                     c * n + r when White is to move
 
 Black connects row 1 to row n, White column `a` to the last column. `a1` is
-the top-left, acute corner. The swap move is written `swap` (HTP, trmph).
+the top-left, acute corner. The swap move is written `swap` (trmph; in HTP
+also `swap-pieces`, as MoHex and HexGui write it).
 """
 
 import re
@@ -22,6 +23,8 @@ from hexzd.native.board import BLACK, EMPTY, WHITE
 
 LETTERS = "abcdefghijklmnopqrs"  # columns of the largest board, 19 x 19
 SWAP = "swap"
+HTP_SWAP = "swap-pieces"  # MoHex's and HexGui's name for it in HTP
+SWAP_NAMES = (SWAP, HTP_SWAP)
 _MOVE = re.compile(r"swap|[a-s](?:1[0-9]|[1-9])")
 
 

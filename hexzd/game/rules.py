@@ -97,6 +97,11 @@ class Games:
             raise IllegalMove(self._why_illegal(b, int(actions[b])))
         kernels.play(*self.arrays, actions)
 
+    def resign(self, mask) -> None:
+        """The player to move gives up where mask is true: the other colour wins there."""
+        mask = np.asarray(mask, np.bool_) & ~self.done
+        self.winner[mask] = np.where(self.to_play[mask] == BLACK, WHITE, BLACK)
+
     def _why_illegal(self, b: int, a: int) -> str:
         nn = self.n * self.n
         if self.winner[b] != EMPTY:

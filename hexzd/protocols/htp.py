@@ -40,14 +40,12 @@ from pathlib import Path
 
 from hexzd import __version__, store
 from hexzd.config import SearchConfig, stored
-from hexzd.game.notation import board_text, cell_name, parse_cell
+from hexzd.game.notation import HTP_SWAP, SWAP_NAMES, board_text, cell_name, parse_cell
 from hexzd.game.rules import BLACK, EMPTY, WHITE, Games, IllegalMove, check_size
 from hexzd.nn.loader import Network, load
 from hexzd.search.mcts import Search
 
 COLOURS = {"b": BLACK, "black": BLACK, "w": WHITE, "white": WHITE}
-SWAP_NAMES = ("swap", "swap-pieces")
-HTP_SWAP = "swap-pieces"
 RESIGN = "resign"
 DEFAULT_SIZE = 11  # MoHex's, for an engine with no network to take the size from
 DEFAULT_SIMS = 800

@@ -24,105 +24,18 @@ Swap is off: both engines are told nothing about it, and `swap` is illegal.
 
 import json
 import math
-import queue
-import shlex
-import subprocess
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hexzd.evaluation.engines import COLOUR, EngineFailure, HtpClient, read_move, set_up
 from hexzd.evaluation.openings import Openings, opening
 from hexzd.evaluation.stats import elo_or_none, wilson
-from hexzd.game.notation import cell_name, parse_cell, to_trmph
+from hexzd.game.notation import cell_name, to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove
+from hexzd.search.player import RESIGN
 
 __all__ = ["EngineFailure", "HtpClient", "GameResult", "play_match", "summary"]
-
-COLOUR = {BLACK: "b", WHITE: "w"}
-STARTUP_SECONDS = 120.0  # the first answer of a process waits for its start-up (imports, network loading)
-
-
-class EngineFailure(RuntimeError):
-    """An engine that answered with an error, nothing, or too late."""
-
-
-class HtpClient:
-    """One engine process, asked one command at a time.
-
-    A reader thread turns its stdout into lines, so that an answer can be
-    awaited with a timeout without select() on a pipe (which Windows lacks).
-    """
-
-    def __init__(self, command: str, log_path: Path | None = None):
-        self.command = command
-        self._log = open(log_path, "a") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(
-            shlex.split(command),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            bufsize=1,
-        )
-        self._lines: queue.Queue = queue.Queue()
-        self._answered = False
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)  # end of output: the engine has gone
-
-    def ask(self, command: str, timeout: float) -> str:
-        """The answer's text without its `=`; raises EngineFailure on `?`, death or timeout."""
-        try:
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise EngineFailure(f"the engine has exited (code {self.process.poll()})") from None
-        if not self._answered:
-            timeout = max(timeout, STARTUP_SECONDS)
-        deadline, lines = time.monotonic() + timeout, []
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                # A late answer would be read as the answer to the next
-                # command: the engine is stopped, and started afresh.
-                self.process.kill()
-                self.process.wait()  # so that `alive` is False at once and it is restarted
-                raise EngineFailure(f"no answer to `{command}` within {timeout:g} s") from None
-            if line is None:
-                self._lines.put(None)
-                raise EngineFailure(f"the engine exited during `{command}` (code {self.process.wait()})")
-            if line.strip() == "" and lines:
-                break
-            if line.strip():
-                lines.append(line.strip())
-        self._answered = True
-        answer = " ".join(lines)
-        if answer.startswith("?"):
-            raise EngineFailure(f"`{command}` refused: {answer[1:].strip()}")
-        if not answer.startswith("="):
-            raise EngineFailure(f"`{command}` gave an answer that is not HTP: {answer[:80]!r}")
-        return answer[1:].lstrip("0123456789").strip()  # drop an echoed id
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def close(self) -> None:
-        if self.alive:
-            try:
-                self.ask("quit", timeout=5.0)
-            except EngineFailure:
-                pass
-        if self.alive:
-            self.process.kill()
-        self.process.wait()
-        if self._log is not subprocess.DEVNULL:
-            self._log.close()
 
 
 @dataclass
@@ -143,21 +56,14 @@ def _genmove(engine: HtpClient, colour: int, games: Games, timeout: float) -> tu
         answer = engine.ask(f"genmove {COLOUR[colour]}", timeout)
     except EngineFailure as e:
         return None, str(e)
-    if answer.lower() == "resign":
-        return None, "resigned"
     try:
-        action = parse_cell(answer, games.n)
-        games.play([action])
+        action = read_move(answer, games.n)
+        if action == RESIGN:
+            return None, "resigned"
+        games.play([action])  # swap is off: `swap-pieces` is illegal here
     except (ValueError, IllegalMove) as e:
         return None, f"illegal move {answer!r}: {e}"
     return action, ""
-
-
-def _setup(engine: HtpClient, n: int, opening: list[int], timeout: float) -> None:
-    engine.ask(f"boardsize {n}", timeout)
-    engine.ask("clear_board", timeout)
-    for ply, action in enumerate(opening):
-        engine.ask(f"play {COLOUR[BLACK if ply % 2 == 0 else WHITE]} {cell_name(action, n)}", timeout)
 
 
 def play_game(
@@ -170,7 +76,7 @@ def play_game(
         games.play([action])
     for name, engine in engines.items():
         try:
-            _setup(engine, n, opening, timeout)
+            set_up(engine, n, opening, timeout)
         except EngineFailure as e:  # an engine that cannot even start the game loses it
             return _finish(result, actions, n, winner=_other(name), reason=f"{name}: {e}")
     while not games.done[0]:

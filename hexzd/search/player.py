@@ -12,6 +12,8 @@ from hexzd.config import SearchConfig
 from hexzd.game.rules import Games
 from hexzd.search.mcts import Evaluate, Search
 
+RESIGN = -2  # a move value: the player to move gives the game up (outside engines do; hexzd's never)
+
 
 def subset(games: Games, index) -> Games:
     """The games at `index`, copied."""
@@ -35,7 +37,7 @@ class Player:
         self.name = name or (f"rollouts-{sims}" if evaluate is None else f"net-{sims}")
 
     def moves(self, games: Games) -> np.ndarray:
-        """int64[B]: a move for each game that is not over, -1 for those that are."""
+        """int64[B]: a move for each game that is not over, -1 for those that are (never RESIGN)."""
         out = np.full(games.batch, -1, np.int64)
         live = np.flatnonzero(~games.done)
         if len(live) == 0:

@@ -102,9 +102,10 @@ def next_duel(connection) -> int | None:
 
 
 def duel(connection, duel_id: int) -> tuple:
-    """(kind, candidate_id, sims, opponent_id, opponent_sims, pairs) of a duel."""
+    """(kind, candidate_id, sims, opponent_id, opponent_sims, pairs, opponent_engine) of a duel."""
     return connection.execute(
-        "SELECT kind, candidate_id, sims, opponent_id, opponent_sims, pairs FROM duels WHERE id = ?", (duel_id,)
+        "SELECT kind, candidate_id, sims, opponent_id, opponent_sims, pairs, opponent_engine FROM duels WHERE id = ?",
+        (duel_id,),
     ).fetchone()
 
 
@@ -124,11 +125,12 @@ def pairing_games(connection, duel_id: int) -> list[tuple]:
     """
     return connection.execute(
         """
-        WITH this AS (SELECT candidate_id c, sims s, opponent_id o, opponent_sims os FROM duels WHERE id = :id)
+        WITH this AS (SELECT candidate_id c, sims s, opponent_id o, opponent_sims os, opponent_engine e
+                      FROM duels WHERE id = :id)
         SELECT g.duel_id, g.pair, g.moves,
                CASE WHEN d.candidate_id IS c AND d.sims = s THEN g.candidate_colour ELSE 3 - g.candidate_colour END
         FROM duels d JOIN this JOIN duel_games g ON g.duel_id = d.id
-        WHERE d.id < :id AND (
+        WHERE d.id < :id AND d.opponent_engine IS e AND (
             (d.candidate_id IS c AND d.sims = s AND d.opponent_id IS o AND d.opponent_sims = os)
             OR (d.candidate_id IS o AND d.sims = os AND d.opponent_id IS c AND d.opponent_sims = s))
         """,

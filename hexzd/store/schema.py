@@ -171,6 +171,11 @@ MIGRATIONS = [
     """
     ALTER TABLE duels ADD COLUMN cpu_seconds REAL;
     """,
+    # 4 -> 5: outside HTP engines ([ratings] engines) as rating opponents: the engine's
+    # name, with opponent_id NULL and opponent_sims 0.
+    """
+    ALTER TABLE duels ADD COLUMN opponent_engine TEXT;
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

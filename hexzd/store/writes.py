@@ -10,12 +10,13 @@ import aiosqlite
 
 from hexzd.store import reads
 
-# Aggregated duel results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games).
+# Aggregated duel results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games,
+# opponent_engine), the last NULL unless the opponent is an outside engine.
 RESULTS_SQL = """
     SELECT d.candidate_id, d.sims, d.opponent_id, d.opponent_sims,
-           SUM(g.winner = g.candidate_colour), COUNT(*)
+           SUM(g.winner = g.candidate_colour), COUNT(*), d.opponent_engine
     FROM duel_games g JOIN duels d ON d.id = g.duel_id
-    GROUP BY d.candidate_id, d.sims, d.opponent_id, d.opponent_sims
+    GROUP BY d.candidate_id, d.sims, d.opponent_id, d.opponent_sims, d.opponent_engine
 """
 
 
@@ -168,9 +169,11 @@ class Writer:
         return True
 
     async def open_duel(self, duel_id: int) -> tuple | None:
-        """(candidate_id, opponent_id, sims, opponent_sims) of a duel still open; None if ended or unknown."""
+        """(candidate_id, opponent_id, sims, opponent_sims, opponent_engine) of a duel still open;
+        None if ended or unknown."""
         row = await self._one(
-            "SELECT candidate_id, opponent_id, sims, opponent_sims FROM duels WHERE id = ? AND result IS NULL",
+            "SELECT candidate_id, opponent_id, sims, opponent_sims, opponent_engine FROM duels"
+            " WHERE id = ? AND result IS NULL",
             (duel_id,),
         )
         return tuple(row) if row else None
@@ -197,12 +200,20 @@ class Writer:
         return row[0]
 
     async def new_duel(
-        self, at: float, kind: str, candidate_id, sims: int, opponent_id, opponent_sims: int, pairs: int | None
+        self,
+        at: float,
+        kind: str,
+        candidate_id,
+        sims: int,
+        opponent_id,
+        opponent_sims: int,
+        pairs: int | None,
+        opponent_engine: str | None = None,
     ) -> int:
         cursor = await self.connection.execute(
-            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, started_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, at),
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, started_at,"
+            " opponent_engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, at, opponent_engine),
         )
         return cursor.lastrowid
 
@@ -212,7 +223,8 @@ class Writer:
         """Games between references, by (sims, opponent sims)."""
         rows = await self._all(
             "SELECT sims, opponent_sims, COUNT(*) FROM duel_games g JOIN duels d ON d.id = g.duel_id"
-            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL GROUP BY sims, opponent_sims"
+            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL AND d.opponent_engine IS NULL"
+            " GROUP BY sims, opponent_sims"
         )
         return {(a, b): n for a, b, n in rows}
 
@@ -231,9 +243,11 @@ class Writer:
         )
 
     async def rating_match_times(self) -> list[tuple]:
-        """(candidate_id, sims, opponent_id, opponent_sims, CPU seconds, games) of each timed rating match."""
+        """(candidate_id, sims, opponent_id, opponent_sims, CPU seconds, games, opponent_engine)
+        of each timed rating match."""
         return await self._all(
-            "SELECT candidate_id, sims, opponent_id, opponent_sims, cpu_seconds, wins + losses FROM duels"
+            "SELECT candidate_id, sims, opponent_id, opponent_sims, cpu_seconds, wins + losses, opponent_engine"
+            " FROM duels"
             " WHERE kind = 'rating' AND result = 'played' AND wins + losses > 0 AND cpu_seconds IS NOT NULL"
         )
 
