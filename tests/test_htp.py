@@ -48,7 +48,7 @@ def error(message):
 NO_SWAP = error("swap is only legal as White's first move, with the swap rule on")
 COMMANDS = (
     "protocol_version\nname\nversion\nlist_commands\nknown_command\nboardsize\n"
-    "clear_board\nplay\ngenmove\nundo\nshowboard\nfinal_score\nquit"
+    "clear_board\nplay\ngenmove\nundo\nshowboard\nfinal_score\nhexgui-analyze_commands\nquit"
 )
 
 
@@ -145,14 +145,61 @@ def test_swap_where_the_rule_is_on():
             ("play b swap", NO_SWAP),
             ("play b b1", ok()),
             ("play b swap", NO_SWAP),
-            ("play w swap-pieces", ok()),  # Black's b1 becomes White's a2, its transpose
+            ("play w swap-pieces", ok()),  # as MoHex and HexGui see it: the stone stays, White moves
             (
                 "showboard",
-                ok("\n" + "\n".join(["  a b c", " 1\\. . .\\1", "  2\\O . .\\2", "   3\\. . .\\3", "     a b c"])),
+                ok("\n" + "\n".join(["  a b c", " 1\\. X .\\1", "  2\\. . .\\2", "   3\\. . .\\3", "     a b c"])),
             ),
             ("play w swap", NO_SWAP),
             ("undo", ok()),
             ("play w swap", ok()),
+        ],
+    )
+
+
+def board(n, black=(), white=()):
+    """`showboard`'s answer for these stones, cell names as HTP writes them."""
+    cells = [EMPTY] * (n * n)
+    for colour, names in ((BLACK, black), (WHITE, white)):
+        for name in names:
+            cells[(int(name[1:]) - 1) * n + LETTERS.index(name[0])] = colour
+    return ok("\n" + board_text(cells, n))
+
+
+def test_a_hexgui_session_with_the_swap_as_hexgui_and_mohex_keep_it():
+    """HexGui's commands (hexgui/gui/HexGui.java): after `swap-pieces` the stone stays where it
+    was and White moves; hexzd's own board is the mirror image, so every answer crosses over."""
+    e, _ = engine(size=3, swap=True, sims=50)
+    transcript(
+        e,
+        [
+            ("name", ok("hexzd random-rollouts")),
+            ("hexgui-analyze_commands", ok("string/ShowBoard/showboard\nstring/Final Score/final_score")),
+            ("boardsize 3 3", ok()),
+            ("play black a2", ok()),
+            ("play white swap-pieces", ok()),
+            ("showboard", board(3, black=["a2"])),
+            ("play white a3", ok()),  # White moves again after its swap, as HexGui says
+            ("play black c3", ok()),
+            ("play white b2", ok()),
+            ("play black b3", ok()),
+            ("final_score", ok("cannot score")),
+            ("play white c1", ok()),  # a3 b2 c1 joins column a to column c
+            ("showboard", board(3, black=["a2", "c3", "b3"], white=["a3", "b2", "c1"])),
+            ("final_score", ok("W+")),
+            ("genmove black", ok("resign")),
+            ("play black a1", error("the game is over")),
+            ("undo", ok()),
+            ("play white resign", ok()),  # HexGui steps onto a resignation in a record...
+            ("showboard", board(3, black=["a2", "c3", "b3"], white=["a3", "b2"])),
+            ("undo", ok()),  # ...and back off it: the resignation, not a stone
+            ("play black a1", ok()),
+            ("play white a1", error("a1 is occupied")),
+            ("undo", ok()),
+            ("final_score", ok("cannot score")),
+            ("genmove white", ok("c1")),  # the search on hexzd's mirrored board finds the win in one
+            ("final_score", ok("W+")),
+            ("showboard", board(3, black=["a2", "c3", "b3"], white=["a3", "b2", "c1"])),
         ],
     )
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hexzd.game.notation import SWAP_NAMES, cell_name, parse_cell
+from hexzd.game.notation import HTP_RESIGN, SWAP_NAMES, cell_name, parse_cell
 from hexzd.game.rules import BLACK, WHITE, Games
 from hexzd.search.player import RESIGN
 
@@ -140,9 +140,10 @@ class HtpClient:
 
 
 def read_move(answer: str, n: int) -> int:
-    """The action of a `genmove` answer: a cell, n * n for the swap, or RESIGN. Raises ValueError."""
+    """The action an HTP move names (a `genmove` answer, `play`'s argument): a cell, n * n for
+    the swap, or RESIGN. Raises ValueError."""
     word = answer.strip().lower()
-    if word == "resign":
+    if word == HTP_RESIGN:
         return RESIGN
     return n * n if word in SWAP_NAMES else parse_cell(word, n)
 

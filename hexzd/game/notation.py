@@ -25,6 +25,7 @@ LETTERS = "abcdefghijklmnopqrs"  # columns of the largest board, 19 x 19
 SWAP = "swap"
 HTP_SWAP = "swap-pieces"  # MoHex's and HexGui's name for it in HTP
 SWAP_NAMES = (SWAP, HTP_SWAP)
+HTP_RESIGN = "resign"  # a move in HTP: `genmove` answers it, `play` may be given it
 _MOVE = re.compile(r"swap|[a-s](?:1[0-9]|[1-9])")
 
 

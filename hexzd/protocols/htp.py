@@ -18,13 +18,23 @@ Decisions where GTP, HexGui and MoHex leave room:
   the colour given first), so the union-find winner stays the engine's.
 - Swap. On only where the state file's run used it (`[game] swap`). The move
   `swap` or `swap-pieces` (HexGui's and MoHex's name) is White's answer to a
-  lone Black stone; `genmove` writes it `swap-pieces`.
+  lone Black stone; `genmove` writes it `swap-pieces`. After it, HTP sees the
+  board as MoHex and HexGui keep it: the stone where it was and White to
+  move, while hexzd's own board (as OpenSpiel's) has White's stone on the
+  transposed cell and Black to move. The two are mirror images in the long
+  diagonal with the colours exchanged, a symmetry of Hex, so every move,
+  board and score crosses over that way (`_across`).
 - Resign. `genmove` answers `resign`, playing nothing, only when the search
   has proved the loss: every move leads to a proven win for the opponent
   (MCTS-Solver, native/tree.py). A network's value alone never resigns: an
   early 7x7 snapshot was confidently wrong in openings its self-play never
   visited and resigned won positions. `--no-resign` turns it off. After the
-  game is over `genmove` answers `resign`, as MoHex does.
+  game is over `genmove` answers `resign`, as MoHex does. `play COLOUR
+  resign` changes nothing, as in MoHex, but is a move that `undo` takes back:
+  HexGui sends it stepping onto a resignation in a game record, and `undo`
+  stepping back.
+- HexGui asks `hexgui-analyze_commands` on connecting and reports an error
+  answer as a broken program: the answer lists `showboard` and `final_score`.
 - Fall-back. The network's heads are sized for the board it was trained on.
   On any other `boardsize` (or before the first promotion) the engine plays
   random-rollout MCTS, says so in `name` and `version` and on stderr, and
@@ -38,15 +48,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from hexzd import __version__, store
 from hexzd.config import SearchConfig, stored
-from hexzd.game.notation import HTP_SWAP, SWAP_NAMES, board_text, cell_name, parse_cell
+from hexzd.evaluation.engines import read_move
+from hexzd.game.notation import HTP_RESIGN, HTP_SWAP, board_text, cell_name
 from hexzd.game.rules import BLACK, EMPTY, WHITE, Games, IllegalMove, check_size
 from hexzd.nn.loader import Network, load
 from hexzd.search.mcts import Search
+from hexzd.search.player import RESIGN
 
 COLOURS = {"b": BLACK, "black": BLACK, "w": WHITE, "white": WHITE}
-RESIGN = "resign"
 DEFAULT_SIZE = 11  # MoHex's, for an engine with no network to take the size from
 DEFAULT_SIMS = 800
 CHUNK = 32  # simulations between looks at the clock when searching for a time
@@ -111,6 +124,7 @@ class HtpServer:
             "undo": self.cmd_undo,
             "showboard": self.cmd_showboard,
             "final_score": self.cmd_final_score,
+            "hexgui-analyze_commands": self.cmd_hexgui_analyze_commands,
             "quit": self.cmd_quit,
         }
         self.new_game(size or (network.board_size if network else DEFAULT_SIZE))
@@ -122,7 +136,7 @@ class HtpServer:
         first, changed = not hasattr(self, "n"), getattr(self, "n", None) != n
         self.n = n
         self.games = Games.new(1, n, self.swap)
-        self.moves: list[tuple[int, int]] = []  # (colour, action), in order
+        self.moves: list[tuple[int, int]] = []  # (colour, action), in order; action RESIGN: `play c resign`
         if changed and not self.uses_network and (first or self.network):
             self.warn(f"hexzd: {self.describe()}")
 
@@ -149,6 +163,30 @@ class HtpServer:
         self.games = _played(self.games, colour, action)
         self.moves.append((colour, action))
 
+    @property
+    def swapped(self) -> bool:
+        """Whether the swap was played: from then on HTP's board is hexzd's mirrored (`_across`)."""
+        return any(action == self.n * self.n for _, action in self.moves)
+
+    def _colour_across(self, colour: int) -> int:
+        """A colour between HTP's board and hexzd's: the other one once swapped."""
+        return BLACK + WHITE - colour if self.swapped and colour != EMPTY else colour
+
+    def _across(self, colour: int, action: int) -> tuple[int, int]:
+        """A move between HTP's board and hexzd's, either way: once swapped, the other colour's
+        stone on the transposed cell (see the module docstring)."""
+        if not self.swapped or action == self.n * self.n:
+            return colour, action
+        r, c = divmod(action, self.n)
+        return self._colour_across(colour), c * self.n + r
+
+    def _cells_across(self) -> np.ndarray:
+        """The board as HTP sees it: hexzd's, transposed and with the colours exchanged once swapped."""
+        if not self.swapped:
+            return self.cells
+        mirrored = self.cells.reshape(self.n, self.n).T.reshape(-1)
+        return np.where(mirrored == EMPTY, EMPTY, BLACK + WHITE - mirrored)
+
     def _may_swap(self, colour: int) -> bool:
         """Swap is White's answer to a lone Black stone (the engine checks the rule is on)."""
         return colour == WHITE and [c for c, _ in self.moves] == [BLACK]
@@ -158,7 +196,8 @@ class HtpServer:
             raise IllegalMove("there is no move to undo")
         games = Games.new(1, self.n, self.swap)
         for colour, action in self.moves[:-1]:
-            games = _played(games, colour, action)
+            if action != RESIGN:
+                games = _played(games, colour, action)
         self.games = games
         self.moves.pop()
 
@@ -272,19 +311,22 @@ class HtpServer:
 
     def cmd_play(self, args) -> str:
         colour, cell = self._arguments(args, 2, "play b|w CELL")
-        colour = colour_of(colour)
-        action = self.n * self.n if cell.lower() in SWAP_NAMES else parse_cell(cell, self.n)
-        self.play(colour, action)
+        colour, action = colour_of(colour), read_move(cell, self.n)
+        if action == RESIGN:  # nothing on the board, but a move to undo (module docstring)
+            self.moves.append((colour, RESIGN))
+        else:
+            self.play(*self._across(colour, action))
         return ""
 
     def cmd_genmove(self, args) -> str:
         (colour,) = self._arguments(args, 1, "genmove b|w")
         colour = colour_of(colour)
         if self.winner != EMPTY:
-            return RESIGN  # as MoHex: nothing is left to play
-        move = self.genmove(colour)
+            return HTP_RESIGN  # as MoHex: nothing is left to play
+        move = self.genmove(self._colour_across(colour))
         if move is None:
-            return RESIGN
+            return HTP_RESIGN
+        _, move = self._across(colour, move)
         return HTP_SWAP if move == self.n * self.n else cell_name(move, self.n)
 
     def cmd_undo(self, args) -> str:
@@ -294,11 +336,16 @@ class HtpServer:
 
     def cmd_showboard(self, args) -> str:
         self._arguments(args, 0, "showboard")
-        return "\n" + board_text(self.cells, self.n)
+        return "\n" + board_text(self._cells_across(), self.n)
 
     def cmd_final_score(self, args) -> str:
         self._arguments(args, 0, "final_score")
-        return {BLACK: "B+", WHITE: "W+"}.get(self.winner, "cannot score")
+        return {BLACK: "B+", WHITE: "W+"}.get(self._colour_across(self.winner), "cannot score")
+
+    def cmd_hexgui_analyze_commands(self, args) -> str:
+        """HexGui's menu of analyze commands, in GoGui's `type/label/command` lines (MoHex's labels)."""
+        self._arguments(args, 0, "hexgui-analyze_commands")
+        return "string/ShowBoard/showboard\nstring/Final Score/final_score"
 
     def cmd_quit(self, args) -> str:
         self._arguments(args, 0, "quit")
