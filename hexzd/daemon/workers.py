@@ -33,6 +33,7 @@ log = logging.getLogger("hexzd.worker")
 
 BEST_REFRESH = 5.0  # seconds between reads of the best model from the state file
 DUEL_POLL = 1.0  # seconds between looks at the duels table for a new duel
+ENDED_POLL = 0.05  # ...and while the daemon has not yet stored the end of the last one (rating matches last ~0.1 s)
 CPU_REPORT = 5.0  # seconds between a worker's reports of its CPU time (the daemon's shares)
 LIVE_EVERY = 1.0  # seconds between a self-play worker's views of its game in progress (the dashboard's board)
 
@@ -255,6 +256,10 @@ def duel(link: Link, db, seed: int) -> None:
     from hexzd.evaluation.engines import children_cpu_seconds
 
     judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
+    # Duels whose end is sent, perhaps not yet stored. Replaying one from the games stored
+    # so far would play pairs past its end, and the daemon, reading the pairing's history
+    # for the next duel before those land, would hand the same openings out again.
+    ended: set[int] = set()
     throttle = Throttle()
 
     def should_stop() -> bool:  # polled once a move, so that a stop or a dead daemon ends a duel at once
@@ -271,8 +276,8 @@ def duel(link: Link, db, seed: int) -> None:
             continue  # a few seconds per promotion, so it goes before the duels
         with store.read_only(db) as connection:
             duel_id = store.next_duel(connection)
-        if duel_id is None:
-            link.wait(DUEL_POLL)
+        if duel_id is None or duel_id in ended:
+            link.wait(DUEL_POLL if duel_id is None else ENDED_POLL)
             continue
 
         def on_game(pair, moves, winner, colour, duel_id=duel_id):
@@ -283,6 +288,7 @@ def duel(link: Link, db, seed: int) -> None:
         started = time.process_time() + children_cpu_seconds()
         end = play_duel(db, duel_id, link.config, seed, on_game, should_stop, RunDir.of(db).path)
         if end is not None:
+            ended.add(duel_id)
             cpu = time.process_time() + children_cpu_seconds() - started
             link.send(
                 m.DuelEnd(
