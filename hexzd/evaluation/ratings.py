@@ -128,8 +128,6 @@ def fit(
     results (a, b, wins_of_a, wins_of_b). Ratings are keyed by player, in the
     order players first appear (anchors that never played come last).
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"need prior_games >= 0 and 0 < confidence < 1, got {prior_games}, {confidence}")
     return estimate(games, anchors, prior_games).ratings(confidence)
 
 

@@ -44,10 +44,9 @@ def player(model_id: int | None, sims: int, engine: str | None = None) -> str:
 
 
 def kind(model_id: int | None, sims: int, engine: str | None = None) -> str:
-    """A player's kind, for its cost: any network at `sims` costs about the same; an engine is its own."""
-    if engine is not None:
-        return player(None, 0, engine)
-    return f"rollouts @{sims}" if model_id is None else f"model @{sims}"
+    """A player's kind, for its cost: any network at `sims` costs about the same; a reference
+    or an engine is its own."""
+    return f"model @{sims}" if model_id is not None and engine is None else player(model_id, sims, engine)
 
 
 def side(model_id: int | None, sims: int, engine: str | None = None) -> tuple:
