@@ -12,7 +12,7 @@ import shlex
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -55,10 +55,12 @@ class SearchConfig(Section):
 class SelfplayConfig(SearchConfig):
     """[selfplay]: the self-play workers and their search."""
 
-    workers: int = live(1, "self-play worker processes", ge=0, le=256)
+    workers: int = live(1, "self-play worker processes per GPU in device.gpus (on the CPU: in all)", ge=0, le=256)
     games: int = live(32, "games per group; each worker keeps `groups` groups in flight", ge=1, le=65_536)
     groups: int = live(2, "groups per worker: one searches on the CPU while another is evaluated", ge=1, le=8)
-    numba_threads: int = live(1, "numba threads per self-play worker", ge=1, le=256)
+    threads: int = live(
+        1, "search threads per self-play worker, sharing its inference service; on a GPU, a core each", ge=1, le=256
+    )
     random_first_moves: float = live(
         1.0, "share of games opened on a uniformly random cell, so that every opening is learned", ge=0, le=1
     )
@@ -166,7 +168,12 @@ class DeviceConfig(Section):
         "auto", "inference precision; auto tries those the backend offers (int8: tensorrt only)"
     )
     threads: int = live(1, "torch CPU threads per self-play or duel process", ge=1, le=256)
-    trainer: Literal["auto", "cpu", "cuda", "mps"] = fixed("auto", "where the trainer runs; auto: cuda, mps, then cpu")
+    gpus: Literal["all"] | list[Annotated[int, Field(ge=0)]] = fixed(
+        "all", 'the GPUs self-play spreads over: "all", or CUDA indices such as [0, 1]'
+    )
+    trainer: Literal["auto", "cpu", "cuda", "mps"] = fixed(
+        "auto", "where the trainer runs; auto: the first of device.gpus, mps, then cpu"
+    )
     trainer_threads: int = live(1, "torch CPU threads for the trainer", ge=1, le=256)
 
 

@@ -24,10 +24,12 @@ def openspiel_winner(n: int, actions: list[int]) -> int:
     return 1 if state.returns()[0] > 0 else 2
 
 
-@pytest.mark.parametrize("network", [False, True], ids=["rollouts", "network"])
-def test_finished_games_are_legal_and_scored_as_openspiel_scores_them(network):
+@pytest.mark.parametrize(
+    "network, threads", [(False, 1), (True, 1), (True, 2)], ids=["rollouts", "network", "network-2-threads"]
+)
+def test_finished_games_are_legal_and_scored_as_openspiel_scores_them(network, threads):
     n = 4
-    games = SelfPlay(SelfplayConfig(games=6, groups=2, sims=12), n, swap=False, seed=3)
+    games = SelfPlay(SelfplayConfig(games=6, groups=3, sims=12, threads=threads), n, swap=False, seed=3)
     if network:
         evaluator = make_evaluator(NetSpec(n, 1, 8).build(), backend="eager")
         games.network = Network(7, evaluator.evaluate)
@@ -113,3 +115,27 @@ def test_random_first_moves_open_on_every_cell_and_keep_the_search_policy(share)
         assert (first == visits_first).all()  # the search's own choice: its most visited move
     policy = np.array([p[0] for p in group.policies])
     assert np.allclose(policy.sum(axis=1), 1.0) and (policy.argmax(axis=1) == visits_first).all()
+
+
+@pytest.mark.parametrize("network", [False, True], ids=["rollouts", "network"])
+def test_a_new_batch_shape_plays_the_games_in_flight_out(network):
+    """No game is thrown away: each old slot finishes its game, then the old groups go."""
+    n = 3
+    games = SelfPlay(SelfplayConfig(games=5, groups=2, sims=4), n, swap=False, seed=2)
+    if network:
+        games.network = Network(1, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
+    games.move()  # every game now has a stone: none is at its start
+    old = games.groups
+    in_flight = {(id(g), b): list(g.actions[b]) for g in old for b in range(5)}
+    games.apply(SelfplayConfig(games=3, groups=1, sims=4))
+    assert games.settling and len(games.groups) == 1
+    finished = []
+    while games.settling:
+        finished += games.move()
+    games.close()
+    games_played = [parse_trmph(r.moves, n) for r, _, _ in finished]
+    for begun in in_flight.values():  # each game in flight ended, as it had begun
+        assert any(moves[: len(begun)] == begun for moves in games_played)
+    assert not any(g in games.groups for g in old) and len(finished) >= len(in_flight)
+    for record, _, _ in finished:
+        assert openspiel_winner(n, parse_trmph(record.moves, n)) == record.winner

@@ -462,3 +462,24 @@ def test_gpu_meter_skips_a_gpu_without_utilisation(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with GpuMeter.open() as meter:
         assert meter.sample() == pytest.approx(0.5)
+
+
+def test_a_batch_trial_is_judged_only_after_the_old_games_play_out():
+    """While old groups drain, throughput mixes both shapes (here it dips); the trial waits for the new shape."""
+    drain = 75.0  # seconds the old groups take to finish their games, longer than an interval
+    rate = {64: 3000.0, 128: 3300.0}  # batch 128 is 10 % better once alone
+    tuner = Tuner(TuneConfig(interval=INTERVAL), sims=64, batch=64)
+    changed, now, log = None, 0.0, []
+    while now < 20 * INTERVAL:
+        settling = changed is not None and now - changed < drain
+        evals = 1500.0 if settling else rate.get(tuner.batch, 1000.0)
+        for d in tuner.observe(Telemetry(100.0, evals, 360.0, 4.0, None, settling=settling), now):
+            if d.knob == "batch":
+                log.append((now, d))
+                changed = now
+        now += TICK
+    first, second = log[0][1], log[1][1] if len(log) > 1 else None
+    assert (first.old, first.new) == (64, 128)
+    # Kept: the next batch decision builds on 128 (a trial of 256), not a revert to 64.
+    assert second is not None and second.old == 128 and second.new == 256, [d for _, d in log]
+    assert log[1][0] - log[0][0] >= drain + INTERVAL

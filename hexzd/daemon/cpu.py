@@ -43,3 +43,16 @@ class CpuShares:
         """The share of the machine that workers named `prefix...` took since the daemon started."""
         spent = sum(s for worker, s in self.total.items() if worker.startswith(prefix))
         return spent / (max(time.monotonic() - self.started, 1e-9) * self.cores)
+
+
+class Totals:
+    """A running total that each worker reports (evaluations served), summed over workers and restarts."""
+
+    def __init__(self):
+        self.last: dict[str, float] = {}
+        self.sum = 0.0
+
+    def report(self, worker: str, value: float) -> None:
+        before = self.last.get(worker, 0.0)
+        self.sum += value - before if value >= before else value  # a restart starts from 0
+        self.last[worker] = value

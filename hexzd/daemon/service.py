@@ -31,12 +31,12 @@ import zmq
 import zmq.asyncio
 
 from hexzd import store
-from hexzd.config import Config, default_toml, fixed_changes, parse, stored
+from hexzd.config import Config, default_toml, fixed_changes, line_of, parse, refusal, stored
 from hexzd.daemon import messages as m
-from hexzd.daemon.cpu import CpuShares
+from hexzd.daemon.cpu import CpuShares, Totals
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
-from hexzd.daemon.supervisor import Supervisor
+from hexzd.daemon.supervisor import Supervisor, chosen_gpus
 from hexzd.evaluation import scale
 from hexzd.store.writes import Writer
 from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
@@ -72,6 +72,8 @@ class Daemon:
         self.meter: GpuMeter | None = None
         self.counters = dict.fromkeys(COUNTERS, 0.0)
         self.cpu = CpuShares()
+        self.served = Totals()  # network evaluations as self-play's inference services ran them
+        self.settling: dict[str, bool] = {}  # self-play workers still playing out games of an older batch shape
         self.flops_per_eval: dict[int, int] = {}
         self.best: int | None = None
         self.paused = False
@@ -99,6 +101,14 @@ class Daemon:
         self.config_text = self.config_path.read_text()
         return parse(self.config_text, self.config_path)
 
+    def _gpus(self) -> list[str]:
+        """device.gpus as CUDA_VISIBLE_DEVICES entries, or a refusal that names the key and line."""
+        try:
+            return chosen_gpus(self.config.device.gpus)
+        except ValueError as e:
+            loc = ("device", "gpus")
+            raise refusal(self.config_path, line_of(self.config_text, loc), loc, str(e)) from None
+
     async def open(self) -> None:
         """The state file, migrated, with this run's config checked against it."""
         self.store = Writer(await store.writer(self.db))
@@ -109,6 +119,7 @@ class Daemon:
         self.lock = self.run_dir.lock()  # first: a second daemon must not touch anything
         self.context = zmq.asyncio.Context()
         self.config = self.load_config()
+        self.supervisor.gpus = self._gpus()
         self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.games)
         await self.open()
         try:
@@ -349,8 +360,11 @@ class Daemon:
         await self._event_row(m.Event(level="debug", source=hello.worker, message=f"up (pid {hello.pid})"))
 
     async def _on_metrics(self, metrics: m.Metrics, after) -> None:
-        if "cpu_seconds" in metrics.values:  # a worker's CPU time: a share, stored each tick
+        if "cpu_seconds" in metrics.values:  # a worker's running totals: shares and rates, stored each tick
             self.cpu.report(metrics.source, metrics.values["cpu_seconds"])
+            if "evals_served" in metrics.values:
+                self.served.report(metrics.source, metrics.values["evals_served"])
+                self.settling[metrics.source] = bool(metrics.values.get("settling"))
             return
         await self.store.add_metrics(time.time(), metrics.source, metrics.values)
         if "train_step" in metrics.values:
@@ -560,11 +574,12 @@ class Daemon:
         self.trainer_waiting = []
         telemetry = Telemetry(
             positions_per_s=rates["positions"],
-            evals_per_s=rates["evals"],
+            evals_per_s=rates["served"],
             samples_per_s=rates["train_step"] * self.config.train.batch_size,
             reuse=self.config.train.reuse,
             gpu_util=gpu,
             trainer_waiting=waiting,
+            settling=any(v for worker, v in self.settling.items() if worker in self.supervisor.workers),
         )
         decisions = self.tuner.observe(telemetry, time.monotonic())
         now = time.time()
@@ -593,12 +608,13 @@ class Daemon:
         await self._transaction(lambda: asyncio.sleep(0))
 
     async def _tick(self) -> None:
-        last = dict(self.counters)
+        last, served = dict(self.counters), self.served.sum
         while True:
             await asyncio.sleep(self.config.daemon.progress_seconds)
             elapsed = self._unticked()
             rates = {k: (self.counters[k] - last[k]) / elapsed for k in ("games", "positions", "evals", "train_step")}
-            last = dict(self.counters)
+            rates["served"] = (self.served.sum - served) / elapsed
+            last, served = dict(self.counters), self.served.sum
             if self.headless:
                 self.out(self.progress_line(rates=rates))
             self._check_budgets()

@@ -1,4 +1,12 @@
-"""The daemon's workers: K self-play processes, a trainer and a duel worker.
+"""The daemon's workers: K self-play processes per GPU, a trainer and a duel worker.
+
+With GPUs (`device.gpus`, default all that CUDA would see), each GPU gets
+`selfplay.workers` self-play processes, each seeing that GPU alone
+(CUDA_VISIBLE_DEVICES) and feeding it through its own inference service.
+The trainer takes the first GPU and the duel worker the last: the trainer's
+steps are small next to self-play's inference, and a GPU of its own would
+sit idle most of the time. Without a GPU, `selfplay.workers` processes share
+the CPU.
 
 Each is `python -m hexzd.daemon.workers KIND`, in a session of its own (so
 that Ctrl-C reaches the daemon only, which then stops them), logging to
@@ -20,6 +28,38 @@ from hexzd.daemon.rundir import RunDir
 MAX_BACKOFF = 60.0
 
 
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as CUDA_VISIBLE_DEVICES entries; [] without NVIDIA GPUs.
+
+    Counted through NVML (no torch in the daemon); without NVML, CUDA_VISIBLE_DEVICES
+    alone says, and unset it means none.
+    """
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [item.strip() for item in env.split(",") if item.strip() and item.strip() != "-1"]
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no pynvml, no driver: no GPU to spread over
+        return []
+
+
+def chosen_gpus(setting) -> list[str]:
+    """`device.gpus` ("all" or indices into the visible GPUs) as CUDA_VISIBLE_DEVICES entries."""
+    visible = visible_gpus()
+    if setting == "all":
+        return visible
+    missing = [i for i in setting if i >= len(visible)]
+    if missing:
+        raise ValueError(f"device.gpus names GPU {missing[0]}, but {len(visible)} are visible")
+    return [visible[i] for i in setting]
+
+
 @dataclass
 class Worker:
     """One supervised worker process."""
@@ -32,6 +72,7 @@ class Worker:
     restarts: int = 0
     backoff: float = 0.0
     not_before: float = 0.0  # monotonic time before which it is not restarted
+    gpu: str | None = None  # the CUDA device it sees alone (CUDA_VISIBLE_DEVICES); None: what the daemon sees
 
     @property
     def alive(self) -> bool:
@@ -44,10 +85,14 @@ class Supervisor:
     def __init__(self, db, run_dir: RunDir, config: Callable[[], Config], warn: Callable[[str], Awaitable[None]]):
         self.db, self.run_dir, self.config, self.warn = db, run_dir, config, warn
         self.workers: dict[str, Worker] = {}
+        self.gpus: list[str] = []  # device.gpus, a fixed setting, as the daemon resolved it at start
 
     def wanted(self) -> list[Worker]:
-        wanted = [Worker(f"selfplay-{k}", "selfplay", k) for k in range(self.config().selfplay.workers)]
-        return wanted + [Worker("trainer", "trainer", 0), Worker("duel", "duel", 0)]
+        c, gpus = self.config(), self.gpus
+        per = [(k, gpu) for gpu in gpus or [None] for k in range(c.selfplay.workers)]
+        wanted = [Worker(f"selfplay-{i}", "selfplay", i, gpu=gpu) for i, (_, gpu) in enumerate(per)]
+        first, last = (gpus[0], gpus[-1]) if gpus else (None, None)
+        return wanted + [Worker("trainer", "trainer", 0, gpu=first), Worker("duel", "duel", 0, gpu=last)]
 
     async def run(self) -> None:
         while True:
@@ -88,9 +133,9 @@ class Supervisor:
             **os.environ,
             "OMP_NUM_THREADS": str(threads),
             "MKL_NUM_THREADS": str(threads),
-            "NUMBA_NUM_THREADS": str(c.selfplay.numba_threads),
+            "NUMBA_NUM_THREADS": "1",  # the kernels run serial; self-play threads run them side by side
             "PYTHONUNBUFFERED": "1",
-        }
+        } | ({"CUDA_VISIBLE_DEVICES": worker.gpu} if worker.gpu is not None else {})
 
     async def _start(self, worker: Worker) -> None:
         with open(self.run_dir.log(worker.name), "ab") as logfile:

@@ -34,7 +34,7 @@ log = logging.getLogger("hexzd.worker")
 BEST_REFRESH = 5.0  # seconds between reads of the best model from the state file
 DUEL_POLL = 1.0  # seconds between looks at the duels table for a new duel
 ENDED_POLL = 0.05  # ...and while the daemon has not yet stored the end of the last one (rating matches last ~0.1 s)
-CPU_REPORT = 5.0  # seconds between a worker's reports of its CPU time (the daemon's shares)
+CPU_REPORT = 1.0  # seconds between a worker's reports of its running totals: CPU time, evaluations (the tuner's rates)
 LIVE_EVERY = 1.0  # seconds between a self-play worker's views of its game in progress (the dashboard's board)
 
 
@@ -63,6 +63,7 @@ class Link:
         self.best_read = float("-inf")
         self.read_best()
         self.cpu_sent = float("-inf")
+        self.totals = dict  # more running totals for the CPU report: self-play's inference service sets them
         self.send(m.Hello(worker=name, pid=os.getpid()))
 
     def read_best(self) -> None:
@@ -101,7 +102,7 @@ class Link:
             self.read_best()
         if time.monotonic() - self.cpu_sent > CPU_REPORT:  # the daemon turns these into CPU shares
             self.cpu_sent = time.monotonic()
-            self.send(m.Metrics(source=self.name, values={"cpu_seconds": time.process_time()}))
+            self.send(m.Metrics(source=self.name, values={"cpu_seconds": time.process_time(), **self.totals()}))
         while self.sub.poll(int(timeout * 1000) if not got else 0):
             try:
                 update = m.decode(self.sub.recv())
@@ -141,6 +142,9 @@ def selfplay(link: Link, db, seed: int) -> None:
 
     c = link.config
     games = SelfPlay(c.selfplay, c.game.board_size, c.game.swap, seed=seed)
+    # What the tuner judges by: evaluations as the inference service runs them (not as
+    # games end), and whether games of an older batch shape are still playing out.
+    link.totals = lambda: {"evals_served": games.served, "settling": float(games.settling)}
     shown = float("-inf")
     try:
         while not link.stopping:

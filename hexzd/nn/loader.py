@@ -8,13 +8,13 @@ it once per shape and reuses it for every later model.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hexzd import store
 from hexzd.config import DeviceConfig
-from hexzd.nn.inference import Evaluator, make_evaluator
+from hexzd.nn.inference import Evaluator, build, make_evaluator
 from hexzd.nn.net import NetSpec
 from hexzd.nn.snapshot import Snapshot
 
@@ -22,6 +22,11 @@ __all__ = ["Network", "load"]
 
 # (spec, backend asked, precision asked, threads) -> (backend, precision, why) chosen by the probe
 _chosen: dict[tuple, tuple[str, str, str]] = {}
+
+# Batches in flight at once on an inference service, by device: on a GPU, a
+# second evaluator (with its own stream) copies one batch while the other
+# computes; on the CPU the cores are the limit and a second would only compete.
+IN_FLIGHT = {"cuda": 2}
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Network:
     spec: NetSpec | None = None
     reason: str = ""  # the backend and why it was chosen
     backend: str = ""  # the backend and precision in use, e.g. "cuda bf16"
+    evaluators: list = field(default_factory=list)  # one per batch in flight on an inference service
 
     @property
     def board_size(self) -> int:
@@ -47,8 +53,13 @@ class Network:
         return self.spec.channels
 
 
-def load(source, model_id: int | None = None, device: DeviceConfig | None = None) -> Network:
+def load(
+    source, model_id: int | None = None, device: DeviceConfig | None = None, in_flight: int | None = None
+) -> Network:
     """The network of `model_id` in the state file `source` (a path), or of snapshot bytes.
+
+    `in_flight` evaluators of it go to `Network.evaluators`, for an inference
+    service (default: IN_FLIGHT of the backend's device, else 1).
 
     Raises KeyError for a model that is not in the file or whose weights
     were pruned.
@@ -61,7 +72,10 @@ def load(source, model_id: int | None = None, device: DeviceConfig | None = None
     snapshot = Snapshot.from_bytes(blob)
     evaluator = _evaluator(snapshot, device or DeviceConfig())
     backend = f"{evaluator.backend} {evaluator.precision}"
-    return Network(model_id, evaluator.evaluate, snapshot.spec, evaluator.reason, backend)
+    copies = in_flight or IN_FLIGHT.get(evaluator.device, 1)
+    model = snapshot.model() if copies > 1 else None
+    evaluators = [evaluator] + [build(model, evaluator.backend, evaluator.precision) for _ in range(copies - 1)]
+    return Network(model_id, evaluator.evaluate, snapshot.spec, evaluator.reason, backend, evaluators)
 
 
 def _evaluator(snapshot: Snapshot, d: DeviceConfig) -> Evaluator:

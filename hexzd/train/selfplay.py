@@ -1,15 +1,16 @@
 """Self-play: groups of games searched by batched MCTS, finished games out.
 
-A worker keeps `groups` groups of `games` games in flight. With a network,
-one simulation step of a group is select (numba, CPU) -> evaluate (torch,
-in the inference thread) -> backup (numba). The steps of the groups are
-interleaved so that while group A's leaves are being evaluated, group B's
-tree search runs: the kernels are nogil, so the CPU search and the
-accelerator's inference overlap. Before the first network exists, each group
-runs its rollout simulations in one fused kernel call instead.
+A worker keeps `groups` groups of `games` games in flight, searched by
+`threads` threads. With a network, one simulation step of a group is select
+(numba, CPU) -> evaluate (the worker's inference service, hexzd.nn.service)
+-> backup (numba). A thread interleaves the steps of its groups, so that
+while group A's leaves are being evaluated, group B's tree search runs: the
+kernels are nogil, so searches of several threads and the accelerator's
+inference all overlap, and the service joins the leaves that wait into one
+batch. Before the first network exists, each group runs its rollout
+simulations in one fused kernel call instead.
 """
 
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ import numpy as np
 
 from hexzd.config import SelfplayConfig
 from hexzd.game.records import GameRecord
+from hexzd.nn.service import InferenceService
 from hexzd.search.mcts import Search
 
 if TYPE_CHECKING:  # the type alone: self-play before the first network never imports torch
@@ -44,12 +46,15 @@ class Group:
         self.rng = np.random.default_rng((seed, 1))  # the random first moves
         self.watched: tuple[list[int], np.ndarray, int] | None = None  # game 0: (moves so far, visits, chosen)
 
-    def finish_move(self, sims: int, model_id: int | None, evals: int) -> list[tuple[GameRecord, int, float]]:
+    def finish_move(
+        self, sims: int, model_id: int | None, evals: int, restart: bool = True
+    ) -> list[tuple[GameRecord, int, float]]:
         """Plays the searched moves; returns the games that ended: (record, evals, seconds).
 
         model_id searched this move (None: rollouts), spending `evals` network
         evaluations on each game. A game is stamped with the model that made
-        most of its moves: a new best can be promoted mid-game.
+        most of its moves: a new best can be promoted mid-game. With restart
+        false, a game that ends leaves its slot finished (a draining group).
         """
         search = self.search
         moves, policy = search.choose()
@@ -62,7 +67,7 @@ class Group:
             self.models[b].append(model_id)
             self.evals[b] += evals
         search.play(moves)
-        done = np.flatnonzero(search.roots.done)
+        done = np.flatnonzero(search.roots.done & (moves >= 0))  # ended now, not before (draining)
         finished = []
         for b in done:
             record = GameRecord.from_arrays(
@@ -77,7 +82,7 @@ class Group:
             self.actions[b], self.policies[b], self.models[b] = [], [], []
             self.evals[b] = 0
             self.seconds[b] = 0.0
-        if len(done):
+        if len(done) and restart:
             search.new_games(search.roots.done)
         return finished
 
@@ -97,75 +102,133 @@ class Group:
 
 
 class SelfPlay:
-    """The games of one self-play worker. `move()` advances every game one move."""
+    """The games of one self-play worker. `move()` advances every game one move.
+
+    `threads` search threads share the groups; every group's leaves go to one
+    inference service, which batches what the threads hand it. A new group
+    shape (games per group, groups) never throws games away: the old groups
+    play their games out without starting new ones (`settling` meanwhile)
+    while the new groups start.
+    """
 
     def __init__(self, config: SelfplayConfig, n: int, swap: bool, seed: int = 0):
         self.n, self.swap, self.seed = n, swap, seed
-        self.network: Network | None = None
+        self._network: Network | None = None
+        self.service: InferenceService | None = None
+        self._served = 0  # evaluations of services closed before this one
         self.config = config
         self.groups = self._new_groups()
-        self.inference = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self.draining: list[Group] = []  # groups of an older shape, playing their games out
+        self.pool = ThreadPoolExecutor(config.threads, thread_name_prefix="search")
 
     def _new_groups(self) -> list[Group]:
         c = self.config
         return [Group(c, self.n, self.swap, self.seed * 1000 + g) for g in range(c.groups)]
 
+    @property
+    def network(self) -> "Network | None":
+        return self._network
+
+    @network.setter
+    def network(self, network: "Network | None") -> None:
+        """Searches with this network (None: rollouts) from the next batch on; games in flight go on."""
+        self._network = network
+        if network is None:
+            return
+        evaluators = network.evaluators or [_Evaluate(network.evaluate)]
+        if self.service is None or self.service.in_flight != len(evaluators):
+            old, self.service = self.service, InferenceService(evaluators)
+            if old is not None:
+                old.close()
+                self._served += old.served
+        else:
+            self.service.swap(evaluators)
+
     def apply(self, config: SelfplayConfig) -> None:
-        """Takes new live settings; a new group shape restarts the games in flight."""
+        """Takes new live settings; a new group shape starts new groups beside the old ones."""
         reshape = (config.games, config.groups) != (self.config.games, self.config.groups)
+        if config.threads != self.config.threads:
+            self.pool.shutdown(wait=True)
+            self.pool = ThreadPoolExecutor(config.threads, thread_name_prefix="search")
         self.config = config
         if reshape:
             self.seed += 1
+            self.draining += self.groups
             self.groups = self._new_groups()
-        for group in self.groups:
+        for group in self.groups + self.draining:
             group.search.config = config
+
+    @property
+    def settling(self) -> bool:
+        """True while groups of an older shape still play their games out."""
+        return bool(self.draining)
+
+    @property
+    def served(self) -> int:
+        """Network evaluations this worker's inference service ran."""
+        return self._served + (self.service.served if self.service else 0)
 
     def move(self) -> list[tuple[GameRecord, int, float]]:
         """Searches and plays one move in every game; returns the games that ended."""
         sims = self.config.sims
+        groups = self.groups + self.draining
         if self.network is None:
-            for group in self.groups:
-                group.search.run(sims)
-            steps = [0] * len(self.groups)  # no network evaluations
+            steps = [0] * len(groups)  # no network evaluations
+            self._in_threads(groups, lambda share: [group.search.run(sims) for group in share])
         else:
             # Search.run's plan: a fresh root gets at least two simulations, and Gumbel's schedule.
-            steps = [group.search.begin_move(sims) for group in self.groups]
-            self._simulate(steps)
+            steps = [group.search.begin_move(sims) for group in groups]
+            plan = dict(zip(map(id, groups), steps))
+            self._in_threads(groups, lambda share: self._simulate(share, [plan[id(g)] for g in share]))
         model_id = self.network.model_id if self.network else None
-        return [game for group, evals in zip(self.groups, steps) for game in group.finish_move(sims, model_id, evals)]
+        finished = []
+        for group, evals in zip(groups, steps):
+            finished += group.finish_move(sims, model_id, evals, restart=group not in self.draining)
+        self.draining = [g for g in self.draining if not g.search.roots.done.all()]
+        return finished
 
-    def _simulate(self, steps: list[int]) -> None:
-        """steps[g] steps of group g, each group's search overlapping another's inference."""
-        evaluate = self.network.evaluate
+    def _in_threads(self, groups: list[Group], work) -> None:
+        """work(share) for each search thread's share of the groups, in parallel."""
+        threads = min(self.config.threads, len(groups))
+        if threads <= 1:
+            work(groups)
+            return
+        for future in [self.pool.submit(work, groups[t::threads]) for t in range(threads)]:
+            future.result()
 
-        def timed(planes):  # runs in the inference thread: its time is the evaluation's alone
-            started = time.perf_counter()
-            return evaluate(planes), time.perf_counter() - started
+    def _simulate(self, groups: list[Group], steps: list[int]) -> None:
+        """steps[g] steps of each group: while one group's leaves are evaluated, the next searches."""
+        service = self.service
+        pending: dict[int, tuple[Group, object]] = {}  # id(group) -> (group, future of its evaluation)
 
         def resolve(group, future):
-            (logits, values), seconds = future.result()
+            logits, values, seconds = future.result()
             group.seconds += seconds / group.search.batch
             group.search.backup(logits, values)
 
-        pending = None  # (group, future of its evaluation)
-        for step in range(max(steps)):
-            for group, count in zip(self.groups, steps):
+        for step in range(max(steps, default=0)):
+            for group, count in zip(groups, steps):
                 if step >= count:
                     continue
-                if pending is not None and pending[0] is group:
-                    resolve(*pending)  # a single group cannot overlap with itself
-                    pending = None
+                if id(group) in pending:
+                    resolve(*pending.pop(id(group)))  # a group cannot search past its own evaluation
                 group.search.select()
-                submitted = (group, self.inference.submit(timed, group.search.planes))
-                if pending is not None:
-                    resolve(*pending)
-                pending = submitted
-        if pending is not None:
-            resolve(*pending)
+                pending[id(group)] = (group, service.submit(group.search.planes))
+        for group, future in pending.values():
+            resolve(group, future)
 
     def watched(self) -> tuple[list[int], np.ndarray, int] | None:
         """The first game in flight: its moves so far, the visit shares of its next move, and that move."""
         return self.groups[0].watched
 
     def close(self) -> None:
-        self.inference.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
+        if self.service is not None:
+            self.service.close()
+
+
+class _Evaluate:
+    """A bare evaluate function as an evaluator (a Network built by hand, as tests do)."""
+
+    def __init__(self, evaluate):
+        self.evaluate = evaluate

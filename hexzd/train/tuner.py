@@ -20,6 +20,13 @@ restarts after each check that changed nothing, so a decision always rests on
 the latest interval. The first observation after a start or an edit only sets
 the clock. Hence each knob changes at most once per `tune.interval`.
 
+Throughput is what the workers' inference services evaluated in the span,
+not what finished games had spent: a game credits its evaluations only when
+it ends, so the interval after a change would under-count. A new batch size
+does not discard games: self-play plays the old groups out beside the new
+ones, and while any do (`settling`) the window keeps restarting, so that a
+trial is judged on an interval of the new shape alone.
+
 sims: balance data generation against training
 ----------------------------------------------
 The trainer is paced to train on each self-play position `train.reuse` times on
@@ -125,6 +132,7 @@ class Telemetry:
     reuse: float  # the train.reuse target
     gpu_util: float | None  # mean accelerator utilisation 0..1 over the span; None without a GPU meter
     trainer_waiting: float | None = None  # share of the span the trainer waited for data; None: not reported
+    settling: bool = False  # games of an older batch shape still play out: the rates mix both shapes
 
 
 @dataclass(frozen=True)
@@ -277,7 +285,7 @@ class Tuner:
         started = (t.evals_per_s > 0 and not self._net_seen) or (t.samples_per_s > 0 and not self._train_seen)
         self._net_seen |= t.evals_per_s > 0
         self._train_seen |= t.samples_per_s > 0
-        if self._anchor is None or prev is None or started:
+        if self._anchor is None or prev is None or started or t.settling:
             self._restart(now)  # this span may straddle a change: only start the clock
             return out
         if now <= prev:

@@ -1,0 +1,86 @@
+"""The inference service: every request answered with its own rows, batched, and failures contained."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from hexzd.nn.inference import EagerEvaluator, sample_features
+from hexzd.nn.net import NetSpec
+from hexzd.nn.service import InferenceService
+
+
+class Slow:
+    """A real network behind a pause, so that requests pile up while it works; it logs its batch sizes."""
+
+    def __init__(self, model, pause=0.02):
+        self.reference, self.pause, self.sizes = EagerEvaluator(model), pause, []
+
+    def evaluate(self, x):
+        self.sizes.append(len(x))
+        time.sleep(self.pause)
+        return self.reference.evaluate(x)
+
+
+def model(seed: int, n: int = 4):
+    torch.manual_seed(seed)
+    return NetSpec(n, 1, 8).build().eval()
+
+
+def test_requests_from_many_threads_are_batched_and_each_gets_its_own_rows():
+    net = model(0)
+    slow = Slow(net)
+    service = InferenceService([slow], max_batch=64)
+    requests = [sample_features(4, 5, seed=s) for s in range(40)]
+    answers = [None] * len(requests)
+
+    def client(indices):
+        for i in indices:
+            answers[i] = service.submit(requests[i]).result()
+
+    threads = [threading.Thread(target=client, args=(range(t, 40, 8),)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    service.close()
+    reference = EagerEvaluator(net)
+    for x, (logits, values, seconds) in zip(requests, answers):
+        want_logits, want_values = reference.evaluate(x)  # one request alone, unbatched
+        np.testing.assert_allclose(logits, want_logits, atol=1e-5)
+        np.testing.assert_allclose(values, want_values, atol=1e-5)
+        assert seconds > 0
+    assert service.served == 200 and sum(slow.sizes) == 200
+    assert max(slow.sizes) > 5  # requests that waited went out together...
+    assert max(slow.sizes) <= 64  # ...within the largest batch
+
+
+def test_an_evaluator_error_fails_its_batch_and_the_service_goes_on():
+    class Flaky(Slow):
+        def evaluate(self, x):
+            if len(x) == 3:
+                raise RuntimeError("out of memory")
+            return super().evaluate(x)
+
+    service = InferenceService([Flaky(model(0), pause=0)])
+    with pytest.raises(RuntimeError, match="out of memory"):
+        service.submit(sample_features(4, 3)).result()
+    logits, values, _ = service.submit(sample_features(4, 2)).result()
+    assert logits.shape == (2, 16) and values.shape == (2,)
+    service.close()
+
+
+def test_a_swapped_network_answers_the_next_requests():
+    old, new = model(0), model(1)
+    service = InferenceService([EagerEvaluator(old), EagerEvaluator(old)])
+    x = sample_features(4, 6, seed=9)
+    service.swap([EagerEvaluator(new), EagerEvaluator(new)])
+    logits, _ = service.evaluate(x)
+    np.testing.assert_allclose(logits, EagerEvaluator(new).evaluate(x)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="2 evaluators"):
+        service.swap([EagerEvaluator(new)])
+    service.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        service.submit(x)
