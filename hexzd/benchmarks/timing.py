@@ -2,7 +2,7 @@
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 def single_core() -> None:
@@ -56,3 +56,49 @@ def print_comparison(result: dict, title: str, baseline: str) -> None:
     print(f"  hexzd     {r['hexzd_per_s']:12,.0f} {r['unit']}  ({r['batch']} games per batch)")
     print(f"  {baseline:<9} {r['baseline_per_s']:12,.0f} {r['unit']}")
     print(f"  ratio     {r['ratio']:12.1f}x")
+
+
+def compare_rows(
+    benchmark: str,
+    unit: str,
+    size: int,
+    seconds: float,
+    hexzd_work: Callable[[], float],
+    baselines: Sequence[tuple[str, Callable[[], float]]],
+    **details,
+) -> dict:
+    """Times hexzd and several baselines, (name, work) pairs, in this run.
+
+    The result is `compare`'s for the first baseline, the headline, with
+    `baseline` its name, plus `baselines`: [{name, per_s, ratio}, ...] for
+    every row. hexzd_work runs once first, untimed, as in `compare`.
+    """
+    hexzd_work()
+    hexzd_per_s = rate(hexzd_work, seconds)
+    rows = []
+    for name, work in baselines:
+        per_s = rate(work, seconds)
+        rows.append({"name": name, "per_s": per_s, "ratio": hexzd_per_s / per_s})
+    return {
+        "benchmark": benchmark,
+        "unit": unit,
+        "size": size,
+        **details,
+        "hexzd_per_s": hexzd_per_s,
+        "baseline": rows[0]["name"],
+        "baseline_per_s": rows[0]["per_s"],
+        "ratio": rows[0]["ratio"],
+        "baselines": rows,
+    }
+
+
+def print_rows(result: dict, title: str, notes: Sequence[str] = ()) -> None:
+    """The report of a `compare_rows` result: hexzd's rate, then each baseline's and hexzd's ratio to it."""
+    r = result
+    width = max(len("hexzd"), *(len(row["name"]) for row in r["baselines"]))
+    print(title)
+    print(f"  {'hexzd':<{width}} {r['hexzd_per_s']:12,.0f} {r['unit']}  ({r['batch']} games per batch)")
+    for row in r["baselines"]:
+        print(f"  {row['name']:<{width}} {row['per_s']:12,.0f} {r['unit']}  hexzd {row['ratio']:.1f}x")
+    for note in notes:
+        print(f"  {note}")
