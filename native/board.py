@@ -26,6 +26,11 @@ EMPTY, BLACK, WHITE = 0, 1, 2
 TOP, BOTTOM, LEFT, RIGHT = 0, 1, 2, 3  # edge nodes, stored at n*n + k
 NUM_PLANES = 4  # own stones, opponent stones, on-board, swap available
 
+# The network's input as the search sends it: one byte a cell and one for
+# swap, uint8[B, n*n + 1] (codes_one; hexzd.nn.net.planes expands it to the
+# NUM_PLANES planes on the evaluator's device).
+CODE_EMPTY, CODE_OWN, CODE_OPPONENT = 0, 1, 2
+
 _DR = np.array([0, 0, -1, 1, -1, 1], dtype=np.int64)  # neighbour offsets
 _DC = np.array([-1, 1, 0, 0, 1, -1], dtype=np.int64)
 
@@ -205,6 +210,41 @@ def features_one(board, to_play, ply, b, swap, out, o):
             out[o, 1, r, c] = 1.0 if (stone != EMPTY and stone != me) else 0.0
             out[o, 2, r, c] = 1.0
             out[o, 3, r, c] = can_swap
+
+
+@numba.njit(nogil=True, cache=True)
+def codes_one(board, to_play, ply, b, swap, out, o):
+    """Writes game b's compact network input into out[o]: uint8[n*n + 1].
+
+    The one definition of the layout. out[o, r*n + c] is the canonical cell
+    (r, c), as the player to move sees it (White's board transposed, as in
+    features_one): CODE_EMPTY, CODE_OWN for a stone of the player to move,
+    CODE_OPPONENT for the other's. out[o, n*n] is 1 when the swap move is
+    available, else 0. Plane k of features_one is, cell by cell: plane 0
+    code == CODE_OWN, plane 1 code == CODE_OPPONENT, plane 2 all ones,
+    plane 3 the swap byte.
+    """
+    n = side(board)
+    me = to_play[b]
+    white = me == WHITE
+    for r in range(n):
+        for c in range(n):
+            stone = board[b, c * n + r] if white else board[b, r * n + c]
+            if stone == EMPTY:
+                out[o, r * n + c] = CODE_EMPTY
+            elif stone == me:
+                out[o, r * n + c] = CODE_OWN
+            else:
+                out[o, r * n + c] = CODE_OPPONENT
+    out[o, n * n] = 1 if (swap and ply[b] == 1) else 0
+
+
+@numba.njit(nogil=True, cache=True)
+def codes(board, to_play, ply, swap, out):
+    """The compact network input of every game: uint8[B, n*n + 1] (codes_one)."""
+    for b in range(board.shape[0]):
+        codes_one(board, to_play, ply, b, swap, out, b)
+    return out
 
 
 @numba.njit(nogil=True, cache=True)

@@ -1,9 +1,11 @@
-"""The network's shape, and its parameter and FLOP counts against a count by hand."""
+"""The network's shape, its parameter and FLOP counts against a count by hand, and its compact input."""
 
+import numpy as np
 import pytest
 import torch
 
-from hexzd.nn.net import NetSpec, count_flops, count_params
+from hexzd.game.rules import BLACK, EMPTY, WHITE, Games
+from hexzd.nn.net import NetSpec, count_flops, count_params, planes
 
 
 def by_hand(n: int, blocks: int, c: int) -> tuple[int, int]:
@@ -46,3 +48,80 @@ def test_counting_flops_leaves_the_model_as_it_was():
     count_flops(model)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN stats untouched
+
+
+# -- the compact input: codes written by the kernels, planes built by torch
+
+
+def random_games(n: int, count: int, seed: int) -> Games:
+    """Random legal positions with the swap rule on: a quarter at ply 1 (swap available), swaps taken often."""
+    rng = np.random.default_rng(seed)
+    games = Games.new(count, n, swap=True)
+    stop = rng.integers(0, n * n, count)
+    stop[: count // 4] = 1
+    for _ in range(n * n):
+        legal = games.legal()
+        actions = []
+        for b in range(count):
+            if games.ply[b] >= stop[b] or games.done[b]:
+                actions.append(-1)
+            elif legal[b, n * n] and rng.random() < 0.5:
+                actions.append(n * n)
+            else:
+                actions.append(int(rng.choice(np.flatnonzero(legal[b, : n * n]))))
+        games.play(actions)
+    return games
+
+
+def reference_codes(games: Games, b: int) -> list[int]:
+    """The layout of native/board.py codes_one, read off the board in plain Python."""
+    n, me = games.n, int(games.to_play[b])
+    out = []
+    for r in range(n):
+        for c in range(n):
+            # The mover sees the board with their own edges top and bottom: White's is transposed.
+            stone = int(games.board[b, r * n + c] if me == BLACK else games.board[b, c * n + r])
+            out.append(0 if stone == EMPTY else 1 if stone == me else 2)
+    out.append(1 if games.swap and games.ply[b] == 1 else 0)
+    return out
+
+
+def reference_planes(games: Games, b: int) -> np.ndarray:
+    """The 4 float planes of hexzd/nn/net.py's docstring, in plain Python."""
+    n, me = games.n, int(games.to_play[b])
+    out = np.zeros((4, n, n), np.float32)
+    for r in range(n):
+        for c in range(n):
+            stone = int(games.board[b, r * n + c] if me == BLACK else games.board[b, c * n + r])
+            out[0, r, c] = stone == me
+            out[1, r, c] = stone not in (EMPTY, me)
+            out[2, r, c] = 1
+            out[3, r, c] = games.swap and games.ply[b] == 1
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 5, 9])
+def test_codes_and_their_planes_match_a_plain_python_encoder(n):
+    games = random_games(n, 64, seed=n)
+    assert (games.ply == 1).any() and (games.to_play == WHITE).any() and (games.to_play == BLACK).any()
+    codes = games.codes()
+    assert codes.dtype == np.uint8 and codes.shape == (64, n * n + 1)
+    assert codes.tolist() == [reference_codes(games, b) for b in range(64)]
+    assert codes[:, -1].any() and not codes[:, -1].all()  # swap available in some positions only
+    expected = np.stack([reference_planes(games, b) for b in range(64)])
+    assert np.array_equal(planes(torch.from_numpy(codes), n).numpy(), expected)
+    assert np.array_equal(games.features(), expected)  # the trainer's planes: the same input
+    half = planes(torch.from_numpy(codes), n, torch.float16)
+    assert half.dtype == torch.float16 and torch.equal(half.float(), torch.from_numpy(expected))
+
+
+def test_a_net_on_codes_gives_exactly_its_outputs_on_the_old_planes():
+    n = 5
+    games = random_games(n, 40, seed=1)
+    torch.manual_seed(0)
+    model = NetSpec(n, 2, 8).build().eval()
+    old = torch.from_numpy(np.stack([reference_planes(games, b) for b in range(40)]))
+    with torch.no_grad():
+        a = model(old)
+        b = model(planes(torch.from_numpy(games.codes()), n).contiguous())
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

@@ -112,8 +112,14 @@ class Games:
             return "swap is only legal as White's first move, with the swap rule on"
         return f"{cell_name(a, self.n)} is occupied"
 
+    def codes(self, out=None) -> np.ndarray:
+        """uint8[B, n*n + 1]: the compact network input of each game (native/board.py codes_one)."""
+        if out is None:
+            out = np.empty((self.batch, self.n * self.n + 1), np.uint8)
+        return kernels.codes(self.board, self.to_play, self.ply, self.swap, out)
+
     def features(self, out=None) -> np.ndarray:
-        """float32[B, 4, n, n]: the canonical planes of each game."""
+        """float32[B, 4, n, n]: the canonical planes of each game, as the trainer stores them."""
         if out is None:
             out = np.empty((self.batch, NUM_PLANES, self.n, self.n), np.float32)
         return kernels.features(self.board, self.to_play, self.ply, self.swap, out)

@@ -2,9 +2,12 @@
 
 Input: the canonical planes of `hexzd.native.board.features`,
 float32[B, NUM_PLANES, n, n], where the player to move connects top to
-bottom. Output: policy logits float32[B, n*n] in canonical indices (the
-search maps the swap move onto its cell) and a value float32[B] in (-1, 1)
-for the player to move.
+bottom. Evaluators receive the compact form instead, uint8[B, n*n + 1]
+(`hexzd.native.board.codes_one`), and expand it with `planes` on their own
+device: the trainer's planes and the search's codes give the same input.
+Output: policy logits float32[B, n*n] in canonical indices (the search maps
+the swap move onto its cell) and a value float32[B] in (-1, 1) for the
+player to move.
 
     stem    conv3x3(NUM_PLANES -> C), BN, ReLU
     tower   `blocks` x [conv3x3, BN, ReLU, conv3x3, BN, + skip, ReLU]
@@ -28,9 +31,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hexzd.native.board import NUM_PLANES
+from hexzd.native.board import CODE_OPPONENT, CODE_OWN, NUM_PLANES
 
-__all__ = ["HexNet", "NetSpec", "TRAIN_FLOPS_PER_SAMPLE", "count_flops", "count_params"]
+__all__ = ["HexNet", "NetSpec", "TRAIN_FLOPS_PER_SAMPLE", "count_flops", "count_params", "planes"]
 
 TRAIN_FLOPS_PER_SAMPLE = 3  # x flops_per_eval: forward plus a backward of twice its cost
 
@@ -91,6 +94,25 @@ class HexNet(nn.Module):
         """planes float[B, 4, n, n] -> (logits float[B, n*n], values float[B])."""
         x = self.tower(self.stem(planes))
         return self.policy(x), self.value(x).squeeze(1)
+
+
+def planes(codes: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The network's input planes [B, NUM_PLANES, n, n] from compact codes uint8[B, n*n + 1].
+
+    Runs where `codes` is, so a GPU evaluator sends n*n + 1 bytes a position
+    and builds the planes in the model's dtype on the device. Every backend
+    expands through here. Only elementwise kernels, no host tensors: a CUDA
+    graph can capture it. The result has channels_last strides (stacked along
+    the last dimension), the layout the evaluators run in, and holds exactly
+    the values of hexzd.native.board.features.
+    """
+    nn_ = n * n
+    cells = codes[:, :nn_].reshape(-1, n, n)
+    own = cells == CODE_OWN
+    stacked = torch.stack(
+        [own, cells == CODE_OPPONENT, torch.ones_like(own), codes[:, nn_:].reshape(-1, 1, 1).expand_as(own) != 0], -1
+    )
+    return stacked.to(dtype).permute(0, 3, 1, 2)
 
 
 def count_params(model: nn.Module) -> int:
