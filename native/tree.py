@@ -14,8 +14,8 @@ capacity when it runs short.
 
 One simulation is two kernel calls for the whole batch:
     select        descends each tree by PUCT to one leaf, plays the moves on a
-                  copy of the root's board and writes the leaf's canonical
-                  planes into a [B, 4, n, n] buffer;
+                  copy of the root's board and writes the leaf's compact
+                  network input into a uint8[B, n*n + 1] buffer (board.codes_one);
     expand_backup takes the evaluator's logits [B, n*n] and values [B], adds
                   the leaf's edges and backs the value up to the root.
 With random rollouts, search_rollouts runs all of a tree's simulations in
@@ -50,7 +50,7 @@ from .board import (
     EMPTY,
     WHITE,
     canonical_index,
-    features_one,
+    codes_one,
     fill_scratch,
     fill_value,
     hot,
@@ -572,8 +572,8 @@ def select(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction,
     roots, leaves: State of B games; leaves receives the leaf positions (their
     board, to_play, winner and ply: the union-find parent is left as it was,
     since nothing reads it). leaf: int32[B] receives the leaf node of each
-    tree. planes: float32[B, 4, n, n] receives their canonical planes when
-    write_planes is true. An empty table turns Gumbel root selection off.
+    tree. planes: uint8[B, n*n + 1] receives their network input (board.codes_one)
+    when write_planes is true. An empty table turns Gumbel root selection off.
     """
     (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
      node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
@@ -590,7 +590,7 @@ def select(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction,
                            root_winner, root_ply, board, to_play, winner, ply, b, c_puct,
                            fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen)
         if write_planes:
-            features_one(board, to_play, ply, b, swap, planes, b)
+            codes_one(board, to_play, ply, b, swap, planes, b)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -1,21 +1,33 @@
-"""Every backend against eager fp32, auto-selection, and snapshots from elsewhere."""
+"""Every backend against eager fp32, auto-selection, buckets, the engine cache, and snapshots from elsewhere."""
+
+import multiprocessing
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from hexzd.game.rules import Games
+from hexzd.nn import inference
 from hexzd.nn.inference import (
+    BUCKETS,
+    TENSORRT_BUCKETS,
     TOLERANCE,
     EagerEvaluator,
     available,
     build,
+    cached,
+    codes_from_planes,
     fold_batch_norm,
     make_evaluator,
     max_difference,
     sample_features,
 )
-from hexzd.nn.net import NetSpec
+from hexzd.nn.net import NetSpec, planes
 from hexzd.train.trainer import Snapshot
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 N = 5
 ALL_PAIRS = [
@@ -68,7 +80,7 @@ def test_every_backend_matches_eager_fp32(model, backend, precision):
 def test_folding_batch_norm_changes_the_layers_not_the_outputs(model):
     folded = fold_batch_norm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    x = torch.from_numpy(sample_features(N, 64, seed=6))
+    x = planes(torch.from_numpy(sample_features(N, 64, seed=6)), N)
     with torch.no_grad():
         a, b = model(x), folded(x)
     assert torch.allclose(a[0], b[0], atol=1e-4) and torch.allclose(a[1], b[1], atol=1e-5)
@@ -91,8 +103,156 @@ def test_a_batch_is_the_rows_evaluated_one_by_one(model):
 
 
 def test_features_of_the_wrong_shape_are_refused(model):
-    with pytest.raises(ValueError, match=r"expected \[B, 4, 5, 5\]"):
-        build(model, "cpu").evaluate(np.zeros((2, 4, 6, 6), np.float32))
+    for wrong in (np.zeros((2, 4, 6, 6), np.float32), np.zeros((2, 37), np.uint8), np.zeros(26, np.uint8)):
+        with pytest.raises(ValueError, match=r"expected uint8 codes \[B, 26\] \(or float planes \[B, 4, 5, 5\]\)"):
+            build(model, "cpu").evaluate(wrong)
+
+
+def test_sample_features_are_plausible_codes():
+    codes = sample_features(N, 2000, seed=11)
+    assert codes.dtype == np.uint8 and codes.shape == (2000, N * N + 1)
+    cells = codes[:, : N * N]
+    own, opponent = (cells == 1).sum(1), (cells == 2).sum(1)
+    assert set(np.unique(cells)) <= {0, 1, 2}
+    assert np.all((opponent == own) | (opponent == own + 1))  # the opponent moved last, or it is even
+    assert np.all(codes[:, -1] <= (own + opponent == 1))  # swap only after the first stone
+    assert codes[:, -1].any()
+    assert np.array_equal(sample_features(N, 7, seed=3), sample_features(N, 7, seed=3))
+
+
+def test_float_planes_are_still_accepted_and_read_as_their_codes(model):
+    games = Games.new(30, N, swap=True)
+    rng = np.random.default_rng(12)
+    for _ in range(3):
+        legal = games.legal()
+        games.play([int(rng.choice(np.flatnonzero(row))) for row in legal])
+    assert np.array_equal(codes_from_planes(games.features()), games.codes())
+    for backend in ("eager", "cpu"):
+        evaluator = build(model, backend)
+        a, b = evaluator.evaluate(games.features()), evaluator.evaluate(games.codes())
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_buckets_hold_every_batch_and_are_finer_than_powers_of_two():
+    for buckets in (BUCKETS, TENSORRT_BUCKETS):
+        assert list(buckets) == sorted(set(buckets)) and buckets[0] == 1 and buckets[-1] == 4096
+        for batch in range(1, buckets[-1] + 1):
+            bucket = inference._bucket(batch, buckets)
+            assert bucket >= batch and bucket in buckets
+            assert bucket == buckets[0] or buckets[buckets.index(bucket) - 1] < batch  # the smallest that fits
+    assert inference._bucket(5000) == 4096  # larger batches run in chunks
+    assert inference._bucket(300) == 320 and inference._bucket(129) == 192 and inference._bucket(1100) == 1280
+
+
+class FakeDevice(inference._Staged):
+    """The host side of CudaEvaluator and TensorRTEvaluator with the device run on the CPU.
+
+    _launch does what a graph replay does: the model over the whole bucket,
+    padding rows included, which it poisons so that reading them back shows.
+    """
+
+    backend, precision, device = "fake", "fp32", "cpu"
+
+    def __init__(self, model, buckets):
+        self.spec, self.model, self.runs = model.spec, model, []
+        self._stage_buffers(buckets, pin=False)
+
+    def _launch(self, b, bucket):
+        self.runs.append((b, bucket))
+        codes = self._host_in[:bucket].clone()
+        codes[b:] = 7  # not a code: planes of garbage in the padding
+        with torch.no_grad():
+            logits, values = self.model(planes(codes, self.spec.board_size).contiguous())
+        logits[b:], values[b:] = float("nan"), float("nan")
+        self._host_logits[:b] = logits[:b]
+        self._host_values[:b] = values[:b]
+
+
+def test_padding_is_run_but_never_read_back(model):
+    fake = FakeDevice(model, (1, 2, 4, 16, 64))
+    reference = EagerEvaluator(model)
+    for batch in (1, 3, 16, 17, 64, 150, 0):
+        codes = sample_features(N, batch, seed=batch)
+        logits, values = fake.evaluate(codes)
+        assert logits.shape == (batch, N * N) and values.shape == (batch,)
+        assert np.isfinite(logits).all() and np.isfinite(values).all()
+        assert max_difference((logits, values), reference.evaluate(codes)) <= TOLERANCE["fp32"]
+    # 150 rows ran as 64 + 64 + 22 padded to 64; the empty batch as one padded row.
+    assert fake.runs == [(1, 1), (3, 4), (16, 16), (17, 64), (64, 64), (64, 64), (64, 64), (22, 64), (0, 1)]
+    first = fake.evaluate(sample_features(N, 3, seed=1))
+    fake.evaluate(sample_features(N, 3, seed=2))
+    assert not np.array_equal(first[0], fake.evaluate(sample_features(N, 3, seed=2))[0])  # results are copies
+
+
+def test_the_engine_cache_builds_once_and_loads_after(tmp_path):
+    path = tmp_path / "engines" / "x.ep"
+    built = []
+
+    def build():
+        built.append(1)
+        return b"engine"
+
+    save = lambda thing, temp: temp.write_bytes(thing)  # noqa: E731
+    load = lambda p: p.read_bytes() + b" loaded"  # noqa: E731
+    assert cached(path, build, save, load) == b"engine"
+    assert cached(path, build, save, load) == b"engine loaded"
+    assert len(built) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x.ep", "x.ep.lock"]  # no temporary file left
+
+    def broken(thing, temp):
+        temp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cached(tmp_path / "y.ep", build, broken, load)
+    assert not (tmp_path / "y.ep").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["engines", "y.ep.lock"]
+
+
+SIZE = 1 << 20
+
+
+def slow_build_and_save(path, log):
+    """One contender for the cache: a build that takes a while, written out slowly in two halves."""
+
+    def build():
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(0.3)
+        return bytes(range(256)) * (SIZE // 256)
+
+    def save(thing, temp):
+        with open(temp, "wb") as f:
+            f.write(thing[: SIZE // 2])
+            f.flush()
+            time.sleep(0.2)
+            f.write(thing[SIZE // 2 :])
+
+    return len(cached(path, build, save, lambda p: p.read_bytes()))
+
+
+def test_processes_that_miss_the_cache_together_build_once_and_never_read_half_a_file(tmp_path):
+    path, log = tmp_path / "engine.ep", tmp_path / "log"
+    seen = []
+
+    def reader():  # loads the moment the name exists, without the lock
+        deadline = time.monotonic() + 10
+        while not path.exists() and time.monotonic() < deadline:
+            pass
+        seen.append(len(path.read_bytes()))
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(3) as pool:
+        sizes = pool.starmap(slow_build_and_save, [(path, log)] * 3)
+    threads = [threading.Thread(target=lambda: sizes.append(slow_build_and_save(path, log))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    watcher.join()
+    assert sizes == [SIZE] * 5 and seen == [SIZE]
+    assert log.read_text() == "built\n"
 
 
 def test_auto_picks_a_working_backend_and_says_why(model, caplog):
@@ -106,6 +266,43 @@ def test_auto_picks_a_working_backend_and_says_why(model, caplog):
         max_difference(evaluator.evaluate(features), EagerEvaluator(model).evaluate(features))
         <= TOLERANCE[evaluator.precision]
     )
+
+
+@needs_cuda
+def test_cuda_graphs_cover_every_bucket_and_evaluators_run_side_by_side(model):
+    evaluator = build(model, "cuda", "fp32", max_batch=300)
+    assert sorted(evaluator._captured) == [b for b in BUCKETS if b <= 320]
+    assert all(graph is not None for graph, _, _ in evaluator._captured.values())
+    codes = sample_features(N, 300, seed=13)
+    reference = EagerEvaluator(model).evaluate(codes)
+    evaluators = [build(model, "cuda", p) for p in ("fp32", "fp16", "fp32")]
+    results = [None] * 3
+
+    def work(i):
+        for _ in range(20):
+            results[i] = evaluators[i].evaluate(codes[: 100 + 100 * i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, p in enumerate(("fp32", "fp16", "fp32")):
+        rows = 100 + 100 * i
+        assert max_difference(results[i], (reference[0][:rows], reference[1][:rows])) <= TOLERANCE[p]
+    assert len({e.stream.cuda_stream for e in evaluators}) == 3
+    big = sample_features(N, 5000, seed=14)  # past the largest bucket: chunks
+    assert max_difference(evaluator.evaluate(big), EagerEvaluator(model).evaluate(big)) <= TOLERANCE["fp32"]
+
+
+@needs_cuda
+def test_cuda_half_precisions_cast_the_weights_once(model):
+    for precision in ("fp16", "bf16"):
+        if ("cuda", precision) not in available():
+            continue
+        evaluator = build(model, "cuda", precision)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        assert all(p.dtype == dtype for p in evaluator.model.parameters())
 
 
 def test_a_backend_that_is_missing_is_refused_clearly(model):

@@ -6,6 +6,7 @@ import torch
 
 from hexzd.game.rules import BLACK, EMPTY, WHITE, Games
 from hexzd.nn.net import NetSpec, count_flops, count_params, planes
+from hexzd.search.mcts import Search
 
 
 def by_hand(n: int, blocks: int, c: int) -> tuple[int, int]:
@@ -125,3 +126,16 @@ def test_a_net_on_codes_gives_exactly_its_outputs_on_the_old_planes():
         a = model(old)
         b = model(planes(torch.from_numpy(games.codes()), n).contiguous())
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_the_search_sends_its_leaves_codes():
+    n = 4
+    search = Search(6, n, swap=True, seed=3)
+    search.play([5, 5, 5, -1, -1, -1])  # three games at ply 1: swap available at their leaves' roots
+    search.begin_move(4)
+    leaves = search._leaves
+    for _ in range(4):
+        search.select()
+        assert search.planes.dtype == np.uint8 and search.planes.shape == (6, n * n + 1)
+        assert search.planes.tolist() == [reference_codes(leaves, b) for b in range(6)]
+        search.backup(np.zeros((6, n * n), np.float32), np.zeros(6, np.float32))

@@ -4,8 +4,8 @@ A `Search` holds B games (its roots), their trees and the buffers that one
 simulation step passes between the kernels and the evaluator. Each step is a
 few kernel calls for the whole batch, none per game:
 
-    search.select()                   # leaves' planes -> search.planes
-    logits, values = net(search.planes)
+    search.select()                   # leaves' network input -> search.planes
+    logits, values = net(search.planes)  # uint8[B, n*n + 1]: native/board.py codes_one
     search.backup(logits, values)
 
 `run(sims, evaluate)` loops over these; `evaluate=None` means random-rollout
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hexzd.config import SearchConfig
-from hexzd.game.rules import NUM_PLANES, Games
+from hexzd.game.rules import Games
 from hexzd.native import tree as kernels
 from hexzd.native.rng import seeds
 
@@ -124,7 +124,9 @@ class Search:
         self.leaves = kernels.State(*self._leaves.arrays)
         self.tree = new_tree(batch, 64, 4 * (n * n + 1))
         self.leaf = np.zeros(batch, np.int32)
-        self.planes = np.zeros((batch, NUM_PLANES, n, n), np.float32)
+        # The leaves' compact network input (native/board.py codes_one), not float planes:
+        # the evaluator expands it on its own device (hexzd.nn.net.planes).
+        self.planes = np.zeros((batch, n * n + 1), np.uint8)
         self.rng = seeds(batch, seed)
         self.gumbel_score = np.full((batch, n * n + 1), -np.inf, np.float32)
         self._uniform = np.zeros((batch, n * n), np.float32)
@@ -141,7 +143,7 @@ class Search:
     # -- one simulation step ------------------------------------------------
 
     def select(self, write_planes: bool = True) -> None:
-        """Descends every tree to a leaf and writes its planes to self.planes."""
+        """Descends every tree to a leaf and writes its network input to self.planes."""
         self._reserve()
         c = self.config
         kernels.select(
