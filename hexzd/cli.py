@@ -15,7 +15,7 @@ def main():
 
 
 # command name: module in hexzd.benchmarks
-BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "strength": "strength"}
+BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "selfplay": "selfplay", "strength": "strength"}
 
 
 @main.command()

@@ -19,7 +19,7 @@ import numpy as np
 
 from hexzd.config import SelfplayConfig
 from hexzd.game.records import GameRecord
-from hexzd.nn.service import InferenceService
+from hexzd.nn.service import MAX_BATCH, InferenceService
 from hexzd.search.mcts import Search
 
 if TYPE_CHECKING:  # the type alone: self-play before the first network never imports torch
@@ -136,6 +136,10 @@ class SelfPlay:
         if network is None:
             return
         evaluators = network.evaluators or [_Evaluate(network.evaluate)]
+        in_flight = self.config.games * self.config.groups  # the largest batch the service can form
+        for evaluator in evaluators:
+            if hasattr(evaluator, "warm"):  # CUDA graphs captured now, not in the middle of a search
+                evaluator.warm(min(in_flight, MAX_BATCH))
         if self.service is None or self.service.in_flight != len(evaluators):
             old, self.service = self.service, InferenceService(evaluators)
             if old is not None:

@@ -1,0 +1,183 @@
+"""`hexzd bench selfplay`: whole self-play, search and inference and bookkeeping, per backend.
+
+A row runs the real self-play loop (hexzd.train.selfplay: groups, search
+threads, the inference service, finished-game records) with a network of a
+given shape on one backend, and reports network evaluations/s (as the
+service ran them), positions/s and games/s. Two baselines come from the
+same run:
+
+- synthetic: the same evaluator alone, `throughput` on sample inputs at the
+  mean batch the service ran in the row. Self-play's evaluations/s over this
+  is the headline, `of_synthetic`: how much of what the network can do the
+  whole loop delivers.
+- zero-cost: the same loop with an evaluator that costs nothing (fixed,
+  non-uniform priors and values), which is the most the CPU side can feed:
+  simulations per CPU-second of the process, i.e. per core.
+
+It also states the host memory each game in flight takes (trees, games,
+buffers and move records) after a few moves at 64 and at 800 simulations.
+"""
+
+import time
+
+import numpy as np
+import torch
+
+from hexzd.benchmarks.net import backend_device
+from hexzd.config import DeviceConfig, SelfplayConfig
+from hexzd.nn.inference import available, build, sample_features, throughput
+from hexzd.nn.loader import IN_FLIGHT, Network
+from hexzd.nn.net import NetSpec
+from hexzd.train.selfplay import SelfPlay
+
+__all__ = ["SHAPES", "run", "report"]
+
+SHAPES = ((4, 32), (2, 64))  # (blocks, channels): the default network and a wider, shallower one
+SIMS = 64
+BATCH = 256  # games in flight per worker: two groups of half
+WARM_MOVES = 3  # moves before timing: compiled kernels, grown trees, captured graphs
+MEMORY_SIMS = (64, 800)
+MEMORY_GAMES = 32
+MEMORY_MOVES = 8
+
+
+class ZeroCost:
+    """An evaluator that costs nothing: fixed non-uniform priors and values, whatever the input."""
+
+    backend, precision, device = "zero-cost", "-", "cpu"
+
+    def __init__(self, n: int, rows: int = 4096, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.logits = rng.normal(0.0, 1.5, (rows, n * n)).astype(np.float32)  # a network's spread of priors
+        self.values = rng.uniform(-0.5, 0.5, rows).astype(np.float32)
+
+    def evaluate(self, x):
+        return self.logits[: len(x)], self.values[: len(x)]
+
+
+def _selfplay(n: int, sims: int, batch: int, evaluators: list, threads: int = 1) -> SelfPlay:
+    config = SelfplayConfig(sims=sims, games=max(1, batch // 2), groups=2, threads=threads)
+    games = SelfPlay(config, n, swap=False, seed=0)
+    games.network = Network(1, evaluators[0].evaluate, evaluators=evaluators)
+    return games
+
+
+def _time(games: SelfPlay, seconds: float) -> dict:
+    """Runs self-play for about `seconds` after a warm-up; its rates over that time."""
+    for _ in range(WARM_MOVES):
+        games.move()
+    service = games.service
+    served, batches = service.served, service.batches
+    positions = finished = 0
+    cpu, start = time.process_time(), time.perf_counter()
+    while True:
+        live = sum(int((~g.search.roots.done).sum()) for g in games.groups + games.draining)
+        finished += len(games.move())
+        positions += live
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    cpu = time.process_time() - cpu
+    evals = service.served - served
+    return {
+        "evals_per_s": evals / elapsed,
+        "positions_per_s": positions / elapsed,
+        "games_per_s": finished / elapsed,
+        "evals_per_cpu_s": evals / cpu,
+        "mean_batch": evals / max(1, service.batches - batches),
+    }
+
+
+def _row(model, backend: str, precision: str, n: int, sims: int, batch: int, seconds: float) -> dict:
+    evaluators = [build(model, backend, precision) for _ in range(IN_FLIGHT.get(backend_device(backend), 1))]
+    games = _selfplay(n, sims, batch, evaluators)
+    try:
+        measured = _time(games, seconds)
+    finally:
+        games.close()
+    at = max(1, round(measured["mean_batch"]))
+    synthetic = throughput(evaluators[0], sample_features(n, at, seed=at), seconds / 2, rounds=3)
+    return {
+        "backend": backend,
+        "precision": precision,
+        "device": evaluators[0].device,
+        "blocks": model.spec.blocks,
+        "channels": model.spec.channels,
+        "batch": at,
+        **{k: measured[k] for k in ("evals_per_s", "positions_per_s", "games_per_s")},
+        "synthetic_per_s": synthetic,
+        "of_synthetic": measured["evals_per_s"] / synthetic,
+    }
+
+
+def bytes_per_game(n: int, sims: int, games: int = MEMORY_GAMES, moves: int = MEMORY_MOVES) -> float:
+    """Host bytes a game in flight holds after `moves` moves at `sims` simulations (zero-cost search).
+
+    Everything self-play keeps per game: its share of the trees' arrays as
+    allocated (they grow to the largest tree), of the positions, buffers and
+    random states, and its move record so far (moves and visit policies).
+    """
+    play = _selfplay(n, sims, 2 * games, [ZeroCost(n)])
+    try:
+        for _ in range(moves):
+            play.move()
+        total = 0
+        for group in play.groups:
+            s = group.search
+            arrays = [*s.tree, *s.roots.arrays, *s._leaves.arrays, s.leaf, s.planes, s.rng, s.gumbel_score]
+            total += sum(a.nbytes for a in arrays)
+            total += sum(p.nbytes for policies in group.policies for p in policies)
+            total += 8 * sum(len(a) for a in group.actions)
+        return total / (2 * games)
+    finally:
+        play.close()
+
+
+def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS, batch: int = BATCH, threads: int | None = None) -> dict:
+    """Every available backend, each network shape of SHAPES, and the zero-cost search."""
+    torch.set_num_threads(threads or DeviceConfig().threads)
+    rows = []
+    for blocks, channels in SHAPES:
+        torch.manual_seed(0)
+        model = NetSpec(size, blocks, channels).build().eval()
+        for backend, precision in available():
+            rows.append(_row(model, backend, precision, size, sims, batch, 2 * seconds))
+    zero = _selfplay(size, sims, batch, [ZeroCost(size)])
+    try:
+        zero_cost = _time(zero, seconds)
+    finally:
+        zero.close()
+    return {
+        "benchmark": "selfplay",
+        "size": size,
+        "sims": sims,
+        "games_in_flight": batch,
+        "rows": rows,
+        "zero_cost_per_core": zero_cost["evals_per_cpu_s"],
+        "zero_cost_per_s": zero_cost["evals_per_s"],
+        "bytes_per_game": {str(s): bytes_per_game(size, s) for s in MEMORY_SIMS},
+    }
+
+
+def report(result: dict) -> None:
+    n = result["size"]
+    print(
+        f"self-play, {n}x{n}, {result['sims']} simulations per move, {result['games_in_flight']} games in flight "
+        "(2 groups), 1 search thread"
+    )
+    print(
+        f"{'backend':<10}{'precision':<10}{'net':>6}{'batch':>7}{'evals/s':>11}{'positions/s':>13}"
+        f"{'games/s':>9}{'synthetic':>11}{'of synth':>10}"
+    )
+    for r in result["rows"]:
+        print(
+            f"{r['backend']:<10}{r['precision']:<10}{r['blocks']}x{r['channels']:<4}{r['batch']:>7}"
+            f"{r['evals_per_s']:>11,.0f}{r['positions_per_s']:>13,.1f}{r['games_per_s']:>9.2f}"
+            f"{r['synthetic_per_s']:>11,.0f}{r['of_synthetic']:>10.0%}"
+        )
+    print(
+        f"zero-cost evaluator (the search alone): {result['zero_cost_per_core']:,.0f} simulations per CPU-second "
+        f"({result['zero_cost_per_s']:,.0f}/s wall)"
+    )
+    memory = ", ".join(f"{b / 1024:,.0f} KiB at {s} sims" for s, b in result["bytes_per_game"].items())
+    print(f"host memory per game in flight: {memory}")
