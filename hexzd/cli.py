@@ -606,3 +606,68 @@ def _perfect_table(report) -> str:
     for a in report.agents:
         lines.append(f"{a.name:<14} {str(a.perfect_moves):>20} {str(a.conversion):>20} {a.seconds:8.1f}")
     return "\n".join(lines)
+
+
+def _budgets(ctx, param, values):
+    """--budget STEP=SECONDS, repeatable: a step's time budget (tests)."""
+    from hexzd.doctor import STEPS
+
+    budgets = {}
+    for value in values:
+        step, _, seconds = value.partition("=")
+        try:
+            budgets[step] = float(seconds)
+        except ValueError:
+            raise click.BadParameter(f"'{value}' is not STEP=SECONDS") from None
+        if step not in STEPS[1:] or budgets[step] <= 0:
+            raise click.BadParameter(f"'{value}': a step of {', '.join(STEPS[1:])} and seconds above 0")
+    return budgets
+
+
+def _steps(ctx, param, values):
+    from hexzd.doctor import STEPS
+
+    steps = {s.strip() for value in values for s in value.split(",") if s.strip()}
+    steps = {t for s in steps for t in (("bench-net", "bench-selfplay") if s == "bench" else (s,))}
+    if unknown := steps - set(STEPS):
+        raise click.BadParameter(f"no step {', '.join(sorted(unknown))}; the steps are {', '.join(STEPS)}, bench")
+    return steps
+
+
+@main.command()
+@click.option("--gpu", is_flag=True, help="verify a GPU: fail at once without CUDA, and if self-play runs elsewhere")
+@click.option(
+    "--minutes", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="length of the daemon run"
+)
+@click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="where the steps' output and the run go  [default: a temporary directory]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object")
+@click.option("--skip", multiple=True, callback=_steps, hidden=True, help="steps to leave out: tests,bench,daemon...")
+@click.option("--budget", multiple=True, callback=_budgets, hidden=True, help="STEP=SECONDS: a step's time budget")
+@click.option("--selfplay-bench", default="selfplay", hidden=True, help="the benchmark the bench-selfplay step runs")
+def doctor(gpu, minutes, size, out, as_json, skip, budget, selfplay_bench):
+    """Check this machine in one go (about 8 minutes with the defaults): the environment,
+    the GPU tests, `bench net` and `bench selfplay` on every backend, and a short daemon
+    run with GPU telemetry and the tuner; then one summary. Exits 1 if any step failed."""
+    from hexzd import doctor as dr
+
+    try:
+        summary = dr.run(
+            size=size,
+            minutes=minutes,
+            out=out,
+            gpu=gpu,
+            skip=skip,
+            budgets=budget,
+            selfplay_bench=selfplay_bench,
+            echo=lambda line: click.echo(line, err=True),
+        )
+    except dr.NoGpu as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(summary) if as_json else dr.text(summary))
+    if not summary["ok"]:
+        raise SystemExit(1)

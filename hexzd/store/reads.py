@@ -353,3 +353,20 @@ def rateable_snapshots(connection) -> list[dict]:
                m.selfplay_flops, m.train_flops, m.wall_seconds, m.positions_generated
         FROM promotions p JOIN models m ON m.id = p.model_id WHERE m.weights IS NOT NULL ORDER BY p.at, p.model_id""",
     )
+
+
+# -- hexzd doctor -------------------------------------------------------------------
+
+
+def events_where(connection, levels=(), containing=()) -> list[dict]:
+    """The events of any of `levels`, or whose message contains any of `containing`
+    (case-insensitive), oldest first."""
+    tests = [f"level IN ({', '.join('?' * len(levels))})"] if levels else []
+    tests += ["message LIKE ?"] * len(containing)
+    if not tests:
+        return []
+    return rows(
+        connection,
+        f"SELECT id, at, level, source, message FROM events WHERE {' OR '.join(tests)} ORDER BY id",
+        (*levels, *(f"%{text}%" for text in containing)),
+    )
