@@ -57,7 +57,9 @@ class SelfplayConfig(SearchConfig):
 
     workers: int = live(1, "self-play worker processes per GPU in device.gpus (on the CPU: in all)", ge=0, le=256)
     games: int = live(32, "games per group; each worker keeps `groups` groups in flight", ge=1, le=65_536)
-    groups: int = live(2, "groups per worker: one searches on the CPU while another is evaluated", ge=1, le=8)
+    groups: int = live(
+        2, "groups per worker, two or more per search thread: one searches while another is evaluated", ge=1, le=512
+    )
     threads: int = live(
         1, "search threads per self-play worker, sharing its inference service; on a GPU, a core each", ge=1, le=256
     )

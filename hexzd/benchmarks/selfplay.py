@@ -83,6 +83,7 @@ def _time(games: SelfPlay, seconds: float) -> dict:
         "evals_per_s": evals / elapsed,
         "positions_per_s": positions / elapsed,
         "games_per_s": finished / elapsed,
+        "games_finished": finished,
         "evals_per_cpu_s": evals / cpu,
         "mean_batch": evals / max(1, service.batches - batches),
     }
@@ -104,7 +105,7 @@ def _row(model, backend: str, precision: str, n: int, sims: int, batch: int, sec
         "blocks": model.spec.blocks,
         "channels": model.spec.channels,
         "batch": at,
-        **{k: measured[k] for k in ("evals_per_s", "positions_per_s", "games_per_s")},
+        **{k: measured[k] for k in ("evals_per_s", "positions_per_s", "games_per_s", "games_finished")},
         "synthetic_per_s": synthetic,
         "of_synthetic": measured["evals_per_s"] / synthetic,
     }
@@ -172,12 +173,13 @@ def report(result: dict) -> None:
     for r in result["rows"]:
         print(
             f"{r['backend']:<10}{r['precision']:<10}{r['blocks']}x{r['channels']:<4}{r['batch']:>7}"
-            f"{r['evals_per_s']:>11,.0f}{r['positions_per_s']:>13,.1f}{r['games_per_s']:>9.2f}"
-            f"{r['synthetic_per_s']:>11,.0f}{r['of_synthetic']:>10.0%}"
+            f"{r['evals_per_s']:>11,.0f}{r['positions_per_s']:>13,.1f}"
+            + (f"{r['games_per_s']:>9.2f}" if r["games_finished"] else f"{'-':>9}")  # none ended: give it --seconds
+            + f"{r['synthetic_per_s']:>11,.0f}{r['of_synthetic']:>10.0%}"
         )
     print(
-        f"zero-cost evaluator (the search alone): {result['zero_cost_per_core']:,.0f} simulations per CPU-second "
-        f"({result['zero_cost_per_s']:,.0f}/s wall)"
+        f"zero-cost evaluator (the self-play loop alone): {result['zero_cost_per_core']:,.0f} simulations "
+        f"per CPU-second ({result['zero_cost_per_s']:,.0f}/s wall)"
     )
     memory = ", ".join(f"{b / 1024:,.0f} KiB at {s} sims" for s, b in result["bytes_per_game"].items())
     print(f"host memory per game in flight: {memory}")

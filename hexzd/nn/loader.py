@@ -31,7 +31,7 @@ IN_FLIGHT = {"cuda": 2}
 
 @dataclass
 class Network:
-    """A model ready to evaluate positions: features[B, planes, n, n] -> (logits[B, n*n], values[B])."""
+    """A model ready to evaluate positions: codes uint8[B, n*n + 1] -> (logits[B, n*n], values[B])."""
 
     model_id: int | None
     evaluate: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
