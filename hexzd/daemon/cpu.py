@@ -19,15 +19,13 @@ class CpuShares:
     def __init__(self, cores: int | None = None):
         self.cores = cores or usable_cores()
         self.started = time.monotonic()
-        self.last: dict[str, float] = {}  # worker -> its last reported CPU seconds
+        self.reported = Totals()  # the workers' CPU seconds as they report them
         self.total: dict[str, float] = {}  # worker name -> CPU seconds since the daemon started
         self.window: dict[str, float] = {}  # CPU seconds since window_start
         self.window_start = time.monotonic()
 
     def report(self, worker: str, cpu_seconds: float) -> None:
-        before = self.last.get(worker, 0.0)
-        spent = cpu_seconds - before if cpu_seconds >= before else cpu_seconds  # a restart starts from 0
-        self.last[worker] = cpu_seconds
+        spent = self.reported.report(worker, cpu_seconds)
         self.total[worker] = self.total.get(worker, 0.0) + spent
         self.window[worker] = self.window.get(worker, 0.0) + spent
 
@@ -46,13 +44,16 @@ class CpuShares:
 
 
 class Totals:
-    """A running total that each worker reports (evaluations served), summed over workers and restarts."""
+    """A running total that each worker reports (CPU seconds, evaluations served), summed over workers and restarts."""
 
     def __init__(self):
         self.last: dict[str, float] = {}
         self.sum = 0.0
 
-    def report(self, worker: str, value: float) -> None:
+    def report(self, worker: str, value: float) -> float:
+        """Takes a worker's running total; returns what it added since its last report."""
         before = self.last.get(worker, 0.0)
-        self.sum += value - before if value >= before else value  # a restart starts from 0
+        added = value - before if value >= before else value  # a restart starts from 0
         self.last[worker] = value
+        self.sum += added
+        return added

@@ -182,8 +182,7 @@ class SelfPlay:
         else:
             # Search.run's plan: a fresh root gets at least two simulations, and Gumbel's schedule.
             steps = [group.search.begin_move(sims) for group in groups]
-            plan = dict(zip(map(id, groups), steps))
-            self._in_threads(groups, lambda share: self._simulate(share, [plan[id(g)] for g in share]))
+            self._in_threads(list(zip(groups, steps)), self._simulate)
         model_id = self.network.model_id if self.network else None
         finished = []
         for group, evals in zip(groups, steps):
@@ -191,35 +190,35 @@ class SelfPlay:
         self.draining = [g for g in self.draining if not g.search.roots.done.all()]
         return finished
 
-    def _in_threads(self, groups: list[Group], work) -> None:
-        """work(share) for each search thread's share of the groups, in parallel."""
-        threads = min(self.config.threads, len(groups))
+    def _in_threads(self, items: list, work) -> None:
+        """work(share) for each search thread's share of the items (groups), in parallel."""
+        threads = min(self.config.threads, len(items))
         if threads <= 1:
-            work(groups)
+            work(items)
             return
-        for future in [self.pool.submit(work, groups[t::threads]) for t in range(threads)]:
+        for future in [self.pool.submit(work, items[t::threads]) for t in range(threads)]:
             future.result()
 
-    def _simulate(self, groups: list[Group], steps: list[int]) -> None:
-        """steps[g] steps of each group: while one group's leaves are evaluated, the next searches."""
+    def _simulate(self, plan: list[tuple[Group, int]]) -> None:
+        """Each (group, steps) pair's steps: while one group's leaves are evaluated, the next searches."""
         service = self.service
-        pending: dict[int, tuple[Group, object]] = {}  # id(group) -> (group, future of its evaluation)
+        pending = {}  # index in plan -> the future of that group's evaluation
 
         def resolve(group, future):
             logits, values, seconds = future.result()
             group.seconds += seconds / group.search.batch
             group.search.backup(logits, values)
 
-        for step in range(max(steps, default=0)):
-            for group, count in zip(groups, steps):
+        for step in range(max((count for _, count in plan), default=0)):
+            for i, (group, count) in enumerate(plan):
                 if step >= count:
                     continue
-                if id(group) in pending:
-                    resolve(*pending.pop(id(group)))  # a group cannot search past its own evaluation
+                if i in pending:
+                    resolve(group, pending.pop(i))  # a group cannot search past its own evaluation
                 group.search.select()
-                pending[id(group)] = (group, service.submit(group.search.planes))
-        for group, future in pending.values():
-            resolve(group, future)
+                pending[i] = service.submit(group.search.planes)
+        for i, future in pending.items():
+            resolve(plan[i][0], future)
 
     def watched(self) -> tuple[list[int], np.ndarray, int] | None:
         """The first game in flight: its moves so far, the visit shares of its next move, and that move."""
