@@ -213,9 +213,12 @@ class Daemon:
         self.supervisor.kill()
         await self.supervisor.reap()
         await asyncio.sleep(0.3)  # the last results in the socket
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Cancelled only between transactions: a task cancelled inside one could leave
+        # BEGIN to run after its rollback, and the last flush would then fail.
+        async with self.write_lock:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         await self._drain()
         await self._flush()
         await self._tick_counters()
@@ -299,6 +302,9 @@ class Daemon:
                 self.pending.failing_since = time.monotonic()
             self._cannot_write(e)
             return
+        except asyncio.CancelledError:  # stopping: the shutdown's last flush writes them
+            self.pending.messages = batch + self.pending.messages
+            raise
         if self.pending.failing_since is not None:
             seconds = time.monotonic() - self.pending.failing_since
             self.pending.failing_since = None
