@@ -83,7 +83,14 @@ class Scheduler:
         def choose():
             s = scale.scale(results, r.references, [(m, sims) for m in promoted], engines)
             return scale.next_match(
-                s, r.references, promoted, sims, 2 * r.match_pairs, costs, r.target_elo, engines=engines
+                s,
+                promoted,
+                sims,
+                2 * r.match_pairs,
+                costs,
+                r.target_elo,
+                engines=engines,
+                max_reference=r.max_reference,
             )
 
         return await asyncio.to_thread(choose)

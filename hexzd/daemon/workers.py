@@ -256,9 +256,10 @@ def duel(link: Link, db, seed: int) -> None:
     within DUEL_POLL seconds, and a restarted worker resumes the same duel
     from its games in the state file.
     """
-    from hexzd.evaluation.duel import play_duel
+    from hexzd.evaluation.duel import play_duel, warm
     from hexzd.evaluation.engines import children_cpu_seconds
 
+    warm(link.config.game.board_size, link.config.game.swap)
     judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
     # Duels whose end is sent, perhaps not yet stored. Replaying one from the games stored
     # so far would play pairs past its end, and the daemon, reading the pairing's history
