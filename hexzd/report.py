@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hexzd import store
+from hexzd.config import Config, stored
+from hexzd.evaluation import scale
 from hexzd.store import reads
 
 FORMATS = ("png", "svg")
@@ -22,6 +24,8 @@ LOSSES = {"policy_loss": "policy loss (cross-entropy)", "value_loss": "value los
 THROUGHPUT = {"games_per_s": "games / s", "positions_per_s": "positions / s", "train_step_per_s": "train steps / s"}
 KNOBS = {"sims": "simulations per move", "batch": "games per group"}
 MINUTES = "minutes since the run's start"
+PRECISION_STEP = 30.0  # seconds between the refits that follow each snapshot's interval
+PRECISION_MINUTES = 10.0  # how long after its promotion a snapshot's interval is followed
 ELO = "Elo (rollouts @100 = 0)"
 
 
@@ -42,6 +46,8 @@ class Run:
     perfect: list[dict]
     metrics: dict[str, list[dict]]  # samples by metric name
     tuning: list[dict]
+    precision: list[dict]  # `precision`'s rows
+    target_elo: float  # ratings.target_elo
 
     def minutes(self, at: float) -> float:
         return (at - self.start) / 60
@@ -66,6 +72,8 @@ def load(path, label: str | None = None, timeout: float = 10.0) -> Run:
 
 def _run(c, label: str) -> Run:
     span = reads.run_span(c)
+    text = reads.config_text(c)
+    config = stored(text) if text else Config()
     samples: dict[str, list[dict]] = {}
     for row in reads.metric_history(c, [*LOSSES, *THROUGHPUT]):
         samples.setdefault(row["name"], []).append(row)
@@ -79,7 +87,41 @@ def _run(c, label: str) -> Run:
         perfect=[p for p in reads.perfect_play_history(c) if p["won"] > 0],
         metrics=samples,
         tuning=reads.tuning_history(c),
+        precision=precision(reads.timed_results(c), reads.promotion_times(c), config.ratings.references),
+        target_elo=config.ratings.target_elo,
     )
+
+
+def precision(timed, promotions, references, step=PRECISION_STEP, horizon=PRECISION_MINUTES) -> list[dict]:
+    """How each promoted snapshot's 95% interval narrowed: every `step` seconds from its
+    promotion until `horizon` minutes later (or the last game), the ratings refitted from
+    the games up to then (hexzd.evaluation.scale.rate, as the daemon fits them).
+
+    timed: reads.timed_results; promotions: (model_id, at). Rows {model_id, minutes
+    (since its promotion), half (Elo), games}, with the snapshot's player of most games."""
+    if not timed or not promotions:
+        return []
+    end = min(timed[-1][0], promotions[-1][1] + 60 * horizon)
+    totals: dict[tuple, list[int]] = {}
+    rows, k = [], 0
+    t = promotions[0][1]
+    while True:
+        while k < len(timed) and timed[k][0] <= t:
+            _, *pairing, won, engine = timed[k]
+            total = totals.setdefault((*pairing, engine), [0, 0])
+            total[0], total[1], k = total[0] + won, total[1] + 1, k + 1
+        results = [(*key[:4], won, games, key[4]) for key, (won, games) in totals.items()]
+        best: dict[int, tuple] = {}
+        for _, model_id, _, _, lo, hi, games, _ in scale.rate(results, references) if results else ():
+            if model_id is not None and games > best.get(model_id, (0,))[0]:
+                best[model_id] = (games, (hi - lo) / 2)
+        for model_id, at in promotions:
+            if at <= t <= at + 60 * horizon and model_id in best:
+                games, half = best[model_id]
+                rows.append({"model_id": model_id, "minutes": (t - at) / 60, "half": half, "games": games})
+        if t >= end:
+            return rows
+        t = min(t + step, end)
 
 
 def load_all(dbs) -> tuple[list[Run], list[str]]:
@@ -148,6 +190,17 @@ def _metrics(names):
                 ax.plot(xs, [s["value"] for s in samples], color=colour, lw=1, label=run.label)
 
     return draw
+
+
+def _precision(axes, run: Run, colour: str) -> None:
+    """A line per promoted snapshot: its 95% half-width against minutes since its promotion;
+    the target (ratings.target_elo) dashed."""
+    for model_id in sorted({p["model_id"] for p in run.precision}):
+        points = [p for p in run.precision if p["model_id"] == model_id]
+        label = run.label if model_id == run.precision[0]["model_id"] else None
+        axes[0].plot([p["minutes"] for p in points], [p["half"] for p in points], color=colour, lw=1, label=label)
+    axes[0].axhline(run.target_elo, color=colour, ls="--", lw=1)
+    axes[0].set_yscale("log")
 
 
 def _tuning(axes, run: Run, colour: str) -> None:
@@ -228,6 +281,15 @@ FIGURES = (
         _perfect,
         "snapshot made, " + MINUTES,
         ("move keeps the win (share)", "converted (share)"),
+    ),
+    Spec(
+        "precision",
+        "How fast each promoted snapshot's rating interval narrows (dashed: ratings.target_elo)",
+        "no rated promoted snapshots in {run} yet",
+        lambda r: bool(r.precision),
+        _precision,
+        "minutes since the snapshot's promotion",
+        ("95% half-width (Elo)",),
     ),
     _metrics_spec("losses", "Training losses", "training losses", LOSSES),
     _metrics_spec("throughput", "Throughput", "throughput samples", THROUGHPUT),

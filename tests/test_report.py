@@ -5,6 +5,7 @@ positions) serves the module: about a minute on two cores. Every figure's
 plotted data is checked against the state file, queried here with plain sqlite3.
 """
 
+import math
 import shutil
 import sqlite3
 import sys
@@ -202,3 +203,19 @@ def test_without_matplotlib_the_command_says_how_to_install_it(monkeypatch, tmp_
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import fails
     result = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "run.sqlite")])
     assert result.exit_code == 1 and "pip install 'hexzd[report]'" in result.output
+
+
+def test_precision_follows_each_snapshots_interval_after_its_promotion():
+    """One snapshot, promoted at t = 1000, plays even against the anchor (rollouts @100)
+    one game a second. Its half-width at the end is the closed form of a one-parameter
+    logistic fit, 1.96 * (400 / ln 10) / sqrt(n / 4), within 3% (the prior adds 2 games)."""
+    from hexzd.report import precision
+
+    timed = [(1000.0 + i, 1, 64, None, 100, i % 2, None) for i in range(1, 241)]
+    rows = precision(timed, [(1, 1000.0)], [100], step=30.0, horizon=10.0)
+    assert [r["minutes"] for r in rows] == [k / 2 for k in range(1, 9)]  # none before the first game
+    assert [r["games"] for r in rows] == [30 * k for k in range(1, 9)]
+    halves = [r["half"] for r in rows]
+    assert halves == sorted(halves, reverse=True)
+    expected = 1.96 * (400 / math.log(10)) / math.sqrt(240 / 4)
+    assert halves[-1] == pytest.approx(expected, rel=0.03)

@@ -337,6 +337,24 @@ def tuning_history(connection) -> list[dict]:
 # -- hexzd league -----------------------------------------------------------------
 
 
+def timed_results(connection) -> list[tuple]:
+    """(created_at, candidate_id, sims, opponent_id, opponent_sims, candidate won, opponent_engine)
+    of every duel game, oldest first: the results as they stood at any time."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(duels)")}
+    engine = "d.opponent_engine" if "opponent_engine" in columns else "NULL"  # schema 5 on
+    return connection.execute(
+        f"""
+        SELECT g.created_at, d.candidate_id, d.sims, d.opponent_id, d.opponent_sims,
+            g.winner = g.candidate_colour, {engine}
+        FROM duel_games g JOIN duels d ON d.id = g.duel_id ORDER BY g.created_at"""
+    ).fetchall()
+
+
+def promotion_times(connection) -> list[tuple[int, float]]:
+    """(model_id, at) of every promotion, oldest first."""
+    return connection.execute("SELECT model_id, at FROM promotions ORDER BY at").fetchall()
+
+
 def first_model_at(connection) -> float | None:
     """When the run's first model was stored: with the file's path, what tells one run from a later one there."""
     row = connection.execute("SELECT created_at FROM models ORDER BY id LIMIT 1").fetchone()
