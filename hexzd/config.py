@@ -94,15 +94,9 @@ class RatingsConfig(Section):
         "random-rollout MCTS players, by simulations per move; the first is 0 Elo",
         min_length=1,
     )
-    max_reference: int = live(
-        102_400,
-        "the ladder doubles past its last reference, up to this many simulations, while a promoted snapshot"
-        " outrates its top by 100 Elo (the references' last: no growth)",
-        ge=1,
-    )
     match_pairs: int = live(4, "pairs of games in a rating match", ge=1, le=1024)
     share: float = live(
-        0.5,
+        0.6,
         "share of evaluation's CPU time that rating matches get while candidates wait for duels (0: none)",
         ge=0,
         le=1,

@@ -65,7 +65,6 @@ class Settings:
     cpu_share: float = 1.0  # of the machine's cores, as duel.cpu_share
     size: int | None = None  # the board; by default the first usable run's
     references: list[int] = field(default_factory=lambda: list(RatingsConfig().references))  # a new league's
-    max_reference: int = RatingsConfig().max_reference  # the ladder grows to this (hexzd.evaluation.scale.grow)
 
 
 @dataclass
@@ -284,14 +283,7 @@ class League:
             return ladder
         costs = scale.seconds_per_game(db.match_times(c))
         return scale.next_match(
-            s,
-            self.players,
-            r.sims,
-            2 * r.match_pairs,
-            costs,
-            r.target_elo,
-            newest_weight=1.0,
-            max_reference=r.max_reference,
+            s, self.references, self.players, r.sims, 2 * r.match_pairs, costs, r.target_elo, newest_weight=1.0
         )
 
     def match(self, pairing: scale.Pairing, pairs: int, should_stop) -> "Match":

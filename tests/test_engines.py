@@ -186,10 +186,10 @@ def test_matchmaking_plays_an_unrated_engine_against_references_and_snapshots():
     snapshot = [(1, 64, None, 200, 100, 200), (1, 64, None, 400, 100, 200)]
     s = scale.scale(ladder + snapshot, refs, [(1, 64)], ["mohex"])
     assert s.sides["engine mohex"] == (None, 0, "mohex")
-    match = scale.next_match(s, [1], 64, 8, {}, 50.0, engines=["mohex"])
+    match = scale.next_match(s, refs, [1], 64, 8, {}, 50.0, engines=["mohex"])
     assert match.opponent_engine == "mohex" and (match.opponent_id, match.opponent_sims) == (None, 0)
     assert scale.player(match.candidate_id, match.sims) in ("model 1 @64", *(scale.player(None, r) for r in refs))
-    assert scale.next_match(s, [1], 64, 8, {}, 50.0).opponent_engine is None  # none configured: none offered
+    assert scale.next_match(s, refs, [1], 64, 8, {}, 50.0).opponent_engine is None  # none configured: none offered
     # A measured cost is the engine's own kind's.
     costs = scale.seconds_per_game([(None, 100, None, 0, 30.0, 10, "mohex"), (1, 64, None, 100, 1.0, 10, None)])
     assert costs == {frozenset(("rollouts @100", "engine mohex")): 3.0, frozenset(("model @64", "rollouts @100")): 0.1}

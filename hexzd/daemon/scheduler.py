@@ -83,14 +83,7 @@ class Scheduler:
         def choose():
             s = scale.scale(results, r.references, [(m, sims) for m in promoted], engines)
             return scale.next_match(
-                s,
-                promoted,
-                sims,
-                2 * r.match_pairs,
-                costs,
-                r.target_elo,
-                engines=engines,
-                max_reference=r.max_reference,
+                s, r.references, promoted, sims, 2 * r.match_pairs, costs, r.target_elo, engines=engines
             )
 
         return await asyncio.to_thread(choose)

@@ -18,14 +18,6 @@ The scale is fitted in two stages (`scale`):
    scale needs. It does not add the ladder's own uncertainty, which shifts
    every rating of the scale together.
 
-The ladder grows with the run: once a promoted snapshot rates EXTEND_ELO
-above its top reference, the next match doubles the top's simulations (up to
-`ratings.max_reference`), so the strongest snapshots still meet references
-near their own strength, whose games carry the most information. A doubling
-that no longer adds strength (the rollouts are near their limit) ends it.
-`ladder` reads the references in use back from the games, so the scale is the
-same function of the state file everywhere.
-
 Rating matches are chosen by information (hexzd.evaluation.matchmaking): the
 match that narrows the intervals of the promoted snapshots and of the ladder
 most per second of play.
@@ -41,9 +33,8 @@ from hexzd.evaluation.stats import Z95
 
 PRIOR_GAMES = 2.0  # BayesElo-like: keeps a perfect record finite
 FIXED_ELO = 150.0  # a reference anchors stage 2 once its ladder interval is this narrow (the "rated" bound)
+LADDER_WEIGHT = 0.3  # a reference's interval against a snapshot's: stage 2 needs the ladder only within FIXED_ELO
 NEWEST_WEIGHT = 3.0  # the newest promoted snapshot's interval counts this much more than the older ones'
-EXTEND_ELO = 100.0  # a promoted snapshot this far above the top reference doubles the ladder's top
-SATURATED_ELO = 50.0  # a doubling that gained less than this over the reference below ends the ladder's growth
 DEFAULT_SECONDS = 1.0  # seconds per game guessed before any rating match was timed
 
 
@@ -87,25 +78,13 @@ class Pairing:
     opponent_engine: str | None = None  # an outside engine's name (then opponent_id None, opponent_sims 0)
 
 
-def ladder(references: list[int], results) -> list[int]:
-    """The references in use: `references`, then each doubling of the last that has played
-    (the ladder's growth, see the module's text)."""
-    played = {sims for row in results for model_id, sims in (row[0:2], row[2:4]) if model_id is None}
-    refs = list(references)
-    while refs[-1] * 2 in played:
-        refs.append(refs[-1] * 2)
-    return refs
-
-
 @dataclass
 class Scale:
-    """The two stages' fits, each player's (model_id, sims), an engine's (None, 0, name),
-    and the references in use (`ladder`)."""
+    """The two stages' fits, and each player's (model_id, sims), an engine's (None, 0, name)."""
 
     ladder: Fit
     players: Fit
     sides: dict[str, tuple]
-    references: list[int]
 
 
 def scale(results, references: list[int], registered=(), engines=()) -> Scale:
@@ -113,7 +92,6 @@ def scale(results, references: list[int], registered=(), engines=()) -> Scale:
     candidate wins, games[, opponent_engine]) of hexzd.store.writes. Players in `registered`,
     pairs (model_id, sims), the `engines` by name and every reference are in the fits even
     before their first game."""
-    references = ladder(references, results)
     games, sides = [], {}
     for candidate, sims, opponent, opponent_sims, wins, count, *engine in results:
         engine = engine[0] if engine else None  # six-column rows have none
@@ -126,14 +104,14 @@ def scale(results, references: list[int], registered=(), engines=()) -> Scale:
     anchor = refs[0]
     # A pair with no games puts a player in the fit (the prior alone rates it) without changing anything else.
     unplayed = [(anchor, r, 0, 0) for r in refs[1:]]
-    stage1 = estimate([g for g in games if g[0] in refs and g[1] in refs] + unplayed, {anchor: 0.0}, PRIOR_GAMES)
+    ladder = estimate([g for g in games if g[0] in refs and g[1] in refs] + unplayed, {anchor: 0.0}, PRIOR_GAMES)
     fixed = {
-        p: e for p, e, v in zip(stage1.players, stage1.elo, stage1.covariance.diagonal()) if Z95 * v**0.5 <= FIXED_ELO
+        p: e for p, e, v in zip(ladder.players, ladder.elo, ladder.covariance.diagonal()) if Z95 * v**0.5 <= FIXED_ELO
     }
     for new in [*(side(model_id, sims) for model_id, sims in registered), *(side(None, 0, e) for e in engines)]:
         sides[player(*new)] = new
         unplayed.append((anchor, player(*new), 0, 0))
-    return Scale(stage1, estimate(games + unplayed, fixed, PRIOR_GAMES), sides, references)
+    return Scale(ladder, estimate(games + unplayed, fixed, PRIOR_GAMES), sides)
 
 
 def rate(results, references: list[int]) -> list[tuple]:
@@ -155,6 +133,7 @@ def rate(results, references: list[int]) -> list[tuple]:
 
 def next_match(
     s: Scale,
+    references: list[int],
     promoted: list[int],
     sims: int,
     games: int,
@@ -162,19 +141,14 @@ def next_match(
     target_elo: float,
     newest_weight: float = NEWEST_WEIGHT,
     engines=(),
-    max_reference: int = 0,
 ) -> Pairing | None:
     """The rating match of `games` games worth the most per second: two references for the
     ladder, or a promoted snapshot (at `sims`, newest last in `promoted`) against a reference
     or another promoted snapshot. costs[frozenset of two kinds] = seconds per game measured.
     newest_weight: how much the newest snapshot's interval counts (hexzd league: 1, every
     snapshot of every run alike). engines: outside engines by name (in `s` already), each
-    a match against every reference and promoted snapshot, its interval counted as one.
-    max_reference: the most simulations the ladder may grow to (`grow`); 0: it does not grow."""
-    extension = grow(s, promoted, sims, max_reference)
-    if extension is not None:
-        return extension
-    refs = [player(None, r) for r in s.references]
+    a match against every reference and promoted snapshot, its interval counted as one."""
+    refs = [player(None, r) for r in references]
     snapshots = [player(m, sims) for m in promoted]
     guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
 
@@ -190,7 +164,7 @@ def next_match(
     important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: newest_weight} if snapshots else {})
     important |= dict.fromkeys(outside, 1.0)
     options = [
-        *zip(ladder, matchmaking.scores(s.ladder, ladder, dict.fromkeys(refs, 1.0), target_elo)),
+        *zip(ladder, matchmaking.scores(s.ladder, ladder, dict.fromkeys(refs, LADDER_WEIGHT), target_elo)),
         *zip(rated, matchmaking.scores(s.players, rated, important, target_elo)),
     ]
     if not options:
@@ -199,22 +173,6 @@ def next_match(
     if score <= 0:
         return None
     return Pairing(*s.sides[chosen.a], *s.sides[chosen.b])
-
-
-def grow(s: Scale, promoted: list[int], sims: int, max_reference: int) -> Pairing | None:
-    """The match that adds a doubling on top of the ladder, if a promoted snapshot (at `sims`)
-    rates EXTEND_ELO above the top reference, the doubling is within `max_reference` and the
-    last doubling still added SATURATED_ELO; else None."""
-    top = s.references[-1]
-    if not promoted or 2 * top > max_reference:
-        return None
-    elo = s.players.ratings()
-    best = max(elo[player(m, sims)].elo for m in promoted)
-    below = elo[player(None, s.references[-2])].elo if len(s.references) > 1 else -float("inf")
-    ceiling = elo[player(None, top)].elo
-    if best < ceiling + EXTEND_ELO or ceiling < below + SATURATED_ELO:
-        return None
-    return Pairing(None, 2 * top, None, top)
 
 
 def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int) -> Pairing | None:
