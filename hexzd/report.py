@@ -284,7 +284,7 @@ FIGURES = (
     ),
     Spec(
         "precision",
-        "How fast each promoted snapshot's rating interval narrows (dashed: ratings.target_elo)",
+        "Promoted snapshots' rating intervals (dashed: ratings.target_elo)",
         "no rated promoted snapshots in {run} yet",
         lambda r: bool(r.precision),
         _precision,
