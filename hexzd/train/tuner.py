@@ -130,7 +130,7 @@ class Telemetry:
     evals_per_s: float  # self-play network evaluations per second (0 before the first network exists)
     samples_per_s: float  # positions the trainer trained on per second (steps/s * batch_size)
     reuse: float  # the train.reuse target
-    gpu_util: float | None  # mean accelerator utilisation 0..1 over the span; None without a GPU meter
+    gpu_util: float | None  # the least busy accelerator's mean utilisation 0..1 over the span; None: no meter
     trainer_waiting: float | None = None  # share of the span the trainer waited for data; None: not reported
     settling: bool = False  # games of an older batch shape still play out: the rates mix both shapes
 
@@ -400,7 +400,11 @@ class Tuner:
 
 
 class GpuMeter:
-    """Mean utilisation of the GPUs this process can see, through NVML (the nvidia-ml-py package, module pynvml).
+    """Utilisation of the least busy GPU this process can see, through NVML (the nvidia-ml-py package, module pynvml).
+
+    The least busy, not the mean: every GPU's workers share one batch size, so
+    the idlest GPU decides whether a larger batch pays. A mean of 95% and 45%
+    reads 70% and would hide a half-idle accelerator.
 
     Visible means CUDA_VISIBLE_DEVICES (indices, or UUIDs and their unique
     prefixes; the list ends at its first invalid entry, as for CUDA) or, unset,
@@ -478,7 +482,7 @@ class GpuMeter:
         return handles
 
     def sample(self) -> float:
-        """Utilisation 0..1 now: the mean over the visible GPUs that answer.
+        """Utilisation 0..1 now: the lowest over the visible GPUs that answer.
 
         Raises RuntimeError when none answers (a GPU lost from the bus).
         """
@@ -490,7 +494,7 @@ class GpuMeter:
                 pass
         if not values:
             raise RuntimeError(f"NVML gave no utilisation for any of {len(self._handles)} GPUs")
-        value = sum(values) / len(values)
+        value = min(values)
         self._sum += value
         self._count += 1
         return value
