@@ -2,6 +2,7 @@
 
 import importlib
 import json
+from pathlib import Path
 
 import click
 
@@ -29,13 +30,21 @@ BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "selfplay": "self
 @click.option(
     "--out", type=click.Path(file_okay=False), help="strength: where the runs go  [default: a temporary directory]"
 )
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="strength: the runs' config  [default: the default config]; its board size and seed are overridden",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def bench(name, size, seconds, minutes, seeds, out, as_json):
+def bench(name, size, seconds, minutes, seeds, out, config_path, as_json):
     """Time hexzd against a baseline measured in the same run; `strength`: train from
     scratch and judge the result from outside (perfect play up to 5x5, else OpenSpiel's MCTS)."""
     module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
     if name == "strength":
         work = {"minutes": minutes, "seeds": seeds, "out": out, "echo": lambda line: click.echo(line, err=as_json)}
+        if config_path:
+            work["config"] = _config_text(config_path)
     else:
         work = {"seconds": seconds}
     try:
@@ -48,6 +57,17 @@ def bench(name, size, seconds, minutes, seeds, out, as_json):
         click.echo(json.dumps(result))
     else:
         module.report(result)
+
+
+def _config_text(path: str) -> str:
+    """A config file's text once it validates, or a usage error naming the key and line."""
+    from hexzd.config import load
+
+    try:
+        load(path)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    return Path(path).read_text()
 
 
 DB_OPTION = click.option(

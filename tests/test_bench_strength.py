@@ -5,18 +5,27 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from hexzd import store
 from hexzd.cli import main
+from hexzd.config import stored
+from hexzd.store import reads
 
 
 @pytest.mark.timeout(240)
 def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
+    config = tmp_path / "variant.toml"  # --config: every key but the board size and the seed holds
+    config.write_text("[game]\nboard_size = 9\n[model]\nblocks = 2\nchannels = 16\n[train]\nseed = 7\n")
     result = CliRunner().invoke(
-        main, ["bench", "strength", "--size", "3", "--minutes", "0.6", "--out", str(tmp_path), "--json"]
+        main,
+        ["bench", "strength", "--size", "3", "--minutes", "0.6", "--out", str(tmp_path), "--config", config, "--json"],
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
     [run] = out["runs"]
     assert out["size"] == 3 and run["games"] > 0 and (tmp_path / "3x3-seed0.sqlite").exists()
+    with store.read_only(tmp_path / "3x3-seed0.sqlite") as connection:
+        used = stored(reads.config_text(connection))
+    assert (used.game.board_size, used.train.seed, used.model.blocks, used.model.channels) == (3, 0, 2, 16)
     assert run["promoted"] >= 1, "a 3x3 network beats rollouts within 36 s"
     # Every promoted snapshot is judged on the 9 openings (hexzd perfect --openings, which
     # tests/test_perfect.py checks move by move against the plain-Python brute force).
@@ -27,3 +36,11 @@ def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
     reached = run["milestone"]
     assert reached is None or reached["model"] in [p["model"] for p in run["curve"] if p["converted"] == 9]
     assert out["milestone_reached"] == (reached is not None)
+
+
+def test_a_bad_config_is_refused_before_anything_runs(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[selfplay]\nsims = 0\n")
+    result = CliRunner().invoke(main, ["bench", "strength", "--size", "3", "--out", str(tmp_path), "--config", config])
+    assert result.exit_code == 1 and "bad.toml:2: selfplay.sims" in result.output
+    assert not list(tmp_path.glob("*.sqlite"))

@@ -1,7 +1,8 @@
 """`hexzd bench strength`: playing strength per minute and per FLOP, from scratch.
 
 Each seed is a real run: `hexzd start --headless --for M` on a fresh state
-file with the default config but for the board size and the seeds. The run
+file with the default config (or `--config FILE`) but for the board size and
+the seeds. The run
 is then judged from outside, as `hexzd htp` plays (800 simulations):
 - boards up to 5x5: every promoted snapshot plays every first move out from
   the side that wins it, against perfect defence (`hexzd perfect
@@ -39,22 +40,29 @@ PERFECT_MAX_SIZE = 5
 BOARDLAW_FLOPS = {6: 2.3e14, 7: 2e15, 9: 3.6e16}
 
 
-def run(size: int, minutes: float, seeds: int = 1, out: str | None = None, echo=print) -> dict:
-    """Trains and judges `seeds` runs; the median seed's figures and every seed's."""
+def run(
+    size: int, minutes: float, seeds: int = 1, out: str | None = None, config: str | None = None, echo=print
+) -> dict:
+    """Trains and judges `seeds` runs; the median seed's figures and every seed's.
+
+    config: a config file's text (default: the default config); each run
+    takes it with `size` and its own seed.
+    """
     where = Path(out) if out else Path(tempfile.mkdtemp(prefix="hexzd-strength-"))
     where.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in range(seeds):
         db = where / f"{size}x{size}-seed{seed}.sqlite"
         echo(f"seed {seed}: training {minutes:g} min on {size}x{size} into {db}")
-        _train(db, size, minutes, seed)
+        _train(db, size, minutes, seed, config or default_toml())
         results.append(_judge(db, size, echo))
     return {"bench": "strength", "size": size, "minutes": minutes, "runs": results, **_median(results)}
 
 
-def _train(db: Path, size: int, minutes: float, seed: int) -> None:
-    config = tomlkit.parse(default_toml())
-    config["game"]["board_size"], config["train"]["seed"] = size, seed
+def _train(db: Path, size: int, minutes: float, seed: int, text: str) -> None:
+    config = tomlkit.parse(text)
+    config.setdefault("game", tomlkit.table())["board_size"] = size
+    config.setdefault("train", tomlkit.table())["seed"] = seed
     db.with_suffix(".toml").write_text(tomlkit.dumps(config))
     log = db.with_suffix(".log")
     with log.open("w") as f:
