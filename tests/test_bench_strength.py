@@ -1,6 +1,7 @@
 """`hexzd bench strength` end to end: a real run from scratch, judged against the exact solver."""
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -32,6 +33,8 @@ def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
     for point in run["curve"]:
         assert point["of"] == 9 and 0 <= point["converted"] <= 9
         assert point["minutes"] <= 0.6 + 0.2 and point["pflop"] >= 0
+        # Every process's CPU time, rollouts included: some, and no more than the cores allow.
+        assert 0 < point["cpu_hours"] * 60 <= point["minutes"] * os.cpu_count() * 1.1 + 0.1
     assert [p["model"] for p in run["curve"]] == sorted(p["model"] for p in run["curve"])
     reached = run["milestone"]
     assert reached is None or reached["model"] in [p["model"] for p in run["curve"] if p["converted"] == 9]

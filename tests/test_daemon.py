@@ -130,6 +130,9 @@ def test_kill_9_of_a_worker_and_of_the_daemon_loses_nothing(runs, tmp_path):
     assert resumed
     first_new = run.query("SELECT MIN(train_step) FROM models WHERE id > ?", (models_then,))[0][0]
     assert first_new > max(r[1] for r in before["models"])
+    # The run's CPU time goes on from where it was saved, and grows with every snapshot.
+    cpu = [c for (c,) in run.query("SELECT cpu_seconds FROM models ORDER BY id")]
+    assert cpu[0] > 0 and all(b >= a for a, b in zip(cpu, cpu[1:]))
     assert run.query("PRAGMA integrity_check") == [("ok",)]
 
 

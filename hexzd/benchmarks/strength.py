@@ -10,8 +10,10 @@ is then judged from outside, as `hexzd htp` plays (800 simulations):
 - larger boards: the final best plays OpenSpiel's C++ MCTS with random
   rollouts (10,000 simulations a move), every first move with colours
   swapped (`hexzd match`, n*n pairs). The milestone is a score of 95%.
-A snapshot's minutes and PFLOP are those of the run when the trainer made it
-(models.wall_seconds, selfplay_flops + train_flops). The baseline is
+A snapshot's minutes, PFLOP and CPU-hours are those of the run when the
+trainer made it (models.wall_seconds, selfplay_flops + train_flops: network
+FLOPs only, as boardlaw counts; cpu_seconds: every process's CPU time, the
+rollout phase before the first network included). The baseline is
 boardlaw's compute frontier to near-perfect play (Jones 2021), about 2.3e14
 FLOP on 6x6, 2e15 on 7x7 and 3.6e16 on 9x9, counted as its search's forward
 passes only.
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import tomlkit
@@ -31,6 +34,7 @@ import tomlkit
 from hexzd import store
 from hexzd.config import default_toml
 from hexzd.evaluation.stats import wilson
+from hexzd.evaluation.throttle import usable_cores
 from hexzd.store import reads
 
 SIMS = 800  # hexzd htp's default
@@ -88,8 +92,9 @@ def _judge(db: Path, size: int, echo) -> dict:
         return {**run, "final": None}
     if size <= PERFECT_MAX_SIZE:
         curve = []
-        for s in snapshots:
-            converted = _openings(db, s["model_id"])
+        with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process
+            conversions = pool.map(lambda s: _openings(db, s["model_id"]), snapshots)
+        for s, converted in zip(snapshots, conversions):
             curve.append({**_cost(s), "converted": converted, "of": size * size})
             echo(f"  model {s['model_id']}: {converted}/{size * size} won openings converted")
             if run["milestone"] is None and converted == size * size:
@@ -110,6 +115,7 @@ def _cost(snapshot: dict) -> dict:
         "model": snapshot["model_id"],
         "minutes": snapshot["wall_seconds"] / 60,
         "pflop": (snapshot["selfplay_flops"] + snapshot["train_flops"]) / 1e15,
+        "cpu_hours": (snapshot["cpu_seconds"] or 0.0) / 3600,  # every process, the rollout phase's too
     }
 
 
@@ -132,7 +138,7 @@ def _match(db: Path, model: int, size: int) -> dict:
 
 
 def _median(results: list[dict]) -> dict:
-    """The median over seeds of the final score and of the milestone's minutes and PFLOP
+    """The median over seeds of the final score and of the milestone's minutes, PFLOP and CPU-hours
     (a seed that missed the milestone counts as never reaching it)."""
     finals = [r["final"] for r in results if r["final"]]
     score = [f["converted"] / f["of"] if "converted" in f else f["score"] for f in finals]
@@ -143,6 +149,7 @@ def _median(results: list[dict]) -> dict:
         "milestone_reached": sum(m is not None for m in reached),
         "median_milestone_minutes": _finite(statistics.median([m["minutes"] if m else inf for m in reached])),
         "median_milestone_pflop": _finite(statistics.median([m["pflop"] if m else inf for m in reached])),
+        "median_milestone_cpu_hours": _finite(statistics.median([m["cpu_hours"] if m else inf for m in reached])),
     }
 
 
@@ -168,7 +175,9 @@ def report(result: dict) -> None:
             print(f"  {r['db']}: no promoted snapshot in {r['games']} games")
             continue
         score = f"{f['converted']}/{f['of']} won openings" if "converted" in f else _score(f)
-        reached = f"at {m['minutes']:.1f} min, {m['pflop']:.4f} PFLOP" if m else "not reached"
+        reached = (
+            f"at {m['minutes']:.1f} min, {m['pflop']:.4f} PFLOP, {m['cpu_hours']:.2f} CPU-h" if m else "not reached"
+        )
         print(f"  {r['db']}: best model {f['model']} ({f['pflop']:.4f} PFLOP): {score}; milestone {reached}")
     minutes, pflop = result["median_milestone_minutes"], result["median_milestone_pflop"]
     reached = f"{minutes:.1f} min, {pflop:.4f} PFLOP" if minutes is not None else "not reached by the median seed"

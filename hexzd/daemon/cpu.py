@@ -24,10 +24,12 @@ class CpuShares:
         self.window: dict[str, float] = {}  # CPU seconds since window_start
         self.window_start = time.monotonic()
 
-    def report(self, worker: str, cpu_seconds: float) -> None:
+    def report(self, worker: str, cpu_seconds: float) -> float:
+        """Takes a worker's running total of CPU seconds; returns what it spent since its last report."""
         spent = self.reported.report(worker, cpu_seconds)
         self.total[worker] = self.total.get(worker, 0.0) + spent
         self.window[worker] = self.window.get(worker, 0.0) + spent
+        return spent
 
     def recent(self) -> dict[str, float]:
         """Each worker's share since the last call: what the progress line and metrics show."""

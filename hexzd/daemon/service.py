@@ -50,6 +50,7 @@ COUNTERS = (
     "accel_seconds",
     "wall_seconds",
     "train_step",
+    "cpu_seconds",  # every process's CPU time: the daemon's, self-play's (rollouts too), the trainer's, evaluation's
 )
 STOP_GRACE = 20.0  # seconds the workers get to finish up before they are killed
 
@@ -367,7 +368,7 @@ class Daemon:
 
     async def _on_metrics(self, metrics: m.Metrics, after) -> None:
         if "cpu_seconds" in metrics.values:  # a worker's running totals: shares and rates, stored each tick
-            self.cpu.report(metrics.source, metrics.values["cpu_seconds"])
+            self.counters["cpu_seconds"] += self.cpu.report(metrics.source, metrics.values["cpu_seconds"])
             if "evals_served" in metrics.values:
                 self.served.report(metrics.source, metrics.values["evals_served"])
                 self.settling[metrics.source] = bool(metrics.values.get("settling"))
@@ -610,6 +611,7 @@ class Daemon:
 
     async def _tick_counters(self) -> None:
         self.counters["wall_seconds"] += self._unticked()
+        self.counters["cpu_seconds"] += self.cpu.report("daemon", time.process_time())
         self.last_tick = time.monotonic()
         await self._transaction(lambda: asyncio.sleep(0))
 

@@ -368,7 +368,7 @@ def rateable_snapshots(connection) -> list[dict]:
         connection,
         """
         SELECT m.id AS model_id, m.created_at, p.at AS promoted_at, m.train_step, m.params, m.flops_per_eval,
-               m.selfplay_flops, m.train_flops, m.wall_seconds, m.positions_generated
+               m.selfplay_flops, m.train_flops, m.wall_seconds, m.cpu_seconds, m.positions_generated
         FROM promotions p JOIN models m ON m.id = p.model_id WHERE m.weights IS NOT NULL ORDER BY p.at, p.model_id""",
     )
 

@@ -116,8 +116,8 @@ class Writer:
         parent = await self._one("SELECT MAX(id) FROM models")
         cursor = await self.connection.execute(
             "INSERT INTO models (parent_id, created_at, train_step, positions_seen, samples_trained, params,"
-            " flops_per_eval, selfplay_flops, train_flops, wall_seconds, accel_seconds, positions_generated,"
-            " weights, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " flops_per_eval, selfplay_flops, train_flops, wall_seconds, accel_seconds, cpu_seconds,"
+            " positions_generated, weights, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 parent[0],
                 at,
@@ -130,6 +130,7 @@ class Writer:
                 s.train_flops,
                 wall_seconds,
                 counters["accel_seconds"],
+                counters["cpu_seconds"],
                 int(counters["positions"]),
                 s.weights,
                 s.checkpoint,
