@@ -55,6 +55,13 @@ class SearchConfig(Section):
 class SelfplayConfig(SearchConfig):
     """[selfplay]: the self-play workers and their search."""
 
+    # Self-play's own defaults (duels take them too; hexzd htp and perfect play PUCT):
+    # Gumbel search at few simulations (Danihelka et al. 2022) gives sound policy targets
+    # from fewer evaluations, so more positions per CPU-second. With the mild duel gate,
+    # on 5x5 it converted every won opening in 3 seeds of 3 within 5 minutes (median 2.4
+    # minutes), against 2 of 3 (3.4 minutes) for PUCT at 64 simulations.
+    sims: int = live(32, "simulations per move", ge=1, le=100_000)
+    gumbel: bool = live(True, "Gumbel root selection with sequential halving (small budgets)")
     workers: int = live(1, "self-play worker processes per GPU in device.gpus (on the CPU: in all)", ge=0, le=256)
     games: int = live(32, "games per group; each worker keeps `groups` groups in flight", ge=1, le=65_536)
     groups: int = live(
@@ -74,8 +81,11 @@ class DuelConfig(Section):
     sims: int = live(64, "simulations per move in duels (fixed within a duel)", ge=1, le=100_000)
     pairs: int = live(8, "pairs of games in flight; each opening is played with both colours", ge=1, le=4096)
     max_pairs: int = live(100, "a duel still undecided after this many pairs is a rejection", ge=1)
-    elo0: float = live(0.0, "SPRT H0: the candidate is this many Elo stronger, or less")
-    elo1: float = live(100.0, "SPRT H1: the candidate is this many Elo stronger, or more")
+    # A mild gate, as KataGo's: promote unless the candidate is clearly weaker. A gate
+    # that asks for +100 Elo stalls between near-equal strong networks (on 5x5 nothing
+    # was promoted after minute 3.4 of 5, in 3 seeds of 3), and self-play falls behind.
+    elo0: float = live(-100.0, "SPRT H0: the candidate is this many Elo stronger, or less (negative: weaker)")
+    elo1: float = live(0.0, "SPRT H1: the candidate is this many Elo stronger, or more; 0: no weaker is enough")
     alpha: float = live(0.05, "SPRT: chance of promoting a candidate no stronger than elo0", gt=0, lt=0.5)
     beta: float = live(0.05, "SPRT: chance of rejecting a candidate as strong as elo1", gt=0, lt=0.5)
     cpu_share: float = live(

@@ -26,7 +26,7 @@ def test_every_key_has_a_comment_saying_live_or_fixed():
 @pytest.mark.parametrize(
     "edit,where",
     [
-        ("sims = 64", "config.toml:9: selfplay.sims"),
+        ("sims = 32", "config.toml:9: selfplay.sims"),
         ("c_puct = 1.5", "config.toml:10: selfplay.c_puct"),
     ],
 )

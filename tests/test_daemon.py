@@ -138,10 +138,10 @@ def test_kill_9_of_a_worker_and_of_the_daemon_loses_nothing(runs, tmp_path):
 
 BAD_EDITS = [
     # (how the file is broken, what the refusal must name)
-    (lambda t: t.replace("sims = 64", "sims = [64", 1), "not valid TOML"),
+    (lambda t: t.replace("sims = 32", "sims = [32", 1), "not valid TOML"),
     (lambda t: t.replace("[selfplay]", "[selfplay]\nsimz = 3", 1), "selfplay.simz"),
     (lambda t: t.replace("c_puct = 1.5", 'c_puct = "high"', 1), "config.toml:10: selfplay.c_puct"),
-    (lambda t: t.replace("sims = 64", "sims = -5", 1), "config.toml:9: selfplay.sims"),
+    (lambda t: t.replace("sims = 32", "sims = -5", 1), "config.toml:9: selfplay.sims"),
     (lambda t: t.replace("board_size = 5", "board_size = 7", 1), "config.toml:5: game.board_size: fixed"),
 ]
 
@@ -165,7 +165,7 @@ def test_bad_config_edits_are_refused_one_by_one_and_a_good_one_applies(runs, tm
         assert run.process.poll() is None
     status = run.hexzd("status")
     assert "config refused" in status.stdout and "game.board_size" in status.stdout
-    run.config.write_text(good.replace("sims = 64", "sims = 24", 1))
+    run.config.write_text(good.replace("sims = 32", "sims = 24", 1))
     run.wait_for(lambda: run.count("games", "sims = 24") > 0, 60, "games with the new sims")
     assert run.query("SELECT accepted FROM config_history ORDER BY id DESC LIMIT 1") == [(1,)]
 

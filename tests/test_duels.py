@@ -92,11 +92,13 @@ def new_duel(db, kind, candidate, sims, opponent, opponent_sims, pairs=None) -> 
 
 
 def test_a_network_against_itself_never_replays_a_game_and_is_never_promoted(tmp_path):
-    """Deterministic players: the same opening would give the same game, so none repeats."""
+    """Deterministic players: the same opening would give the same game, so none repeats.
+    Under a gate that asks for +100 Elo (the default gate, elo1 0, would promote a copy)."""
     db = tmp_path / "run.sqlite"
     store.prepare(db)
     model = add_model(db, board_size=4)
-    config = Config.model_validate({"game": {"board_size": 4}, "duel": {"max_pairs": 40, "pairs": 8}})
+    strict = {"max_pairs": 40, "pairs": 8, "elo0": 0.0, "elo1": 100.0}
+    config = Config.model_validate({"game": {"board_size": 4}, "duel": strict})
     games, end = play_stored(db, new_duel(db, "promotion", model, 4, model, 4), config)
     assert end.result == "rejected"
     by_pair = {}
@@ -111,12 +113,14 @@ def test_a_network_against_itself_never_replays_a_game_and_is_never_promoted(tmp
 
 def test_equal_players_are_promoted_at_most_at_the_rate_alpha(tmp_path):
     """Random-rollout MCTS against itself (equal strength, so Elo 0 = elo0) over many short
-    duels: the SPRT promotes at most alpha of them. 100 duels at the default alpha 0.05: if
+    duels: the SPRT promotes at most alpha of them. 100 duels at alpha 0.05: if
     the true rate were alpha, more than 11 promotions would come with probability below
     0.5%. Within a duel no two games are the same."""
     db = tmp_path / "run.sqlite"
     store.prepare(db)
-    config = Config.model_validate({"game": {"board_size": 5}, "duel": {"pairs": 16}})  # the default SPRT
+    # A gate at elo0 = 0: equal players sit exactly on H0. (The default gate is milder, elo0 -100
+    # and elo1 0, so that a network as good as the best is promoted; the test holds at any elo0.)
+    config = Config.model_validate({"game": {"board_size": 5}, "duel": {"pairs": 16, "elo0": 0.0, "elo1": 100.0}})
     promoted, lengths = 0, []
     for d in range(100):
         # One pairing: each duel goes on down its list of openings, with seeds of its own.
