@@ -19,9 +19,10 @@ from states import add_model, play_stored
 from hexzd import store
 from hexzd.cli import main
 from hexzd.config import Config
+from hexzd.evaluation.duel import load_player
 from hexzd.evaluation.openings import BALANCE_STEP, Openings, opening, pairing_seed
 from hexzd.evaluation.scale import rate
-from hexzd.game.rules import BLACK, WHITE
+from hexzd.game.rules import BLACK, WHITE, Games
 from hexzd.store.writes import Writer
 
 
@@ -162,3 +163,19 @@ def test_ratings_without_enough_games_say_so(tmp_path):
     row = {line.split("@")[0].strip(): line for line in lines[1:]}
     assert "too few games" in row[f"model {few}"] and "too few games" not in row[f"model {many}"]
     assert f"{table[many]['rating']:.0f}" in row[f"model {many}"]
+
+
+def test_a_reference_player_is_the_same_whatever_the_runs_search_settings():
+    """The reference "rollouts @N" anchors every run's scale and the league's, so a run's [selfplay]
+    (Gumbel search, a larger c_puct) must not change how it plays."""
+    plain = Config.model_validate({"game": {"board_size": 5}})
+    tuned = Config.model_validate({"game": {"board_size": 5}, "selfplay": {"gumbel": True, "c_puct": 4.0}})
+    games = Games.new(12, 5)
+    rng = np.random.default_rng(0)
+    for _ in range(6):  # random positions of 0 to 5 stones
+        moves = np.array([rng.choice(np.flatnonzero(row == 0)) for row in games.board])
+        moves[rng.random(12) < 0.3] = -1
+        games.play(np.where(games.done, -1, moves))
+    a = load_player(None, None, 200, plain, seed=3).moves(games)
+    b = load_player(None, None, 200, tuned, seed=3).moves(games)
+    assert (a == b).all()

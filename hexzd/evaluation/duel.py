@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hexzd import store
+from hexzd.config import SearchConfig
 from hexzd.evaluation.engines import EngineFailure, EnginePlayer
 from hexzd.evaluation.openings import Openings, opening, pairing_seed
 from hexzd.evaluation.sprt import Sprt
@@ -79,10 +80,18 @@ def warm(n: int, swap: bool) -> None:
     play_pairs(Player(2), Player(2, uniform), n, swap, [()], lambda *game: None, lambda: False)
 
 
+# The reference players' search, whatever a run's [selfplay] says: rollout MCTS with
+# PUCT's defaults, so that "rollouts @N" is the same player in every run and league.
+# (With self-play's Gumbel search it considered 16 random moves of a uniform prior.)
+REFERENCE_SEARCH = SearchConfig(gumbel=False)
+
+
 def load_player(db, model_id: int | None, sims: int, config, seed: int) -> Player:
-    """A model of the state file at `sims` simulations, or rollout MCTS when model_id is None."""
-    evaluate = load(db, model_id, config.device).evaluate if model_id is not None else None
-    return Player(sims, evaluate, config.selfplay, seed)
+    """A model of the state file at `sims` simulations, searching as self-play does without
+    its noise; or, when model_id is None, the reference: rollout MCTS (REFERENCE_SEARCH)."""
+    if model_id is None:
+        return Player(sims, None, REFERENCE_SEARCH, seed)
+    return Player(sims, load(db, model_id, config.device).evaluate, config.selfplay, seed)
 
 
 @dataclass(frozen=True)
