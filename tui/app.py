@@ -17,6 +17,7 @@ import time
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Footer, Label, Static, TabbedContent, TabPane
@@ -225,7 +226,10 @@ class Dashboard(App[str]):
         finally:
             self.busy = False
         self._notice_restarts()
-        self.show()
+        try:
+            self.show()
+        except NoMatches:  # the refresh outlived its screen: the app is closing (or not yet composed)
+            pass
 
     def _notice_restarts(self) -> None:
         """Says when the daemon goes away, comes back, or is another process: the dashboard follows it."""
