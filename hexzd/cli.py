@@ -61,13 +61,14 @@ def bench(name, size, seconds, minutes, seeds, out, config_path, as_json):
 
 def _config_text(path: str) -> str:
     """A config file's text once it validates, or a usage error naming the key and line."""
-    from hexzd.config import load
+    from hexzd.config import parse
 
+    text = Path(path).read_text()
     try:
-        load(path)
+        parse(text, path)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    return Path(path).read_text()
+    return text
 
 
 DB_OPTION = click.option(

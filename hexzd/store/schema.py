@@ -180,7 +180,6 @@ MIGRATIONS = [
     # phase, training, evaluation, the daemon), so strength can be read against CPU time too.
     """
     ALTER TABLE models ADD COLUMN cpu_seconds REAL;
-    DROP VIEW pareto_front;
     DROP VIEW rating_vs_compute;
     CREATE VIEW rating_vs_compute AS
         SELECT id AS model_id, rating, rating_lo, rating_hi,
@@ -188,13 +187,7 @@ MIGRATIONS = [
                wall_seconds, accel_seconds, cpu_seconds, positions_generated, samples_trained,
                promoted_at IS NOT NULL AS promoted
         FROM models WHERE rating IS NOT NULL ORDER BY total_flops;
-    CREATE VIEW pareto_front AS
-        SELECT * FROM (
-            SELECT *, MAX(rating) OVER (ORDER BY total_flops
-                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS best_before
-            FROM rating_vs_compute)
-        WHERE best_before IS NULL OR rating > best_before;
-    """,
+    """,  # pareto_front reads rating_vs_compute by name at query time, so it stands as it is
 ]
 VERSION = len(MIGRATIONS)
 
