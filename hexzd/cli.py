@@ -36,13 +36,22 @@ BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "selfplay": "self
     type=click.Path(exists=True, dir_okay=False),
     help="strength: the runs' config  [default: the default config]; its board size and seed are overridden",
 )
+@click.option(
+    "--curve",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="strength, boards above 5x5: snapshots judged, spread over the run (each match takes minutes)",
+)
+@click.option("--rejudge", is_flag=True, help="strength: judge the runs already in --out; train none")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def bench(name, size, seconds, minutes, seeds, out, config_path, as_json):
+def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, as_json):
     """Time hexzd against a baseline measured in the same run; `strength`: train from
     scratch and judge the result from outside (perfect play up to 5x5, else OpenSpiel's MCTS)."""
     module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
     if name == "strength":
-        work = {"minutes": minutes, "seeds": seeds, "out": out, "echo": lambda line: click.echo(line, err=as_json)}
+        work = {"minutes": minutes, "seeds": seeds, "out": out, "curve": curve, "rejudge": rejudge}
+        work["echo"] = lambda line: click.echo(line, err=as_json)
         if config_path:
             work["config"] = _config_text(config_path)
     else:

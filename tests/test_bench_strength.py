@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from hexzd import store
+from hexzd.benchmarks.strength import spread
 from hexzd.cli import main
 from hexzd.config import stored
 from hexzd.store import reads
@@ -39,6 +40,25 @@ def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
     reached = run["milestone"]
     assert reached is None or reached["model"] in [p["model"] for p in run["curve"] if p["converted"] == 9]
     assert out["milestone_reached"] == (reached is not None)
+
+    # --rejudge judges the run already there again, and trains nothing.
+    again = CliRunner().invoke(main, ["bench", "strength", "--size", "3", "--out", str(tmp_path), "--rejudge", "--json"])
+    assert again.exit_code == 0, again.output
+    [rerun] = json.loads(again.stdout.strip().splitlines()[-1])["runs"]
+    assert rerun["games"] == run["games"] and [p["model"] for p in rerun["curve"]] == [p["model"] for p in run["curve"]]
+
+
+def test_rejudge_needs_a_run_to_judge(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "strength", "--size", "7", "--out", str(tmp_path), "--rejudge"])
+    assert result.exit_code == 1 and "nothing to rejudge" in result.output
+
+
+def test_the_curve_takes_the_last_snapshot_of_each_part_of_the_run():
+    made = [{"model_id": i, "wall_seconds": t} for i, t in [(1, 10), (2, 20), (3, 45), (4, 50), (5, 95), (6, 100)]]
+    # Quarters of 100 s end at 25, 50, 75 and 100: the last made by then are 2, 4, 4 (again) and 6.
+    assert [s["model_id"] for s in spread(made, 4)] == [2, 4, 6]
+    assert [s["model_id"] for s in spread(made, 1)] == [6]
+    assert [s["model_id"] for s in spread(made, 100)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_bad_config_is_refused_before_anything_runs(tmp_path):

@@ -7,9 +7,12 @@ is then judged from outside, as `hexzd htp` plays (800 simulations):
 - boards up to 5x5: every promoted snapshot plays every first move out from
   the side that wins it, against perfect defence (`hexzd perfect
   --openings`). The milestone is the first snapshot that converts all n*n.
-- larger boards: the final best plays OpenSpiel's C++ MCTS with random
+- larger boards: the final best (and with `curve` K, K snapshots spread
+  evenly over the run's minutes) plays OpenSpiel's C++ MCTS with random
   rollouts (10,000 simulations a move), every first move with colours
-  swapped (`hexzd match`, n*n pairs). The milestone is a score of 95%.
+  swapped (`hexzd match`, n*n pairs). The milestone is the first judged
+  snapshot to score 95%. Each such match takes minutes of a core, which is
+  why the curve is opt-in and `rejudge` judges runs already trained.
 A snapshot's minutes, PFLOP and CPU-hours are those of the run when the
 trainer made it (models.wall_seconds, selfplay_flops + train_flops: network
 FLOPs only, as boardlaw counts; cpu_seconds: every process's CPU time, the
@@ -45,21 +48,34 @@ BOARDLAW_FLOPS = {6: 2.3e14, 7: 2e15, 9: 3.6e16}
 
 
 def run(
-    size: int, minutes: float, seeds: int = 1, out: str | None = None, config: str | None = None, echo=print
+    size: int,
+    minutes: float,
+    seeds: int = 1,
+    out: str | None = None,
+    config: str | None = None,
+    curve: int = 1,
+    rejudge: bool = False,
+    echo=print,
 ) -> dict:
     """Trains and judges `seeds` runs; the median seed's figures and every seed's.
 
     config: a config file's text (default: the default config); each run
-    takes it with `size` and its own seed.
+    takes it with `size` and its own seed. curve: snapshots judged on boards
+    above 5x5. rejudge: judge the runs already in `out`, training none.
     """
+    if rejudge and not (out and Path(out, f"{size}x{size}-seed0.sqlite").exists()):
+        raise RuntimeError(f"nothing to rejudge: no {size}x{size}-seed0.sqlite in {out}")
     where = Path(out) if out else Path(tempfile.mkdtemp(prefix="hexzd-strength-"))
     where.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in range(seeds):
         db = where / f"{size}x{size}-seed{seed}.sqlite"
-        echo(f"seed {seed}: training {minutes:g} min on {size}x{size} into {db}")
-        _train(db, size, minutes, seed, config or default_toml())
-        results.append(_judge(db, size, echo))
+        if not rejudge:
+            echo(f"seed {seed}: training {minutes:g} min on {size}x{size} into {db}")
+            _train(db, size, minutes, seed, config or default_toml())
+        elif not db.exists():
+            break
+        results.append(_judge(db, size, curve, echo))
     return {"bench": "strength", "size": size, "minutes": minutes, "runs": results, **_median(results)}
 
 
@@ -83,31 +99,39 @@ def _train(db: Path, size: int, minutes: float, seed: int, text: str) -> None:
         )
 
 
-def _judge(db: Path, size: int, echo) -> dict:
+def _judge(db: Path, size: int, curve: int, echo) -> dict:
     with store.read_only(db) as connection:
         snapshots = reads.rateable_snapshots(connection)
         games = int(store.counters(connection).get("games", 0))
     run = {"db": str(db), "games": games, "promoted": len(snapshots), "milestone": None}
     if not snapshots:
         return {**run, "final": None}
-    if size <= PERFECT_MAX_SIZE:
-        curve = []
-        with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process
-            conversions = pool.map(lambda s: _openings(db, s["model_id"]), snapshots)
-        for s, converted in zip(snapshots, conversions):
-            curve.append({**_cost(s), "converted": converted, "of": size * size})
-            echo(f"  model {s['model_id']}: {converted}/{size * size} won openings converted")
-            if run["milestone"] is None and converted == size * size:
+    perfect = size <= PERFECT_MAX_SIZE
+    judged = snapshots if perfect else spread(snapshots, curve)
+    judge = (lambda s: _openings(db, s["model_id"], size)) if perfect else (lambda s: _match(db, s["model_id"], size))
+    points = []
+    with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process (a match: two, in turn)
+        for s, score in zip(judged, pool.map(judge, judged)):
+            points.append({**_cost(s), **score})
+            echo(f"  model {s['model_id']}: {_score(score)}")
+            if run["milestone"] is None and _reached(score):
                 run["milestone"] = _cost(s)
-        final = curve[-1]
-        run["curve"] = curve
-    else:
-        best = snapshots[-1]
-        final = {**_cost(best), **_match(db, best["model_id"], size)}
-        echo(f"  model {best['model_id']}: {final['wins']}/{final['games']} against MCTS @{OPPONENT_SIMS}")
-        if final["score"] >= TARGET_SCORE:
-            run["milestone"] = _cost(best)
-    return {**run, "final": final}
+    return {**run, "curve": points, "final": points[-1]}
+
+
+def spread(snapshots: list[dict], k: int) -> list[dict]:
+    """At most k snapshots, the last one made by each k-th of the run's minutes (the final one included)."""
+    end = snapshots[-1]["wall_seconds"]
+    picked = []
+    for i in range(1, k + 1):
+        made = [s for s in snapshots if s["wall_seconds"] <= end * i / k]
+        if made and made[-1] not in picked:
+            picked.append(made[-1])
+    return picked
+
+
+def _reached(score: dict) -> bool:
+    return score["converted"] == score["of"] if "converted" in score else score["score"] >= TARGET_SCORE
 
 
 def _cost(snapshot: dict) -> dict:
@@ -119,11 +143,11 @@ def _cost(snapshot: dict) -> dict:
     }
 
 
-def _openings(db: Path, model: int) -> int:
+def _openings(db: Path, model: int, size: int) -> dict:
     """Won openings converted against perfect defence, at hexzd htp's simulations."""
     out = hexzd("perfect", "--db", db, "--model", model, "--openings", "--sims", SIMS, "--json", capture=True)
     [agent] = json.loads(out)["agents"]
-    return agent["converted"]["hits"]
+    return {"converted": agent["converted"]["hits"], "of": size * size}
 
 
 def _match(db: Path, model: int, size: int) -> dict:
@@ -174,11 +198,13 @@ def report(result: dict) -> None:
         if f is None:
             print(f"  {r['db']}: no promoted snapshot in {r['games']} games")
             continue
-        score = f"{f['converted']}/{f['of']} won openings" if "converted" in f else _score(f)
+        score = _score(f)
         reached = (
             f"at {m['minutes']:.1f} min, {m['pflop']:.4f} PFLOP, {m['cpu_hours']:.2f} CPU-h" if m else "not reached"
         )
         print(f"  {r['db']}: best model {f['model']} ({f['pflop']:.4f} PFLOP): {score}; milestone {reached}")
+        for point in r["curve"][:-1]:  # the earlier snapshots judged, oldest first
+            print(f"    model {point['model']} at {point['minutes']:.1f} min, {point['pflop']:.4f} PFLOP: {_score(point)}")
     minutes, pflop = result["median_milestone_minutes"], result["median_milestone_pflop"]
     reached = f"{minutes:.1f} min, {pflop:.4f} PFLOP" if minutes is not None else "not reached by the median seed"
     baseline = BOARDLAW_FLOPS.get(n)
@@ -186,6 +212,8 @@ def report(result: dict) -> None:
 
 
 def _score(f: dict) -> str:
+    if "converted" in f:
+        return f"{f['converted']}/{f['of']} won openings converted"
     return (
         f"{f['wins']}/{f['games']} against MCTS @{OPPONENT_SIMS} "
         f"({f['score']:.0%}, 95% CI [{f['score_lo']:.0%}, {f['score_hi']:.0%}])"
