@@ -42,7 +42,8 @@ def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
     assert out["milestone_reached"] == (reached is not None)
 
     # --rejudge judges the run already there again, and trains nothing.
-    again = CliRunner().invoke(main, ["bench", "strength", "--size", "3", "--out", str(tmp_path), "--rejudge", "--json"])
+    rejudge = ["bench", "strength", "--size", "3", "--out", str(tmp_path), "--rejudge", "--json"]
+    again = CliRunner().invoke(main, rejudge)
     assert again.exit_code == 0, again.output
     [rerun] = json.loads(again.stdout.strip().splitlines()[-1])["runs"]
     assert rerun["games"] == run["games"] and [p["model"] for p in rerun["curve"]] == [p["model"] for p in run["curve"]]

@@ -204,7 +204,8 @@ def report(result: dict) -> None:
         )
         print(f"  {r['db']}: best model {f['model']} ({f['pflop']:.4f} PFLOP): {score}; milestone {reached}")
         for point in r["curve"][:-1]:  # the earlier snapshots judged, oldest first
-            print(f"    model {point['model']} at {point['minutes']:.1f} min, {point['pflop']:.4f} PFLOP: {_score(point)}")
+            made = f"{point['minutes']:.1f} min, {point['pflop']:.4f} PFLOP"
+            print(f"    model {point['model']} at {made}: {_score(point)}")
     minutes, pflop = result["median_milestone_minutes"], result["median_milestone_pflop"]
     reached = f"{minutes:.1f} min, {pflop:.4f} PFLOP" if minutes is not None else "not reached by the median seed"
     baseline = BOARDLAW_FLOPS.get(n)
