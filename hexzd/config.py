@@ -7,6 +7,7 @@ description is the comment that `config.toml` carries on the key's line.
 """
 
 import json
+import math
 import re
 import shlex
 import tomllib
@@ -14,7 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 def live(default, description: str, **kw):
@@ -25,6 +35,21 @@ def live(default, description: str, **kw):
 def fixed(default, description: str, **kw):
     """A key fixed for the life of a state file."""
     return Field(default, description=description, json_schema_extra={"live": False}, **kw)
+
+
+def AutoInt(low: int, high: int | None = None):  # noqa: N802 (a type, as used)
+    """An integer from low to high, or "auto": a size that follows the board (Config resolves it)."""
+
+    def check(value):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError('should be an integer or "auto"')
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"should be from {low} to {high}" if high else f"should be at least {low}")
+        return value
+
+    return Annotated[int | Literal["auto"], PlainValidator(check)]
 
 
 class Section(BaseModel):
@@ -166,8 +191,12 @@ class DaemonConfig(Section):
 class ModelConfig(Section):
     """[model]: the network's shape, fixed for the run."""
 
-    blocks: int = fixed(4, "residual blocks in the tower", ge=1, le=64)
-    channels: int = fixed(32, "channels per convolution", ge=4, le=1024)
+    blocks: AutoInt(1, 64) = fixed(
+        "auto", "residual blocks; auto: max(4, ceil((n - 2) / 2)), so features span the board: 4 to 10x10, 9 at 19x19"
+    )
+    channels: AutoInt(4, 1024) = fixed(
+        "auto", "channels per convolution; auto: max(32, 16 * ceil(2n / 7)): 32 to 7x7, 48 at 9x9, 96 at 19x19"
+    )
 
 
 class DeviceConfig(Section):
@@ -222,7 +251,9 @@ class TrainConfig(Section):
     momentum: float = live(0.9, "sgd momentum, or adamw's beta1", ge=0, lt=1)
     weight_decay: float = live(1e-4, "decay of conv and linear weights (decoupled for adamw)", ge=0)
     value_weight: float = live(1.0, "weight of the value MSE against the policy cross-entropy", ge=0)
-    window: int = live(100_000, "positions in the sliding replay window", ge=1)
+    window: AutoInt(1) = live(
+        "auto", "positions in the sliding replay window; auto: max(100_000, 2_000 * n * n): 162_000 at 9x9"
+    )
     min_positions: int = live(2_000, "positions in the window before the first step", ge=1)
     reuse: float = live(4.0, "target times each position is trained on, on average", gt=0)
     snapshot_every: int = live(200, "steps between candidate snapshots", ge=1)
@@ -247,6 +278,20 @@ class Config(BaseModel):
     retention: RetentionConfig = RetentionConfig()
     daemon: DaemonConfig = DaemonConfig()
 
+    @model_validator(mode="after")
+    def _scale_with_the_board(self):
+        # "auto" sizes follow the board, so that a user who sets board_size = 9 gets sensible
+        # choices from the same defaults. 4x32 and 100k positions were measured best per compute
+        # at 5x5 and 7x7 on a 2-core CPU (README, "How strong, how fast"); larger boards
+        # extrapolate: enough blocks that each cell's features reach across the board (a 3x3
+        # stem and two 3x3 convolutions a block see 1 + 2 * blocks cells away), channels in
+        # proportion to the side, and a window of about as many games (positions ~ n * n).
+        self.model = self.model.model_copy(update=_resolved(self.model, scaled_shape(self.game.board_size)))
+        self.train = self.train.model_copy(
+            update=_resolved(self.train, {"window": scaled_window(self.game.board_size)})
+        )
+        return self
+
     @field_validator("ratings")
     @classmethod
     def _engines_without_swap(cls, ratings: RatingsConfig, info: ValidationInfo) -> RatingsConfig:
@@ -256,6 +301,20 @@ class Config(BaseModel):
         if ratings.engines and game is not None and game.swap:
             raise ValueError("engines play runs without the swap rule only ([game] swap = true here)")
         return ratings
+
+
+def scaled_shape(n: int) -> dict[str, int]:
+    """The network for an n x n board when [model] says "auto"."""
+    return {"blocks": max(4, math.ceil((n - 2) / 2)), "channels": max(32, 16 * math.ceil(2 * n / 7))}
+
+
+def scaled_window(n: int) -> int:
+    """The replay window, in positions, for an n x n board when [train] says "auto"."""
+    return max(100_000, 2_000 * n * n)
+
+
+def _resolved(section: BaseModel, sizes: dict[str, int]) -> dict[str, int]:
+    return {key: value for key, value in sizes.items() if getattr(section, key) == "auto"}
 
 
 def stored(text: str) -> Config:
@@ -325,7 +384,8 @@ def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> st
         before, after = getattr(old, section), getattr(new, section)
         for key, info in type(before).model_fields.items():
             if not info.json_schema_extra["live"] and getattr(before, key) != getattr(after, key):
-                message = f"fixed for this run at {getattr(before, key)!r}; start a new state file to change it"
+                was, now = getattr(before, key), getattr(after, key)
+                message = f"fixed for this run at {was!r}, not {now!r}: set it to {was!r}, or start a new state file"
                 return str(refusal(path, line_of(text, (section, key)), (section, key), message))
     return None
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hexzd.config import Config, default_toml, load, stored
+from hexzd.config import Config, default_toml, fixed_changes, load, parse, stored
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,3 +62,33 @@ def test_a_state_files_config_from_an_older_layout_still_reads():
     config = stored(text)
     assert (config.game.board_size, config.model.blocks) == (7, 2)
     assert config.device == Config().device
+
+
+@pytest.mark.parametrize(
+    "n,blocks,channels,window",
+    [(3, 4, 32, 100_000), (5, 4, 32, 100_000), (7, 4, 32, 100_000), (9, 4, 48, 162_000), (19, 9, 96, 722_000)],
+)
+def test_auto_sizes_follow_the_board_and_are_what_the_run_records(n, blocks, channels, window):
+    config = parse(f"[game]\nboard_size = {n}\n")
+    assert (config.model.blocks, config.model.channels, config.train.window) == (blocks, channels, window)
+    assert stored(config.model_dump_json()) == config  # the state file keeps the sizes, not "auto"
+
+
+def test_sizes_set_by_hand_win_and_bad_ones_name_the_key_and_line():
+    config = parse('[game]\nboard_size = 9\n[model]\nblocks = 2\nchannels = "auto"\n[train]\nwindow = 5000\n')
+    assert (config.model.blocks, config.model.channels, config.train.window) == (2, 48, 5000)
+    for text, where in [
+        ('[model]\nblocks = "big"\n', 'config.toml:2: model.blocks: .*an integer or "auto"'),
+        ("[model]\n\nchannels = 2\n", "config.toml:3: model.channels: .*from 4 to 1024"),
+        ("[train]\nwindow = true\n", "config.toml:2: train.window"),
+    ]:
+        with pytest.raises(ValueError, match=where):
+            parse(text)
+
+
+def test_a_run_made_with_another_shape_is_told_which_value_to_set():
+    made = parse("[game]\nboard_size = 9\n[model]\nchannels = 32\n")  # a run from before channels followed the board
+    text = "[game]\nboard_size = 9\n"
+    message = fixed_changes(made, parse(text), text)
+    assert message and "model.channels: fixed for this run at 32, not 48: set it to 32" in message
+    assert fixed_changes(made, made, text) is None

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from hexzd.config import parse
 from hexzd.game.rules import BLACK, EMPTY, WHITE, Games
 from hexzd.nn.net import NetSpec, count_flops, count_params, planes
 from hexzd.search.mcts import Search
@@ -139,3 +140,20 @@ def test_the_search_sends_its_leaves_codes():
         assert search.planes.dtype == np.uint8 and search.planes.shape == (6, n * n + 1)
         assert search.planes.tolist() == [reference_codes(leaves, b) for b in range(6)]
         search.backup(np.zeros((6, n * n), np.float32), np.zeros(6, np.float32))
+
+
+@pytest.mark.parametrize("n", [5, 9, 11, 13])
+def test_the_auto_tower_carries_a_corner_to_the_opposite_corner_and_one_block_less_does_not(n):
+    """config.toml's rule for blocks: each cell's tower features see the whole board (Hex is
+    won by a connection from edge to edge), checked by the gradient of a real tower."""
+    blocks = parse(f"[game]\nboard_size = {n}\n").model.blocks
+
+    def reaches(blocks: int) -> bool:
+        torch.manual_seed(0)
+        net = NetSpec(n, blocks, 8).build().eval()
+        x = torch.randn(1, 4, n, n, requires_grad=True)
+        net.tower(net.stem(x))[0, :, 0, 0].sum().backward()
+        return bool(x.grad[0, :, n - 1, n - 1].abs().sum() > 0)
+
+    assert reaches(blocks)
+    assert blocks == 4 or not reaches(blocks - 1), "the fewest blocks that reach, above the floor of 4"

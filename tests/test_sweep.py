@@ -65,7 +65,7 @@ def bad(text: str, tmp_path: Path) -> str:
         ),
         (
             "[set]\n'budget.games' = 9\n[grid.model]\nchannels = [8, 2]\n",
-            "sweep.toml:4: model.channels: Input should be greater than or equal to 4 (in the run channels=2)",
+            "sweep.toml:4: model.channels: Value error, should be from 4 to 1024 (in the run channels=2)",
         ),
         (
             "[set]\n'budget.games' = 9\n[grid]\n'tune.sims_min' = [16, 900]\n",
@@ -87,7 +87,7 @@ def test_a_bad_sweep_file_is_refused_with_its_line_and_key(tmp_path, text, error
 def test_a_bad_base_config_is_refused_in_its_own_file(tmp_path):
     (tmp_path / "base.toml").write_text("[model]\nchannels = 2\n")
     error = bad("[sweep]\nbase = 'base.toml'\n[grid]\n'model.blocks' = [1]\n", tmp_path)
-    assert error.startswith("base.toml:2: model.channels: Input should be greater than or equal to 4")
+    assert error.startswith("base.toml:2: model.channels: Value error, should be from 4 to 1024")
 
 
 def test_a_bad_sweep_file_starts_nothing(tmp_path):

@@ -14,7 +14,7 @@ import platform
 
 import torch
 
-from hexzd.config import DeviceConfig, ModelConfig
+from hexzd.config import DeviceConfig, scaled_shape
 from hexzd.nn.inference import available, build, sample_features, throughput
 from hexzd.nn.net import NetSpec, count_flops, count_params
 
@@ -109,9 +109,9 @@ def run(
     GPU reaches a steady rate sooner. Network shape and threads default to
     config.toml's defaults.
     """
-    defaults = ModelConfig()
+    defaults = scaled_shape(size)
     torch.set_num_threads(threads or DeviceConfig().threads)
-    spec = NetSpec(size, blocks or defaults.blocks, channels or defaults.channels)
+    spec = NetSpec(size, blocks or defaults["blocks"], channels or defaults["channels"])
     torch.manual_seed(0)
     model = spec.build().eval()
     flops = count_flops(model)
