@@ -46,6 +46,7 @@ def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
     again = CliRunner().invoke(main, rejudge)
     assert again.exit_code == 0, again.output
     [rerun] = json.loads(again.stdout.strip().splitlines()[-1])["runs"]
+    assert json.loads(again.stdout.strip().splitlines()[-1])["minutes"] is None
     assert rerun["games"] == run["games"] and [p["model"] for p in rerun["curve"]] == [p["model"] for p in run["curve"]]
 
 

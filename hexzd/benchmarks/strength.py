@@ -76,7 +76,8 @@ def run(
         elif not db.exists():
             break
         results.append(_judge(db, size, curve, echo))
-    return {"bench": "strength", "size": size, "minutes": minutes, "runs": results, **_median(results)}
+    trained = None if rejudge else minutes  # a rejudged run's length is its own
+    return {"bench": "strength", "size": size, "minutes": trained, "runs": results, **_median(results)}
 
 
 def _train(db: Path, size: int, minutes: float, seed: int, text: str) -> None:
@@ -192,7 +193,8 @@ def hexzd(*args, stdout=None, capture: bool = False) -> str:
 
 def report(result: dict) -> None:
     n = result["size"]
-    print(f"hexzd bench strength: {n}x{n}, {result['minutes']:g} minutes a seed, {len(result['runs'])} seeds")
+    each = "rejudged" if result["minutes"] is None else f"{result['minutes']:g} minutes a seed"
+    print(f"hexzd bench strength: {n}x{n}, {each}, {len(result['runs'])} seeds")
     for r in result["runs"]:
         f, m = r["final"], r["milestone"]
         if f is None:
