@@ -281,8 +281,8 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _scale_with_the_board(self):
         # "auto" sizes follow the board, so that a user who sets board_size = 9 gets sensible
-        # choices from the same defaults. 4x32 and 100k positions were measured best per compute
-        # at 5x5 and 7x7 on a 2-core CPU (README, "How strong, how fast"); larger boards
+        # choices from the same defaults. 4x32 and 100k positions are what the 5x5 and 7x7
+        # measurements ran with on a 2-core CPU (README, "How strong, how fast"); larger boards
         # extrapolate: enough blocks that each cell's features reach across the board (a 3x3
         # stem and two 3x3 convolutions a block see 1 + 2 * blocks cells away), channels in
         # proportion to the side, and a window of about as many games (positions ~ n * n).
