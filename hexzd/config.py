@@ -143,6 +143,7 @@ class RatingsConfig(Section):
     perfect_positions: int = live(
         200, "positions on which each promoted model meets perfect play, boards up to 5x5 (0: none)", ge=0, le=100_000
     )
+    perfect: bool = live(True, "perfect play (the solver) tops the reference ladder on boards up to 5x5 without swap")
     engines: dict[str, str] = live(
         {}, 'outside HTP engines rated on the scale: { name = "command line" }, MoHex say (runs without swap)'
     )
@@ -154,6 +155,8 @@ class RatingsConfig(Section):
         for name, command in engines.items():
             if not ENGINE_NAME.fullmatch(name):
                 raise ValueError(f"engine name {name!r}: letters, digits, - and _ only, starting with a letter")
+            if name == "perfect":  # hexzd.evaluation.scale.PERFECT: config sits below evaluation
+                raise ValueError("engine name 'perfect' is taken: it names the solver's perfect player")
             try:
                 words = shlex.split(command)
             except ValueError as e:

@@ -87,12 +87,19 @@ def _run(c, label: str) -> Run:
         perfect=[p for p in reads.perfect_play_history(c) if p["won"] > 0],
         metrics=samples,
         tuning=reads.tuning_history(c),
-        precision=precision(reads.timed_results(c), reads.promotion_times(c), config.ratings.references),
+        precision=precision(
+            reads.timed_results(c),
+            reads.promotion_times(c),
+            config.ratings.references,
+            scale.has_perfect(config.game.board_size, config.game.swap, config.ratings.perfect),
+        ),
         target_elo=config.ratings.target_elo,
     )
 
 
-def precision(timed, promotions, references, step=PRECISION_STEP, horizon=PRECISION_MINUTES) -> list[dict]:
+def precision(
+    timed, promotions, references, perfect=False, step=PRECISION_STEP, horizon=PRECISION_MINUTES
+) -> list[dict]:
     """How each promoted snapshot's 95% interval narrowed: every `step` seconds from its
     promotion until `horizon` minutes later (or the last game), the ratings refitted from
     the games up to then (hexzd.evaluation.scale.rate, as the daemon fits them).
@@ -112,7 +119,7 @@ def precision(timed, promotions, references, step=PRECISION_STEP, horizon=PRECIS
             total[0], total[1], k = total[0] + won, total[1] + 1, k + 1
         results = [(*key[:4], won, games, key[4]) for key, (won, games) in totals.items()]
         best: dict[int, tuple] = {}
-        for _, model_id, _, _, lo, hi, games, _ in scale.rate(results, references) if results else ():
+        for _, model_id, _, _, lo, hi, games, _ in scale.rate(results, references, perfect) if results else ():
             if model_id is not None and games > best.get(model_id, (0,))[0]:
                 best[model_id] = (games, (hi - lo) / 2)
         for model_id, at in promotions:

@@ -70,7 +70,11 @@ def rating_match(db, engine: str, pairs: int) -> int:
 
 def engine_config(engines: dict, **duel) -> Config:
     return Config.model_validate(
-        {"game": {"board_size": 4}, "duel": {"pairs": 2, **duel}, "ratings": {"references": [100], "engines": engines}}
+        {
+            "game": {"board_size": 4},
+            "duel": {"pairs": 2, **duel},
+            "ratings": {"references": [100], "engines": engines, "perfect": False},
+        }
     )
 
 

@@ -72,8 +72,8 @@ class Scheduler:
     async def _next_match(self) -> scale.Pairing | None:
         """Neighbouring references until each pair played `ladder_pairs` pairs; then the
         match that narrows the intervals that matter most per second."""
-        r, sims = self.config().ratings, self.config().duel.sims
-        match = scale.ladder_match(r.references, await self.store.ladder_games(), r.ladder_pairs)
+        r, sims, perfect = self.config().ratings, self.config().duel.sims, self.perfect()
+        match = scale.ladder_match(r.references, await self.store.ladder_games(), r.ladder_pairs, perfect)
         if match is not None:
             return match
         results, promoted = await self.store.duel_results(), await self.store.promoted()
@@ -81,9 +81,10 @@ class Scheduler:
         engines = self.engines()
 
         def choose():
-            s = scale.scale(results, r.references, [(m, sims) for m in promoted], engines)
+            s = scale.scale(results, r.references, [(m, sims) for m in promoted], engines, perfect)
+            games = 2 * r.match_pairs
             return scale.next_match(
-                s, r.references, promoted, sims, 2 * r.match_pairs, costs, r.target_elo, engines=engines
+                s, r.references, promoted, sims, games, costs, r.target_elo, engines=engines, perfect=perfect
             )
 
         return await asyncio.to_thread(choose)
@@ -92,4 +93,9 @@ class Scheduler:
         """Every player's rating refitted from all duel games, off the event loop."""
         self.ratings_stale = False
         results = await self.store.duel_results()
-        return await asyncio.to_thread(scale.rate, results, self.config().ratings.references)
+        return await asyncio.to_thread(scale.rate, results, self.config().ratings.references, self.perfect())
+
+    def perfect(self) -> bool:
+        """Whether perfect play tops the ladder now ([ratings] perfect is live)."""
+        c = self.config()
+        return scale.has_perfect(c.game.board_size, c.game.swap, c.ratings.perfect)

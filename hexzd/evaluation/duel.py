@@ -14,6 +14,7 @@ candidate was not shown to be clearly stronger. A restarted duel worker
 resumes a duel from the games already in the state file.
 """
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from hexzd import store
 from hexzd.config import SearchConfig
 from hexzd.evaluation.engines import EngineFailure, EnginePlayer
 from hexzd.evaluation.openings import Openings, opening, pairing_seed
+from hexzd.evaluation.perfect import PerfectPlayer
+from hexzd.evaluation.scale import PERFECT
 from hexzd.evaluation.sprt import Sprt
 from hexzd.game.notation import to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games
@@ -105,6 +108,13 @@ class DuelEnd:
     error: str = ""  # why an outside engine ended its rating match early: its games so far count
 
 
+@functools.cache
+def perfect_player(n: int) -> PerfectPlayer:
+    """One perfect player per board size and process: its solver's table (105 MB on 5x5)
+    keeps what earlier matches solved."""
+    return PerfectPlayer(n)
+
+
 def engine_player(engines: dict[str, str], name: str, log_dir: Path | None) -> EnginePlayer:
     """Outside engine `name` of [ratings] engines, started. Raises EngineFailure."""
     if name not in engines:
@@ -161,7 +171,9 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir
 
     error = ""
     try:
-        if engine is not None:
+        if engine == PERFECT:
+            opponent = perfect_player(game.board_size)
+        elif engine is not None:
             opponent = engine_player(config.ratings.engines, engine, log_dir)
         while not should_stop() and decision() is None:
             batch = range(next_pair, next_pair + min(c.pairs, max(1, most - sum(pair_counts(results)))))

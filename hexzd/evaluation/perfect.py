@@ -44,6 +44,7 @@ __all__ = [
     "AgentResult",
     "OpeningGame",
     "OpeningsResult",
+    "PerfectPlayer",
     "Rate",
     "Report",
     "Solver",
@@ -184,6 +185,24 @@ class RandomAgent:
         out = np.full(games.batch, -1, np.int64)
         for b in np.flatnonzero(~games.done):
             out[b] = self.rng.choice(np.flatnonzero(games.board[b] == EMPTY))
+        return out
+
+
+class PerfectPlayer:
+    """Perfect play: the solver's reply, a winning move whenever there is one; when
+    lost, the move that makes the winner work (native/solver.py's reply).
+
+    The ladder's top reference on the boards it solves (hexzd.evaluation.scale):
+    a player near perfect meets it at even odds, where a game says the most.
+    """
+
+    def __init__(self, n: int):
+        self.solver, self.name = Solver(check_size(n)), "perfect"
+
+    def moves(self, games: Games) -> np.ndarray:
+        out = np.full(games.batch, -1, np.int64)
+        for b in np.flatnonzero(~games.done):
+            out[b] = self.solver.reply(games.board[b], int(games.to_play[b]))
         return out
 
 

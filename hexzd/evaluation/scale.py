@@ -18,6 +18,16 @@ The scale is fitted in two stages (`scale`):
    scale needs. It does not add the ladder's own uncertainty, which shifts
    every rating of the scale together.
 
+On boards the solver takes (up to 5x5, no swap) and with `[ratings] perfect`,
+perfect play (hexzd.evaluation.perfect.PerfectPlayer) is the ladder's top
+reference, `perfect`, above the strongest rollouts. Its games cost only the
+other side's search, and a snapshot near perfect meets it at even odds, where
+a game narrows an interval most: against rollouts far below it a game says
+little (a 400 Elo gap is worth a third of an even game). The pair structure
+makes these intervals conservative, not optimistic: in each pair one game is
+lost whatever the snapshot does, so a pair's score varies less than two
+independent games at the fitted odds, which is what the fit assumes.
+
 Rating matches are chosen by information (hexzd.evaluation.matchmaking): the
 match that narrows the intervals of the promoted snapshots and of the ladder
 most per second of play.
@@ -28,6 +38,7 @@ from dataclasses import dataclass, replace
 from itertools import combinations
 
 from hexzd.evaluation import matchmaking
+from hexzd.evaluation.perfect import MAX_SIZE
 from hexzd.evaluation.ratings import Fit, estimate
 from hexzd.evaluation.stats import Z95
 
@@ -36,9 +47,22 @@ FIXED_ELO = 150.0  # a reference anchors stage 2 once its ladder interval is thi
 LADDER_WEIGHT = 0.3  # a reference's interval against a snapshot's: stage 2 needs the ladder only within FIXED_ELO
 NEWEST_WEIGHT = 3.0  # the newest promoted snapshot's interval counts this much more than the older ones'
 DEFAULT_SECONDS = 1.0  # seconds per game guessed before any rating match was timed
+PERFECT = "perfect"  # the perfect player's name: an engine built in, never one of [ratings] engines
+
+
+def has_perfect(board_size: int, swap: bool, wanted: bool = True) -> bool:
+    """Whether perfect play tops the ladder: wanted ([ratings] perfect), and a board the solver takes."""
+    return wanted and board_size <= MAX_SIZE and not swap
+
+
+def rungs(references: list[int], perfect: bool) -> list[tuple]:
+    """The ladder's players, weakest first: rollouts by simulations, then perfect play."""
+    return [(None, s) for s in references] + ([(None, 0, PERFECT)] if perfect else [])
 
 
 def player(model_id: int | None, sims: int, engine: str | None = None) -> str:
+    if engine == PERFECT:
+        return PERFECT
     if engine is not None:
         return f"engine {engine}"
     return f"rollouts @{sims}" if model_id is None else f"model {model_id} @{sims}"
@@ -87,20 +111,19 @@ class Scale:
     sides: dict[str, tuple]
 
 
-def scale(results, references: list[int], registered=(), engines=()) -> Scale:
+def scale(results, references: list[int], registered=(), engines=(), perfect: bool = False) -> Scale:
     """Both stages from the duel results (candidate_id, sims, opponent_id, opponent_sims,
     candidate wins, games[, opponent_engine]) of hexzd.store.writes. Players in `registered`,
-    pairs (model_id, sims), the `engines` by name and every reference are in the fits even
-    before their first game."""
+    pairs (model_id, sims), the `engines` by name and every reference (perfect play too,
+    if `perfect`) are in the fits even before their first game."""
     games, sides = [], {}
     for candidate, sims, opponent, opponent_sims, wins, count, *engine in results:
         engine = engine[0] if engine else None  # six-column rows have none
         a, b = player(candidate, sims), player(opponent, opponent_sims, engine)
         sides[a], sides[b] = side(candidate, sims), side(opponent, opponent_sims, engine)
         games.append((a, b, wins, count - wins))
-    refs = [player(None, s) for s in references]
-    for s in references:
-        sides[player(None, s)] = (None, s)
+    refs = [player(*rung) for rung in rungs(references, perfect)]
+    sides |= {player(*rung): rung for rung in rungs(references, perfect)}
     anchor = refs[0]
     # A pair with no games puts a player in the fit (the prior alone rates it) without changing anything else.
     unplayed = [(anchor, r, 0, 0) for r in refs[1:]]
@@ -114,13 +137,13 @@ def scale(results, references: list[int], registered=(), engines=()) -> Scale:
     return Scale(ladder, estimate(games + unplayed, fixed, PRIOR_GAMES), sides)
 
 
-def rate(results, references: list[int]) -> list[tuple]:
+def rate(results, references: list[int], perfect: bool = False) -> list[tuple]:
     """Ratings rows (player, model_id, sims, rating, lo, hi, games, anchor) of every player
     with games: the references' ratings and intervals from the ladder, everyone else's
     from stage 2."""
     if not results:
         return []
-    s = scale(results, references)
+    s = scale(results, references, perfect=perfect)
     ladder, anchor = s.ladder.ratings(), player(None, references[0])
     rows = []
     for name, r in s.players.ratings().items():
@@ -141,14 +164,17 @@ def next_match(
     target_elo: float,
     newest_weight: float = NEWEST_WEIGHT,
     engines=(),
+    perfect: bool = False,
 ) -> Pairing | None:
     """The rating match of `games` games worth the most per second: two references for the
     ladder, or a promoted snapshot (at `sims`, newest last in `promoted`) against a reference
     or another promoted snapshot. costs[frozenset of two kinds] = seconds per game measured.
     newest_weight: how much the newest snapshot's interval counts (hexzd league: 1, every
     snapshot of every run alike). engines: outside engines by name (in `s` already), each
-    a match against every reference and promoted snapshot, its interval counted as one."""
-    refs = [player(None, r) for r in references]
+    a match against every reference and promoted snapshot, its interval counted as one.
+    perfect: perfect play tops the ladder (always the opponent side, as engines are)."""
+    rollouts = [player(None, r) for r in references]
+    refs = rollouts + ([PERFECT] if perfect else [])
     snapshots = [player(m, sims) for m in promoted]
     guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
 
@@ -156,11 +182,11 @@ def next_match(
         seconds = costs.get(frozenset((kind(*s.sides[a]), kind(*s.sides[b]))), guess)
         return matchmaking.Candidate(a, b, games, seconds)
 
-    ladder = [candidate(b, a) for a, b in combinations(refs, 2)]
+    ladder = [candidate(a, b) if b == PERFECT else candidate(b, a) for a, b in combinations(refs, 2)]
     rated = [candidate(m, r) for m in snapshots for r in refs]
     rated += [candidate(m, n) for n, m in combinations(snapshots, 2)]  # the newer first
     outside = [player(None, 0, e) for e in engines]
-    rated += [candidate(m, e) for e in outside for m in refs + snapshots]  # an engine is always the opponent
+    rated += [candidate(m, e) for e in outside for m in rollouts + snapshots]  # an engine is always the opponent
     important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: newest_weight} if snapshots else {})
     important |= dict.fromkeys(outside, 1.0)
     options = [
@@ -175,12 +201,14 @@ def next_match(
     return Pairing(*s.sides[chosen.a], *s.sides[chosen.b])
 
 
-def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int) -> Pairing | None:
-    """The next neighbouring references to play, while the ladder has too few pairs.
+def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int, perfect: bool = False):
+    """The next neighbouring references to play (a Pairing), while the ladder has too few pairs.
 
-    played[(sims_a, sims_b)] counts the games between rollouts @sims_a and @sims_b, either way round.
+    played[(sims_a, sims_b)] counts the games between rollouts @sims_a and @sims_b, either
+    way round; played[(sims, PERFECT)] those of rollouts @sims against perfect play.
     """
-    for low, high in zip(references, references[1:]):
+    top = [PERFECT] if perfect else []
+    for low, high in zip(references, [*references[1:], *top]):
         if played.get((low, high), 0) + played.get((high, low), 0) < 2 * ladder_pairs:
-            return Pairing(None, high, None, low)
+            return Pairing(None, low, None, 0, PERFECT) if high == PERFECT else Pairing(None, high, None, low)
     return None

@@ -248,7 +248,7 @@ def _references(connection) -> list[dict]:
     return rows(
         connection,
         "SELECT player, sims, rating, rating_lo, rating_hi, games, anchor FROM ratings"
-        " WHERE model_id IS NULL ORDER BY sims",
+        " WHERE model_id IS NULL ORDER BY player = 'perfect', sims",  # perfect play tops the ladder
     )
 
 

@@ -220,12 +220,14 @@ class Writer:
 
     # -- ratings -----------------------------------------------------------------------
 
-    async def ladder_games(self) -> dict[tuple[int, int], int]:
-        """Games between references, by (sims, opponent sims)."""
+    async def ladder_games(self) -> dict[tuple, int]:
+        """Games of rollout references against references or engines, by (sims, opponent sims),
+        or (sims, engine name) against an engine (perfect play, one of the ladder's, is one)."""
         rows = await self._all(
-            "SELECT sims, opponent_sims, COUNT(*) FROM duel_games g JOIN duels d ON d.id = g.duel_id"
-            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL AND d.opponent_engine IS NULL"
-            " GROUP BY sims, opponent_sims"
+            "SELECT sims, COALESCE(opponent_engine, opponent_sims), COUNT(*)"
+            " FROM duel_games g JOIN duels d ON d.id = g.duel_id"
+            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL"
+            " GROUP BY sims, opponent_sims, opponent_engine"
         )
         return {(a, b): n for a, b, n in rows}
 
