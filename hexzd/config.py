@@ -129,7 +129,7 @@ class RatingsConfig(Section):
         "random-rollout MCTS players, by simulations per move; the first is 0 Elo",
         min_length=1,
     )
-    match_pairs: int = live(4, "pairs of games in a rating match", ge=1, le=1024)
+    match_pairs: int = live(32, "pairs of games in a rating match, all played at once", ge=1, le=1024)
     share: float = live(
         0.6,
         "share of evaluation's CPU time that rating matches get while candidates wait for duels (0: none)",

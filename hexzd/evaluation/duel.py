@@ -153,6 +153,9 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir
     balance = nets[min(nets)] if nets else None
     openings = Openings(game.board_size, pairing_seed((candidate_id, sims), (opponent_id, opponent_sims)), balance)
     most = match_pairs if kind == "rating" else c.max_pairs
+    # A rating match's pairs all go at once: its length is fixed, and a network's cost per
+    # game falls with the batch (5x5, 64 sims: 0.28 CPU-s at 4 pairs in flight, 0.05 at 64).
+    flight = match_pairs if kind == "rating" else c.pairs
     results: dict[int, dict[int, bool]] = {}
     for pair, colour, winner, _ in played:
         results.setdefault(pair, {})[colour] = winner == colour
@@ -176,7 +179,7 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir
         elif engine is not None:
             opponent = engine_player(config.ratings.engines, engine, log_dir)
         while not should_stop() and decision() is None:
-            batch = range(next_pair, next_pair + min(c.pairs, max(1, most - sum(pair_counts(results)))))
+            batch = range(next_pair, next_pair + min(flight, max(1, most - sum(pair_counts(results)))))
             if kind == "promotion":  # on tiny boards the openings run out: a promotion never replays one
                 batch = range(batch.start, min(batch.stop, _available(openings, start + batch.stop) - start))
                 if not batch:
