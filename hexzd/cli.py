@@ -373,7 +373,7 @@ def sweep(sweep_file, dry_run):
 )
 @click.option("--sims", type=click.IntRange(1, 100_000), help="simulations per move of every snapshot  [default: 64]")
 @click.option(
-    "--pairs", "match_pairs", type=click.IntRange(1, 1024), help="pairs of games a match, played at once  [default: 32]"
+    "--pairs", "match_pairs", type=click.IntRange(1, 1024), help="pairs of games a match, played at once  [default: 4]"
 )
 @click.option("--games", type=click.IntRange(1), help="stop after this many more games")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="stop after this long")
