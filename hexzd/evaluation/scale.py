@@ -20,10 +20,11 @@ The scale is fitted in two stages (`scale`):
 
 On boards the solver takes (up to 5x5, no swap) and with `[ratings] perfect`,
 perfect play (hexzd.evaluation.perfect.PerfectPlayer) is the ladder's top
-reference, `perfect`, above the strongest rollouts. Its games cost only the
-other side's search, and a snapshot near perfect meets it at even odds, where
-a game narrows an interval most: against rollouts far below it a game says
-little (a 400 Elo gap is worth a third of an even game). The pair structure
+reference, `perfect`, above the strongest rollouts. A snapshot near perfect
+meets it at even odds, where a game narrows an interval most: against
+rollouts far below it a game says little (a 400 Elo gap is worth a third of
+an even game). Its games are not cheap, though: solving each fresh opening
+made them about 0.3 CPU-seconds each on 5x5, and matchmaking prices them so. The pair structure
 makes these intervals conservative, not optimistic: in each pair one game is
 lost whatever the snapshot does, so a pair's score varies less than two
 independent games at the fitted odds, which is what the fit assumes.
@@ -122,8 +123,9 @@ def scale(results, references: list[int], registered=(), engines=(), perfect: bo
         a, b = player(candidate, sims), player(opponent, opponent_sims, engine)
         sides[a], sides[b] = side(candidate, sims), side(opponent, opponent_sims, engine)
         games.append((a, b, wins, count - wins))
-    refs = [player(*rung) for rung in rungs(references, perfect)]
-    sides |= {player(*rung): rung for rung in rungs(references, perfect)}
+    ladder_sides = {player(*rung): rung for rung in rungs(references, perfect)}
+    sides |= ladder_sides
+    refs = list(ladder_sides)
     anchor = refs[0]
     # A pair with no games puts a player in the fit (the prior alone rates it) without changing anything else.
     unplayed = [(anchor, r, 0, 0) for r in refs[1:]]
@@ -173,8 +175,8 @@ def next_match(
     snapshot of every run alike). engines: outside engines by name (in `s` already), each
     a match against every reference and promoted snapshot, its interval counted as one.
     perfect: perfect play tops the ladder (always the opponent side, as engines are)."""
-    rollouts = [player(None, r) for r in references]
-    refs = rollouts + ([PERFECT] if perfect else [])
+    refs = [player(*rung) for rung in rungs(references, perfect)]
+    rollouts = [r for r in refs if r != PERFECT]
     snapshots = [player(m, sims) for m in promoted]
     guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
 
