@@ -129,10 +129,9 @@ class RatingsConfig(Section):
         "random-rollout MCTS players, by simulations per move; the first is 0 Elo",
         min_length=1,
     )
-    # 32 pairs narrowed 5x5 intervals from +-86..118 to +-58..96 Elo, but a long match keeps a
-    # waiting candidate from its duel: the first snapshot to convert every won 5x5 opening
-    # came at 4.1 to 4.6 minutes in 3 seeds, against 2.2 to 4.1 with 4 pairs.
-    match_pairs: int = live(4, "pairs of games in a rating match, all played at once", ge=1, le=1024)
+    # Many pairs at once make a game cheap (5x5, 64 sims: 0.28 CPU-s at 4 pairs in flight,
+    # 0.05 at 64), and a promotion duel no longer waits for a match's end: it runs inside.
+    match_pairs: int = live(32, "pairs of games in a rating match, all played at once", ge=1, le=1024)
     share: float = live(
         0.6,
         "share of evaluation's CPU time that rating matches get while candidates wait for duels (0: none)",

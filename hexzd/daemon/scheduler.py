@@ -1,13 +1,17 @@
 """Which duel comes next, and the ratings that the duels' games give.
 
-One duel at a time. The daemon writes it into the `duels` table and the
-duel worker finds it there (the table is the queue: a restarted worker
-resumes the open duel). Rating matches, chosen by information
+At most one promotion duel and one rating match are open at a time. The
+daemon writes them into the `duels` table and the duel worker finds them
+there (the table is the queue: a restarted worker resumes the open duels).
+A promotion duel for the newest snapshot not yet dueled against the best
+opens as soon as the last one ends. Rating matches, chosen by information
 (hexzd.evaluation.scale.next_match), get `ratings.share` of the CPU time
 that duels and rating matches took so far (the duels' cpu_seconds), and all
-of it while no candidate waits; otherwise a promotion duel for the newest
-snapshot not yet dueled against the best goes next. The duel worker's CPU
-share of the machine (duel.cpu_share) bounds them all.
+of it while no candidate waits. The worker keeps that share within a match
+too: a promotion duel that opens while a rating match is under way runs
+inside it while ratings are not owed CPU time, the match's so far
+counted (see hexzd.daemon.workers.duel), so a candidate never waits for a whole match.
+The duel worker's CPU share of the machine (duel.cpu_share) bounds them all.
 
 Outside engines ([ratings] engines) are rating opponents like any other. One
 that failed (the duel worker names it in the match's end) is not chosen again
@@ -20,39 +24,44 @@ from collections.abc import Callable
 
 from hexzd.config import Config
 from hexzd.evaluation import scale
+from hexzd.evaluation.throttle import ratings_due
 from hexzd.store.writes import Writer
 
 
 class Scheduler:
     def __init__(self, store: Writer, config: Callable[[], Config]):
         self.store, self.config = store, config
-        self.line = ""  # the open duel, for progress lines and status
+        self.open: dict[int, str] = {}  # the open duels, for progress lines and status
         self.ratings_stale = False
         self.broken: dict[str, str] = {}  # engine name -> the command line that failed
 
+    @property
+    def line(self) -> str:
+        return "; ".join(self.open.values())
+
     async def schedule(self, best: int | None) -> None:
-        """Opens the next duel if none is open. Runs inside the caller's transaction."""
-        if await self.store.duel_open():
-            return
-        r = self.config().ratings
+        """Opens a rating match and a promotion duel where none of that kind is open.
+        Runs inside the caller's transaction."""
+        r, open_kinds = self.config().ratings, await self.store.open_duel_kinds()
         candidate = await self.store.newest_unduelled()
         spent = await self.store.evaluation_seconds()  # {kind: CPU seconds}
-        behind = spent.get("rating", 0.0) <= r.share * sum(spent.values())
-        if r.share and (candidate is None or behind):
+        if "rating" not in open_kinds and r.share and (candidate is None or ratings_due(spent, r.share)):
             match = await self._next_match()
             if match is not None:
-                await self._open("rating", match, r.match_pairs)
-                return
-        if candidate is not None:
+                await self._open("rating", *match)
+        if "promotion" not in open_kinds and candidate is not None:
             sims = self.config().duel.sims
             await self._open("promotion", scale.Pairing(candidate, sims, best, sims), None)
+
+    def ended(self, duel_id: int) -> None:
+        self.open.pop(duel_id, None)
 
     async def _open(self, kind: str, pairing: scale.Pairing, pairs: int | None) -> None:
         p = pairing
         duel_id = await self.store.new_duel(
             time.time(), kind, p.candidate_id, p.sims, p.opponent_id, p.opponent_sims, pairs, p.opponent_engine
         )
-        self.line = (
+        self.open[duel_id] = (
             f"{kind} {duel_id}: {scale.player(p.candidate_id, p.sims)}"
             f" vs {scale.player(p.opponent_id, p.opponent_sims, p.opponent_engine)}"
         )
@@ -69,13 +78,15 @@ class Scheduler:
         self.broken[name] = command
         return "not chosen again until its command line in [ratings] engines changes"
 
-    async def _next_match(self) -> scale.Pairing | None:
-        """Neighbouring references until each pair played `ladder_pairs` pairs; then the
-        match that narrows the intervals that matter most per second."""
+    async def _next_match(self) -> tuple[scale.Pairing, int] | None:
+        """The next rating match and its pairs: neighbouring references until each two
+        played `ladder_pairs` pairs (in matches of that length: they come first, when
+        nothing else is rated); then the match of `match_pairs` pairs that narrows the
+        intervals that matter most per second."""
         r, sims, perfect = self.config().ratings, self.config().duel.sims, self.perfect()
         match = scale.ladder_match(r.references, await self.store.ladder_games(), r.ladder_pairs, perfect)
         if match is not None:
-            return match
+            return match, r.ladder_pairs
         results, promoted = await self.store.duel_results(), await self.store.promoted()
         costs = scale.seconds_per_game(await self.store.rating_match_times())
         engines = self.engines()
@@ -87,7 +98,8 @@ class Scheduler:
                 s, r.references, promoted, sims, games, costs, r.target_elo, engines=engines, perfect=perfect
             )
 
-        return await asyncio.to_thread(choose)
+        match = await asyncio.to_thread(choose)
+        return None if match is None else (match, r.match_pairs)
 
     async def ratings(self) -> list[tuple]:
         """Every player's rating refitted from all duel games, off the event loop."""

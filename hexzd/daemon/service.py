@@ -437,7 +437,7 @@ class Daemon:
             )
             self.best = candidate
             after.append(m.Best(model_id=candidate))
-        self.scheduler.line = ""
+        self.scheduler.ended(d.duel_id)
         await self.scheduler.schedule(self.best)
 
     async def _publish(self, update: m.Message) -> None:

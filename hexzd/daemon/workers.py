@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import zmq
 
@@ -26,7 +27,7 @@ from hexzd import store
 from hexzd.config import Config
 from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import RunDir
-from hexzd.evaluation.throttle import Throttle
+from hexzd.evaluation.throttle import Throttle, ratings_due
 from hexzd.game.notation import to_trmph
 
 log = logging.getLogger("hexzd.worker")
@@ -34,6 +35,7 @@ log = logging.getLogger("hexzd.worker")
 BEST_REFRESH = 5.0  # seconds between reads of the best model from the state file
 DUEL_POLL = 1.0  # seconds between looks at the duels table for a new duel
 ENDED_POLL = 0.05  # ...and while the daemon has not yet stored the end of the last one (rating matches last ~0.1 s)
+PROMOTION_LOOK = 0.5  # seconds between a measurement's looks for a promotion duel waiting behind it
 CPU_REPORT = 1.0  # seconds between a worker's reports of its running totals: CPU time, evaluations (the tuner's rates)
 LIVE_EVERY = 1.0  # seconds between a self-play worker's views of its game in progress (the dashboard's board)
 
@@ -250,11 +252,15 @@ def trainer(link: Link, db, seed: int) -> None:
 
 
 def duel(link: Link, db, seed: int) -> None:
-    """Plays the duels the daemon writes into the `duels` table, one at a time.
+    """Plays the duels the daemon writes into the `duels` table.
 
     The table is the queue: the daemon inserts a row, this worker finds it
     within DUEL_POLL seconds, and a restarted worker resumes the same duel
-    from its games in the state file.
+    from its games in the state file. Measurements go first: a perfect-play
+    check of each promoted model, then an open rating match. A promotion
+    duel does not wait for their end but runs inside their poll (within
+    PROMOTION_LOOK seconds, unless ratings are owed their share of the CPU),
+    and the measurement then goes on with its games in flight, none abandoned.
     """
     from hexzd.evaluation.duel import play_duel, warm
     from hexzd.evaluation.engines import children_cpu_seconds
@@ -266,35 +272,53 @@ def duel(link: Link, db, seed: int) -> None:
     # for the next duel before those land, would hand the same openings out again.
     ended: set[int] = set()
     throttle = Throttle()
+    # CPU-seconds of all the promotions played inside measurements (rating matches,
+    # perfect-play checks); the measurement under way's start, and that total then;
+    # when it last looked for a waiting promotion.
+    spent = SimpleNamespace(inner=0.0, start=0.0, inner_at_start=0.0, looked=0.0)
+
+    def cpu() -> float:  # an outside engine's CPU time counts too, once play_duel has closed its process
+        return time.process_time() + children_cpu_seconds()
 
     def should_stop() -> bool:  # polled once a move, so that a stop or a dead daemon ends a duel at once
         link.poll()
         link.wait(throttle.wait(link.config.duel.cpu_share))
         return link.stopping
 
-    while not link.stopping:
-        link.poll()
-        if link.paused:
-            link.wait(1.0)
-            continue
-        if judge_against_perfect_play(link, db, judged, should_stop):
-            continue  # a few seconds per promotion, so it goes before the duels
-        with store.read_only(db) as connection:
-            duel_id = store.next_duel(connection)
-        if duel_id is None or duel_id in ended:
-            link.wait(DUEL_POLL if duel_id is None else ENDED_POLL)
-            continue
+    def measuring() -> None:
+        spent.start, spent.inner_at_start = cpu(), spent.inner
 
-        def on_game(pair, moves, winner, colour, duel_id=duel_id):
+    def yield_to_promotion() -> bool:
+        """The poll of a measurement (a rating match, a perfect-play check), where a waiting
+        promotion duel is played unless rating matches are owed CPU time (ratings.share),
+        the measurement's so far counted as theirs."""
+        if should_stop() or time.monotonic() - spent.looked < PROMOTION_LOOK:
+            return link.stopping
+        spent.looked = time.monotonic()
+        with store.read_only(db) as connection:
+            promotion = store.next_duel(connection, promotions_only=True)
+            finished = store.evaluation_seconds(connection)
+        running = cpu() - spent.start - (spent.inner - spent.inner_at_start)
+        waiting = promotion is not None and promotion not in ended
+        if waiting and not ratings_due(finished, link.config.ratings.share, running):
+            spent.inner += play(promotion, should_stop)
+        return link.stopping
+
+    def play(duel_id: int, stop) -> float:
+        """Plays duel `duel_id` to its end, which it sends, or until stop(); returns its CPU-seconds.
+
+        CPU time, not wall: the throttle's waits cost nothing. A promotion played inside
+        a rating match counts as its own, not the match's.
+        """
+
+        def on_game(pair, moves, winner, colour):
             link.send(m.DuelGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
 
-        # CPU time, not wall: the throttle's waits cost nothing. An outside engine's
-        # own CPU time counts too, once play_duel has closed its process.
-        started = time.process_time() + children_cpu_seconds()
-        end = play_duel(db, duel_id, link.config, seed, on_game, should_stop, RunDir.of(db).path)
+        started, inner = cpu(), spent.inner
+        end = play_duel(db, duel_id, link.config, seed, on_game, stop, RunDir.of(db).path)
+        own = cpu() - started - (spent.inner - inner)
         if end is not None:
             ended.add(duel_id)
-            cpu = time.process_time() + children_cpu_seconds() - started
             link.send(
                 m.DuelEnd(
                     duel_id=duel_id,
@@ -302,10 +326,28 @@ def duel(link: Link, db, seed: int) -> None:
                     wins=end.wins,
                     losses=end.losses,
                     llr=end.llr,
-                    cpu_seconds=cpu,
+                    cpu_seconds=own,
                     error=end.error,
                 )
             )
+        return own
+
+    while not link.stopping:
+        link.poll()
+        if link.paused:
+            link.wait(1.0)
+            continue
+        measuring()
+        if judge_against_perfect_play(link, db, judged, yield_to_promotion):
+            continue  # about 10 CPU-seconds per promotion on 5x5, so promotions go inside it
+        with store.read_only(db) as connection:
+            duel_id = store.next_duel(connection)
+            kind = store.duel(connection, duel_id)[0] if duel_id is not None else None
+        if duel_id is None or duel_id in ended:
+            link.wait(DUEL_POLL if duel_id is None else ENDED_POLL)
+            continue
+        measuring()
+        play(duel_id, yield_to_promotion if kind == "rating" else should_stop)
 
 
 @functools.cache

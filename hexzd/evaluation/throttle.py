@@ -1,4 +1,5 @@
-"""The throttle that holds evaluation to a share of the machine's CPU.
+"""The throttle that holds evaluation to a share of the machine's CPU, and
+the split of evaluation's CPU between promotion duels and rating matches.
 
 The duel worker (duels, rating matches, perfect-play checks) and `hexzd
 league` run beside self-play and training; each waits between moves once
@@ -39,3 +40,13 @@ class Throttle:
         self.credit = min(self.credit + (now - self.at) * rate, self.burst) - (cpu - self.cpu)
         self.at, self.cpu = now, cpu
         return max(0.0, -self.credit / rate)
+
+
+def ratings_due(spent: dict[str, float], share: float, running: float = 0.0) -> bool:
+    """Whether rating matches are owed CPU time: they get `share` of evaluation's.
+
+    spent: CPU-seconds of the finished duels by kind ('promotion', 'rating'), as in the
+    state file; running: those of a measurement under way, which count as ratings'.
+    """
+    rating = spent.get("rating", 0.0) + running
+    return rating <= share * (sum(spent.values()) + running)

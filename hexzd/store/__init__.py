@@ -24,6 +24,7 @@ from hexzd.store.reads import (  # noqa: F401 (the package is the one entry poin
     dashboard,
     duel,
     duel_results,
+    evaluation_seconds,
     games_after,
     games_through,
     has_table,

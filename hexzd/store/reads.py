@@ -93,10 +93,21 @@ def games_through(connection, cursor: int) -> Iterator[tuple]:
 # -- duels and perfect play ----------------------------------------------------
 
 
-def next_duel(connection) -> int | None:
-    """The duel the duel worker should play: promotions before rating matches."""
+EVALUATION_SECONDS_SQL = "SELECT kind, SUM(cpu_seconds) FROM duels WHERE cpu_seconds IS NOT NULL GROUP BY kind"
+
+
+def evaluation_seconds(connection) -> dict[str, float]:
+    """CPU seconds that the finished duels took, by kind (promotion, rating)."""
+    return dict(connection.execute(EVALUATION_SECONDS_SQL).fetchall())
+
+
+def next_duel(connection, promotions_only: bool = False) -> int | None:
+    """The open duel the duel worker should play: a rating match first (promotions run
+    inside it), or only a promotion."""
     row = connection.execute(
-        "SELECT id FROM duels WHERE result IS NULL ORDER BY kind = 'promotion' DESC, id LIMIT 1"
+        "SELECT id FROM duels WHERE result IS NULL AND (kind = 'promotion' OR NOT ?)"
+        " ORDER BY kind = 'rating' DESC, id LIMIT 1",
+        (promotions_only,),
     ).fetchone()
     return row[0] if row else None
 

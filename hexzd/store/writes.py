@@ -189,8 +189,9 @@ class Writer:
         await self.connection.execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (model_id, at, duel_id, score))
         await self.connection.execute("UPDATE models SET promoted_at = ? WHERE id = ?", (at, model_id))
 
-    async def duel_open(self) -> bool:
-        return await self._one("SELECT id FROM duels WHERE result IS NULL") is not None
+    async def open_duel_kinds(self) -> set[str]:
+        """The kinds ('promotion', 'rating') of the duels still open."""
+        return {kind for (kind,) in await self._all("SELECT DISTINCT kind FROM duels WHERE result IS NULL")}
 
     async def newest_unduelled(self) -> int | None:
         """The newest snapshot newer than every promotion duel's candidate."""
@@ -241,9 +242,7 @@ class Writer:
 
     async def evaluation_seconds(self) -> dict[str, float]:
         """CPU seconds that the finished duels took, by kind (promotion, rating)."""
-        return dict(
-            await self._all("SELECT kind, SUM(cpu_seconds) FROM duels WHERE cpu_seconds IS NOT NULL GROUP BY kind")
-        )
+        return dict(await self._all(reads.EVALUATION_SECONDS_SQL))
 
     async def rating_match_times(self) -> list[tuple]:
         """(candidate_id, sims, opponent_id, opponent_sims, CPU seconds, games, opponent_engine)
