@@ -7,6 +7,7 @@ in all, most of it the five-minute run on the default config.
 import json
 import sqlite3
 import time
+from collections import Counter
 
 import msgpack
 import pytest
@@ -71,6 +72,31 @@ def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
     shares = [v for (v,) in run.query("SELECT value FROM metrics WHERE source = 'duel' AND name = 'cpu_share'")]
     print(f"evaluation's CPU share: {sum(shares) / len(shares):.1%} on average, {max(shares):.1%} at most")
     assert len(shares) >= 20 and sum(shares) / len(shares) <= 0.22
+
+
+@pytest.mark.timeout(300)
+def test_a_promotion_duel_runs_inside_a_long_rating_match_which_still_ends_whole(runs, tmp_path):
+    # Long rating matches, and candidates arriving while they run. No perfect play: its
+    # checks and games are slow enough to leave little time for either within the test.
+    ratings = ["match_pairs = 64", "share = 0.5", "references = [50, 100]", "perfect = false", "perfect_positions = 0"]
+    edits = {**QUICK, "[ratings]": ratings}
+    run = runs(tmp_path, edits=edits, duration="100s").start()
+    assert run.process.wait(timeout=240) == 0
+    first_game = "(SELECT MIN(created_at) FROM duel_games WHERE duel_id = p.id)"
+    inside = run.query(
+        "SELECT p.id, r.id FROM duels p JOIN duels r ON p.kind = 'promotion' AND r.kind = 'rating'"
+        f" WHERE r.pairs = 64 AND r.started_at < {first_game} AND {first_game} < r.finished_at"
+    )
+    assert inside, run.query("SELECT id, kind, started_at, finished_at FROM duels")
+    # Each rating match that ran promotions inside it still ends with all its pairs, every game
+    # once. (A game that repeats one of the pairing's earlier games is dropped, and its pair
+    # never counts: another pair is played.)
+    for duel_id, pairs in run.query("SELECT id, pairs FROM duels WHERE kind = 'rating' AND result = 'played'"):
+        games = run.query("SELECT pair, candidate_colour FROM duel_games WHERE duel_id = ?", (duel_id,))
+        assert len(games) == len(set(games)), duel_id
+        whole = Counter(pair for pair, _ in games)
+        assert sum(n == 2 for n in whole.values()) == pairs, (duel_id, len(games), pairs)
+    assert run.count("duels", "kind = 'promotion' AND result IS NOT NULL") >= 2
 
 
 def snapshot_rows(run: DaemonRun) -> dict:

@@ -13,7 +13,6 @@ blocking zmq sockets, polled between units of work; the daemon is asyncio.
 """
 
 import argparse
-import functools
 import logging
 import os
 import sys
@@ -259,8 +258,9 @@ def duel(link: Link, db, seed: int) -> None:
     from its games in the state file. Measurements go first: a perfect-play
     check of each promoted model, then an open rating match. A promotion
     duel does not wait for their end but runs inside their poll (within
-    PROMOTION_LOOK seconds, unless ratings are owed their share of the CPU),
-    and the measurement then goes on with its games in flight, none abandoned.
+    PROMOTION_LOOK seconds, unless measurements are owed their share of the
+    CPU, ratings.share), and the measurement then goes on with its games in
+    flight, none abandoned.
     """
     from hexzd.evaluation.duel import play_duel, warm
     from hexzd.evaluation.engines import children_cpu_seconds
@@ -272,10 +272,11 @@ def duel(link: Link, db, seed: int) -> None:
     # for the next duel before those land, would hand the same openings out again.
     ended: set[int] = set()
     throttle = Throttle()
-    # CPU-seconds of all the promotions played inside measurements (rating matches,
-    # perfect-play checks); the measurement under way's start, and that total then;
-    # when it last looked for a waiting promotion.
-    spent = SimpleNamespace(inner=0.0, start=0.0, inner_at_start=0.0, looked=0.0)
+    # CPU-seconds: the promotions played inside measurements (rating matches, perfect-play
+    # checks), all told; the perfect-play checks' own (the state file has only the duels');
+    # the measurement under way's start, and the promotions' total then. And when the
+    # measurement last looked for a waiting promotion.
+    spent = SimpleNamespace(inner=0.0, checks=0.0, start=0.0, inner_at_start=0.0, looked=0.0)
 
     def cpu() -> float:  # an outside engine's CPU time counts too, once play_duel has closed its process
         return time.process_time() + children_cpu_seconds()
@@ -288,19 +289,22 @@ def duel(link: Link, db, seed: int) -> None:
     def measuring() -> None:
         spent.start, spent.inner_at_start = cpu(), spent.inner
 
+    def measured() -> float:
+        """The measurement under way's CPU-seconds so far, less the promotions inside it."""
+        return cpu() - spent.start - (spent.inner - spent.inner_at_start)
+
     def yield_to_promotion() -> bool:
-        """The poll of a measurement (a rating match, a perfect-play check), where a waiting
-        promotion duel is played unless rating matches are owed CPU time (ratings.share),
-        the measurement's so far counted as theirs."""
+        """A measurement's poll, where a waiting promotion duel is played unless
+        measurements are owed CPU time (ratings.share): the perfect-play checks and the
+        measurement under way count as rating matches."""
         if should_stop() or time.monotonic() - spent.looked < PROMOTION_LOOK:
             return link.stopping
         spent.looked = time.monotonic()
         with store.read_only(db) as connection:
             promotion = store.next_duel(connection, promotions_only=True)
             finished = store.evaluation_seconds(connection)
-        running = cpu() - spent.start - (spent.inner - spent.inner_at_start)
         waiting = promotion is not None and promotion not in ended
-        if waiting and not ratings_due(finished, link.config.ratings.share, running):
+        if waiting and not ratings_due(finished, link.config.ratings.share, spent.checks + measured()):
             spent.inner += play(promotion, should_stop)
         return link.stopping
 
@@ -338,8 +342,10 @@ def duel(link: Link, db, seed: int) -> None:
             link.wait(1.0)
             continue
         measuring()
-        if judge_against_perfect_play(link, db, judged, yield_to_promotion):
-            continue  # about 10 CPU-seconds per promotion on 5x5, so promotions go inside it
+        checked = judge_against_perfect_play(link, db, judged, yield_to_promotion)
+        spent.checks += measured()
+        if checked:
+            continue  # 1 to 14 CPU-seconds per promotion on 5x5, so promotions go inside it
         with store.read_only(db) as connection:
             duel_id = store.next_duel(connection)
             kind = store.duel(connection, duel_id)[0] if duel_id is not None else None
@@ -350,15 +356,6 @@ def duel(link: Link, db, seed: int) -> None:
         play(duel_id, yield_to_promotion if kind == "rating" else should_stop)
 
 
-@functools.cache
-def _solver(n: int):
-    """One solver per board size for the worker's life: every model meets the same
-    positions, so its table answers most of the next model's questions."""
-    from hexzd.evaluation.perfect import Solver
-
-    return Solver(n)
-
-
 def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) -> bool:
     """Measures the newest promoted model not yet judged against perfect play; False if none.
 
@@ -366,7 +363,7 @@ def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) ->
     same positions (seed 0) for every model, at 0 simulations (the raw
     policy) and at the duels' simulations, so the rows of one run form a curve.
     """
-    from hexzd.evaluation.perfect import MAX_SIZE, measure
+    from hexzd.evaluation.perfect import MAX_SIZE, measure, shared_solver
     from hexzd.nn.loader import load
 
     c = link.config
@@ -386,7 +383,7 @@ def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) ->
         positions=c.ratings.perfect_positions,
         seed=0,
         config=c.selfplay,
-        solver=_solver(c.game.board_size),
+        solver=shared_solver(c.game.board_size),
         should_stop=should_stop,
     )
     if report is None:

@@ -14,7 +14,6 @@ candidate was not shown to be clearly stronger. A restarted duel worker
 resumes a duel from the games already in the state file.
 """
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,13 +107,6 @@ class DuelEnd:
     error: str = ""  # why an outside engine ended its rating match early: its games so far count
 
 
-@functools.cache
-def perfect_player(n: int) -> PerfectPlayer:
-    """One perfect player per board size and process: its solver's table (105 MB on 5x5)
-    keeps what earlier matches solved."""
-    return PerfectPlayer(n)
-
-
 def engine_player(engines: dict[str, str], name: str, log_dir: Path | None) -> EnginePlayer:
     """Outside engine `name` of [ratings] engines, started. Raises EngineFailure."""
     if name not in engines:
@@ -175,7 +167,7 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir
     error = ""
     try:
         if engine == PERFECT:
-            opponent = perfect_player(game.board_size)
+            opponent = PerfectPlayer(game.board_size)  # its solver keeps what earlier matches solved
         elif engine is not None:
             opponent = engine_player(config.ratings.engines, engine, log_dir)
         while not should_stop() and decision() is None:

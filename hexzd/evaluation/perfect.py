@@ -25,6 +25,7 @@ An agent is the network with S simulations per move, as `hexzd htp` plays it
 Rates come with 95% Wilson intervals. The state file is only read.
 """
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 
@@ -188,6 +189,14 @@ class RandomAgent:
         return out
 
 
+@functools.cache
+def shared_solver(n: int) -> Solver:
+    """One solver per board size and process, for the perfect player and the perfect-play
+    checks alike: models meet the same positions, so its table (105 MB on 5x5) answers
+    most of the next one's questions."""
+    return Solver(n)
+
+
 class PerfectPlayer:
     """Perfect play: the solver's reply, a winning move whenever there is one; when
     lost, the move that makes the winner work (native/solver.py's reply).
@@ -197,7 +206,7 @@ class PerfectPlayer:
     """
 
     def __init__(self, n: int):
-        self.solver, self.name = Solver(check_size(n)), "perfect"
+        self.solver, self.name = shared_solver(check_size(n)), "perfect"
 
     def moves(self, games: Games) -> np.ndarray:
         out = np.full(games.batch, -1, np.int64)
