@@ -134,7 +134,7 @@ class RatingsConfig(Section):
     match_pairs: int = live(32, "pairs of games in a rating match, all played at once", ge=1, le=1024)
     share: float = live(
         0.6,
-        "share of evaluation's CPU time that rating matches get while candidates wait for duels (0: none)",
+        "share of evaluation's CPU time for rating matches and perfect-play checks while candidates wait (0: none)",
         ge=0,
         le=1,
     )
