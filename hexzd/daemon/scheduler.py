@@ -9,9 +9,10 @@ opens as soon as the last one ends. Rating matches, chosen by information
 that duels and rating matches took so far (the duels' cpu_seconds), and all
 of it while no candidate waits. The worker keeps that share within a match
 too: a promotion duel that opens while a rating match is under way runs
-inside it while ratings are not owed CPU time, the match's so far
-counted (see hexzd.daemon.workers.duel), so a candidate never waits for a whole match.
-The duel worker's CPU share of the machine (duel.cpu_share) bounds them all.
+inside it unless ratings are owed CPU time, the match's so far counted
+(see hexzd.daemon.workers.duel), so a candidate never waits for a whole
+match. The duel worker's CPU share of the machine (duel.cpu_share) bounds
+them all.
 
 Outside engines ([ratings] engines) are rating opponents like any other. One
 that failed (the duel worker names it in the match's end) is not chosen again

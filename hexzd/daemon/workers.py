@@ -302,9 +302,10 @@ def duel(link: Link, db, seed: int) -> None:
         spent.looked = time.monotonic()
         with store.read_only(db) as connection:
             promotion = store.next_duel(connection, promotions_only=True)
+            if promotion is None or promotion in ended:
+                return link.stopping
             finished = store.evaluation_seconds(connection)
-        waiting = promotion is not None and promotion not in ended
-        if waiting and not ratings_due(finished, link.config.ratings.share, spent.checks + measured()):
+        if not ratings_due(finished, link.config.ratings.share, spent.checks + measured()):
             spent.inner += play(promotion, should_stop)
         return link.stopping
 
