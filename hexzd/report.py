@@ -109,15 +109,20 @@ def precision(
     if not timed or not promotions:
         return []
     end = min(timed[-1][0], promotions[-1][1] + 60 * horizon)
-    totals: dict[tuple, list[int]] = {}
+    totals: dict[tuple, list[int]] = {}  # pairing -> [wins, games, pairs with 0, 1, 2 wins]
+    first: dict[tuple, int] = {}  # (duel, pair) -> the candidate's result in the pair's first game
     rows, k = [], 0
     t = promotions[0][1]
     while True:
         while k < len(timed) and timed[k][0] <= t:
-            _, *pairing, won, engine = timed[k]
-            total = totals.setdefault((*pairing, engine), [0, 0])
+            _, *pairing, won, engine, duel_id, pair = timed[k]
+            total = totals.setdefault((*pairing, engine), [0, 0, 0, 0, 0])
             total[0], total[1], k = total[0] + won, total[1] + 1, k + 1
-        results = [(*key[:4], won, games, key[4]) for key, (won, games) in totals.items()]
+            if (duel_id, pair) in first:
+                total[2 + first.pop((duel_id, pair)) + won] += 1
+            else:
+                first[duel_id, pair] = won
+        results = [(*key[:4], won, games, key[4], *pairs) for key, (won, games, *pairs) in totals.items()]
         best: dict[int, tuple] = {}
         for _, model_id, _, _, lo, hi, games, _ in scale.rate(results, references, perfect) if results else ():
             if model_id is not None and games > best.get(model_id, (0,))[0]:

@@ -90,7 +90,10 @@ def test_a_rating_match_against_an_engine_ends_as_the_engines_rating(tmp_path):
     assert not {(m, c) for _, m, _, c in later} & {(m, c) for _, m, _, c in games}
     with sqlite3.connect(db) as c:
         results = c.execute(RESULTS_SQL).fetchall()
-    assert results == [(None, 100, None, 0, end.wins + sum(w == c for _, _, w, c in later), 10, "openspiel")]
+    wins = end.wins + sum(w == c for _, _, w, c in later)
+    assert [row[:7] for row in results] == [(None, 100, None, 0, wins, 10, "openspiel")]
+    lost, split, won = results[0][7:]  # the 5 pairs, each complete
+    assert lost + split + won == 5 and split + 2 * won == wins
     rows = {row[0]: row for row in scale.rate(results, [100])}
     assert rows["engine openspiel"][1:3] == (None, 0) and rows["engine openspiel"][6:] == (10, 0)
     assert rows["rollouts @100"][3] == 0.0 and rows["rollouts @100"][7] == 1  # the anchor

@@ -26,6 +26,22 @@ def test_predicted_drops_match_a_refit_with_the_expected_results():
     assert drop[before.players.index("n")] > 0  # n never plays, yet its interval narrows
 
 
+def test_a_pairing_whose_pairs_split_is_worth_more_per_game():
+    """Two snapshots that split every pair (each wins with the first move) say more per
+    game than the model's independent games would: matchmaking reads the pairing's
+    efficiency from the fit and counts a game of it as that many."""
+    games = [("r0", "m", 10, 30), ("m", "n", 20, 20, (0, 20, 0)), ("n", "r0", 28, 12)]
+    fit = estimate(games, {"r0": 0.0})
+    i, j = fit.players.index("m"), fit.players.index("n")
+    assert fit.efficiency[i, j] > 3 and np.isnan(fit.efficiency[0, i])  # r0 against m: no pairs given
+    efficient = scale._efficiencies(fit, lambda a, b: frozenset((a[0], b[0])))
+    assert efficient("m", "n") == pytest.approx(fit.efficiency[i, j]) and efficient("m", "r0") == 1.0
+    [plain, paired] = variance_drops(fit, [Candidate("m", "n", 8, 1.0), Candidate("m", "n", 8, 1.0, 3.0)])
+    [triple] = variance_drops(fit, [Candidate("m", "n", 24, 1.0)])
+    np.testing.assert_allclose(paired, triple)
+    assert paired[i] > plain[i] > 0
+
+
 def test_an_even_opponent_is_worth_more_than_a_lopsided_one():
     # The snapshot is about +400 against r0 and even with r400.
     games = [("r0", "r400", 20, 180), ("m", "r0", 45, 5), ("m", "r400", 25, 25)]

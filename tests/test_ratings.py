@@ -156,3 +156,55 @@ def test_intervals_cover_the_truth_at_their_confidence():
 def test_bad_input_is_refused(games, kwargs):
     with pytest.raises(ValueError):
         fit(games, **kwargs)
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _paired(d: float, pairs: int, edge: float, decided: float, rng) -> tuple[int, int, tuple]:
+    """Pairs of a (d nats above b) against b, colours swapped, as Hex plays them: in a share
+    `decided` of the openings the first player's edge is `edge` nats, so such pairs mostly
+    split 1-1 whoever is stronger. (wins of a, wins of b, pairs with 0, 1, 2 wins of a)."""
+    e = np.where(rng.random(pairs) < decided, edge, 0.0)
+    s = (rng.random(pairs) < _sigmoid(d + e)).astype(int) + (rng.random(pairs) < _sigmoid(d - e))
+    return int(s.sum()), 2 * pairs - int(s.sum()), tuple(int((s == k).sum()) for k in range(3))
+
+
+def _pseudo_true(d: float, edge: float, decided: float) -> float:
+    """The colour-blind model's rating difference (Elo) that matches the pairs' expected score."""
+    score = decided * (_sigmoid(d + edge) + _sigmoid(d - edge)) / 2 + (1 - decided) * _sigmoid(d)
+    return ELO_PER_NAT * math.log(score / (1 - score))
+
+
+@pytest.mark.parametrize("edge, decided, ratio", [(4.0, 0.7, (0.5, 0.75)), (0.0, 0.0, (0.95, 1.05))])
+def test_paired_intervals_count_pairs_as_the_trials(edge, decided, ratio):
+    """Simulated paired games with a first-move edge (a chain: a against the anchor, b
+    against a): the intervals from pairs cover the colour-blind truth about 95% of the
+    time, where counting games as independent trials covers it nearly always; and they
+    are narrower by as much as the pairs' splits say. Without an edge they are the same."""
+    rng = np.random.default_rng(11)
+    truth = {"a": _pseudo_true(0.4, edge, decided)}
+    truth["b"] = truth["a"] + _pseudo_true(0.5, edge, decided)
+    hits, game_hits, widths, game_widths = [], [], [], []
+    for _ in range(300):
+        (wa, la, pa), (wb, lb, pb) = _paired(0.4, 40, edge, decided, rng), _paired(0.5, 40, edge, decided, rng)
+        by_pair = fit([("a", "r", wa, la, pa), ("b", "a", wb, lb, pb)], {"r": 0.0})
+        by_game = fit([("a", "r", wa, la), ("b", "a", wb, lb)], {"r": 0.0})
+        for p in "ab":
+            hits.append(by_pair[p].lo <= truth[p] <= by_pair[p].hi)
+            game_hits.append(by_game[p].lo <= truth[p] <= by_game[p].hi)
+            widths.append(by_pair[p].hi - by_pair[p].lo)
+            game_widths.append(by_game[p].hi - by_game[p].lo)
+    assert 0.93 <= np.mean(hits) <= 0.99
+    assert ratio[0] <= np.mean(widths) / np.mean(game_widths) <= ratio[1]
+    if edge:
+        assert np.mean(game_hits) > 0.99  # games counted as trials: far wider than 95% needs
+
+
+def test_pairs_must_fit_within_the_games():
+    with pytest.raises(ValueError, match="pairs"):
+        fit([("a", "b", 1, 3, (0, 2, 0))])  # two split pairs need two wins of a
+    with pytest.raises(ValueError, match="pairs"):
+        fit([("a", "b", 3, 1, (1, 0, 0))])  # a pair lost twice needs two losses
+    assert fit([("a", "b", 3, 1, (0, 1, 1))], {"b": 0.0})["a"].games == 4

@@ -211,7 +211,8 @@ def test_precision_follows_each_snapshots_interval_after_its_promotion():
     logistic fit, 1.96 * (400 / ln 10) / sqrt(n / 4), within 3% (the prior adds 2 games)."""
     from hexzd.report import precision
 
-    timed = [(1000.0 + i, 1, 64, None, 100, i % 2, None) for i in range(1, 241)]
+    # Each game a pair of its own, never completed: independent trials at the model's variance.
+    timed = [(1000.0 + i, 1, 64, None, 100, i % 2, None, 1, i) for i in range(1, 241)]
     rows = precision(timed, [(1, 1000.0)], [100], step=30.0, horizon=10.0)
     assert [r["minutes"] for r in rows] == [k / 2 for k in range(1, 9)]  # none before the first game
     assert [r["games"] for r in rows] == [30 * k for k in range(1, 9)]
@@ -219,3 +220,7 @@ def test_precision_follows_each_snapshots_interval_after_its_promotion():
     assert halves == sorted(halves, reverse=True)
     expected = 1.96 * (400 / math.log(10)) / math.sqrt(240 / 4)
     assert halves[-1] == pytest.approx(expected, rel=0.03)
+    # The same games as 120 pairs that all split 1-1: pairs are the trials, and theirs never
+    # varied, so the interval is far narrower (hexzd.evaluation.ratings, "Intervals").
+    paired = [(*game[:-1], (game[0] - 1001) // 2) for game in timed]
+    assert precision(paired, [(1, 1000.0)], [100], step=30.0, horizon=10.0)[-1]["half"] < expected / 3

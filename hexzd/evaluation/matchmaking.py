@@ -2,8 +2,13 @@
 the intervals that matter most, per second it costs.
 
 A match of m games between players a and b, whose expected score is p, adds
-h = m p (1 - p) to the Fisher information along u = e_a - e_b. By
-Sherman-Morrison the covariance C of the ratings becomes
+h = m p (1 - p) x to the information along u = e_a - e_b, where x, the
+pairing's efficiency (hexzd.evaluation.ratings, "Intervals"), says how many
+independent games a paired game is worth: more than one where the first
+move's edge splits pairs 1-1 (their score varies less than two independent
+games'), about one for players whose games are independent. Taking the
+covariance as the inverse of that information, Sherman-Morrison makes the
+covariance C of the ratings
 
     C' = C - h (C u)(C u)^T / (1 + h u^T C u),
 
@@ -31,12 +36,14 @@ DONE_WEIGHT = 0.05  # what an interval already within the target still weighs: a
 
 @dataclass(frozen=True)
 class Candidate:
-    """A possible match: two players of a fit, its games and their cost in seconds each."""
+    """A possible match: two players of a fit, its games and their cost in seconds each, and
+    how many independent games each is worth (the pairing's efficiency)."""
 
     a: Hashable
     b: Hashable
     games: int
     seconds_per_game: float
+    efficiency: float = 1.0
 
 
 def variance_drops(fit: Fit, candidates: Sequence[Candidate]) -> np.ndarray:
@@ -44,7 +51,7 @@ def variance_drops(fit: Fit, candidates: Sequence[Candidate]) -> np.ndarray:
     index = {p: i for i, p in enumerate(fit.players)}
     a = np.array([index[c.a] for c in candidates], np.int64)
     b = np.array([index[c.b] for c in candidates], np.int64)
-    games = np.array([c.games for c in candidates], float)
+    games = np.array([c.games * c.efficiency for c in candidates], float)
     p = elo_to_score(fit.elo[a] - fit.elo[b])
     h = games * p * (1 - p) / ELO_PER_NAT**2  # information in 1 / Elo squared
     cu = fit.covariance[:, a] - fit.covariance[:, b]  # [N, K]

@@ -43,11 +43,36 @@ along 1 (a common shift changes nothing), and the step solves
 (F + 11^T) s = g instead, whose solution is the minimum-norm Newton step, with
 sum(s) = 0 so the mean stays 0.
 
-Intervals. The covariance of the estimate is the inverse of F at the optimum,
-restricted to the free players; anchored players have zero width. Without
-anchors it is the pseudo-inverse (F + 11^T)^-1 - 11^T / N^2, the covariance of
-ratings measured from the pool's mean. Interval = Elo +- z * sd, with z the
-normal quantile for `confidence`.
+Intervals. Games come in pairs (one opening, colours swapped), and a pair
+is the independent trial, not a game: in Hex the first player's edge splits
+many pairs 1-1 whatever the players' strength, so the two games of a pair
+are far from independent, and a pair's score varies less than two
+independent games at the fitted odds would. The covariance is therefore the
+sandwich (cluster-robust) estimate of an M-estimator whose units are pairs,
+
+    C = F^-1 J F^-1,   J = sum over units of (score - expected) (score - expected)^T,
+
+with F the Fisher information at the optimum and a unit's score the gradient
+of its log-likelihood: for a pair of a against b, (s - 2 sigma(d)) along
+e_a - e_b, s in {0, 1, 2} the pair's wins of a. A game outside a complete
+pair, and every game given without its pairs, is its own unit at the model's
+variance (J = F there), so results without pairs get the plain inverse
+Fisher information. Each pairing's empirical pair variance is shrunk toward
+the model's, 2 sigma(d) sigma(-d), by PRIOR_PAIRS pseudo-pairs: a short match
+whose pairs all split says little about how often they would not (30 split
+pairs, all alike, still allow one in ten to be 2-0 or 0-2 at 95%). The prior's
+virtual games count at the model's variance. Restricted to the free players;
+anchored players have zero width. Without anchors F^-1 is replaced by
+(F + 11^T)^-1, which gives the covariance of ratings measured from the pool's
+mean (with J = F, (F + 11^T)^-1 - 11^T / N^2). Interval = Elo +- z * sd,
+with z the normal quantile for `confidence`. Matchmaking reads each
+pairing's `efficiency`, the model's pair variance over the shrunk empirical
+one: how many independent games' worth of information a game of that
+pairing is. In simulated 40-pair matches where seven openings in ten give
+the first player an edge of 4 nats, these 95% intervals held the colour-blind
+truth 97% of the time and were 0.64 times as wide as intervals that count
+games as trials (which held it 100% of the time); with independent games
+the two agree (tests/test_ratings.py).
 
 Without a prior (prior_games = 0) the maximum exists only when no group of
 free players won, or lost, every game it played against the rest, or played
@@ -67,6 +92,7 @@ ELO_PER_NAT = 400.0 / math.log(10.0)
 TOLERANCE_ELO = 1e-9  # Newton stops when no rating moves by more than this
 STALL_ELO = 1e-6  # ...or when steps this small no longer raise the likelihood at all
 MAX_ITERATIONS = 100
+PRIOR_PAIRS = 4.0  # pseudo-pairs at the model's variance in each pairing's empirical pair variance
 
 
 @dataclass
@@ -88,6 +114,9 @@ class _Pairs:
     b: np.ndarray  # int[P]
     points: np.ndarray  # float[P], what a scored against b
     games: np.ndarray  # float[P]
+    pairs: np.ndarray  # float[P], complete pairs among the games
+    pair_points: np.ndarray  # float[P], sum of the pairs' scores s of a (0, 1 or 2)
+    pair_squares: np.ndarray  # float[P], sum of s squared
 
 
 @dataclass
@@ -103,6 +132,9 @@ class Fit:
     covariance: np.ndarray  # float[N, N]
     games: np.ndarray  # float[N], real games played
     anchored: np.ndarray  # bool[N]
+    # float[N, N]: a game of each pairing counts as this many independent games (the model's
+    # pair variance over its shrunk empirical one); NaN where a pairing has no complete pair.
+    efficiency: np.ndarray
 
     def ratings(self, confidence: float = 0.95) -> dict[Hashable, Rating]:
         if not 0 < confidence < 1:
@@ -125,7 +157,9 @@ def fit(
 
     Each item of `games` is either one game (a, b, score), score = 1 if a won
     and 0 if b won (a fraction counts as a draw-like split), or aggregated
-    results (a, b, wins_of_a, wins_of_b). Ratings are keyed by player, in the
+    results (a, b, wins_of_a, wins_of_b), or aggregated results with their
+    complete pairs (a, b, wins_of_a, wins_of_b, (pairs a lost both games of,
+    pairs split, pairs a won both)), the pairs' games among the wins. Ratings are keyed by player, in the
     order players first appear (anchors that never played come last).
     """
     return estimate(games, anchors, prior_games).ratings(confidence)
@@ -139,7 +173,7 @@ def estimate(games: Iterable[tuple], anchors: dict[Hashable, float] | None = Non
     players, pairs = _aggregate(games, anchors)
     fixed = np.array([p in anchors for p in players], dtype=np.bool_)
     if not players:
-        return Fit([], np.zeros(0), np.zeros((0, 0)), np.zeros(0), fixed)
+        return Fit([], np.zeros(0), np.zeros((0, 0)), np.zeros(0), fixed, np.zeros((0, 0)))
     r = np.array([anchors.get(p, 0.0) / ELO_PER_NAT for p in players])
     if prior_games == 0 and not _mle_exists(len(players), pairs, fixed):
         raise ValueError(
@@ -151,7 +185,7 @@ def estimate(games: Iterable[tuple], anchors: dict[Hashable, float] | None = Non
     played = np.bincount(pairs.a, pairs.games, len(players)) + np.bincount(pairs.b, pairs.games, len(players))
     elo = r * ELO_PER_NAT
     elo[fixed] = [anchors[p] for p in players if p in anchors]  # exactly, not via nats
-    return Fit(players, elo, covariance, played, fixed)
+    return Fit(players, elo, covariance, played, fixed, _efficiency(r, pairs))
 
 
 def _aggregate(games: Iterable[tuple], anchors: dict[Hashable, float]) -> tuple[list, _Pairs]:
@@ -159,36 +193,46 @@ def _aggregate(games: Iterable[tuple], anchors: dict[Hashable, float]) -> tuple[
     index: dict[Hashable, int] = {}
     totals: dict[tuple[int, int], list[float]] = {}
     for game in games:
-        a, b, points, lost = _parse(game)
+        a, b, points, lost, (none, split, both) = _parse(game)
         i, j = index.setdefault(a, len(index)), index.setdefault(b, len(index))
         if i > j:  # store each pair once, from its lower index's side
-            i, j, points, lost = j, i, lost, points
-        total = totals.setdefault((i, j), [0.0, 0.0])
+            i, j, points, lost, none, both = j, i, lost, points, both, none
+        total = totals.setdefault((i, j), [0.0] * 5)
         total[0] += points
         total[1] += points + lost
+        total[2] += none + split + both
+        total[3] += split + 2 * both
+        total[4] += split + 4 * both
     for p, elo in anchors.items():
         if not math.isfinite(elo):
             raise ValueError(f"anchor {p!r} has a rating of {elo}")
         index.setdefault(p, len(index))
     keys = np.array(list(totals), dtype=np.int64).reshape(-1, 2)
-    values = np.array(list(totals.values()), dtype=float).reshape(-1, 2)
-    return list(index), _Pairs(keys[:, 0], keys[:, 1], values[:, 0], values[:, 1])
+    values = np.array(list(totals.values()), dtype=float).reshape(-1, 5)
+    return list(index), _Pairs(keys[:, 0], keys[:, 1], *values.T)
 
 
-def _parse(game: tuple) -> tuple[Hashable, Hashable, float, float]:
-    """(a, b, score) or (a, b, wins_a, wins_b) -> (a, b, points of a, points of b)."""
+def _parse(game: tuple) -> tuple[Hashable, Hashable, float, float, tuple[float, float, float]]:
+    """(a, b, score), (a, b, wins_a, wins_b) or (a, b, wins_a, wins_b, (pairs with 0, 1, 2
+    wins of a)) -> (a, b, points of a, points of b, those pairs)."""
+    pairs = (0.0, 0.0, 0.0)
     if len(game) == 3:
         a, b, score = game
         won, lost = float(score), 1.0 - float(score)
-    elif len(game) == 4:
+    elif len(game) in (4, 5):
         a, b, won, lost = game[0], game[1], float(game[2]), float(game[3])
+        if len(game) == 5:
+            pairs = tuple(float(k) for k in game[4])
     else:
-        raise ValueError(f"a game is (a, b, score) or (a, b, wins_a, wins_b), got {game!r}")
+        raise ValueError(f"a game is (a, b, score) or (a, b, wins_a, wins_b[, pairs]), got {game!r}")
     if a == b:
         raise ValueError(f"player {a!r} cannot play itself")
     if not (won >= 0 and lost >= 0 and math.isfinite(won + lost)):
         raise ValueError(f"scores must be finite, with 0 <= score <= 1, got {game!r}")
-    return a, b, won, lost
+    none, split, both = pairs if len(pairs) == 3 else (-1.0, 0.0, 0.0)
+    if min(none, split, both) < 0 or split + 2 * both > won or split + 2 * none > lost:
+        raise ValueError(f"pairs (0, 1, 2 wins of a) must be counts within the games, got {game!r}")
+    return a, b, won, lost, (none, split, both)
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -215,13 +259,8 @@ def _gradient_information(r: np.ndarray, pairs: _Pairs, prior_games: float) -> t
     # lopsided pair (1000-0, p near 1) the difference w - n p would cancel to
     # noise far above the TOLERANCE_ELO we ask of the steps.
     g = pairs.points * p_not - (pairs.games - pairs.points) * p
-    h = pairs.games * p * p_not
     grad = np.bincount(pairs.a, g, n) - np.bincount(pairs.b, g, n).astype(float)  # float even with no games
-    info = np.zeros((n, n))
-    np.add.at(info, (pairs.a, pairs.a), h)
-    np.add.at(info, (pairs.b, pairs.b), h)
-    np.add.at(info, (pairs.a, pairs.b), -h)
-    np.add.at(info, (pairs.b, pairs.a), -h)
+    info = _along_pairs(n, pairs, pairs.games * p * p_not)
     # The prior, through u = P r: its gradient is P g_u and its information P D P.
     u = r - r.mean()
     q, q_not = _sigmoid(u), _sigmoid(-u)
@@ -230,6 +269,45 @@ def _gradient_information(r: np.ndarray, pairs: _Pairs, prior_games: float) -> t
     grad += g_u - g_u.mean()
     info += np.diag(d_u) - (d_u[:, None] + d_u[None, :]) / n + d_u.sum() / n**2
     return grad, info
+
+
+def _along_pairs(n: int, pairs: _Pairs, h: np.ndarray) -> np.ndarray:
+    """float[N, N]: sum over pairings of h (e_a - e_b)(e_a - e_b)^T."""
+    out = np.zeros((n, n))
+    np.add.at(out, (pairs.a, pairs.a), h)
+    np.add.at(out, (pairs.b, pairs.b), h)
+    np.add.at(out, (pairs.a, pairs.b), -h)
+    np.add.at(out, (pairs.b, pairs.a), -h)
+    return out
+
+
+def _pair_variances(r: np.ndarray, pairs: _Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Per pairing, in nats: a game's variance p q under the model, and a complete pair's
+    empirical variance of its score, shrunk toward the model's 2 p q by PRIOR_PAIRS."""
+    d = r[pairs.a] - r[pairs.b]
+    pq = _sigmoid(d) * _sigmoid(-d)
+    p, m = _sigmoid(d), pairs.pairs
+    residuals = np.maximum(pairs.pair_squares - 4 * p * pairs.pair_points + 4 * p**2 * m, 0.0)
+    return pq, (residuals + PRIOR_PAIRS * 2 * pq) / (m + PRIOR_PAIRS)
+
+
+def _spread(r: np.ndarray, pairs: _Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Per pairing: the model's information h = games p q, and j, the variance of its score
+    over its units (module docstring, "Intervals"): lone games at the model's variance,
+    complete pairs at their shrunk empirical one."""
+    pq, pair = _pair_variances(r, pairs)
+    return pairs.games * pq, (pairs.games - 2 * pairs.pairs) * pq + pairs.pairs * pair
+
+
+def _efficiency(r: np.ndarray, pairs: _Pairs) -> np.ndarray:
+    """Fit.efficiency: the model's pair variance 2 p q over the pairing's shrunk empirical one."""
+    n = len(r)
+    out = np.full((n, n), np.nan)
+    pq, pair = _pair_variances(r, pairs)
+    has = pairs.pairs > 0
+    ratio = 2 * pq[has] / np.maximum(pair[has], 1e-300)
+    out[pairs.a[has], pairs.b[has]] = out[pairs.b[has], pairs.a[has]] = ratio
+    return out
 
 
 def _newton_step(grad: np.ndarray, info: np.ndarray, fixed: np.ndarray) -> np.ndarray:
@@ -278,17 +356,22 @@ def _line_search(
 
 
 def _covariance(r: np.ndarray, pairs: _Pairs, fixed: np.ndarray, prior_games: float) -> np.ndarray:
-    """The covariance of the estimate in nats squared, from the inverse Fisher information; 0 for anchors."""
+    """The sandwich covariance F^-1 J F^-1 of the estimate in nats squared (module docstring,
+    "Intervals"); 0 for anchors."""
     _, info = _gradient_information(r, pairs, prior_games)
     n = len(r)
+    h, j = _spread(r, pairs)
+    spread = info + _along_pairs(n, pairs, j - h)  # J: the prior's and lone games' terms as in F
     covariance = np.zeros((n, n))
     free = ~fixed
     if fixed.any():
         if free.any():
-            covariance[np.ix_(free, free)] = np.linalg.inv(info[np.ix_(free, free)])
+            inverse = np.linalg.inv(info[np.ix_(free, free)])
+            covariance[np.ix_(free, free)] = inverse @ spread[np.ix_(free, free)] @ inverse
     else:
-        covariance = np.linalg.inv(info + 1.0) - 1.0 / n**2
-    return covariance
+        inverse = np.linalg.inv(info + 1.0)  # J 1 = 0, so M J M is already orthogonal to 1
+        covariance = inverse @ spread @ inverse
+    return (covariance + covariance.T) / 2  # symmetric to the last bit
 
 
 def _mle_exists(n: int, pairs: _Pairs, fixed: np.ndarray) -> bool:

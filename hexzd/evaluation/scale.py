@@ -38,6 +38,8 @@ import statistics
 from dataclasses import dataclass, replace
 from itertools import combinations
 
+import numpy as np
+
 from hexzd.evaluation import matchmaking
 from hexzd.evaluation.perfect import MAX_SIZE
 from hexzd.evaluation.ratings import Fit, estimate
@@ -114,15 +116,17 @@ class Scale:
 
 def scale(results, references: list[int], registered=(), engines=(), perfect: bool = False) -> Scale:
     """Both stages from the duel results (candidate_id, sims, opponent_id, opponent_sims,
-    candidate wins, games[, opponent_engine]) of hexzd.store.writes. Players in `registered`,
+    candidate wins, games[, opponent_engine[, complete pairs with 0, 1, 2 candidate wins]])
+    of hexzd.store.writes: with its pairs, a pairing's games count as the pairs they are
+    (hexzd.evaluation.ratings, "Intervals"). Players in `registered`,
     pairs (model_id, sims), the `engines` by name and every reference (perfect play too,
     if `perfect`) are in the fits even before their first game."""
     games, sides = [], {}
-    for candidate, sims, opponent, opponent_sims, wins, count, *engine in results:
-        engine = engine[0] if engine else None  # six-column rows have none
+    for candidate, sims, opponent, opponent_sims, wins, count, *rest in results:
+        engine = rest[0] if rest else None  # six-column rows have none
         a, b = player(candidate, sims), player(opponent, opponent_sims, engine)
         sides[a], sides[b] = side(candidate, sims), side(opponent, opponent_sims, engine)
-        games.append((a, b, wins, count - wins))
+        games.append((a, b, wins, count - wins, tuple(rest[1:4])) if len(rest) >= 4 else (a, b, wins, count - wins))
     ladder_sides = {player(*rung): rung for rung in rungs(references, perfect)}
     sides |= ladder_sides
     refs = list(ladder_sides)
@@ -180,15 +184,19 @@ def next_match(
     snapshots = [player(m, sims) for m in promoted]
     guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
 
-    def candidate(a, b):
-        seconds = costs.get(frozenset((kind(*s.sides[a]), kind(*s.sides[b]))), guess)
-        return matchmaking.Candidate(a, b, games, seconds)
+    def kinds(a, b):
+        return frozenset((kind(*s.sides[a]), kind(*s.sides[b])))
 
-    ladder = [candidate(a, b) if b == PERFECT else candidate(b, a) for a, b in combinations(refs, 2)]
-    rated = [candidate(m, r) for m in snapshots for r in refs]
-    rated += [candidate(m, n) for n, m in combinations(snapshots, 2)]  # the newer first
+    def candidate(efficiency, a, b):
+        seconds = costs.get(kinds(a, b), guess)
+        return matchmaking.Candidate(a, b, games, seconds, efficiency(a, b))
+
+    ladder_efficiency, efficiency = _efficiencies(s.ladder, kinds), _efficiencies(s.players, kinds)
+    ladder = [candidate(ladder_efficiency, *((a, b) if b == PERFECT else (b, a))) for a, b in combinations(refs, 2)]
+    rated = [candidate(efficiency, m, r) for m in snapshots for r in refs]
+    rated += [candidate(efficiency, m, n) for n, m in combinations(snapshots, 2)]  # the newer first
     outside = [player(None, 0, e) for e in engines]
-    rated += [candidate(m, e) for e in outside for m in rollouts + snapshots]  # an engine is always the opponent
+    rated += [candidate(efficiency, m, e) for e in outside for m in rollouts + snapshots]  # an engine is the opponent
     important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: newest_weight} if snapshots else {})
     important |= dict.fromkeys(outside, 1.0)
     options = [
@@ -201,6 +209,25 @@ def next_match(
     if score <= 0:
         return None
     return Pairing(*s.sides[chosen.a], *s.sides[chosen.b])
+
+
+def _efficiencies(fit: Fit, kinds):
+    """efficiency(a, b): how many independent games a game of the pairing is worth (Fit.efficiency);
+    for a pairing with no complete pair yet, the median of the pairings of the same kinds
+    (kinds(a, b)) that have some, else 1."""
+    index = {p: i for i, p in enumerate(fit.players)}
+    pooled: dict[frozenset, list[float]] = {}
+    for i, j in zip(*np.nonzero(~np.isnan(fit.efficiency))):
+        if i < j:
+            pooled.setdefault(kinds(fit.players[i], fit.players[j]), []).append(float(fit.efficiency[i, j]))
+
+    def efficiency(a, b) -> float:
+        own = fit.efficiency[index[a], index[b]]
+        if not np.isnan(own):
+            return float(own)
+        return statistics.median(pooled.get(kinds(a, b), [1.0]))
+
+    return efficiency
 
 
 def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: int, perfect: bool = False):

@@ -111,10 +111,14 @@ MIGRATIONS = [
 ]
 VERSION = len(MIGRATIONS)
 
-# Aggregated results, as hexzd.evaluation.scale takes them: (candidate, sims, opponent, opponent_sims, wins, games).
+# Aggregated results, as hexzd.evaluation.scale takes them: (candidate, sims, opponent, opponent_sims,
+# wins, games, no engine, complete pairs the candidate lost both games of, split, won both).
 RESULTS_SQL = """
-    SELECT m.candidate_id, m.sims, m.opponent_id, m.opponent_sims, SUM(g.winner = g.candidate_colour), COUNT(*)
-    FROM games g JOIN matches m ON m.id = g.match_id
+    WITH pairs AS (SELECT match_id, pair, COUNT(*) AS games, SUM(winner = candidate_colour) AS wins
+                   FROM games GROUP BY match_id, pair)
+    SELECT m.candidate_id, m.sims, m.opponent_id, m.opponent_sims, SUM(p.wins), SUM(p.games), NULL,
+           SUM(p.games = 2 AND p.wins = 0), SUM(p.games = 2 AND p.wins = 1), SUM(p.games = 2 AND p.wins = 2)
+    FROM pairs p JOIN matches m ON m.id = p.match_id
     GROUP BY m.candidate_id, m.sims, m.opponent_id, m.opponent_sims
 """
 

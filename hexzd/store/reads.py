@@ -349,14 +349,14 @@ def tuning_history(connection) -> list[dict]:
 
 
 def timed_results(connection) -> list[tuple]:
-    """(created_at, candidate_id, sims, opponent_id, opponent_sims, candidate won, opponent_engine)
-    of every duel game, oldest first: the results as they stood at any time."""
+    """(created_at, candidate_id, sims, opponent_id, opponent_sims, candidate won, opponent_engine,
+    duel_id, pair) of every duel game, oldest first: the results as they stood at any time."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(duels)")}
     engine = "d.opponent_engine" if "opponent_engine" in columns else "NULL"  # schema 5 on
     return connection.execute(
         f"""
         SELECT g.created_at, d.candidate_id, d.sims, d.opponent_id, d.opponent_sims,
-            g.winner = g.candidate_colour, {engine}
+            g.winner = g.candidate_colour, {engine}, g.duel_id, g.pair
         FROM duel_games g JOIN duels d ON d.id = g.duel_id ORDER BY g.created_at"""
     ).fetchall()
 

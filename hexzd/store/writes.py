@@ -11,11 +11,15 @@ import aiosqlite
 from hexzd.store import reads
 
 # Aggregated duel results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games,
-# opponent_engine), the last NULL unless the opponent is an outside engine.
+# opponent_engine, complete pairs the candidate lost both games of, split, won both), the engine
+# NULL unless the opponent is an outside engine. A pair, not a game, is an independent trial
+# (hexzd.evaluation.ratings, "Intervals").
 RESULTS_SQL = """
-    SELECT d.candidate_id, d.sims, d.opponent_id, d.opponent_sims,
-           SUM(g.winner = g.candidate_colour), COUNT(*), d.opponent_engine
-    FROM duel_games g JOIN duels d ON d.id = g.duel_id
+    WITH pairs AS (SELECT duel_id, pair, COUNT(*) AS games, SUM(winner = candidate_colour) AS wins
+                   FROM duel_games GROUP BY duel_id, pair)
+    SELECT d.candidate_id, d.sims, d.opponent_id, d.opponent_sims, SUM(p.wins), SUM(p.games), d.opponent_engine,
+           SUM(p.games = 2 AND p.wins = 0), SUM(p.games = 2 AND p.wins = 1), SUM(p.games = 2 AND p.wins = 2)
+    FROM pairs p JOIN duels d ON d.id = p.duel_id
     GROUP BY d.candidate_id, d.sims, d.opponent_id, d.opponent_sims, d.opponent_engine
 """
 
