@@ -126,3 +126,26 @@ def test_matchmaking_narrows_the_snapshots_intervals_more_than_a_fixed_schedule(
 def _ladder_played(results: dict) -> dict:
     """Games between references so far, by (sims, opponent sims), as the store counts them."""
     return {(k[1], k[3]): n for k, (_, n) in results.items() if k[0] is None and k[2] is None}
+
+
+def test_an_unfixed_reference_near_the_newest_snapshot_counts_as_much_as_a_snapshot():
+    """Until its ladder interval is within FIXED_ELO, a reference near the newest snapshot
+    is not yet an anchor for it: fixing it is worth as much as a snapshot's interval.
+    Far ones, and fixed ones, keep LADDER_WEIGHT."""
+    refs = [100, 200, 400, 800]
+    rows = [
+        (None, 200, None, 100, 500, 800),  # fixed: 800 games
+        (None, 400, None, 200, 3, 4),  # 4 games: not fixed
+        (None, 800, None, 400, 3, 4),
+        (1, 64, None, 400, 6, 10),
+    ]
+    s = scale.scale(rows, refs, [(1, 64)])
+    assert s.ladder.ratings()["rollouts @200"].hi - s.ladder.ratings()["rollouts @200"].elo < scale.FIXED_ELO
+    weights = scale._ladder_weights(s, [scale.player(None, r) for r in refs], ["model 1 @64"])
+    assert weights == {
+        "rollouts @100": scale.LADDER_WEIGHT,
+        "rollouts @200": scale.LADDER_WEIGHT,
+        "rollouts @400": 1.0,
+        "rollouts @800": 1.0,
+    }
+    assert set(scale._ladder_weights(s, [scale.player(None, r) for r in refs], []).values()) == {scale.LADDER_WEIGHT}

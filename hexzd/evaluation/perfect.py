@@ -59,6 +59,7 @@ __all__ = [
 MAX_SIZE = 5  # the empty 5x5 board is solved in under a second; the empty 6x6 not in five minutes
 DEFAULT_SIMS = (0, 64, 800)
 DEFAULT_POSITIONS = 100
+MAX_ANSWERS = 1_000_000  # positions a Solver remembers (about 150 MB), then it starts afresh
 
 
 def check_size(n: int) -> int:
@@ -82,6 +83,10 @@ class Solver:
         # 4M slots (105 MB) hold the empty 5x5 board's search; 4x4 needs far fewer.
         self.table = kernels.new_table(table_bits or (22 if n >= 5 else 16))
         self.stats = np.zeros(1, np.int64)
+        # Answers by position: the kernel's table keeps results, not the moves that prove
+        # them, and a match against perfect play overwrites it (5x5: 30M nodes for 64
+        # games, in 4M slots), so a position met again would be searched again.
+        self._answers: dict[tuple, object] = {}
 
     @property
     def nodes(self) -> int:
@@ -93,7 +98,16 @@ class Solver:
 
     def wins(self, board, to_play: int) -> bool:
         """Does the player to move win with perfect play?"""
-        return bool(kernels.wins(*self._position(board, to_play), *self.table, self.stats))
+        return self._answer("wins", board, to_play, kernels.wins)
+
+    def _answer(self, question: str, board, to_play: int, kernel):
+        key = (question, np.asarray(board, np.int8).tobytes(), int(to_play))
+        if key not in self._answers:
+            if len(self._answers) >= MAX_ANSWERS:
+                self._answers.clear()
+            answer = kernel(*self._position(board, to_play), *self.table, self.stats)
+            self._answers[key] = bool(answer) if question == "wins" else int(answer[0])
+        return self._answers[key]
 
     def winning_moves(self, board, to_play: int) -> np.ndarray:
         """bool[n*n]: the cells after which the player to move wins."""
@@ -101,7 +115,7 @@ class Solver:
 
     def reply(self, board, to_play: int) -> int:
         """The perfect player's move: a winning one if any (see native/solver.py's reply)."""
-        return int(kernels.reply(*self._position(board, to_play), *self.table, self.stats)[0])
+        return self._answer("reply", board, to_play, kernels.reply)
 
     def keeps_win(self, board, to_play: int, cell: int) -> bool:
         """Does the move `cell` win, at once or with perfect play after it?"""

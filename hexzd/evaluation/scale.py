@@ -48,6 +48,8 @@ from hexzd.evaluation.stats import Z95
 PRIOR_GAMES = 2.0  # BayesElo-like: keeps a perfect record finite
 FIXED_ELO = 150.0  # a reference anchors stage 2 once its ladder interval is this narrow (the "rated" bound)
 LADDER_WEIGHT = 0.3  # a reference's interval against a snapshot's: stage 2 needs the ladder only within FIXED_ELO
+NEAR_ELO = 400.0  # an unfixed reference this close to the newest snapshot counts as much as a snapshot:
+# fixed, it anchors the snapshots at odds where their games say the most
 NEWEST_WEIGHT = 3.0  # the newest promoted snapshot's interval counts this much more than the older ones'
 DEFAULT_SECONDS = 1.0  # seconds per game guessed before any rating match was timed
 PERFECT = "perfect"  # the perfect player's name: an engine built in, never one of [ratings] engines
@@ -200,7 +202,7 @@ def next_match(
     important = dict.fromkeys(snapshots, 1.0) | ({snapshots[-1]: newest_weight} if snapshots else {})
     important |= dict.fromkeys(outside, 1.0)
     options = [
-        *zip(ladder, matchmaking.scores(s.ladder, ladder, dict.fromkeys(refs, LADDER_WEIGHT), target_elo)),
+        *zip(ladder, matchmaking.scores(s.ladder, ladder, _ladder_weights(s, refs, snapshots), target_elo)),
         *zip(rated, matchmaking.scores(s.players, rated, important, target_elo)),
     ]
     if not options:
@@ -209,6 +211,20 @@ def next_match(
     if score <= 0:
         return None
     return Pairing(*s.sides[chosen.a], *s.sides[chosen.b])
+
+
+def _ladder_weights(s: Scale, refs: list[str], snapshots: list[str]) -> dict[str, float]:
+    """What each reference's ladder interval counts: LADDER_WEIGHT, or as much as a snapshot's
+    while it is not yet fixed (FIXED_ELO) and within NEAR_ELO of the newest snapshot, which
+    it would then anchor near even odds."""
+    weights = dict.fromkeys(refs, LADDER_WEIGHT)
+    if not snapshots:
+        return weights
+    newest = s.players.elo[s.players.players.index(snapshots[-1])]
+    for r, elo, variance in zip(s.ladder.players, s.ladder.elo, s.ladder.covariance.diagonal()):
+        if r in weights and abs(elo - newest) <= NEAR_ELO and Z95 * variance**0.5 > FIXED_ELO:
+            weights[r] = 1.0
+    return weights
 
 
 def _efficiencies(fit: Fit, kinds):
