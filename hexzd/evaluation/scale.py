@@ -24,14 +24,18 @@ reference, `perfect`, above the strongest rollouts. A snapshot near perfect
 meets it at even odds, where a game narrows an interval most: against
 rollouts far below it a game says little (a 400 Elo gap is worth a third of
 an even game). Its games are not cheap, though: solving each fresh opening
-made them about 0.3 CPU-seconds each on 5x5, and matchmaking prices them so. The pair structure
-makes these intervals conservative, not optimistic: in each pair one game is
-lost whatever the snapshot does, so a pair's score varies less than two
-independent games at the fitted odds, which is what the fit assumes.
+made them about 0.3 CPU-seconds each on 5x5 (less once its solver has
+met the positions: it remembers its answers), and matchmaking prices them
+so. Against it a near-perfect snapshot splits nearly every pair 1-1, and
+pairs, not games, are the fit's trials (hexzd.evaluation.ratings,
+"Intervals"): such pairs vary little, so they narrow the interval more than
+as many independent games would.
 
 Rating matches are chosen by information (hexzd.evaluation.matchmaking): the
 match that narrows the intervals of the promoted snapshots and of the ladder
-most per second of play.
+most per second of play. A reference not yet fixed (FIXED_ELO) within
+NEAR_ELO of the newest snapshot counts as much as a snapshot: once fixed it
+anchors the snapshots near even odds, where their games say the most.
 """
 
 import statistics
