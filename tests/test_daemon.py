@@ -74,6 +74,7 @@ def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
     assert len(shares) >= 20 and sum(shares) / len(shares) <= 0.22
 
 
+@pytest.mark.slow  # a 100-second run: the default suite keeps CI within its 20 minutes
 @pytest.mark.timeout(300)
 def test_a_promotion_duel_runs_inside_a_long_rating_match_which_still_ends_whole(runs, tmp_path):
     # Long rating matches, and candidates arriving while they run. No perfect play: its
