@@ -98,15 +98,15 @@ class Solver:
 
     def wins(self, board, to_play: int) -> bool:
         """Does the player to move win with perfect play?"""
-        return self._answer("wins", board, to_play, kernels.wins)
+        return self._answer("wins", board, to_play, lambda *position: bool(kernels.wins(*position)))
 
-    def _answer(self, question: str, board, to_play: int, kernel):
+    def _answer(self, question: str, board, to_play: int, ask):
+        """ask(board, to_play, n, *table, stats), remembered by question and position."""
         key = (question, np.asarray(board, np.int8).tobytes(), int(to_play))
         if key not in self._answers:
             if len(self._answers) >= MAX_ANSWERS:
                 self._answers.clear()
-            answer = kernel(*self._position(board, to_play), *self.table, self.stats)
-            self._answers[key] = bool(answer) if question == "wins" else int(answer[0])
+            self._answers[key] = ask(*self._position(board, to_play), *self.table, self.stats)
         return self._answers[key]
 
     def winning_moves(self, board, to_play: int) -> np.ndarray:
@@ -115,7 +115,7 @@ class Solver:
 
     def reply(self, board, to_play: int) -> int:
         """The perfect player's move: a winning one if any (see native/solver.py's reply)."""
-        return self._answer("reply", board, to_play, kernels.reply)
+        return self._answer("reply", board, to_play, lambda *position: int(kernels.reply(*position)[0]))
 
     def keeps_win(self, board, to_play: int, cell: int) -> bool:
         """Does the move `cell` win, at once or with perfect play after it?"""

@@ -215,21 +215,22 @@ def _aggregate(games: Iterable[tuple], anchors: dict[Hashable, float]) -> tuple[
 def _parse(game: tuple) -> tuple[Hashable, Hashable, float, float, tuple[float, float, float]]:
     """(a, b, score), (a, b, wins_a, wins_b) or (a, b, wins_a, wins_b, (pairs with 0, 1, 2
     wins of a)) -> (a, b, points of a, points of b, those pairs)."""
-    pairs = (0.0, 0.0, 0.0)
+    none = split = both = 0.0
     if len(game) == 3:
         a, b, score = game
         won, lost = float(score), 1.0 - float(score)
     elif len(game) in (4, 5):
         a, b, won, lost = game[0], game[1], float(game[2]), float(game[3])
         if len(game) == 5:
-            pairs = tuple(float(k) for k in game[4])
+            if len(game[4]) != 3:
+                raise ValueError(f"pairs are (pairs with 0, 1, 2 wins of a), got {game!r}")
+            none, split, both = (float(k) for k in game[4])
     else:
         raise ValueError(f"a game is (a, b, score) or (a, b, wins_a, wins_b[, pairs]), got {game!r}")
     if a == b:
         raise ValueError(f"player {a!r} cannot play itself")
     if not (won >= 0 and lost >= 0 and math.isfinite(won + lost)):
         raise ValueError(f"scores must be finite, with 0 <= score <= 1, got {game!r}")
-    none, split, both = pairs if len(pairs) == 3 else (-1.0, 0.0, 0.0)
     if min(none, split, both) < 0 or split + 2 * both > won or split + 2 * none > lost:
         raise ValueError(f"pairs (0, 1, 2 wins of a) must be counts within the games, got {game!r}")
     return a, b, won, lost, (none, split, both)
@@ -285,8 +286,8 @@ def _pair_variances(r: np.ndarray, pairs: _Pairs) -> tuple[np.ndarray, np.ndarra
     """Per pairing, in nats: a game's variance p q under the model, and a complete pair's
     empirical variance of its score, shrunk toward the model's 2 p q by PRIOR_PAIRS."""
     d = r[pairs.a] - r[pairs.b]
-    pq = _sigmoid(d) * _sigmoid(-d)
     p, m = _sigmoid(d), pairs.pairs
+    pq = p * _sigmoid(-d)
     residuals = np.maximum(pairs.pair_squares - 4 * p * pairs.pair_points + 4 * p**2 * m, 0.0)
     return pq, (residuals + PRIOR_PAIRS * 2 * pq) / (m + PRIOR_PAIRS)
 
