@@ -30,8 +30,8 @@ and it is worth -1. node_win holds the winning edge, NO_WIN or LOST, and PUCT
 passes over moves proven to lose while any other move is left.
 
 What makes a simulation cheap (see the kernels for each):
-  - with uniform priors PUCT scores only the moves tried so far and the first
-    untried one (node_scan), not every legal move;
+  - PUCT scores only the moves tried so far and the best untried one, which
+    the kernels keep just after them (node_scan), not every legal move;
   - the descent plays moves on the board alone; the one flood fill that a
     leaf needs replaces union-find updates at every level;
   - the kernels take the Tree's arrays one by one, unpacked once per call,
@@ -126,12 +126,11 @@ def _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
     """The edge that maximises Q + U; unvisited moves get the parent's Q minus the FPU.
 
     Ties go to the first edge. Only the first node_scan edges are scored one
-    by one: the edges after them are untried and share one prior (uniform
-    priors, before any of them is tried), so they all score alike and the
-    first of them stands for the rest. With uniform priors the tried moves
-    are then a prefix, and a deep node costs its few tried moves, not all
-    its legal ones. Nodes with distinct priors scan every edge. A move proven
-    to lose is taken only when every move loses.
+    by one: the edges after them are untried, so they all share Q (the FPU)
+    and N = 0, and the one with the highest prior stands for the rest. The
+    kernels keep that one first among them (_bring_forward), so a deep node
+    costs its few tried moves, not all its legal ones. A move proven to lose
+    is taken only when every move loses.
 
     A move is looked up for a proof only when it would lead so far: moves
     proven to lose are few, and the look-up is a load from another node.
@@ -159,6 +158,31 @@ def _puct(node_first, node_count, node_visits, node_value, node_win, node_scan,
         if score > best_score:
             best = scan
     return best if best >= 0 else lost
+
+
+@hot
+def _bring_forward(edge_action, edge_prior, b, at, end):
+    """Moves the untried edge with the highest prior (the first such) to `at`.
+
+    The edges between shift up by one, so the untried ones keep their order
+    and PUCT breaks ties as if it scored them all.
+    """
+    best, top = at, edge_prior[b, at]
+    for e in range(at + 1, end):
+        if edge_prior[b, e] > top:
+            best, top = e, edge_prior[b, e]
+    _move_up(edge_action, edge_prior, b, at, best)
+
+
+@hot
+def _move_up(edge_action, edge_prior, b, at, edge):
+    """Moves untried `edge` to `at`; the untried edges between shift up by one."""
+    action, prior = edge_action[b, edge], edge_prior[b, edge]
+    for e in range(edge, at, -1):
+        edge_action[b, e] = edge_action[b, e - 1]
+        edge_prior[b, e] = edge_prior[b, e - 1]
+    edge_action[b, at] = action
+    edge_prior[b, at] = prior
 
 
 @hot
@@ -285,7 +309,11 @@ def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_v
                       edge_prior, edge_visits, edge_value, edge_child, b, node, c_puct,
                       fpu_reduction)
         if e - first >= node_scan[b, node]:
-            node_scan[b, node] = e - first + 1  # the edges past it stay untried
+            scan = e - first + 1  # the edges past it stay untried
+            node_scan[b, node] = scan
+            if scan < node_count[b, node] and not (gumbel_root and node == ROOT):
+                # Gumbel's root keeps its order: gumbel_score is by position there.
+                _bring_forward(edge_action, edge_prior, b, first + scan, first + node_count[b, node])
         action = edge_action[b, e]
         if action == nn:  # swap: Black's lone stone becomes White's, transposed
             cell = swap_cell(board, b)
@@ -397,22 +425,29 @@ def _expand(node_first, node_count, node_win, node_scan, edge_action, edge_prior
     if flat_prior:
         edge_prior[b, first:last] = 1.0 / count
     else:
-        top = -np.inf
+        top, best = -np.inf, first
         for e in range(first, last):
             logit = logits[b, canonical_index(board, to_play, b, edge_action[b, e])]
             edge_prior[b, e] = logit
-            top = max(top, logit)
+            if logit > top:
+                top, best = logit, e
         total = 0.0
         for e in range(first, last):
             p = math.exp(edge_prior[b, e] - top)
             edge_prior[b, e] = p
             total += p
+        scale = 1.0 / total
         for e in range(first, last):
-            edge_prior[b, e] /= total
+            edge_prior[b, e] *= scale
+        _move_up(edge_action, edge_prior, b, first, best)  # PUCT's first untried move: see _puct
+        if first <= win < best:
+            win += 1
+        elif win == best:
+            win = first
     node_win[b, node] = win
     node_first[b, node] = first
     node_count[b, node] = count
-    node_scan[b, node] = 0 if flat_prior else count
+    node_scan[b, node] = 0
     num_edges[b] = last
 
 

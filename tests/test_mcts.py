@@ -1,5 +1,8 @@
 """Batched MCTS against the brute-force solver, plus tree invariants."""
 
+import hashlib
+import math
+
 import numpy as np
 import pytest
 from solver import connected, winner, winning_moves
@@ -226,3 +229,78 @@ def test_stated_bytes_per_node_and_edge_match_the_arrays():
     node = sum(a.itemsize for name, a in zip(tree._fields, tree) if name.startswith("node"))
     edge = sum(a.itemsize for name, a in zip(tree._fields, tree) if name.startswith("edge"))
     assert (node, edge) == (NODE_BYTES, EDGE_BYTES) == (28, 18)
+
+
+def hashed_network(row: bytes, nn: int) -> tuple[np.ndarray, np.float32]:
+    """Peaked logits and a value that depend on the position alone (its network input's bytes)."""
+    rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little"))
+    return rng.normal(0.0, 2.0, nn).astype(np.float32), np.float32(rng.uniform(-0.9, 0.9))
+
+
+def network_input(cells, n, to_play) -> bytes:
+    """The compact input layout of native/board.py codes_one, written out: White's board transposed."""
+    row = []
+    for r in range(n):
+        for c in range(n):
+            stone = cells[c * n + r] if to_play == 2 else cells[r * n + c]
+            row.append(0 if stone == 0 else 1 if stone == to_play else 2)
+    return bytes(row + [0])
+
+
+def textbook_puct(cells, n, to_play, sims, c_puct, fpu_reduction):
+    """Plain-Python PUCT that scores every legal move at every node; the root's visits per move.
+
+    Stored sums are float32, as in the kernels' arrays, so that the two agree bit for bit.
+    """
+    f32 = np.float32
+    root = {"N": 0, "W": f32(0.0), "P": None, "kids": {}}
+    deepest = 0
+    for _ in range(sims):
+        node, board, mover, path = root, list(cells), to_play, [root]
+        while node["P"] is not None:
+            parent_q = float(node["W"]) / node["N"] if node["N"] else 0.0
+            scale = c_puct * math.sqrt(max(node["N"], 1))
+            best, best_score = None, -math.inf
+            for a, p in node["P"]:
+                kid = node["kids"].get(a)
+                visits = kid["N"] if kid else 0
+                q = parent_q - fpu_reduction if visits == 0 else -float(kid["W"]) / visits
+                score = q + scale * float(p) / (1 + visits)
+                if score > best_score:
+                    best, best_score = a, score
+            board[best], mover = mover, 3 - mover
+            node = node["kids"].setdefault(best, {"N": 0, "W": f32(0.0), "P": None, "kids": {}})
+            path.append(node)
+        deepest = max(deepest, len(path) - 1)
+        logits, value = hashed_network(network_input(board, n, mover), n * n)
+        legal = [a for a in range(n * n) if board[a] == 0]
+        canonical = [a if mover == 1 else (a % n) * n + a // n for a in legal]
+        top = max(logits[i] for i in canonical)
+        weights = [f32(math.exp(logits[i] - top)) for i in canonical]
+        total = sum(float(w) for w in weights)
+        node["P"] = [(a, f32(float(w) / total)) for a, w in zip(legal, weights)]
+        v = float(value)
+        for visited in reversed(path):
+            visited["N"] += 1
+            visited["W"] = f32(visited["W"] + v)
+            v = -v
+    return {a: kid["N"] for a, kid in root["kids"].items()}, deepest
+
+
+def test_puct_with_network_priors_visits_as_the_textbook_rule_that_scores_every_move():
+    """The kernels score only the tried moves and the best untried one; the visits must not change."""
+    n, sims = 9, 200
+    positions = random_positions(n, 10, (0, 5), seed=5)
+
+    def evaluate(planes):
+        out = [hashed_network(row.tobytes(), n * n) for row in planes]
+        return np.stack([o[0] for o in out]), np.array([o[1] for o in out], np.float32)
+
+    config = SearchConfig()
+    search = search_at(positions, n, sims, evaluate=evaluate)
+    visits = search.visits()
+    for b, (moves, cells, to_play) in enumerate(positions):
+        expected, deepest = textbook_puct(cells, n, to_play, sims, config.c_puct, config.fpu_reduction)
+        assert len(moves) + deepest < 2 * n - 3  # no mover had n - 1 stones: no win in one, no proofs
+        got = {a: int(visits[b, a]) for a in range(n * n) if visits[b, a] > 0}
+        assert got == expected

@@ -84,3 +84,26 @@ def test_a_swapped_network_answers_the_next_requests():
     service.close()
     with pytest.raises(RuntimeError, match="closed"):
         service.submit(x)
+
+
+def test_an_inline_evaluator_runs_in_the_submitting_thread_and_is_counted():
+    """The zero-cost benchmark's evaluator skips the hop to the service's thread; the counts still hold."""
+
+    class Inline:
+        inline = True
+
+        def __init__(self):
+            self.threads = []
+
+        def evaluate(self, x):
+            self.threads.append(threading.get_ident())
+            return np.zeros((len(x), 16), np.float32), np.zeros(len(x), np.float32)
+
+    inline = Inline()
+    service = InferenceService([inline])
+    for rows in (3, 5):
+        logits, values, _ = service.submit(sample_features(4, rows, seed=rows)).result()
+        assert logits.shape == (rows, 16) and values.shape == (rows,)
+    service.close()
+    assert inline.threads == [threading.get_ident()] * 2
+    assert (service.served, service.batches) == (8, 2)

@@ -12,7 +12,11 @@ same run:
   whole loop delivers.
 - zero-cost: the same loop with an evaluator that costs nothing (fixed,
   non-uniform priors and values), which is the most the CPU side can feed:
-  simulations per CPU-second of the process, i.e. per core.
+  simulations per CPU-second of the process, i.e. per core. It runs twice:
+  the search alone (the evaluator called in the search thread) and through
+  the inference service's thread, whose difference is the cost of the hop.
+  Each is the median of ROUNDS alternating rounds: a shared VM's speed
+  drifts by 10% from one minute to the next.
 
 It also states the host memory each game in flight takes (trees, games,
 buffers and move records) after a few moves at 64 and at 800 simulations.
@@ -28,6 +32,7 @@ from hexzd.config import DeviceConfig, SelfplayConfig
 from hexzd.nn.inference import available, build, sample_features, throughput
 from hexzd.nn.loader import IN_FLIGHT, Network
 from hexzd.nn.net import NetSpec
+from hexzd.nn.service import MAX_BATCH
 from hexzd.train.selfplay import SelfPlay
 
 __all__ = ["SHAPES", "run", "report"]
@@ -39,14 +44,19 @@ WARM_MOVES = 3  # moves before timing: compiled kernels, grown trees, captured g
 MEMORY_SIMS = (64, 800)
 MEMORY_GAMES = 32
 MEMORY_MOVES = 8
+ROUNDS = 3  # zero-cost rounds of each kind, alternating
 
 
 class ZeroCost:
-    """An evaluator that costs nothing: fixed non-uniform priors and values, whatever the input."""
+    """An evaluator that costs nothing: fixed non-uniform priors and values, whatever the input.
+
+    inline: the inference service calls it in the search thread (see hexzd.nn.service).
+    """
 
     backend, precision, device = "zero-cost", "-", "cpu"
 
-    def __init__(self, n: int, rows: int = 4096, seed: int = 0):
+    def __init__(self, n: int, rows: int = MAX_BATCH, seed: int = 0, inline: bool = True):
+        self.inline = inline
         rng = np.random.default_rng(seed)
         self.logits = rng.normal(0.0, 1.5, (rows, n * n)).astype(np.float32)  # a network's spread of priors
         self.values = rng.uniform(-0.5, 0.5, rows).astype(np.float32)
@@ -134,6 +144,20 @@ def bytes_per_game(n: int, sims: int, games: int = MEMORY_GAMES, moves: int = ME
         play.close()
 
 
+def _zero_cost(n: int, sims: int, batch: int, seconds: float) -> tuple[dict, dict]:
+    """The zero-cost loop, search alone and through the service: each its median round by CPU rate."""
+    rounds = {True: [], False: []}
+    for _ in range(ROUNDS):
+        for inline in rounds:
+            games = _selfplay(n, sims, batch, [ZeroCost(n, inline=inline)])
+            try:
+                rounds[inline].append(_time(games, seconds))
+            finally:
+                games.close()
+    median = [sorted(r, key=lambda m: m["evals_per_cpu_s"])[len(r) // 2] for r in rounds.values()]
+    return median[0], median[1]
+
+
 def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS, batch: int = BATCH, threads: int | None = None) -> dict:
     """Every available backend, each network shape of SHAPES, and the zero-cost search."""
     torch.set_num_threads(threads or DeviceConfig().threads)
@@ -143,19 +167,16 @@ def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS, batch: int = BATC
         model = NetSpec(size, blocks, channels).build().eval()
         for backend, precision in available():
             rows.append(_row(model, backend, precision, size, sims, batch, 2 * seconds))
-    zero = _selfplay(size, sims, batch, [ZeroCost(size)])
-    try:
-        zero_cost = _time(zero, seconds)
-    finally:
-        zero.close()
+    alone, hop = _zero_cost(size, sims, batch, seconds)
     return {
         "benchmark": "selfplay",
         "size": size,
         "sims": sims,
         "games_in_flight": batch,
         "rows": rows,
-        "zero_cost_per_core": zero_cost["evals_per_cpu_s"],
-        "zero_cost_per_s": zero_cost["evals_per_s"],
+        "zero_cost_per_core": alone["evals_per_cpu_s"],
+        "zero_cost_per_s": alone["evals_per_s"],
+        "zero_cost_service_per_core": hop["evals_per_cpu_s"],
         "bytes_per_game": {str(s): bytes_per_game(size, s) for s in MEMORY_SIMS},
     }
 
@@ -177,9 +198,11 @@ def report(result: dict) -> None:
             + (f"{r['games_per_s']:>9.2f}" if r["games_finished"] else f"{'-':>9}")  # none ended: give it --seconds
             + f"{r['synthetic_per_s']:>11,.0f}{r['of_synthetic']:>10.0%}"
         )
+    alone, hop = result["zero_cost_per_core"], result["zero_cost_service_per_core"]
     print(
-        f"zero-cost evaluator (the self-play loop alone): {result['zero_cost_per_core']:,.0f} simulations "
-        f"per CPU-second ({result['zero_cost_per_s']:,.0f}/s wall)"
+        f"zero-cost evaluator, the self-play loop alone: {alone:,.0f} simulations per CPU-second "
+        f"({result['zero_cost_per_s']:,.0f}/s wall); through the inference service's thread: {hop:,.0f} "
+        f"(the hop costs {1 - hop / alone:.0%}); median of {ROUNDS} rounds each"
     )
     memory = ", ".join(f"{b / 1024:,.0f} KiB at {s} sims" for s, b in result["bytes_per_game"].items())
     print(f"host memory per game in flight: {memory}")
