@@ -194,24 +194,22 @@ def _gumbel_edge(node_first, node_count, node_visits, node_value, edge_visits, e
     when m moves are considered (get_table_of_considered_visits in mctx).
     Among the considered moves with that many visits, the one with the
     highest g + logit + sigma(Q) is taken. gumbel_score[b, i] holds g + logit
-    of root edge i, or -inf for moves not considered.
+    of root edge i, or -inf for moves not considered, which come after the
+    considered ones (_start_gumbel): only those are scanned.
     """
     first = node_first[b, ROOT]
     count = node_count[b, ROOT]
-    considered = 0
+    considered = 0  # a prefix of the root's edges: see _start_gumbel
     max_visits = 0
-    for i in range(count):
-        if gumbel_score[b, i] > -np.inf:
-            considered += 1
-        max_visits = max(max_visits, edge_visits[b, first + i])
+    while considered < count and gumbel_score[b, considered] > -np.inf:
+        max_visits = max(max_visits, edge_visits[b, first + considered])
+        considered += 1
     k = min(node_visits[b, ROOT] - 1, table.shape[1] - 1)
     target = table[min(considered, table.shape[0] - 1), k]
     root_q = node_value[b, ROOT] / max(node_visits[b, ROOT], 1)
     best, best_score = -1, -np.inf
     fallback, fallback_visits = first, 1 << 30
-    for i in range(count):
-        if gumbel_score[b, i] == -np.inf:
-            continue
+    for i in range(considered):
         n = edge_visits[b, first + i]
         q = edge_value[b, first + i] / n if n > 0 else root_q
         if n < fallback_visits:
@@ -472,22 +470,38 @@ def _add_noise(node_first, node_count, node_scan, edge_prior, b, rng, alpha, fra
 
 
 @numba.njit(nogil=True, cache=True)
-def _start_gumbel(node_first, node_count, edge_prior, b, rng, gumbel_score, considered, sample):
+def _start_gumbel(node_first, node_count, node_win, edge_action, edge_prior, b, rng,
+                  gumbel_score, considered, sample):
     """Draws g for each root move and keeps the `considered` best g + logit.
 
     With sample false, g is zero: the deterministic choice used for
-    evaluation. Moves not considered get -inf.
+    evaluation. The considered moves go first in the root's block, in their
+    order, so that sequential halving looks at them alone; the others get
+    -inf. The root is fresh: its edges hold no visits yet.
     """
     first = node_first[b, ROOT]
     count = node_count[b, ROOT]
-    gumbel_score[b, :] = -np.inf
+    score = np.empty(count, np.float32)
     for i in range(count):
         g = gumbel(rng, b) if sample else 0.0
-        gumbel_score[b, i] = g + math.log(max(edge_prior[b, first + i], 1e-30))
-    m = min(considered, count)
-    order = np.argsort(-gumbel_score[b, :count])
-    for j in range(m, count):
-        gumbel_score[b, order[j]] = -np.inf
+        score[i] = g + math.log(max(edge_prior[b, first + i], 1e-30))
+    kept = np.zeros(count, np.bool_)
+    kept[np.argsort(-score)[:min(considered, count)]] = True
+    actions = edge_action[b, first:first + count].copy()
+    priors = edge_prior[b, first:first + count].copy()
+    win = node_win[b, ROOT]
+    gumbel_score[b, :] = -np.inf
+    j = 0
+    for keep in (True, False):  # a stable partition: the considered moves, then the rest
+        for i in range(count):
+            if kept[i] == keep:
+                edge_action[b, first + j] = actions[i]
+                edge_prior[b, first + j] = priors[i]
+                if keep:
+                    gumbel_score[b, j] = score[i]
+                if win == first + i:
+                    node_win[b, ROOT] = first + j
+                j += 1
 
 
 @hot
@@ -563,12 +577,12 @@ def _settle(node_first, node_count, node_win, node_scan, edge_action, edge_prior
 
 
 @numba.njit(nogil=True, cache=True)
-def _start_root(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
-                noise_fraction, gumbel_score, gumbel_considered, gumbel_sample):
+def _start_root(node_first, node_count, node_scan, node_win, edge_action, edge_prior, b, rng,
+                noise_alpha, noise_fraction, gumbel_score, gumbel_considered, gumbel_sample):
     """A root expanded just now gets its Gumbel draw, or else Dirichlet noise."""
     if gumbel_considered > 0:
-        _start_gumbel(node_first, node_count, edge_prior, b, rng, gumbel_score,
-                      gumbel_considered, gumbel_sample)
+        _start_gumbel(node_first, node_count, node_win, edge_action, edge_prior, b, rng,
+                      gumbel_score, gumbel_considered, gumbel_sample)
     else:
         _add_noise(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
                    noise_fraction)
@@ -659,8 +673,9 @@ def expand_backup(tree, leaves, leaf, logits, values, swap, rng,
                                to_play, winner, ply, b, node, logits, False, swap, mark, stack)
         value = proof if proof != 0.0 else values[b]
         if fresh:
-            _start_root(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
-                        noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
+            _start_root(node_first, node_count, node_scan, node_win, edge_action, edge_prior, b,
+                        rng, noise_alpha, noise_fraction, gumbel_score, gumbel_considered,
+                        gumbel_sample)
         _backup(node_parent, node_edge, node_first, node_count, node_visits, node_value,
                 node_win, node_scan, edge_visits, edge_value, edge_child, b, node, value)
 
@@ -704,8 +719,9 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
                 value = fill_value(board, to_play, winner, b, rng, playouts, empty, rows,
                                    reach)
             if fresh:
-                _start_root(node_first, node_count, node_scan, edge_prior, b, rng, noise_alpha,
-                            noise_fraction, gumbel_score, gumbel_considered, gumbel_sample)
+                _start_root(node_first, node_count, node_scan, node_win, edge_action, edge_prior,
+                            b, rng, noise_alpha, noise_fraction, gumbel_score,
+                            gumbel_considered, gumbel_sample)
             _backup(node_parent, node_edge, node_first, node_count, node_visits, node_value,
                     node_win, node_scan, edge_visits, edge_value, edge_child, b, node, value)
 

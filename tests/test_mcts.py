@@ -247,10 +247,13 @@ def network_input(cells, n, to_play) -> bytes:
     return bytes(row + [0])
 
 
-def textbook_puct(cells, n, to_play, sims, c_puct, fpu_reduction):
+def textbook_search(cells, n, to_play, sims, c_puct, fpu_reduction, gumbel_actions=0):
     """Plain-Python PUCT that scores every legal move at every node; the root's visits per move.
 
-    Stored sums are float32, as in the kernels' arrays, so that the two agree bit for bit.
+    With gumbel_actions, the root runs Gumbel's sequential halving instead, without noise
+    (g = 0): the gumbel_actions moves of highest prior, each visited as considered_visits
+    says, the one of highest logit + sigma(Q) among those due. Stored sums are float32,
+    as in the kernels' arrays, so that the two agree bit for bit.
     """
     f32 = np.float32
     root = {"N": 0, "W": f32(0.0), "P": None, "kids": {}}
@@ -258,6 +261,12 @@ def textbook_puct(cells, n, to_play, sims, c_puct, fpu_reduction):
     for _ in range(sims):
         node, board, mover, path = root, list(cells), to_play, [root]
         while node["P"] is not None:
+            if node is root and gumbel_actions:
+                best = halving_choice(root, sims, gumbel_actions)
+                board[best], mover = mover, 3 - mover
+                node = node["kids"].setdefault(best, {"N": 0, "W": f32(0.0), "P": None, "kids": {}})
+                path.append(node)
+                continue
             parent_q = float(node["W"]) / node["N"] if node["N"] else 0.0
             scale = c_puct * math.sqrt(max(node["N"], 1))
             best, best_score = None, -math.inf
@@ -287,8 +296,27 @@ def textbook_puct(cells, n, to_play, sims, c_puct, fpu_reduction):
     return {a: kid["N"] for a, kid in root["kids"].items()}, deepest
 
 
-def test_puct_with_network_priors_visits_as_the_textbook_rule_that_scores_every_move():
-    """The kernels score only the tried moves and the best untried one; the visits must not change."""
+def halving_choice(root, sims, m):
+    """The root move sequential halving visits next (Danihelka et al. 2022, as mctx runs it)."""
+    logit = {a: float(np.float32(math.log(max(float(p), 1e-30)))) for a, p in root["P"]}
+    considered = sorted(sorted(logit, key=lambda a: -logit[a])[:m])  # in board order, for ties
+    visits = {a: root["kids"][a]["N"] if a in root["kids"] else 0 for a in considered}
+    target = considered_visits(len(considered), sims)[min(root["N"] - 1, sims - 1)]
+    root_q = float(root["W"]) / max(root["N"], 1)
+    most = max(visits.values())
+    best, best_score = None, -math.inf
+    for a in considered:
+        q = -float(root["kids"][a]["W"]) / visits[a] if visits[a] else root_q
+        score = logit[a] + (50.0 + most) * (q + 1.0) * 0.5
+        if visits[a] == target and score > best_score:
+            best, best_score = a, score
+    return best if best is not None else min(considered, key=lambda a: visits[a])
+
+
+@pytest.mark.parametrize("gumbel", [False, True])
+def test_search_with_network_priors_visits_as_the_textbook_rules_that_score_every_move(gumbel):
+    """The kernels score only the tried moves and the best untried one (and at a Gumbel root
+    only the considered moves); the visits must not change."""
     n, sims = 9, 200
     positions = random_positions(n, 10, (0, 5), seed=5)
 
@@ -296,11 +324,12 @@ def test_puct_with_network_priors_visits_as_the_textbook_rule_that_scores_every_
         out = [hashed_network(row.tobytes(), n * n) for row in planes]
         return np.stack([o[0] for o in out]), np.array([o[1] for o in out], np.float32)
 
-    config = SearchConfig()
-    search = search_at(positions, n, sims, evaluate=evaluate)
+    config = SearchConfig(gumbel=gumbel)
+    search = search_at(positions, n, sims, evaluate=evaluate, gumbel=gumbel)
     visits = search.visits()
+    m = config.gumbel_actions if gumbel else 0
     for b, (moves, cells, to_play) in enumerate(positions):
-        expected, deepest = textbook_puct(cells, n, to_play, sims, config.c_puct, config.fpu_reduction)
+        expected, deepest = textbook_search(cells, n, to_play, sims, config.c_puct, config.fpu_reduction, m)
         assert len(moves) + deepest < 2 * n - 3  # no mover had n - 1 stones: no win in one, no proofs
         got = {a: int(visits[b, a]) for a in range(n * n) if visits[b, a] > 0}
         assert got == expected
