@@ -271,8 +271,12 @@ def _joins(board, b, n, cell, stack, seen):
 def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_value,
              node_win, node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child,
              num_nodes, root_board, root_to_play, root_winner, root_ply, board, to_play, winner,
-             ply, b, c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen):
+             ply, b, c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen,
+             flat_prior):
     """Descends tree b to a new leaf, playing its moves on leaves[b]. Returns the leaf.
+
+    With flat_prior (rollouts: every prior alike) the untried moves need no
+    reordering: the first of them is already a best one.
 
     The descent stops at a finished game, at an unexpanded node, and below
     the root at a proven loss; a proven win always takes its winning move.
@@ -309,8 +313,8 @@ def _descend(node_parent, node_edge, node_first, node_count, node_visits, node_v
         if e - first >= node_scan[b, node]:
             scan = e - first + 1  # the edges past it stay untried
             node_scan[b, node] = scan
-            if scan < node_count[b, node] and not (gumbel_root and node == ROOT):
-                # Gumbel's root keeps its order: gumbel_score is by position there.
+            root_kept = gumbel_root and node == ROOT  # gumbel_score is by position there
+            if scan < node_count[b, node] and not flat_prior and not root_kept:
                 _bring_forward(edge_action, edge_prior, b, first + scan, first + node_count[b, node])
         action = edge_action[b, e]
         if action == nn:  # swap: Black's lone stone becomes White's, transposed
@@ -637,7 +641,8 @@ def select(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction,
                            node_value, node_win, node_scan, edge_action, edge_prior, edge_visits,
                            edge_value, edge_child, num_nodes, root_board, root_to_play,
                            root_winner, root_ply, board, to_play, winner, ply, b, c_puct,
-                           fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen)
+                           fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen,
+                           False)
         if write_planes:
             codes_one(board, to_play, ply, b, swap, planes, b)
 
@@ -710,7 +715,7 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
                             edge_visits, edge_value, edge_child, num_nodes, root_board,
                             root_to_play, root_winner, root_ply, board, to_play, winner, ply, b,
                             c_puct, fpu_reduction, gumbel_score, table, c_visit, c_scale,
-                            stack, seen)
+                            stack, seen, True)
             value, fresh = _settle(node_first, node_count, node_win, node_scan, edge_action,
                                    edge_prior, edge_visits, edge_value, edge_child, num_edges,
                                    board, to_play, winner, ply, b, node, no_logits, True, swap,
