@@ -146,6 +146,10 @@ class RatingsConfig(Section):
         200, "positions on which each promoted model meets perfect play, boards up to 5x5 (0: none)", ge=0, le=100_000
     )
     perfect: bool = live(True, "perfect play (the solver) tops the reference ladder on boards up to 5x5 without swap")
+    ladder_file: str = live(
+        "~/.cache/hexzd/ladder.sqlite",
+        'where the reference ladder\'s games are kept across runs; a fresh state file starts with them ("": none)',
+    )
     engines: dict[str, str] = live(
         {}, 'outside HTP engines rated on the scale: { name = "command line" }, MoHex say (runs without swap)'
     )

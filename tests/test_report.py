@@ -30,9 +30,10 @@ FIGURES = [spec.name for spec in report.FIGURES]
 def live():
     """A daemon running on a 5x5 board, once its file has every figure's data."""
     path = Path(tempfile.mkdtemp(prefix="hz", dir="/tmp"))  # ipc socket paths are limited to ~100 characters
-    run = DaemonRun(path, edits=EDITS, duration="3m").start()
+    # About a minute alone on two cores; the margins are for a machine busy with something else.
+    run = DaemonRun(path, edits=EDITS, duration="6m").start()
     try:
-        run.wait_for(lambda: _has_every_figure(run), 150, "a rated promoted snapshot, perfect play and tuning")
+        run.wait_for(lambda: _has_every_figure(run), 300, "a rated promoted snapshot, perfect play and tuning")
         yield run
     finally:
         run.cleanup()

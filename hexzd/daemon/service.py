@@ -38,6 +38,7 @@ from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Supervisor, chosen_gpus
 from hexzd.evaluation import scale
+from hexzd.store import ladder
 from hexzd.store.writes import Writer
 from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
 
@@ -90,6 +91,7 @@ class Daemon:
         self.trainer_waiting: list[float] = []  # the trainer's reports since the last tick, for the tuner
         self.live: dict[str, m.Live] = {}  # each self-play worker's game in progress: the dashboard's board
         self.cpu_recent: dict[str, float] = {}  # each worker's CPU share over the last tick
+        self.ladder_stale = False  # a ladder match ended: its games go to the kept ladder
         self.reloading = asyncio.Lock()  # the watcher and a client's `reload` must not apply one edit twice
 
     # -- start and stop ------------------------------------------------------
@@ -126,6 +128,7 @@ class Daemon:
         try:
             await self._check_fixed()
             await self._load_state()
+            await self._keep_ladder(start=True)
             self.run_dir.write_config(self.in_force().model_dump())
             await self._record_config(self.config_text, True, None)
             self._bind()
@@ -149,6 +152,7 @@ class Daemon:
             await self.stopping.wait()
             tasks[0].cancel()  # no restarts while the workers stop
             await self._shutdown(tasks)
+            await self._keep_ladder()  # the games of a ladder match the stop cut short
             return 0
         finally:
             await self.store.close()
@@ -166,6 +170,25 @@ class Daemon:
         error = fixed_changes(stored(made_with), self.config, self.config_text, self.config_path)
         if error:
             raise RuntimeError(f"{error} (the state file {self.db} was made with it)")
+
+    async def _keep_ladder(self, start: bool = False) -> None:
+        """Keeps this run's reference games in the kept ladder (hexzd.store.ladder); at the
+        start of a fresh state file, first copies in every other run's. A ladder file that
+        cannot be used is named, and the run plays its own ladder."""
+        where = self.config.ratings.ladder_file
+        if not where:
+            return
+        path, game = Path(where).expanduser(), self.config.game
+        key, run = scale.ladder_key(game.board_size, game.swap), await self.store.run_id()
+        try:
+            if start and not await self.store.has_duels():
+                games = await asyncio.to_thread(ladder.kept, path, key, run)
+                if games:
+                    await self._transaction(lambda: self.store.add_kept_ladder(games))
+                    await self._event("info", "ratings", f"the ladder starts from {len(games)} games kept in {path}")
+            await asyncio.to_thread(ladder.keep, path, key, run, await self.store.own_ladder_games())
+        except (sqlite3.Error, OSError, store.StateFileError) as e:
+            await self._warn(f"the kept ladder {path} cannot be used: {e}")
 
     async def _load_state(self) -> None:
         self.counters = await self.store.counters(COUNTERS)
@@ -439,6 +462,8 @@ class Daemon:
             after.append(m.Best(model_id=candidate))
         self.scheduler.ended(d.duel_id)
         await self.scheduler.schedule(self.best)
+        if candidate is None and opponent is None and engine in (None, scale.PERFECT):
+            self.ladder_stale = True  # kept on the next tick, once committed
 
     async def _publish(self, update: m.Message) -> None:
         await self.pub.send(m.encode(update))
@@ -635,6 +660,9 @@ class Daemon:
                 await self._transaction(lambda: self.scheduler.schedule(self.best))
                 if self.scheduler.ratings_stale:
                     await self._refresh_ratings()
+                if self.ladder_stale:
+                    self.ladder_stale = False
+                    await self._keep_ladder()
                 await self._retain()
             except sqlite3.Error as e:  # the file is locked or full: the next tick tries again
                 self._cannot_write(e)

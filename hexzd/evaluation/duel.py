@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from hexzd import store
-from hexzd.config import SearchConfig
 from hexzd.evaluation.engines import EngineFailure, EnginePlayer
 from hexzd.evaluation.openings import Openings, opening, pairing_seed
 from hexzd.evaluation.perfect import PerfectPlayer
-from hexzd.evaluation.scale import PERFECT
+from hexzd.evaluation.scale import PERFECT, REFERENCE_SEARCH
 from hexzd.evaluation.sprt import Sprt
 from hexzd.game.notation import to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games
@@ -80,12 +79,6 @@ def warm(n: int, swap: bool) -> None:
         return np.zeros((len(codes), n * n), np.float32), np.zeros(len(codes), np.float32)
 
     play_pairs(Player(2), Player(2, uniform), n, swap, [()], lambda *game: None, lambda: False)
-
-
-# The reference players' search, whatever a run's [selfplay] says: rollout MCTS with
-# PUCT's defaults, so that "rollouts @N" is the same player in every run and league.
-# (With self-play's Gumbel search it considered 16 random moves of a uniform prior.)
-REFERENCE_SEARCH = SearchConfig(gumbel=False)
 
 
 def load_player(db, model_id: int | None, sims: int, config, seed: int) -> Player:

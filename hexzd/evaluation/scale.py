@@ -44,6 +44,7 @@ from itertools import combinations
 
 import numpy as np
 
+from hexzd.config import SearchConfig
 from hexzd.evaluation import matchmaking
 from hexzd.evaluation.perfect import MAX_SIZE
 from hexzd.evaluation.ratings import Fit, estimate
@@ -57,6 +58,22 @@ NEAR_ELO = 400.0  # an unfixed reference this close to the newest snapshot count
 NEWEST_WEIGHT = 3.0  # the newest promoted snapshot's interval counts this much more than the older ones'
 DEFAULT_SECONDS = 1.0  # seconds per game guessed before any rating match was timed
 PERFECT = "perfect"  # the perfect player's name: an engine built in, never one of [ratings] engines
+
+
+# The reference players' search, whatever a run's [selfplay] says: rollout MCTS with
+# PUCT's defaults, so that "rollouts @N" is the same player in every run and league.
+# (With self-play's Gumbel search it considered 16 random moves of a uniform prior.)
+REFERENCE_SEARCH = SearchConfig(gumbel=False)
+# Bumped when the reference players change in a way REFERENCE_SEARCH does not show (the
+# rollouts' kernels, the openings of rating matches): a new kept ladder then starts.
+LADDER_VERSION = 1
+
+
+def ladder_key(board_size: int, swap: bool) -> str:
+    """The kept ladder (hexzd.store.ladder) that a run's reference games belong to: the same
+    players on the same board."""
+    rule = " swap" if swap else ""
+    return f"{board_size}x{board_size}{rule} v{LADDER_VERSION} {REFERENCE_SEARCH!r}"
 
 
 def has_perfect(board_size: int, swap: bool, wanted: bool = True) -> bool:

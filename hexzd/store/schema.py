@@ -188,6 +188,12 @@ MIGRATIONS = [
                promoted_at IS NOT NULL AS promoted
         FROM models WHERE rating IS NOT NULL ORDER BY total_flops;
     """,  # pareto_front reads rating_vs_compute by name at query time, so it stands as it is
+    # 6 -> 7: the kept ladder (hexzd.store.ladder). A run's own id, `run` in meta, names its
+    # games there; a duel copied from there into a fresh file names the run that played it.
+    """
+    ALTER TABLE duels ADD COLUMN kept_from TEXT;
+    INSERT OR IGNORE INTO meta VALUES ('run', lower(hex(randomblob(16))));
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

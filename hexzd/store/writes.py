@@ -10,6 +10,8 @@ import aiosqlite
 
 from hexzd.store import reads
 
+PERFECT = "perfect"  # hexzd.evaluation.scale.PERFECT, perfect play's name: the store sits below evaluation
+
 # Aggregated duel results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games,
 # opponent_engine, complete pairs the candidate lost both games of, split, won both), the engine
 # NULL unless the opponent is an outside engine. A pair, not a game, is an independent trial
@@ -235,6 +237,51 @@ class Writer:
             " GROUP BY sims, opponent_sims, opponent_engine"
         )
         return {(a, b): n for a, b, n in rows}
+
+    # -- the kept ladder (hexzd.store.ladder) ---------------------------------------------
+
+    async def run_id(self) -> str:
+        """This state file's own id, which names its games in the kept ladder."""
+        return (await self._one("SELECT value FROM meta WHERE key = 'run'"))[0]
+
+    async def own_ladder_games(self) -> list[tuple]:
+        """(duel, pair, sims, opponent sims, opponent engine or '', candidate colour, winner,
+        moves, played at) of every game this run played between two references of the ladder:
+        rollouts against rollouts or perfect play."""
+        return await self._all(
+            "SELECT d.id, g.pair, d.sims, d.opponent_sims, COALESCE(d.opponent_engine, ''), g.candidate_colour,"
+            " g.winner, g.moves, g.created_at FROM duel_games g JOIN duels d ON d.id = g.duel_id"
+            " WHERE d.candidate_id IS NULL AND d.opponent_id IS NULL AND d.kept_from IS NULL"
+            " AND COALESCE(d.opponent_engine, ?) = ?",
+            (PERFECT, PERFECT),
+        )
+
+    async def add_kept_ladder(self, games) -> None:
+        """Copies kept games of other runs ((run, duel, pair, sims, opponent sims, engine or '',
+        candidate colour, winner, moves, played at), hexzd.store.ladder.kept) as finished rating
+        matches, one per duel that played them, marked kept_from their run. Pairs keep their
+        numbers, so a pair split across runs never joins."""
+        duels: dict[tuple, list] = {}
+        for run, duel, *game in games:
+            duels.setdefault((run, duel), []).append(game)
+        for (run, _), played in duels.items():
+            _, sims, opponent_sims, engine, *_ = played[0]
+            wins = sum(winner == colour for _, _, _, _, colour, winner, _, _ in played)
+            times = [game[-1] for game in played]
+            cursor = await self.connection.execute(
+                "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, started_at, finished_at,"
+                " wins, losses, result, opponent_engine, kept_from) VALUES ('rating', NULL, ?, NULL, ?, ?, ?, ?, ?,"
+                " 'played', ?, ?)",
+                (sims, opponent_sims, min(times), max(times), wins, len(played) - wins, engine or None, run),
+            )
+            await self.connection.executemany(
+                "INSERT INTO duel_games (duel_id, pair, moves, winner, candidate_colour, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(cursor.lastrowid, p, moves, winner, colour, t) for p, _, _, _, colour, winner, moves, t in played],
+            )
+
+    async def has_duels(self) -> bool:
+        return await self._one("SELECT 1 FROM duels LIMIT 1") is not None
 
     async def promoted(self) -> list[int]:
         """The promoted models that still have weights, in the order of their promotion."""
