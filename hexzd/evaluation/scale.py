@@ -49,6 +49,7 @@ from hexzd.evaluation import matchmaking
 from hexzd.evaluation.perfect import MAX_SIZE
 from hexzd.evaluation.ratings import Fit, estimate
 from hexzd.evaluation.stats import Z95
+from hexzd.store.writes import PERFECT  # the perfect player's name: an engine built in, never one of [ratings] engines
 
 PRIOR_GAMES = 2.0  # BayesElo-like: keeps a perfect record finite
 FIXED_ELO = 150.0  # a reference anchors stage 2 once its ladder interval is this narrow (the "rated" bound)
@@ -57,7 +58,6 @@ NEAR_ELO = 400.0  # an unfixed reference this close to the newest snapshot count
 # fixed, it anchors the snapshots at odds where their games say the most
 NEWEST_WEIGHT = 3.0  # the newest promoted snapshot's interval counts this much more than the older ones'
 DEFAULT_SECONDS = 1.0  # seconds per game guessed before any rating match was timed
-PERFECT = "perfect"  # the perfect player's name: an engine built in, never one of [ratings] engines
 
 
 # The reference players' search, whatever a run's [selfplay] says: rollout MCTS with

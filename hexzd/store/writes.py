@@ -10,7 +10,7 @@ import aiosqlite
 
 from hexzd.store import reads
 
-PERFECT = "perfect"  # hexzd.evaluation.scale.PERFECT, perfect play's name: the store sits below evaluation
+PERFECT = "perfect"  # perfect play's player name (hexzd.evaluation.scale), kept here, below every user of it
 
 # Aggregated duel results: (candidate_id, sims, opponent_id, opponent_sims, candidate wins, games,
 # opponent_engine, complete pairs the candidate lost both games of, split, won both), the engine
