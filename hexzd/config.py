@@ -116,6 +116,18 @@ class DuelConfig(Section):
     cpu_share: float = live(
         0.2, "most of the machine's CPU that evaluation (duels, ratings, perfect play) may use", gt=0, le=1
     )
+    # Each promoted snapshot is rated before the next is dueled, for a while: a snapshot
+    # needs about 185 even games for +-50 Elo, and the mild gate promotes near-equal
+    # networks every half minute, faster than ratings can follow (hexzd.daemon.scheduler).
+    # Off by default until it is measured against strength: waiting for a whole rating
+    # match once slowed 5x5's first perfect snapshot from 2.6 to 4.4 minutes (README).
+    rating_wait: float = live(
+        0.0,
+        "a promotion duel waits for the newest promoted snapshot's interval to reach ratings.target_elo,"
+        " at most this share of the run's age and 10 minutes (0: never)",
+        ge=0,
+        lt=1,
+    )
 
 
 ENGINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")

@@ -236,7 +236,7 @@ def test_the_scheduler_offers_an_engine_and_rests_it_when_broken_until_its_comma
 
     async def run():
         writer = Writer(await store.writer(db))
-        scheduler = Scheduler(writer, lambda: config[0])
+        scheduler = Scheduler(writer, lambda: config[0], lambda: 0.0)
         await writer.begin()
         await scheduler.schedule(best=None)  # one reference, no snapshot: only the engines can play
         await writer.commit()

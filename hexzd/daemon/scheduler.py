@@ -14,6 +14,17 @@ inside it unless ratings are owed CPU time, the match's so far counted
 match. The duel worker's CPU share of the machine (duel.cpu_share) bounds
 them all.
 
+A promotion duel waits, though, while the newest promoted snapshot's 95%
+interval is wider than `ratings.target_elo`, for at most `duel.rating_wait`
+of the run's time so far (and MAX_RATING_WAIT): the gate is mild, and without
+the wait it promoted near-equal networks every half minute on 5x5, each of
+which needs about 185 even games for +-50 Elo, faster than a fifth of the
+machine can rate them. With the wait, promotions come at most a factor
+1 / (1 - rating_wait) later in the run than the one before (every 1.33x at
+0.25): early in a run, while the networks improve fastest, the wait is
+short; the rating matches take the whole evaluation share while it lasts.
+It is off by default (0) until it is shown not to cost strength.
+
 Outside engines ([ratings] engines) are rating opponents like any other. One
 that failed (the duel worker names it in the match's end) is not chosen again
 until its command line in config.toml changes, or the daemon restarts.
@@ -28,23 +39,30 @@ from hexzd.evaluation import scale
 from hexzd.evaluation.throttle import ratings_due
 from hexzd.store.writes import Writer
 
+MAX_RATING_WAIT = 600.0  # seconds: the longest a promotion duel waits for a rating, however old the run
+
 
 class Scheduler:
-    def __init__(self, store: Writer, config: Callable[[], Config]):
-        self.store, self.config = store, config
+    def __init__(self, store: Writer, config: Callable[[], Config], age: Callable[[], float]):
+        """age(): the run's wall-clock seconds so far, over all its restarts."""
+        self.store, self.config, self.age = store, config, age
+        self.waiting = ""  # why a candidate is not dueled yet, for progress lines and status
         self.open: dict[int, str] = {}  # the open duels, for progress lines and status
         self.ratings_stale = False
         self.broken: dict[str, str] = {}  # engine name -> the command line that failed
 
     @property
     def line(self) -> str:
-        return "; ".join(self.open.values())
+        return "; ".join([*self.open.values(), *([self.waiting] if self.waiting else [])])
 
     async def schedule(self, best: int | None) -> None:
         """Opens a rating match and a promotion duel where none of that kind is open.
         Runs inside the caller's transaction."""
         r, open_kinds = self.config().ratings, await self.store.open_duel_kinds()
         candidate = await self.store.newest_unduelled()
+        self.waiting = await self._rating_first() if candidate is not None and "promotion" not in open_kinds else ""
+        if self.waiting:
+            candidate = None  # not dueled yet: the rating matches take the whole share meanwhile
         spent = await self.store.evaluation_seconds()  # {kind: CPU seconds}
         if "rating" not in open_kinds and r.share and (candidate is None or ratings_due(spent, r.share)):
             match = await self._next_match()
@@ -53,6 +71,24 @@ class Scheduler:
         if "promotion" not in open_kinds and candidate is not None:
             sims = self.config().duel.sims
             await self._open("promotion", scale.Pairing(candidate, sims, best, sims), None)
+
+    async def _rating_first(self) -> str:
+        """Why the next promotion duel waits for the newest promoted snapshot's rating, or ""
+        if it need not: that snapshot's 95% interval is within ratings.target_elo, or it has
+        waited duel.rating_wait of the run's age (or MAX_RATING_WAIT) since its promotion."""
+        c = self.config()
+        newest = await self.store.newest_promotion()
+        if newest is None or not (c.duel.rating_wait and c.ratings.share):
+            return ""
+        model_id, at, half = newest
+        f, waited = c.duel.rating_wait, time.time() - at
+        # The wait ends when waited >= f * age; both grow with the clock, so f * age - waited
+        # shrinks by 1 - f a second.
+        left = min((f * self.age() - waited) / (1 - f), MAX_RATING_WAIT - waited)
+        if (half is not None and half <= c.ratings.target_elo) or left <= 0:
+            return ""
+        interval = "unrated" if half is None else f"+-{half:.0f}"
+        return f"promotion waits {left:.0f} s for model {model_id}'s rating ({interval})"
 
     def ended(self, duel_id: int) -> None:
         self.open.pop(duel_id, None)

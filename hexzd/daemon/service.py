@@ -115,7 +115,8 @@ class Daemon:
     async def open(self) -> None:
         """The state file, migrated, with this run's config checked against it."""
         self.store = Writer(await store.writer(self.db))
-        self.scheduler = Scheduler(self.store, lambda: self.config)
+        age = lambda: self.counters["wall_seconds"] + self._unticked()  # noqa: E731
+        self.scheduler = Scheduler(self.store, lambda: self.config, age)
 
     async def run(self) -> int:
         """Runs until stopped; returns the process exit code."""

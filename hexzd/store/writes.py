@@ -283,6 +283,14 @@ class Writer:
     async def has_duels(self) -> bool:
         return await self._one("SELECT 1 FROM duels LIMIT 1") is not None
 
+    async def newest_promotion(self) -> tuple[int, float, float | None] | None:
+        """The newest promoted model: (its id, when, its 95% interval's half-width, None unrated)."""
+        row = await self._one(
+            "SELECT m.id, p.at, (m.rating_hi - m.rating_lo) / 2 FROM promotions p JOIN models m ON m.id = p.model_id"
+            " ORDER BY p.at DESC LIMIT 1"
+        )
+        return tuple(row) if row else None
+
     async def promoted(self) -> list[int]:
         """The promoted models that still have weights, in the order of their promotion."""
         rows = await self._all(
