@@ -389,6 +389,12 @@ def sweep(sweep_file, dry_run):
     help="most of the machine's cores the league may use, as duel.cpu_share  [default: 1]",
 )
 @click.option("--size", type=click.IntRange(2, 19), help="board side n  [default: the first usable run's]")
+@click.option(
+    "--ladder",
+    "ladder_file",
+    type=click.Path(dir_okay=False),
+    help='the kept ladder shared with the runs ("": none)  [default: [ratings] ladder_file\'s]',
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object: the runs and the ratings")
 def league(runs, db, as_json, **options):
     """Rate the promoted snapshots of several runs' state files on one Elo scale.
@@ -396,7 +402,8 @@ def league(runs, db, as_json, **options):
     Every snapshot meets the same reference players and the same matchmaking
     as in a run, and snapshots of other runs. The league file keeps every game:
     run it again, with or without RUNS, to go on and to add the snapshots
-    promoted since. A state file that cannot be used is named with the reason
+    promoted since. The reference games are shared with the runs' kept ladder
+    (--ladder). A state file that cannot be used is named with the reason
     and skipped. Ctrl-C stops cleanly (a second at once); the state files are
     only read, so their daemons may run."""
     from hexzd.league import LeagueError, Settings, run_league, table

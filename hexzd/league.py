@@ -17,6 +17,12 @@ promoted snapshot) is named with the reason and skipped; the others go on.
 State files are only read (WAL lets that run beside their daemons), and
 `cpu_share` holds the league to a share of the machine's cores beside them.
 
+The reference ladder is the daemons' kept ladder (`[ratings] ladder_file`,
+hexzd.store.ladder): each session starts with the reference games that runs
+kept since the last, and keeps the league's own there, so a league and the
+runs beside it rate against the same games, and a league of finished runs
+need not play its ladder again.
+
 Games come in colour-swapped pairs, each from an opening of its own that
 goes on down the pairing's list (hexzd.evaluation.openings), as in duels. A
 pair is stored whole when its second game ends, so a stop (Ctrl-C, the time
@@ -27,6 +33,7 @@ import math
 import signal
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +44,8 @@ from hexzd.evaluation.duel import load_player, play_pairs
 from hexzd.evaluation.openings import Openings, opening, pairing_seed
 from hexzd.evaluation.throttle import Throttle
 from hexzd.nn.snapshot import Snapshot
+from hexzd.store import ladder, reads
 from hexzd.store import league as db
-from hexzd.store import reads
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SLEEP_SLICE = 0.2  # seconds: a throttled wait notices a stop within this
@@ -65,6 +72,7 @@ class Settings:
     cpu_share: float = 1.0  # of the machine's cores, as duel.cpu_share
     size: int | None = None  # the board; by default the first usable run's
     references: list[int] = field(default_factory=lambda: list(RatingsConfig().references))  # a new league's
+    ladder_file: str = RatingsConfig().ladder_file  # the kept ladder shared with the runs ("": none)
 
 
 @dataclass
@@ -188,7 +196,26 @@ class League:
         with db.transaction(self.connection):
             db.fix_setting(self.connection, "board_size", self.size)
             db.fix_setting(self.connection, "references", self.references)
+            db.fix_setting(self.connection, "run", f"league-{uuid.uuid4().hex}")  # its name in the kept ladder
         self._read_snapshots()
+        self.share_ladder(start=True)
+
+    def share_ladder(self, start: bool = False) -> None:
+        """Keeps the league's reference games in the kept ladder (hexzd.store.ladder); at the start
+        of a session, first copies in those other runs kept since. A ladder file that cannot be
+        used is named, and the league plays its own ladder."""
+        if not self.settings.ladder_file:
+            return
+        path, run = Path(self.settings.ladder_file).expanduser(), db.setting(self.connection, "run")
+        key = scale.ladder_key(self.size, False)  # a league plays without swap
+        try:
+            if start:
+                copied = db.add_kept(self.connection, ladder.kept(path, key, run), self.references, time.time())
+                if copied:
+                    self.echo(f"the ladder has {copied} more games, kept by runs in {path}")
+            ladder.keep(path, key, run, db.own_ladder_games(self.connection))
+        except (sqlite3.Error, OSError, store.StateFileError) as e:
+            self.echo(f"the kept ladder {path} cannot be used: {e}")
 
     def _use(self, path: Path, known: list[dict], found: Found, label: str) -> None:
         """The run's row (the same file and first model, or a row never used) gets its new snapshots."""
@@ -270,6 +297,8 @@ class League:
             except Unusable:
                 continue  # its run is skipped from now on: choose again without it
             played += m.stored
+            if pairing.candidate_id is None and pairing.opponent_id is None:
+                self.share_ladder()
             s = self.refit()
             self.echo(f"{m.line}; widest 95% interval +-{self.widest(s):.0f} Elo, {played} games this session")
             if m.whole and not m.stored:  # deterministic players past the end of a tiny board's openings

@@ -8,18 +8,22 @@ import sqlite3
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from states import add_model
 
 from hexzd import store
 from hexzd.cli import main
+from hexzd.evaluation import scale
 from hexzd.evaluation.scale import Pairing
 from hexzd.league import League, LeagueError, Settings, run_league
+from hexzd.store import ladder
 from hexzd.store import league as db
 
 N = 4
-FAST = {"sims": 4, "match_pairs": 2, "ladder_pairs": 1, "references": [4, 16]}  # a league of seconds
+# A league of seconds, with no kept ladder unless a test gives it one.
+FAST = {"sims": 4, "match_pairs": 2, "ladder_pairs": 1, "references": [4, 16], "ladder_file": ""}
 
 
 def make_run(path, channels=8, snapshots=2, board_size=N):
@@ -182,7 +186,7 @@ def test_the_command_a_sweep_prints_rates_its_runs_and_stops_cleanly_on_ctrl_c(t
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        env=os.environ | {"PYTHONUNBUFFERED": "1", "HOME": str(tmp_path)},  # a kept ladder of its own
     )
     try:
         lines = []
@@ -204,3 +208,86 @@ def test_the_command_a_sweep_prints_rates_its_runs_and_stops_cleanly_on_ctrl_c(t
     summary = json.loads(result.stdout)
     assert {r["name"] for r in summary["runs"]} == {"a", "b"} and summary["games"] == len(games) * 2 + 2
     assert "2 games played" in result.stderr
+
+
+LADDER = """SELECT m.sims, m.opponent_sims, g.pair, g.moves, g.candidate_colour, g.winner FROM games g
+            JOIN matches m ON m.id = g.match_id WHERE m.candidate_id IS NULL AND m.opponent_id IS NULL"""
+
+
+def kept_games(path, run=None):
+    """(sims, opponent sims, pair, moves, candidate colour, winner) of the kept ladder's games, by plain sqlite3."""
+    with sqlite3.connect(path) as c:
+        where, params = ("WHERE run = ?", (run,)) if run else ("", ())
+        return c.execute(
+            f"SELECT sims, opponent_sims, pair, moves, candidate_colour, winner FROM games {where}", params
+        ).fetchall()
+
+
+def test_a_league_shares_the_kept_ladder_with_the_runs(tmp_path):
+    """A league keeps its reference games in the kept ladder, and the next league starts from
+    them and from a daemon's, so it plays no ladder match of its own; perfect play and
+    references it does not have are left out, and a rerun copies nothing twice."""
+    run, kept = make_run(tmp_path / "run.sqlite"), tmp_path / "ladder.sqlite"
+    first = tmp_path / "first.sqlite"
+    league(first, [run], games=2, ladder_file=str(kept))
+    (name,) = read(first, "SELECT json_extract(value, '$') FROM meta WHERE key = 'run'")[0]
+    own = sorted(read(first, LADDER))
+    assert len(own) == 2 and sorted(kept_games(kept, name)) == own  # the ladder's first pair, kept
+    key = scale.ladder_key(N, False)
+    daemon = [  # (duel, pair, sims, opponent sims, engine, candidate colour, winner, moves, played at)
+        (7, 0, 16, 4, "", 1, 1, "a1b2c3d4", 1.0),
+        (7, 0, 16, 4, "", 2, 1, "a1b2c3d3", 1.0),
+        (8, 0, 4, 0, "perfect", 1, 2, "b2c2", 1.0),  # perfect play: not a league player
+        (9, 0, 200, 100, "", 1, 1, "c3", 1.0),  # references this league has not
+    ]
+    assert ladder.keep(kept, key, "a-daemon-run", daemon) == 4
+    lines = []
+    second = tmp_path / "second.sqlite"
+    league(second, [run], lines, games=2, ladder_file=str(kept))
+    assert f"the ladder has 4 more games, kept by runs in {kept}" in lines
+    assert not any("rollouts @16 vs rollouts @4" in line for line in lines)  # the ladder was whole
+    copied = sorted(read(second, LADDER))
+    assert copied == sorted(own + [(16, 4, 0, "a1b2c3d4", 1, 1), (16, 4, 0, "a1b2c3d3", 2, 1)])
+    assert read(second, "SELECT kept_from, kept_duel, cpu_seconds FROM matches WHERE kept_from = 'a-daemon-run'") == [
+        ("a-daemon-run", 7, None)  # never a CPU-time sample for matchmaking
+    ]
+    lines.clear()
+    league(second, [], lines, games=2, ladder_file=str(kept))
+    assert not any("more games" in line for line in lines) and sorted(read(second, LADDER)) == copied
+
+
+def test_a_league_counts_a_reference_game_it_has_once(tmp_path):
+    """Two leagues that played the same ladder games (the references are deterministic): the
+    second, given the first's kept games, adds none of them again."""
+    run, kept = make_run(tmp_path / "run.sqlite"), tmp_path / "ladder.sqlite"
+    league(tmp_path / "first.sqlite", [run], games=2, ladder_file=str(kept))
+    second = tmp_path / "second.sqlite"
+    league(second, [run], games=2)  # its own ladder, the same games
+    assert sorted(read(second, LADDER)) == sorted(kept_games(kept))
+    league(second, [], games=2, ladder_file=str(kept))
+    assert sorted(read(second, LADDER)) == sorted(kept_games(kept))  # not twice
+    with sqlite3.connect(kept) as c:  # and the second's own were one trial with the first's: kept once
+        assert c.execute("SELECT COUNT(*) FROM games").fetchone()[0] == 2
+
+
+def test_an_older_league_file_is_migrated_with_its_pairs_as_integers(tmp_path):
+    """A league file of schema 1, whose pair numbers were numpy int64s that sqlite3 stored as
+    blobs, opens with them as the integers they were."""
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as c:
+        c.executescript(db.MIGRATIONS[0])
+        c.execute("PRAGMA user_version = 1")
+        c.execute("INSERT INTO matches (sims, opponent_sims, first_opening, pairs, started_at) VALUES (16, 4, 0, 1, 0)")
+        for pair in (3, 300, 70_000):
+            c.execute(
+                "INSERT INTO games (match_id, pair, moves, winner, candidate_colour, created_at)"
+                " VALUES (1, ?, 'a1', 1, 1, 0)",
+                (np.int64(pair),),
+            )
+    assert {t for (t,) in read(path, "SELECT typeof(pair) FROM games")} == {"blob"}
+    db.open_league(path).close()
+    assert read(path, "SELECT typeof(pair), pair FROM games ORDER BY id") == [
+        ("integer", 3),
+        ("integer", 300),
+        ("integer", 70_000),
+    ]

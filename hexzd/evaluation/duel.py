@@ -64,7 +64,7 @@ def play_pairs(candidate: Player, opponent: Player, n: int, swap: bool, opening_
             actions[b].append(int(moves[b]))
         for b in np.flatnonzero(games.done & ~reported):
             reported[b] = True
-            on_game(b, to_trmph(actions[b], n), int(games.winner[b]), int(colour[b]))
+            on_game(int(b), to_trmph(actions[b], n), int(games.winner[b]), int(colour[b]))
         if should_stop():
             return
 

@@ -21,6 +21,12 @@ from pathlib import Path
 from hexzd.store.reads import rows
 from hexzd.store.schema import StateFileError, migrate
 
+# The byte at offset i of a blob column `pair`, from its hex digits (SQLite has no blob-to-integer cast).
+_HEX_BYTE = (
+    "(instr('0123456789ABCDEF', substr(hex(pair), {0} * 2 + 1, 1)) - 1) * 16"
+    " + instr('0123456789ABCDEF', substr(hex(pair), {0} * 2 + 2, 1)) - 1"
+)
+
 MIGRATIONS = [
     # 0 -> 1: the first schema.
     """
@@ -107,6 +113,15 @@ MIGRATIONS = [
                s.selfplay_flops + s.train_flops AS total_flops, s.wall_seconds, s.positions_generated
         FROM rating_status r JOIN snapshots s ON s.id = r.snapshot_id JOIN runs u ON u.id = s.run_id
         ORDER BY r.run, total_flops;
+    """,
+    # 1 -> 2: the kept ladder (hexzd.store.ladder): reference games of other runs, copied in as
+    # matches of their own, marked with the run (its state file's meta `run`) and duel that played them.
+    # Pair numbers stored as numpy int64s, which sqlite3 wrote as 8-byte little-endian blobs, become integers.
+    f"""
+    ALTER TABLE matches ADD COLUMN kept_from TEXT;
+    ALTER TABLE matches ADD COLUMN kept_duel INTEGER;
+    UPDATE games SET pair = {" + ".join(f"({_HEX_BYTE.format(i)}) * {256**i}" for i in range(4))}
+        WHERE typeof(pair) = 'blob';
     """,
 ]
 VERSION = len(MIGRATIONS)
@@ -267,6 +282,48 @@ def pairing_games(connection, a, sims_a: int, b, sims_b: int) -> set[tuple[str, 
         {"a": a, "sa": sims_a, "b": b, "sb": sims_b},
     )
     return {(moves, colour) for moves, colour in played}
+
+
+def own_ladder_games(connection) -> list[tuple]:
+    """(match, pair, sims, opponent sims, '', candidate colour, winner, moves, played at) of every
+    game the league itself played between two references, as hexzd.store.ladder.keep takes them."""
+    return connection.execute(
+        "SELECT m.id, g.pair, m.sims, m.opponent_sims, '', g.candidate_colour, g.winner, g.moves, g.created_at"
+        " FROM games g JOIN matches m ON m.id = g.match_id"
+        " WHERE m.candidate_id IS NULL AND m.opponent_id IS NULL AND m.kept_from IS NULL"
+    ).fetchall()
+
+
+def add_kept(connection, games, references: list[int], at: float) -> int:
+    """Copies the kept ladder's games of other runs (hexzd.store.ladder.kept) that the league has
+    not copied before, as one finished match per duel that played them; returns how many.
+
+    Only games between two of the league's references count (perfect play is not in a league).
+    A game the league already has, with the same players, moves and colours, is dropped: it
+    would be the same trial twice. Pairs keep their numbers, so a pair split across runs never joins."""
+    copied = set(connection.execute("SELECT kept_from, kept_duel FROM matches WHERE kept_from IS NOT NULL"))
+    duels: dict[tuple, list] = {}
+    for run, duel, pair, sims, opponent_sims, engine, colour, winner, moves, played_at in games:
+        if (run, duel) not in copied and not engine and {sims, opponent_sims} <= set(references):
+            duels.setdefault((run, duel, sims, opponent_sims), []).append((pair, moves, winner, colour, played_at))
+    count = 0
+    with transaction(connection):
+        for (run, duel, sims, opponent_sims), played in duels.items():
+            seen = pairing_games(connection, None, sims, None, opponent_sims)
+            fresh = [g for g in played if (g[1], g[3]) not in seen]
+            pairs = [pair for pair, *_ in played]
+            match_id = connection.execute(
+                "INSERT INTO matches (candidate_id, sims, opponent_id, opponent_sims, first_opening, pairs,"
+                " started_at, finished_at, kept_from, kept_duel) VALUES (NULL, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+                (sims, opponent_sims, min(pairs), max(pairs) - min(pairs) + 1, at, at, run, duel),
+            ).lastrowid  # a match even when every game repeats, so the duel is not looked at again
+            connection.executemany(
+                "INSERT INTO games (match_id, pair, moves, winner, candidate_colour, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(match_id, *game) for game in fresh],
+            )
+            count += len(fresh)
+    return count
 
 
 def new_match(connection, pairing, first_opening: int, pairs: int, at: float) -> int:
