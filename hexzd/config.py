@@ -119,10 +119,11 @@ class DuelConfig(Section):
     # Each promoted snapshot is rated before the next is dueled, for a while: a snapshot
     # needs about 185 even games for +-50 Elo, and the mild gate promotes near-equal
     # networks every half minute, faster than ratings can follow (hexzd.daemon.scheduler).
-    # Off by default: at 0.25, 5x5's first perfect snapshot came 0.8 minutes later (4.1
-    # against 3.3, one seed each), though 7 of 8 promoted snapshots reached +-50 (README).
+    # Measured against off (README, "Precise ratings first"): intervals 2-3x narrower on 5x5
+    # and 7x7, strength the same within the seeds' spread (5x5, 3 seeds) and against MCTS
+    # @10,000 on 7x7 (98 of 98 at minute 28), evaluation still within cpu_share.
     rating_wait: float = live(
-        0.0,
+        0.25,
         "a promotion duel waits for the newest promoted snapshot's interval to reach ratings.target_elo,"
         " at most this share of the run's age and 10 minutes (0: never)",
         ge=0,
