@@ -302,15 +302,18 @@ def add_kept(connection, games, references: list[int], at: float) -> int:
     A game the league already has, with the same players, moves and colours, is dropped: it
     would be the same trial twice. Pairs keep their numbers, so a pair split across runs never joins."""
     copied = set(connection.execute("SELECT kept_from, kept_duel FROM matches WHERE kept_from IS NOT NULL"))
-    duels: dict[tuple, list] = {}
+    players, duels = set(references), {}
     for run, duel, pair, sims, opponent_sims, engine, colour, winner, moves, played_at in games:
-        if (run, duel) not in copied and not engine and {sims, opponent_sims} <= set(references):
+        if (run, duel) not in copied and not engine and {sims, opponent_sims} <= players:
             duels.setdefault((run, duel, sims, opponent_sims), []).append((pair, moves, winner, colour, played_at))
-    count = 0
+    count, seen = 0, {}  # seen: (moves, colour) by pairing, read once and kept up to date
     with transaction(connection):
         for (run, duel, sims, opponent_sims), played in duels.items():
-            seen = pairing_games(connection, None, sims, None, opponent_sims)
-            fresh = [g for g in played if (g[1], g[3]) not in seen]
+            if (sims, opponent_sims) not in seen:
+                seen[sims, opponent_sims] = pairing_games(connection, None, sims, None, opponent_sims)
+            fresh = [g for g in played if (g[1], g[3]) not in seen[sims, opponent_sims]]
+            seen[sims, opponent_sims].update((g[1], g[3]) for g in fresh)
+            seen.get((opponent_sims, sims), set()).update((g[1], 3 - g[3]) for g in fresh)  # the other way round
             pairs = [pair for pair, *_ in played]
             match_id = connection.execute(
                 "INSERT INTO matches (candidate_id, sims, opponent_id, opponent_sims, first_opening, pairs,"
