@@ -149,3 +149,32 @@ def test_an_unfixed_reference_near_the_newest_snapshot_counts_as_much_as_a_snaps
         "rollouts @800": 1.0,
     }
     assert set(scale._ladder_weights(s, [scale.player(None, r) for r in refs], []).values()) == {scale.LADDER_WEIGHT}
+
+
+# Seconds per game measured in a 30-minute 7x7 run (2026-12-03, this 2-core VM) with
+# rollouts up to @102400 on the ladder, before its first match of a snapshot against them.
+TIMED_7X7 = {
+    frozenset(("model @64",)): 0.22,
+    frozenset(("model @64", "rollouts @400")): 0.08,
+    frozenset(("model @64", "rollouts @1600")): 0.098,
+    frozenset(("rollouts @200", "rollouts @100")): 0.007,
+    frozenset(("rollouts @3200", "rollouts @1600")): 0.088,
+    frozenset(("rollouts @6400", "rollouts @3200")): 0.171,
+    frozenset(("rollouts @51200", "rollouts @200")): 1.164,
+    frozenset(("rollouts @102400", "rollouts @6400")): 2.906,
+}
+
+
+def test_an_untimed_pairing_is_priced_from_what_its_sides_cost():
+    """The run then played model 16 @64 against rollouts @102400: 3.42 s a game. Priced at the
+    median of the timed pairings, it looked 30 times cheaper, and matchmaking chose it."""
+    price = scale.game_seconds(TIMED_7X7)
+    assert price((16, 64), (None, 102400)) == pytest.approx(3.42, rel=0.25)
+    assert price((None, 6400), (None, 3200)) == 0.171  # timed: as measured, whoever plays it
+    # Rollouts in proportion to their simulations, at the nearest timed rollouts-only pairing's rate.
+    assert price((None, 12800), (None, 6400)) == pytest.approx(0.171 / 9600 * 19200)
+    assert price((None, 12800), (None, 6400)) == pytest.approx(0.246, rel=0.5)  # the run timed 0.246
+    assert price((None, 800), (None, 400)) == pytest.approx(0.021, rel=0.5)  # and 0.021 (0.017, 0.025)
+    # An engine never timed: nothing to go on but the median.
+    assert price((16, 64), (None, 0, "mohex")) == pytest.approx(np.median(list(TIMED_7X7.values())))
+    assert scale.game_seconds({})((1, 64), (None, 100)) == scale.DEFAULT_SECONDS
