@@ -18,6 +18,10 @@ def test_bench_selfplay_reports_each_backend_and_shape_with_both_baselines():
         assert row["of_synthetic"] == row["evals_per_s"] / row["synthetic_per_s"]
         assert 1 <= row["batch"] <= selfplay.BATCH
     assert r["zero_cost_per_core"] > 0
+    threads = r["threads"]
+    assert threads["one_per_s"] > 0 and threads["all_per_s"] > 0
+    for hop in r["hop_us"].values():  # the process hop checks its server's answers itself
+        assert hop["cpu_us"] > 0 and 0 < hop["wall_us"] < 1e6
 
 
 def test_a_deeper_search_holds_more_memory_per_game():

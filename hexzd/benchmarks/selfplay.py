@@ -18,21 +18,38 @@ same run:
   Each is the median of ROUNDS alternating rounds: a shared VM's speed
   drifts by 10% from one minute to the next.
 
+Two more measurements say how far one process can feed an accelerator, and
+why the service is a thread in it (hexzd.nn.service) and not a process of its
+own:
+
+- threads: the zero-cost search alone with one search thread, then with a
+  thread per core (two groups each), and the share of one thread's time
+  spent outside the GIL-free kernels. By Amdahl's law that share bounds the
+  cores one self-play process can use: above it, a machine runs several
+  self-play processes per GPU (`selfplay.workers`).
+- hop: a request's round trip to the network through the service's thread,
+  against one to a server process over ZeroMQ and shared memory
+  (hexzd.benchmarks.hop).
+
 It also states the host memory each game in flight takes (trees, games,
 buffers and move records) after a few moves at 64 and at 800 simulations.
 """
 
+import os
 import time
 
+import numba
 import numpy as np
 import torch
 
+from hexzd.benchmarks.hop import ROWS, hops
 from hexzd.benchmarks.net import backend_device
 from hexzd.config import DeviceConfig, SelfplayConfig
 from hexzd.nn.inference import available, build, sample_features, throughput
 from hexzd.nn.loader import IN_FLIGHT, Network
 from hexzd.nn.net import NetSpec
 from hexzd.nn.service import MAX_BATCH
+from hexzd.search import mcts
 from hexzd.train.selfplay import SelfPlay
 
 __all__ = ["SHAPES", "run", "report"]
@@ -158,6 +175,68 @@ def _zero_cost(n: int, sims: int, batch: int, seconds: float) -> tuple[dict, dic
     return median[0], median[1]
 
 
+class _Timed:
+    """hexzd.native.tree with each kernel call timed: `seconds` in the nogil kernels (dispatch included)."""
+
+    def __init__(self, module):
+        self.module, self.seconds = module, 0.0
+
+    def __getattr__(self, name):
+        kernel = getattr(self.module, name)
+        if not isinstance(kernel, numba.core.registry.CPUDispatcher):
+            return kernel
+
+        def timed(*args):
+            start = time.perf_counter()
+            try:
+                return kernel(*args)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+
+def _threads(n: int, sims: int, batch: int, seconds: float, threads: int) -> dict:
+    """The zero-cost search alone: 1 then `threads` search threads (groups of batch/2 games, two a thread).
+
+    The serial share is measured in one thread, as the time outside the tree
+    kernels (which release the GIL): the 2-thread gain on a shared VM says as
+    much about the VM's second core as about the code. By Amdahl, T threads
+    run at most 1 / (serial + (1 - serial) / T) times as fast as one.
+    """
+    rates, serial = {}, None
+    for count in sorted({1, threads}):
+        config = SelfplayConfig(sims=sims, games=max(1, batch // 2), groups=2 * count, threads=count)
+        games = SelfPlay(config, n, swap=False, seed=0)
+        games.network = Network(1, ZeroCost(n).evaluate, evaluators=[ZeroCost(n)])
+        try:
+            rates[count] = _time(games, seconds)["evals_per_s"]
+            if count == 1:
+                serial = _serial_share(games, seconds)
+        finally:
+            games.close()
+    return {
+        "threads": threads,
+        "one_per_s": rates[1],
+        "all_per_s": rates[threads],
+        "gain": rates[threads] / rates[1],
+        "serial": serial,
+    }
+
+
+def _serial_share(games: SelfPlay, seconds: float) -> float:
+    """The share of one thread's self-play time spent outside the tree kernels: holding the GIL."""
+    timed = _Timed(mcts.kernels)
+    mcts.kernels = timed
+    try:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            games.move()
+        return 1 - timed.seconds / (time.perf_counter() - start)
+    finally:
+        mcts.kernels = timed.module
+
+
 def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS, batch: int = BATCH, threads: int | None = None) -> dict:
     """Every available backend, each network shape of SHAPES, and the zero-cost search."""
     torch.set_num_threads(threads or DeviceConfig().threads)
@@ -168,6 +247,7 @@ def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS, batch: int = BATC
         for backend, precision in available():
             rows.append(_row(model, backend, precision, size, sims, batch, 2 * seconds))
     alone, hop = _zero_cost(size, sims, batch, seconds)
+    scaling = _threads(size, sims, batch, seconds, os.cpu_count() or 1)
     return {
         "benchmark": "selfplay",
         "size": size,
@@ -177,6 +257,8 @@ def run(size: int = 9, seconds: float = 3.0, sims: int = SIMS, batch: int = BATC
         "zero_cost_per_core": alone["evals_per_cpu_s"],
         "zero_cost_per_s": alone["evals_per_s"],
         "zero_cost_service_per_core": hop["evals_per_cpu_s"],
+        "threads": scaling,
+        "hop_us": hops(size, ZeroCost(size, inline=False), requests=max(200, round(1500 * seconds))),
         "bytes_per_game": {str(s): bytes_per_game(size, s) for s in MEMORY_SIMS},
     }
 
@@ -203,6 +285,19 @@ def report(result: dict) -> None:
         f"zero-cost evaluator, the self-play loop alone: {alone:,.0f} simulations per CPU-second "
         f"({result['zero_cost_per_s']:,.0f}/s wall); through the inference service's thread: {hop:,.0f} "
         f"(the hop costs {1 - hop / alone:.0%}); median of {ROUNDS} rounds each"
+    )
+    t = result["threads"]
+    print(
+        f"search threads, zero-cost: 1 thread {t['one_per_s']:,.0f} simulations/s, {t['threads']} threads "
+        f"{t['all_per_s']:,.0f} ({t['gain']:.2f}x); one thread spends {t['serial']:.0%} of its time outside the "
+        f"GIL-free kernels, so by Amdahl one process's threads run at most {1 / max(t['serial'], 1e-3):,.0f}x "
+        f"one thread ({1 / (t['serial'] + (1 - t['serial']) / 16):.1f}x with 16)"
+    )
+    thread, process = result["hop_us"]["thread"], result["hop_us"]["process"]
+    print(
+        f"a request's round trip to the network ({ROWS} rows): through the service's thread "
+        f"{thread['wall_us']:,.0f} us wall, {thread['cpu_us']:,.0f} us CPU; to a server process over ZeroMQ "
+        f"and shared memory {process['wall_us']:,.0f} us wall, {process['cpu_us']:,.0f} us CPU (both sides)"
     )
     memory = ", ".join(f"{b / 1024:,.0f} KiB at {s} sims" for s, b in result["bytes_per_game"].items())
     print(f"host memory per game in flight: {memory}")
