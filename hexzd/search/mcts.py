@@ -14,6 +14,7 @@ self-play worker may instead interleave the steps of two Searches, so that
 one group's tree search overlaps the other's inference.
 """
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -51,8 +52,13 @@ def considered_visits(considered: int, sims: int) -> list[int]:
     return sequence[:sims]
 
 
+@functools.cache
 def considered_table(max_considered: int, sims: int) -> np.ndarray:
-    """int32[max_considered + 1, sims]: the schedule for each number of moves."""
+    """int32[max_considered + 1, sims]: the schedule for each number of moves.
+
+    Cached: every group plans every move with it, and building it cost a
+    search step's worth of Python per move. Shared, so read only.
+    """
     return np.array([considered_visits(m, sims) for m in range(max_considered + 1)], np.int32)
 
 
@@ -131,6 +137,7 @@ class Search:
         self.gumbel_score = np.full((batch, n * n + 1), -np.inf, np.float32)
         self._uniform = np.zeros((batch, n * n), np.float32)
         self._table = _NO_TABLE
+        self._room = 0  # steps that fit in the tree arrays without checking again (see _reserve)
 
     @property
     def n(self) -> int:
@@ -246,20 +253,27 @@ class Search:
 
         A growth leaves room for as many steps again: the subtree that reuse
         keeps adds to the next move's steps, and each growth copies every tree.
+        The room left over is counted down, so that the trees' sizes are read
+        once a growth (or a move), not at every step: a step is a few hundred
+        microseconds, and the reads were a few of them, holding the GIL.
         """
+        if steps <= self._room:
+            self._room -= steps
+            return
         t = self.tree
-        room_nodes, room_edges = steps, steps * (self.n * self.n + 1)
-        need_nodes = int(t.num_nodes.max()) + room_nodes
-        need_edges = int(t.num_edges.max()) + room_edges
+        per_step = self.n * self.n + 1  # edges a step adds to a tree at most, as it adds a node
+        room_nodes, room_edges = steps, steps * per_step
+        used_nodes, used_edges = int(t.num_nodes.max()), int(t.num_edges.max())
         nodes, edges = t.node_parent.shape[1], t.edge_action.shape[1]
-        if need_nodes > nodes:
-            while nodes < need_nodes + room_nodes:
+        if used_nodes + room_nodes > nodes:
+            while nodes < used_nodes + 2 * room_nodes:
                 nodes *= 2
-        if need_edges > edges:
-            while edges < need_edges + room_edges:
+        if used_edges + room_edges > edges:
+            while edges < used_edges + 2 * room_edges:
                 edges *= 2
         if (nodes, edges) != (t.node_parent.shape[1], t.edge_action.shape[1]):
             self.tree = grow(t, nodes, edges)
+        self._room = min(nodes - used_nodes, (edges - used_edges) // per_step) - steps
 
     # -- after the search ---------------------------------------------------
 
@@ -311,9 +325,11 @@ class Search:
         c = self.config
         noise = c.dirichlet_fraction if self.explore else 0.0
         kernels.advance(self.tree, moves, self.reuse_tree, self.rng, c.dirichlet_alpha, noise)
+        self._room = 0  # the kept subtrees decide the next move's room
 
     def new_games(self, mask) -> None:
         """Starts fresh games, with fresh trees, where mask is true."""
         mask = np.asarray(mask, np.bool_)
         self.roots.reset(mask)
         kernels.clear(self.tree, mask)
+        self._room = 0

@@ -61,11 +61,12 @@ class Group:
         self._randomise_first_moves(moves)
         if moves[0] >= 0:  # game 0 is the one the dashboard shows; a new game takes its slot when it ends
             self.watched = (list(self.actions[0]), policy[0], int(moves[0]))
-        for b in np.flatnonzero(moves >= 0):
-            self.actions[b].append(int(moves[b]))
+        playing = np.flatnonzero(moves >= 0)
+        self.evals[playing] += evals
+        for b, move in zip(playing.tolist(), moves[playing].tolist()):
+            self.actions[b].append(move)
             self.policies[b].append(policy[b])
             self.models[b].append(model_id)
-            self.evals[b] += evals
         search.play(moves)
         done = np.flatnonzero(search.roots.done & (moves >= 0))  # ended now, not before (draining)
         finished = []
