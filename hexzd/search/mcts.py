@@ -171,29 +171,45 @@ class Search:
 
     def backup(self, logits: np.ndarray, values: np.ndarray) -> None:
         """Expands the leaves with the evaluator's output and backs values up."""
+        kernels.expand_backup(self.tree, self.leaves, self.leaf, *self._outputs(logits, values), *self._expansion())
+
+    def backup_select(self, logits: np.ndarray, values: np.ndarray) -> None:
+        """backup, then select: the same trees and leaves, in one pass over the trees (see kernels)."""
+        outputs = self._outputs(logits, values)
+        self._reserve(pending=1)  # the room for this next step; the expansion now is the last one's
+        c = self.config
+        kernels.expand_backup_select(
+            self.tree,
+            kernels.State(*self.roots.arrays),
+            self.leaves,
+            self.leaf,
+            *outputs,
+            *self._expansion(),
+            c.c_puct,
+            c.fpu_reduction,
+            self._table,
+            GUMBEL_C_VISIT,
+            GUMBEL_C_SCALE,
+            self.planes,
+            True,
+        )
+
+    def _outputs(self, logits: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The evaluator's answer, checked, as the kernels take it."""
         nn = self.n * self.n
         if logits.shape != (self.batch, nn) or values.shape != (self.batch,):
             raise ValueError(
                 f"evaluator returned logits {logits.shape} and values {values.shape}; "
                 f"expected ({self.batch}, {nn}) and ({self.batch},)"
             )
+        return np.ascontiguousarray(logits, np.float32), np.ascontiguousarray(values, np.float32)
+
+    def _expansion(self) -> tuple:
+        """expand_backup's arguments after the evaluator's: the swap rule, root noise and Gumbel's draw."""
         c = self.config
         noise = c.dirichlet_fraction if self.explore else 0.0
         considered = c.gumbel_actions if c.gumbel else 0
-        kernels.expand_backup(
-            self.tree,
-            self.leaves,
-            self.leaf,
-            np.ascontiguousarray(logits, np.float32),
-            np.ascontiguousarray(values, np.float32),
-            self.roots.swap,
-            self.rng,
-            c.dirichlet_alpha,
-            noise,
-            self.gumbel_score,
-            considered,
-            self.explore,
-        )
+        return (self.roots.swap, self.rng, c.dirichlet_alpha, noise, self.gumbel_score, considered, self.explore)
 
     def rollouts(self) -> tuple[np.ndarray, np.ndarray]:
         """Uniform logits and random-fill values for the current leaves."""
@@ -220,9 +236,13 @@ class Search:
         if evaluate is None:
             self._search_rollouts(sims)
             return
-        for _ in range(sims):
-            self.select()
-            self.backup(*evaluate(self.planes))
+        self.select()
+        for step in range(sims):
+            outputs = evaluate(self.planes)
+            if step + 1 < sims:
+                self.backup_select(*outputs)
+            else:
+                self.backup(*outputs)
 
     def _search_rollouts(self, sims: int) -> None:
         """All of a tree's rollout simulations in one kernel call: see search_rollouts."""
@@ -248,8 +268,11 @@ class Search:
             GUMBEL_C_SCALE,
         )
 
-    def _reserve(self, steps: int = 1) -> None:
+    def _reserve(self, steps: int = 1, pending: int = 0) -> None:
         """Grows the tree arrays, doubling, so that `steps` more steps fit.
+
+        pending: steps selected whose expansion is not in the trees yet (their
+        room was counted when they were selected).
 
         A growth leaves room for as many steps again: the subtree that reuse
         keeps adds to the next move's steps, and each growth copies every tree.
@@ -262,7 +285,7 @@ class Search:
             return
         t = self.tree
         per_step = self.n * self.n + 1  # edges a step adds to a tree at most, as it adds a node
-        room_nodes, room_edges = steps, steps * per_step
+        room_nodes, room_edges = steps + pending, (steps + pending) * per_step
         used_nodes, used_edges = int(t.num_nodes.max()), int(t.num_edges.max())
         nodes, edges = t.node_parent.shape[1], t.edge_action.shape[1]
         if used_nodes + room_nodes > nodes:
@@ -273,7 +296,7 @@ class Search:
                 edges *= 2
         if (nodes, edges) != (t.node_parent.shape[1], t.edge_action.shape[1]):
             self.tree = grow(t, nodes, edges)
-        self._room = min(nodes - used_nodes, (edges - used_edges) // per_step) - steps
+        self._room = min(nodes - used_nodes, (edges - used_edges) // per_step) - steps - pending
 
     # -- after the search ---------------------------------------------------
 

@@ -205,21 +205,25 @@ class SelfPlay:
         service = self.service
         pending = {}  # index in plan -> the future of that group's evaluation
 
-        def resolve(group, future):
-            logits, values, seconds = future.result()
+        def resolve(group, reply, then_select: bool):
+            logits, values, seconds = reply.result()
             group.seconds += seconds / group.search.batch
-            group.search.backup(logits, values)
+            if then_select:
+                group.search.backup_select(logits, values)
+            else:
+                group.search.backup(logits, values)
 
         for step in range(max((count for _, count in plan), default=0)):
             for i, (group, count) in enumerate(plan):
                 if step >= count:
                     continue
-                if i in pending:
-                    resolve(group, pending.pop(i))  # a group cannot search past its own evaluation
-                group.search.select()
+                if i in pending:  # a group cannot search past its own evaluation
+                    resolve(group, pending.pop(i), then_select=True)
+                else:
+                    group.search.select()
                 pending[i] = service.submit(group.search.planes)
-        for i, future in pending.items():
-            resolve(plan[i][0], future)
+        for i, reply in pending.items():
+            resolve(plan[i][0], reply, then_select=False)
 
     def watched(self) -> tuple[list[int], np.ndarray, int] | None:
         """The first game in flight: its moves so far, the visit shares of its next move, and that move."""
