@@ -12,12 +12,14 @@ expands it, one edge per legal move (18 bytes each). On 9x9 that is at most
 28 + 82 * 18 = 1,504 bytes per simulation; the Python layer doubles the
 capacity when it runs short.
 
-One simulation is two kernel calls for the whole batch:
+One simulation is two halves of `step` for the whole batch, between which
+the evaluator runs:
     select        descends each tree by PUCT to one leaf, plays the moves on a
                   copy of the root's board and writes the leaf's compact
                   network input into a uint8[B, n*n + 1] buffer (board.codes_one);
-    expand_backup takes the evaluator's logits [B, n*n] and values [B], adds
+    backup        takes the evaluator's logits [B, n*n] and values [B], adds
                   the leaf's edges and backs the value up to the root.
+One call can do a step's backup and the next step's select.
 With random rollouts, search_rollouts runs all of a tree's simulations in
 one call.
 
@@ -619,8 +621,8 @@ def sigma(q, max_visits, c_visit, c_scale):
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_score, table,
-                c_visit, c_scale, planes, write_planes, b, stack, seen):
-    """select's work in tree b."""
+                c_visit, c_scale, planes, b, stack, seen):
+    """step's select in tree b."""
     (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
      node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
      num_edges) = tree
@@ -631,26 +633,7 @@ def _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_s
                        roots.winner, roots.ply, board, to_play, winner, ply, b, c_puct,
                        fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen,
                        False)
-    if write_planes:
-        codes_one(board, to_play, ply, b, swap, planes, b)
-
-
-@numba.njit(nogil=True, cache=True)
-def select(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction,
-           gumbel_score, table, c_visit, c_scale, planes, write_planes):
-    """Descends every tree to one new leaf; see the module docstring.
-
-    roots, leaves: State of B games; leaves receives the leaf positions (their
-    board, to_play, winner and ply: the union-find parent is left as it was,
-    since nothing reads it). leaf: int32[B] receives the leaf node of each
-    tree. planes: uint8[B, n*n + 1] receives their network input (board.codes_one)
-    when write_planes is true. An empty table turns Gumbel root selection off.
-    """
-    stack = np.empty(leaves.board.shape[1], np.int16)
-    seen = np.empty(leaves.board.shape[1], np.bool_)
-    for b in range(leaf.shape[0]):
-        _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_score, table,
-                    c_visit, c_scale, planes, write_planes, b, stack, seen)
+    codes_one(board, to_play, ply, b, swap, planes, b)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -664,7 +647,7 @@ def add_noise(tree, b, rng, alpha, fraction):
 def _expand_backup_one(tree, leaves, leaf, logits, values, swap, rng, noise_alpha,
                        noise_fraction, gumbel_score, gumbel_considered, gumbel_sample, b,
                        mark, stack):
-    """expand_backup's work in tree b."""
+    """step's backup in tree b."""
     (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
      node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
      num_edges) = tree
@@ -683,42 +666,38 @@ def _expand_backup_one(tree, leaves, leaf, logits, values, swap, rng, noise_alph
 
 
 @numba.njit(nogil=True, cache=True)
-def expand_backup(tree, leaves, leaf, logits, values, swap, rng,
-                  noise_alpha, noise_fraction, gumbel_score, gumbel_considered, gumbel_sample):
-    """Expands each leaf with the evaluator's output and backs its value up.
+def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, noise_fraction,
+         gumbel_score, gumbel_considered, gumbel_sample, c_puct, fpu_reduction, table, c_visit,
+         c_scale, planes, backup, select):
+    """A simulation step's two halves in every tree: with backup, expand the leaves and back
+    their values up; then with select, descend to new leaves. See the module docstring.
 
-    logits float32[B, n*n] and values float32[B] are the network's view of the
-    leaf, for the player to move there. A finished game's leaf is worth -1 to
-    the player to move: the previous move won. A proven leaf is worth its
+    backup: logits float32[B, n*n] and values float32[B] are the network's view
+    of each leaf, for the player to move there. A finished game's leaf is worth
+    -1 to the player to move: the previous move won. A proven leaf is worth its
     proof. A root expanded here gets Dirichlet noise, or its Gumbel draw when
-    gumbel_considered > 0.
-    """
-    mark = np.empty(leaves.board.shape[1], np.int8)
-    stack = np.empty(leaves.board.shape[1], np.int16)
-    for b in range(leaf.shape[0]):
-        _expand_backup_one(tree, leaves, leaf, logits, values, swap, rng, noise_alpha,
-                           noise_fraction, gumbel_score, gumbel_considered, gumbel_sample, b,
-                           mark, stack)
+    gumbel_considered > 0. (Without backup they are not read.)
 
+    select: roots, leaves: State of B games; leaves receives the leaf positions
+    (their board, to_play, winner and ply: the union-find parent is left as it
+    was, since nothing reads it). leaf: int32[B] receives the leaf node of each
+    tree, planes: uint8[B, n*n + 1] their network input (board.codes_one). An
+    empty table turns Gumbel root selection off.
 
-@numba.njit(nogil=True, cache=True)
-def expand_backup_select(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha,
-                         noise_fraction, gumbel_score, gumbel_considered, gumbel_sample, c_puct,
-                         fpu_reduction, table, c_visit, c_scale, planes, write_planes):
-    """expand_backup, then select: one step's end and the next one's start, tree by tree.
-
-    The same result as the two calls, but each tree is visited once while it
-    is in the CPU's cache, and the caller crosses into numba once a step.
+    Both at once end one step and start the next tree by tree, while each tree
+    is in the CPU's cache, with one call into numba a step.
     """
     mark = np.empty(leaves.board.shape[1], np.int8)
     stack = np.empty(leaves.board.shape[1], np.int16)
     seen = np.empty(leaves.board.shape[1], np.bool_)
     for b in range(leaf.shape[0]):
-        _expand_backup_one(tree, leaves, leaf, logits, values, swap, rng, noise_alpha,
-                           noise_fraction, gumbel_score, gumbel_considered, gumbel_sample, b,
-                           mark, stack)
-        _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_score, table,
-                    c_visit, c_scale, planes, write_planes, b, stack, seen)
+        if backup:
+            _expand_backup_one(tree, leaves, leaf, logits, values, swap, rng, noise_alpha,
+                               noise_fraction, gumbel_score, gumbel_considered, gumbel_sample,
+                               b, mark, stack)
+        if select:
+            _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_score,
+                        table, c_visit, c_scale, planes, b, stack, seen)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -727,7 +706,7 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
                     gumbel_sample, c_visit, c_scale):
     """`sims` simulations per tree with random-fill values and uniform priors.
 
-    The same steps as select + expand_backup, but a tree's simulations run
+    The same steps as step's select and backup, but a tree's simulations run
     back to back: random rollouts need no batch for an accelerator, and a
     tree that stays in the CPU's cache searches several times faster than B
     trees visited in turn. The tree arrays must have room for `sims` steps.

@@ -6,7 +6,7 @@ few kernel calls for the whole batch, none per game:
 
     search.select()                   # leaves' network input -> search.planes
     logits, values = net(search.planes)  # uint8[B, n*n + 1]: native/board.py codes_one
-    search.backup(logits, values)
+    search.backup(logits, values)     # or backup_select: this backup and the next select, one pass
 
 `run(sims, evaluate)` loops over these; `evaluate=None` means random-rollout
 values with uniform priors, the cold start before any network exists. A
@@ -30,6 +30,7 @@ Evaluate = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 GUMBEL_C_VISIT = 50.0  # sigma's constants from Danihelka et al. 2022
 GUMBEL_C_SCALE = 1.0
 _NO_TABLE = np.zeros((0, 0), np.int32)
+_NO_LOGITS, _NO_VALUES = np.zeros((0, 0), np.float32), np.zeros(0, np.float32)  # a select alone reads none
 
 
 def considered_visits(considered: int, sims: int) -> list[int]:
@@ -149,49 +150,45 @@ class Search:
 
     # -- one simulation step ------------------------------------------------
 
-    def select(self, write_planes: bool = True) -> None:
+    def select(self) -> None:
         """Descends every tree to a leaf and writes its network input to self.planes."""
         self._reserve()
-        c = self.config
-        kernels.select(
-            self.tree,
-            kernels.State(*self.roots.arrays),
-            self.leaves,
-            self.leaf,
-            self.roots.swap,
-            c.c_puct,
-            c.fpu_reduction,
-            self.gumbel_score,
-            self._table,
-            GUMBEL_C_VISIT,
-            GUMBEL_C_SCALE,
-            self.planes,
-            write_planes,
-        )
+        self._step(_NO_LOGITS, _NO_VALUES, backup=False, select=True)
 
     def backup(self, logits: np.ndarray, values: np.ndarray) -> None:
         """Expands the leaves with the evaluator's output and backs values up."""
-        kernels.expand_backup(self.tree, self.leaves, self.leaf, *self._outputs(logits, values), *self._expansion())
+        self._step(*self._outputs(logits, values), backup=True, select=False)
 
     def backup_select(self, logits: np.ndarray, values: np.ndarray) -> None:
-        """backup, then select: the same trees and leaves, in one pass over the trees (see kernels)."""
+        """backup, then select: the same trees and leaves, in one pass over the trees (see kernels.step)."""
         outputs = self._outputs(logits, values)
         self._reserve(pending=1)  # the room for this next step; the expansion now is the last one's
+        self._step(*outputs, backup=True, select=True)
+
+    def _step(self, logits: np.ndarray, values: np.ndarray, backup: bool, select: bool) -> None:
         c = self.config
-        kernels.expand_backup_select(
+        kernels.step(
             self.tree,
             kernels.State(*self.roots.arrays),
             self.leaves,
             self.leaf,
-            *outputs,
-            *self._expansion(),
+            logits,
+            values,
+            self.roots.swap,
+            self.rng,
+            c.dirichlet_alpha,
+            c.dirichlet_fraction if self.explore else 0.0,
+            self.gumbel_score,
+            c.gumbel_actions if c.gumbel else 0,
+            self.explore,
             c.c_puct,
             c.fpu_reduction,
             self._table,
             GUMBEL_C_VISIT,
             GUMBEL_C_SCALE,
             self.planes,
-            True,
+            backup,
+            select,
         )
 
     def _outputs(self, logits: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -203,13 +200,6 @@ class Search:
                 f"expected ({self.batch}, {nn}) and ({self.batch},)"
             )
         return np.ascontiguousarray(logits, np.float32), np.ascontiguousarray(values, np.float32)
-
-    def _expansion(self) -> tuple:
-        """expand_backup's arguments after the evaluator's: the swap rule, root noise and Gumbel's draw."""
-        c = self.config
-        noise = c.dirichlet_fraction if self.explore else 0.0
-        considered = c.gumbel_actions if c.gumbel else 0
-        return (self.roots.swap, self.rng, c.dirichlet_alpha, noise, self.gumbel_score, considered, self.explore)
 
     def rollouts(self) -> tuple[np.ndarray, np.ndarray]:
         """Uniform logits and random-fill values for the current leaves."""
