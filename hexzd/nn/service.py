@@ -9,10 +9,14 @@ own) that many batches are in flight at once, so that one batch's copies and
 Python work overlap another's kernels.
 
 Why threads in one process and not a server process that workers reach over
-shared memory: the search kernels release the GIL, so search threads of one
-process run in parallel, and their leaves reach the network without a copy
-between processes or a ZeroMQ round trip per batch. On a GPU box a
-self-play process per accelerator, with a search thread per core, feeds it.
+shared memory: measured by `hexzd bench selfplay` (hexzd.benchmarks.hop; the
+README has the figures). A request's round trip to this service's thread
+costs well under half of one to another process over ZeroMQ and shared
+memory, and every thread's leaves join one batch on one CUDA context. The
+price is the GIL: the Python between the search kernels runs one thread at
+a time, so a process's threads scale up to about one over that share of a
+step (4% with groups of 512 games on 9x9); past that, a GPU takes two
+self-play processes.
 
 An evaluator that says it is `inline` (it costs less than a hop between
 threads: the benchmark's zero-cost evaluator) is called in the submitting
