@@ -469,8 +469,14 @@ def _step_line(name: str, s: dict) -> str:
         )
     if name == "bench-selfplay" and s["status"] == "ok":
         rows = "; ".join(_selfplay_row(r) for r in s.get("rows") or [] if isinstance(r, dict)) or "no rows"
-        zero = s.get("zero_cost_per_core")
-        return rows + (f"; search alone {_rate(zero)} sims/s a core" if zero is not None else "")
+        zero, threads, hops = s.get("zero_cost_per_core"), s.get("threads") or {}, s.get("hop_us") or {}
+        line = rows + (f"; search alone {_rate(zero)} sims/s a core" if zero is not None else "")
+        if isinstance(threads.get("serial"), int | float):
+            line += f", {threads['serial']:.0%} of it holding the GIL"
+        if {"thread", "process"} <= hops.keys():  # the service's design, measured on this machine
+            thread, process = hops["thread"]["cpu_us"], hops["process"]["cpu_us"]
+            line += f"; a request's hop {thread:,.0f} us CPU (to a process: {process:,.0f})"
+        return line
     if name == "daemon" and "games" in s:
         evals = f"{s['evals']:,} evals ({_rate(s['evals_per_s'])}/s)" if s["best_model"] else "random rollouts"
         best = f"best model {s['best_model']}" if s["best_model"] else "no promotion"
