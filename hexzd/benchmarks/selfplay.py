@@ -83,7 +83,8 @@ class ZeroCost:
 
 
 def _selfplay(n: int, sims: int, batch: int, evaluators: list, threads: int = 1) -> SelfPlay:
-    config = SelfplayConfig(sims=sims, games=max(1, batch // 2), groups=2, threads=threads)
+    """Self-play of groups of batch/2 games, two a search thread, with these evaluators."""
+    config = SelfplayConfig(sims=sims, games=max(1, batch // 2), groups=2 * threads, threads=threads)
     games = SelfPlay(config, n, swap=False, seed=0)
     games.network = Network(1, evaluators[0].evaluate, evaluators=evaluators)
     return games
@@ -206,9 +207,7 @@ def _threads(n: int, sims: int, batch: int, seconds: float, threads: int) -> dic
     """
     rates, serial = {}, None
     for count in sorted({1, threads}):
-        config = SelfplayConfig(sims=sims, games=max(1, batch // 2), groups=2 * count, threads=count)
-        games = SelfPlay(config, n, swap=False, seed=0)
-        games.network = Network(1, ZeroCost(n).evaluate, evaluators=[ZeroCost(n)])
+        games = _selfplay(n, sims, batch, [ZeroCost(n)], threads=count)
         try:
             rates[count] = _time(games, seconds)["evals_per_s"]
             if count == 1:
