@@ -16,6 +16,7 @@ def test_bench_selfplay_reports_each_backend_and_shape_with_both_baselines():
     for row in r["rows"]:
         assert row["evals_per_s"] > 0 and row["positions_per_s"] > 0 and row["synthetic_per_s"] > 0
         assert row["of_synthetic"] == row["evals_per_s"] / row["synthetic_per_s"]
+        assert sorted(row["of_synthetic_rounds"])[len(row["of_synthetic_rounds"]) // 2] == row["of_synthetic"]
         assert 1 <= row["batch"] <= selfplay.BATCH
     assert r["zero_cost_per_core"] > 0
     threads = r["threads"]

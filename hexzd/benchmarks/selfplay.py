@@ -7,9 +7,10 @@ service ran them), positions/s and games/s. Two baselines come from the
 same run:
 
 - synthetic: the same evaluator alone, `throughput` on sample inputs at the
-  mean batch the service ran in the row. Self-play's evaluations/s over this
-  is the headline, `of_synthetic`: how much of what the network can do the
-  whole loop delivers.
+  mean batch the service ran. Self-play's evaluations/s over this is the
+  headline, `of_synthetic`: how much of what the network can do the whole
+  loop delivers. Self-play and synthetic alternate in ROUNDS rounds, each
+  ratio from neighbouring measurements; the row is the median round.
 - zero-cost: the same loop with an evaluator that costs nothing (fixed,
   non-uniform priors and values), which is the most the CPU side can feed:
   simulations per CPU-second of the process, i.e. per core. It runs twice:
@@ -90,9 +91,9 @@ def _selfplay(n: int, sims: int, batch: int, evaluators: list, threads: int = 1)
     return games
 
 
-def _time(games: SelfPlay, seconds: float) -> dict:
-    """Runs self-play for about `seconds` after a warm-up; its rates over that time."""
-    for _ in range(WARM_MOVES):
+def _time(games: SelfPlay, seconds: float, warm: bool = True) -> dict:
+    """Runs self-play for about `seconds`, after a warm-up unless it is warm; its rates over that time."""
+    for _ in range(WARM_MOVES if warm else 0):
         games.move()
     service = games.service
     served, batches = service.served, service.batches
@@ -118,14 +119,20 @@ def _time(games: SelfPlay, seconds: float) -> dict:
 
 
 def _row(model, backend: str, precision: str, n: int, sims: int, batch: int, seconds: float) -> dict:
+    """Self-play against synthetic in ROUNDS alternating rounds: each ratio from two neighbouring
+    measurements, so that a shared VM's drift (25% within minutes) falls on both; the median round."""
     evaluators = [build(model, backend, precision) for _ in range(IN_FLIGHT.get(backend_device(backend), 1))]
     games = _selfplay(n, sims, batch, evaluators)
+    rounds = []
     try:
-        measured = _time(games, seconds)
+        for r in range(ROUNDS):
+            measured = _time(games, seconds / ROUNDS, warm=r == 0)
+            at = max(1, round(measured["mean_batch"]))
+            synthetic = throughput(evaluators[0], sample_features(n, at, seed=at), seconds / (2 * ROUNDS))
+            rounds.append((measured["evals_per_s"] / synthetic, synthetic, at, measured))
     finally:
         games.close()
-    at = max(1, round(measured["mean_batch"]))
-    synthetic = throughput(evaluators[0], sample_features(n, at, seed=at), seconds / 2, rounds=3)
+    ratio, synthetic, at, median = sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
     return {
         "backend": backend,
         "precision": precision,
@@ -133,9 +140,12 @@ def _row(model, backend: str, precision: str, n: int, sims: int, batch: int, sec
         "blocks": model.spec.blocks,
         "channels": model.spec.channels,
         "batch": at,
-        **{k: measured[k] for k in ("evals_per_s", "positions_per_s", "games_per_s", "games_finished")},
+        "evals_per_s": median["evals_per_s"],
+        **{k: sum(m[k] for *_, m in rounds) / ROUNDS for k in ("positions_per_s", "games_per_s")},
+        "games_finished": sum(m["games_finished"] for *_, m in rounds),
         "synthetic_per_s": synthetic,
-        "of_synthetic": measured["evals_per_s"] / synthetic,
+        "of_synthetic": ratio,
+        "of_synthetic_rounds": [r[0] for r in rounds],
     }
 
 
@@ -278,7 +288,12 @@ def report(result: dict) -> None:
             f"{r['evals_per_s']:>11,.0f}{r['positions_per_s']:>13,.1f}"
             + (f"{r['games_per_s']:>9.2f}" if r["games_finished"] else f"{'-':>9}")  # none ended: give it --seconds
             + f"{r['synthetic_per_s']:>11,.0f}{r['of_synthetic']:>10.0%}"
+            + f"  ({', '.join(f'{x:.0%}' for x in r['of_synthetic_rounds'])})"
         )
+    print(
+        f"of synth: self-play's evaluations/s over the network's alone at the same batch, the median of {ROUNDS} "
+        "alternating rounds (each round's in brackets)"
+    )
     alone, hop = result["zero_cost_per_core"], result["zero_cost_service_per_core"]
     print(
         f"zero-cost evaluator, the self-play loop alone: {alone:,.0f} simulations per CPU-second "
