@@ -200,7 +200,8 @@ def test_matchmaking_plays_an_unrated_engine_against_references_and_snapshots():
     assert scale.next_match(s, refs, [1], 64, 8, {}, 50.0).opponent_engine is None  # none configured: none offered
     # A measured cost is the engine's own kind's.
     costs = scale.seconds_per_game([(None, 100, None, 0, 30.0, 10, "mohex"), (1, 64, None, 100, 1.0, 10, None)])
-    assert costs == {frozenset(("rollouts @100", "engine mohex")): 3.0, frozenset(("model @64", "rollouts @100")): 0.1}
+    rollouts, mohex, model = scale.Kind("rollouts", 100), scale.Kind("engine", engine="mohex"), scale.Kind("model", 64)
+    assert costs == {frozenset((rollouts, mohex)): 3.0, frozenset((model, rollouts)): 0.1}
 
 
 def test_an_engines_rating_sits_where_its_results_put_it():

@@ -154,14 +154,14 @@ def test_an_unfixed_reference_near_the_newest_snapshot_counts_as_much_as_a_snaps
 # Seconds per game measured in a 30-minute 7x7 run (2026-12-03, this 2-core VM) with
 # rollouts up to @102400 on the ladder, before its first match of a snapshot against them.
 TIMED_7X7 = {
-    frozenset(("model @64",)): 0.22,
-    frozenset(("model @64", "rollouts @400")): 0.08,
-    frozenset(("model @64", "rollouts @1600")): 0.098,
-    frozenset(("rollouts @200", "rollouts @100")): 0.007,
-    frozenset(("rollouts @3200", "rollouts @1600")): 0.088,
-    frozenset(("rollouts @6400", "rollouts @3200")): 0.171,
-    frozenset(("rollouts @51200", "rollouts @200")): 1.164,
-    frozenset(("rollouts @102400", "rollouts @6400")): 2.906,
+    frozenset((scale.Kind("model", 64),)): 0.22,
+    frozenset((scale.Kind("model", 64), scale.Kind("rollouts", 400))): 0.08,
+    frozenset((scale.Kind("model", 64), scale.Kind("rollouts", 1600))): 0.098,
+    frozenset((scale.Kind("rollouts", 200), scale.Kind("rollouts", 100))): 0.007,
+    frozenset((scale.Kind("rollouts", 3200), scale.Kind("rollouts", 1600))): 0.088,
+    frozenset((scale.Kind("rollouts", 6400), scale.Kind("rollouts", 3200))): 0.171,
+    frozenset((scale.Kind("rollouts", 51200), scale.Kind("rollouts", 200))): 1.164,
+    frozenset((scale.Kind("rollouts", 102400), scale.Kind("rollouts", 6400))): 2.906,
 }
 
 

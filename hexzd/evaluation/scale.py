@@ -41,6 +41,7 @@ anchors the snapshots near even odds, where their games say the most.
 import statistics
 from dataclasses import dataclass, replace
 from itertools import combinations
+from typing import NamedTuple
 
 import numpy as np
 
@@ -94,10 +95,26 @@ def player(model_id: int | None, sims: int, engine: str | None = None) -> str:
     return f"rollouts @{sims}" if model_id is None else f"model {model_id} @{sims}"
 
 
-def kind(model_id: int | None, sims: int, engine: str | None = None) -> str:
+class Kind(NamedTuple):
     """A player's kind, for its cost: any network at `sims` costs about the same; a reference
-    or an engine is its own."""
-    return f"model @{sims}" if model_id is not None and engine is None else player(model_id, sims, engine)
+    or an engine is its own. what: "model", "rollouts", "engine" (named) or "perfect"."""
+
+    what: str
+    sims: int = 0
+    engine: str | None = None
+
+    @property
+    def rollouts(self) -> int | None:
+        """A rollout player's simulations, else None."""
+        return self.sims if self.what == "rollouts" else None
+
+
+def kind(model_id: int | None, sims: int, engine: str | None = None) -> Kind:
+    if engine == PERFECT:
+        return Kind("perfect")
+    if engine is not None:
+        return Kind("engine", engine=engine)
+    return Kind("rollouts" if model_id is None else "model", sims)
 
 
 def side(model_id: int | None, sims: int, engine: str | None = None) -> tuple:
@@ -132,7 +149,7 @@ def game_seconds(costs: dict[frozenset, float]):
     guess = statistics.median(costs.values()) if costs else DEFAULT_SECONDS
     per_sim: dict[int, float] = {}  # the larger side's simulations -> seconds per simulation of both
     for pair, seconds in costs.items():
-        sims = [_rollout_sims(k) for k in pair]
+        sims = [k.rollouts for k in pair]
         if len(sims) == 2 and all(sims):
             per_sim[max(sims)] = seconds / sum(sims)
 
@@ -140,11 +157,11 @@ def game_seconds(costs: dict[frozenset, float]):
         nearest = min(per_sim, key=lambda timed: abs(np.log(timed / sims)))
         return per_sim[nearest] * sims
 
-    share: dict[str, float] = {}
+    share: dict[Kind, float] = {}
     for pair, seconds in costs.items():
         for k in pair:
             other = next((o for o in pair if o != k), None)
-            rollouts = _rollout_sims(other) if other else None
+            rollouts = other.rollouts if other else None
             if other is None:
                 left = seconds / 2
             elif rollouts and per_sim:
@@ -154,7 +171,7 @@ def game_seconds(costs: dict[frozenset, float]):
             share[k] = min(share.get(k, left), left)
 
     def side_share(side: tuple) -> float | None:
-        sims = _rollout_sims(kind(*side))
+        sims = kind(*side).rollouts
         return rollout_share(sims) if sims and per_sim else share.get(kind(*side))
 
     def seconds(a: tuple, b: tuple) -> float:
@@ -165,13 +182,6 @@ def game_seconds(costs: dict[frozenset, float]):
         return guess if None in shares else sum(shares)
 
     return seconds
-
-
-def _rollout_sims(kind_name: str) -> int | None:
-    """The simulations of a rollout player's kind ("rollouts @N", as player names it), else None."""
-    prefix = player(None, 0).removesuffix("0")
-    rest = kind_name.removeprefix(prefix)
-    return int(rest) if rest != kind_name and rest.isdigit() else None
 
 
 @dataclass(frozen=True)
