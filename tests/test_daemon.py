@@ -1,7 +1,7 @@
 """The daemon end to end: real processes, real ZeroMQ sockets, a real state file.
 
-These are the daemon's acceptance tests. They run in CI: about seven minutes
-in all, most of it the five-minute run on the default config.
+These are the daemon's acceptance tests. They run in CI: about five minutes
+in all, most of it the three-minute run on the default config.
 """
 
 import json
@@ -32,14 +32,15 @@ def runs():
         run.cleanup()
 
 
-@pytest.mark.timeout(480)
-def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
-    run = runs(tmp_path, duration="5m").start()
-    assert run.process.wait(timeout=420) == 0
+@pytest.mark.timeout(360)
+def test_three_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
+    run = runs(tmp_path, duration="3m").start()
+    assert run.process.wait(timeout=300) == 0
     games, snapshots = run.count("games"), run.count("models")
     finished = run.count("duels", "result IS NOT NULL")
     promotions = run.count("promotions")
-    print(f"5 min on 5x5: {games} games, {snapshots} snapshots, {finished} duels, {promotions} promotions")
+    print(f"3 min on 5x5: {games} games, {snapshots} snapshots, {finished} duels, {promotions} promotions")
+    # 2026-12-03, this 2-core VM: 13,632 games, 9 snapshots, 30 duels, 3 promotions, CPU share 19.4%.
     assert games >= 500 and snapshots >= 3 and finished >= 1 and promotions >= 1
     assert run.query("PRAGMA integrity_check") == [("ok",)]
     # Self-play switched to the promoted network: later games name it.
@@ -71,7 +72,7 @@ def test_five_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path):
     # Evaluation keeps to its share of the machine (duel.cpu_share, 20%); the daemon measures it.
     shares = [v for (v,) in run.query("SELECT value FROM metrics WHERE source = 'duel' AND name = 'cpu_share'")]
     print(f"evaluation's CPU share: {sum(shares) / len(shares):.1%} on average, {max(shares):.1%} at most")
-    assert len(shares) >= 20 and sum(shares) / len(shares) <= 0.22
+    assert len(shares) >= 12 and sum(shares) / len(shares) <= 0.22
 
 
 @pytest.mark.slow  # a 100-second run: the default suite keeps CI within its 20 minutes
