@@ -1,5 +1,6 @@
 """The inference service: every request answered with its own rows, batched, and failures contained."""
 
+import os
 import threading
 import time
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hexzd.nn.inference import EagerEvaluator, sample_features
+from hexzd.nn.inference import EagerEvaluator, build, sample_features
 from hexzd.nn.net import NetSpec
 from hexzd.nn.service import InferenceService
 
@@ -107,3 +108,24 @@ def test_an_inline_evaluator_runs_in_the_submitting_thread_and_is_counted():
     service.close()
     assert inline.threads == [threading.get_ident()] * 2
     assert (service.served, service.batches) == (8, 2)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts the process's threads in /proc")
+@pytest.mark.parametrize("backend", ["cpu", "eager"])
+def test_the_service_thread_runs_the_network_on_the_process_s_torch_threads(backend):
+    """torch.set_num_threads holds only for the thread that calls it: a service thread once ran
+    an OpenMP thread per core, a second core next to the search's, whatever [device] threads said.
+    With one torch thread, evaluating starts no thread of the operating system's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        evaluator = build(model(3, n=5), backend, "fp32")
+        x = sample_features(5, 64, seed=1)
+        service = InferenceService([evaluator])
+        before = len(os.listdir("/proc/self/task"))
+        service.evaluate(x)
+        after = len(os.listdir("/proc/self/task"))
+        service.close()
+        assert after == before
+    finally:
+        torch.set_num_threads(threads)

@@ -203,6 +203,25 @@ def _check(features: np.ndarray, spec: NetSpec) -> np.ndarray:
     return np.ascontiguousarray(features, dtype=np.uint8)
 
 
+class _TorchThreads:
+    """torch's CPU threads as the building thread had them, set in whichever thread evaluates.
+
+    torch.set_num_threads holds for the thread that calls it: a thread started
+    later (the inference service's) runs an OpenMP thread per core whatever
+    torch.get_num_threads says there. On the 2-core VM, with [device]
+    threads = 1, a service thread ran a matrix product 1.9x as fast as the
+    main thread: on both cores, one of them the search thread's.
+    """
+
+    def __init__(self):
+        self.threads, self._here = torch.get_num_threads(), threading.local()
+
+    def __call__(self) -> None:
+        if getattr(self._here, "threads", None) != self.threads:
+            torch.set_num_threads(self.threads)
+            self._here.threads = self.threads
+
+
 class EagerEvaluator:
     """The model as it trains, in fp32: on the CPU, the reference for every other backend."""
 
@@ -211,8 +230,10 @@ class EagerEvaluator:
     def __init__(self, model: HexNet, device: str = "cpu"):
         self.model = copy.deepcopy(model).float().to(device).eval()
         self.spec, self.device, self.reason = model.spec, device, "asked for"
+        self._threads = _TorchThreads()
 
     def evaluate(self, features):
+        self._threads()
         codes = torch.from_numpy(_check(features, self.spec)).to(self.device)
         x = planes(codes, self.spec.board_size).contiguous()  # the layout the model trains in
         with torch.inference_mode(), _true_fp32():
@@ -239,8 +260,10 @@ class CpuEvaluator:
     def __init__(self, model: HexNet):
         self.model = fold_batch_norm(model).float().cpu().to(memory_format=torch.channels_last)
         self.spec, self.reason = model.spec, "asked for"
+        self._threads = _TorchThreads()
 
     def evaluate(self, features):
+        self._threads()
         x = planes(torch.from_numpy(_check(features, self.spec)), self.spec.board_size)  # channels_last already
         with torch.inference_mode():
             logits, values = self.model(x)
