@@ -319,7 +319,7 @@ def report(dbs, out, fmt):
 
     Reads the state files read-only, also while their daemons run. With several
     --db, each figure overlays the runs, one colour each, named by file."""
-    from hexzd.report import ReportError, write_report
+    from hexzd.studies.report import ReportError, write_report
 
     try:
         written, missing = write_report(dbs, out, fmt)
@@ -343,7 +343,7 @@ def sweep(sweep_file, dry_run):
     resume: runs done with the same config are skipped, the others restart on
     their state files. Ctrl-C stops the running runs gracefully; a second
     Ctrl-C stops them at once."""
-    from hexzd.sweep import all_done, load, run_sweep, summary
+    from hexzd.studies.sweep import all_done, load, run_sweep, summary
 
     try:
         plan = load(sweep_file)
@@ -406,8 +406,8 @@ def league(runs, db, as_json, **options):
     (--ladder). A state file that cannot be used is named with the reason
     and skipped. Ctrl-C stops cleanly (a second at once); the state files are
     only read, so their daemons may run."""
-    from hexzd.league import LeagueError, Settings, run_league, table
     from hexzd.store import StateFileError
+    from hexzd.studies.league import LeagueError, Settings, run_league, table
 
     settings = Settings(**{key: value for key, value in options.items() if value is not None})
     try:
@@ -649,7 +649,7 @@ def _perfect_table(report) -> str:
 
 def _budgets(ctx, param, values):
     """--budget STEP=SECONDS, repeatable: a step's time budget (tests)."""
-    from hexzd.doctor import STEPS
+    from hexzd.benchmarks.doctor import STEPS
 
     budgets = {}
     for value in values:
@@ -664,7 +664,7 @@ def _budgets(ctx, param, values):
 
 
 def _steps(ctx, param, values):
-    from hexzd.doctor import STEPS
+    from hexzd.benchmarks.doctor import STEPS
 
     steps = {s.strip() for value in values for s in value.split(",") if s.strip()}
     steps = {t for s in steps for t in (("bench-net", "bench-selfplay") if s == "bench" else (s,))}
@@ -692,7 +692,7 @@ def doctor(gpu, minutes, size, out, as_json, skip, budget, selfplay_bench):
     """Check this machine in one go (about 8 minutes with the defaults): the environment,
     the GPU tests, `bench net` and `bench selfplay` on every backend, and a short daemon
     run with GPU telemetry and the tuner; then one summary. Exits 1 if any step failed."""
-    from hexzd import doctor as dr
+    from hexzd.benchmarks import doctor as dr
 
     try:
         summary = dr.run(

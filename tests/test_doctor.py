@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hexzd import doctor
+from hexzd.benchmarks import doctor
 from hexzd.cli import main
 
 

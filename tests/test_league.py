@@ -17,9 +17,9 @@ from hexzd import store
 from hexzd.cli import main
 from hexzd.evaluation import scale
 from hexzd.evaluation.scale import Pairing
-from hexzd.league import League, LeagueError, Settings, run_league
 from hexzd.store import ladder
-from hexzd.store import league as db
+from hexzd.store import league_file as db
+from hexzd.studies.league import League, LeagueError, Settings, run_league
 
 N = 4
 # A league of seconds, with no kept ladder unless a test gives it one.

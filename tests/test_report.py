@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 from daemon_run import QUICK, DaemonRun
 
-from hexzd import report, store
+from hexzd import store
 from hexzd.cli import main
+from hexzd.studies import report
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 
@@ -210,7 +211,7 @@ def test_precision_follows_each_snapshots_interval_after_its_promotion():
     """One snapshot, promoted at t = 1000, plays even against the anchor (rollouts @100)
     one game a second. Its half-width at the end is the closed form of a one-parameter
     logistic fit, 1.96 * (400 / ln 10) / sqrt(n / 4), within 3% (the prior adds 2 games)."""
-    from hexzd.report import precision
+    from hexzd.studies.report import precision
 
     # Each game a pair of its own, never completed: independent trials at the model's variance.
     timed = [(1000.0 + i, 1, 64, None, 100, i % 2, None, 1, i) for i in range(1, 241)]

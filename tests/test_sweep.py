@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hexzd import config
-from hexzd.sweep import MANIFEST, Manifest, load, read_manifest, run_sweep
+from hexzd.studies.sweep import MANIFEST, Manifest, load, read_manifest, run_sweep
 
 # A 3x3 board, a tiny network and no rating matches: a run of 30 games is over in seconds.
 TINY = """

@@ -1,4 +1,4 @@
 """The daemon and its workers: processes, messages, the run directory, control.
 
-The top of the house: only the CLI, the dashboard and `hexzd sweep` import it.
+The top of the house: only the CLI, the dashboard and the studies (`hexzd sweep`) import it.
 """

@@ -205,7 +205,7 @@ class StateFileError(RuntimeError):
 def migrate(connection: sqlite3.Connection, path="state file", migrations=MIGRATIONS) -> int:
     """Brings a file up to the last version, one migration per transaction; returns the old version.
 
-    migrations: the state file's by default; the league file (hexzd.store.league) has its own."""
+    migrations: the state file's by default; the league file (hexzd.store.league_file) has its own."""
     version, newest = connection.execute("PRAGMA user_version").fetchone()[0], len(migrations)
     if version > newest:
         raise StateFileError(f"{path} has schema version {version}, newer than this hexzd's {newest}: upgrade hexzd")

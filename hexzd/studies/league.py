@@ -9,7 +9,7 @@ Every snapshot counts alike (none is "the newest"), and all play at
 `sims` simulations with the default search settings, whatever their runs
 used.
 
-The league file (hexzd.store.league) keeps every game, so a rerun resumes:
+The league file (hexzd.store.league_file) keeps every game, so a rerun resumes:
 it checks again each run it has and each run given, adds the snapshots
 promoted since, and plays on from the games it has. A state file it cannot
 use (missing, not SQLite, corrupt, a newer schema, another board size, no
@@ -45,7 +45,7 @@ from hexzd.evaluation.openings import Openings, opening, pairing_seed
 from hexzd.evaluation.throttle import Throttle
 from hexzd.nn.snapshot import Snapshot
 from hexzd.store import ladder, reads
-from hexzd.store import league as db
+from hexzd.store import league_file as db
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SLEEP_SLICE = 0.2  # seconds: a throttled wait notices a stop within this
