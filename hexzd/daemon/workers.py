@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from dataclasses import replace
-from types import SimpleNamespace
 
 import zmq
 
@@ -251,6 +250,14 @@ def trainer(link: Link, db, seed: int) -> None:
 
 
 def duel(link: Link, db, seed: int) -> None:
+    """Plays the duels the daemon writes into the `duels` table (see DuelWorker)."""
+    from hexzd.evaluation.duel import warm
+
+    warm(link.config.game.board_size, link.config.game.swap)
+    DuelWorker(link, db, seed).run()
+
+
+class DuelWorker:
     """Plays the duels the daemon writes into the `duels` table.
 
     The table is the queue: the daemon inserts a row, this worker finds it
@@ -262,68 +269,97 @@ def duel(link: Link, db, seed: int) -> None:
     CPU, ratings.share), and the measurement then goes on with its games in
     flight, none abandoned.
     """
-    from hexzd.evaluation.duel import play_duel, warm
-    from hexzd.evaluation.engines import children_cpu_seconds
 
-    warm(link.config.game.board_size, link.config.game.swap)
-    judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
-    # Duels whose end is sent, perhaps not yet stored. Replaying one from the games stored
-    # so far would play pairs past its end, and the daemon, reading the pairing's history
-    # for the next duel before those land, would hand the same openings out again.
-    ended: set[int] = set()
-    throttle = Throttle()
-    # CPU-seconds: the promotions played inside measurements (rating matches, perfect-play
-    # checks), all told; the perfect-play checks' own (the state file has only the duels');
-    # the measurement under way's start, and the promotions' total then. And when the
-    # measurement last looked for a waiting promotion.
-    spent = SimpleNamespace(inner=0.0, checks=0.0, start=0.0, inner_at_start=0.0, looked=0.0)
+    def __init__(self, link: Link, db, seed: int):
+        self.link, self.db, self.seed = link, db, seed
+        self.judged: set[int] = set()  # models whose results are sent, perhaps not yet stored
+        # Duels whose end is sent, perhaps not yet stored. Replaying one from the games stored
+        # so far would play pairs past its end, and the daemon, reading the pairing's history
+        # for the next duel before those land, would hand the same openings out again.
+        self.ended: set[int] = set()
+        self.throttle = Throttle()
+        # CPU-seconds: the promotions played inside measurements (rating matches, perfect-play
+        # checks), all told; the perfect-play checks' own (the state file has only the duels');
+        # the measurement under way's start, and the promotions' total then. And when the
+        # measurement last looked for a waiting promotion.
+        self.inner = self.checks = self.start = self.inner_at_start = self.looked = 0.0
 
-    def cpu() -> float:  # an outside engine's CPU time counts too, once play_duel has closed its process
+    def run(self) -> None:
+        link = self.link
+        while not link.stopping:
+            link.poll()
+            if link.paused:
+                link.wait(1.0)
+                continue
+            self.measuring()
+            checked = judge_against_perfect_play(link, self.db, self.judged, self.yield_to_promotion)
+            self.checks += self.measured()
+            if checked:
+                continue  # 1 to 14 CPU-seconds per promotion on 5x5, so promotions go inside it
+            with store.read_only(self.db) as connection:
+                duel_id = store.next_duel(connection)
+                kind = store.duel(connection, duel_id)[0] if duel_id is not None else None
+            if duel_id is None or duel_id in self.ended:
+                link.wait(DUEL_POLL if duel_id is None else ENDED_POLL)
+                continue
+            self.measuring()
+            self.play(duel_id, self.yield_to_promotion if kind == "rating" else self.should_stop)
+
+    @staticmethod
+    def cpu() -> float:
+        """This process's CPU time; an outside engine's counts too, once play_duel has closed its process."""
+        from hexzd.evaluation.engines import children_cpu_seconds
+
         return time.process_time() + children_cpu_seconds()
 
-    def should_stop() -> bool:  # polled once a move, so that a stop or a dead daemon ends a duel at once
-        link.poll()
-        link.wait(throttle.wait(link.config.duel.cpu_share))
-        return link.stopping
+    def should_stop(self) -> bool:
+        """Polled once a move, so that a stop or a dead daemon ends a duel at once."""
+        self.link.poll()
+        self.link.wait(self.throttle.wait(self.link.config.duel.cpu_share))
+        return self.link.stopping
 
-    def measuring() -> None:
-        spent.start, spent.inner_at_start = cpu(), spent.inner
+    def measuring(self) -> None:
+        self.start, self.inner_at_start = self.cpu(), self.inner
 
-    def measured() -> float:
+    def measured(self) -> float:
         """The measurement under way's CPU-seconds so far, less the promotions inside it."""
-        return cpu() - spent.start - (spent.inner - spent.inner_at_start)
+        return self.cpu() - self.start - (self.inner - self.inner_at_start)
 
-    def yield_to_promotion() -> bool:
+    def yield_to_promotion(self) -> bool:
         """A measurement's poll, where a waiting promotion duel is played unless
         measurements are owed CPU time (ratings.share): the perfect-play checks and the
         measurement under way count as rating matches."""
-        if should_stop() or time.monotonic() - spent.looked < PROMOTION_LOOK:
+        link = self.link
+        if self.should_stop() or time.monotonic() - self.looked < PROMOTION_LOOK:
             return link.stopping
-        spent.looked = time.monotonic()
-        with store.read_only(db) as connection:
+        self.looked = time.monotonic()
+        with store.read_only(self.db) as connection:
             promotion = store.next_duel(connection, promotions_only=True)
-            if promotion is None or promotion in ended:
+            if promotion is None or promotion in self.ended:
                 return link.stopping
             finished = store.evaluation_seconds(connection)
-        if not ratings_due(finished, link.config.ratings.share, spent.checks + measured()):
-            spent.inner += play(promotion, should_stop)
+        if not ratings_due(finished, link.config.ratings.share, self.checks + self.measured()):
+            self.inner += self.play(promotion, self.should_stop)
         return link.stopping
 
-    def play(duel_id: int, stop) -> float:
+    def play(self, duel_id: int, stop) -> float:
         """Plays duel `duel_id` to its end, which it sends, or until stop(); returns its CPU-seconds.
 
         CPU time, not wall: the throttle's waits cost nothing. A promotion played inside
         a rating match counts as its own, not the match's.
         """
+        from hexzd.evaluation.duel import play_duel
+
+        link = self.link
 
         def on_game(pair, moves, winner, colour):
             link.send(m.DuelGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
 
-        started, inner = cpu(), spent.inner
-        end = play_duel(db, duel_id, link.config, seed, on_game, stop, RunDir.of(db).path)
-        own = cpu() - started - (spent.inner - inner)
+        started, inner = self.cpu(), self.inner
+        end = play_duel(self.db, duel_id, link.config, self.seed, on_game, stop, RunDir.of(self.db).path)
+        own = self.cpu() - started - (self.inner - inner)
         if end is not None:
-            ended.add(duel_id)
+            self.ended.add(duel_id)
             link.send(
                 m.DuelEnd(
                     duel_id=duel_id,
@@ -336,25 +372,6 @@ def duel(link: Link, db, seed: int) -> None:
                 )
             )
         return own
-
-    while not link.stopping:
-        link.poll()
-        if link.paused:
-            link.wait(1.0)
-            continue
-        measuring()
-        checked = judge_against_perfect_play(link, db, judged, yield_to_promotion)
-        spent.checks += measured()
-        if checked:
-            continue  # 1 to 14 CPU-seconds per promotion on 5x5, so promotions go inside it
-        with store.read_only(db) as connection:
-            duel_id = store.next_duel(connection)
-            kind = store.duel(connection, duel_id)[0] if duel_id is not None else None
-        if duel_id is None or duel_id in ended:
-            link.wait(DUEL_POLL if duel_id is None else ENDED_POLL)
-            continue
-        measuring()
-        play(duel_id, yield_to_promotion if kind == "rating" else should_stop)
 
 
 def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) -> bool:
