@@ -12,19 +12,21 @@ import re
 import shlex
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+from pydantic_core import core_schema
 
 
 def live(default, description: str, **kw):
@@ -37,19 +39,37 @@ def fixed(default, description: str, **kw):
     return Field(default, description=description, json_schema_extra={"live": False}, **kw)
 
 
-def AutoInt(low: int, high: int | None = None):  # noqa: N802 (a type, as used)
-    """An integer from low to high, or "auto": a size that follows the board (Config resolves it)."""
+def is_live(info: FieldInfo) -> bool:
+    """Whether a key declared with live() or fixed() is live."""
+    return isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("live") is True
 
-    def check(value):
+
+@dataclass(frozen=True)
+class AutoInt:
+    """An integer from low to high, or "auto": a size that follows the board (Config resolves it).
+
+    Used as `Annotated[Auto, AutoInt(1, 64)]`: a bound of its own, so that the
+    reference pages and the validation read the same numbers."""
+
+    low: int
+    high: int | None = None
+
+    def check(self, value):
         if value == "auto":
             return value
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError('should be an integer or "auto"')
-        if value < low or (high is not None and value > high):
-            raise ValueError(f"should be from {low} to {high}" if high else f"should be at least {low}")
+        if value < self.low or (self.high is not None and value > self.high):
+            raise ValueError(
+                f"should be from {self.low} to {self.high}" if self.high else f"should be at least {self.low}"
+            )
         return value
 
-    return Annotated[int | Literal["auto"], PlainValidator(check)]
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.no_info_plain_validator_function(self.check)
+
+
+Auto = int | Literal["auto"]
 
 
 class Section(BaseModel):
@@ -213,10 +233,10 @@ class DaemonConfig(Section):
 class ModelConfig(Section):
     """[model]: the network's shape, fixed for the run."""
 
-    blocks: AutoInt(1, 64) = fixed(
+    blocks: Annotated[Auto, AutoInt(1, 64)] = fixed(
         "auto", "residual blocks; auto: max(4, ceil((n - 2) / 2)), so features span the board: 4 to 10x10, 9 at 19x19"
     )
-    channels: AutoInt(4, 1024) = fixed(
+    channels: Annotated[Auto, AutoInt(4, 1024)] = fixed(
         "auto", "channels per convolution; auto: max(32, 16 * ceil(2n / 7)): 32 to 7x7, 48 at 9x9, 96 at 19x19"
     )
 
@@ -273,7 +293,7 @@ class TrainConfig(Section):
     momentum: float = live(0.9, "sgd momentum, or adamw's beta1", ge=0, lt=1)
     weight_decay: float = live(1e-4, "decay of conv and linear weights (decoupled for adamw)", ge=0)
     value_weight: float = live(1.0, "weight of the value MSE against the policy cross-entropy", ge=0)
-    window: AutoInt(1) = live(
+    window: Annotated[Auto, AutoInt(1)] = live(
         "auto", "positions in the sliding replay window; auto: max(100_000, 2_000 * n * n): 162_000 at 9x9"
     )
     min_positions: int = live(2_000, "positions in the window before the first step", ge=1)
@@ -339,6 +359,11 @@ def _resolved(section: BaseModel, sizes: dict[str, int]) -> dict[str, int]:
     return {key: value for key, value in sizes.items() if getattr(section, key) == "auto"}
 
 
+def sections() -> list[tuple[str, type[Section]]]:
+    """The config's sections in file order, each with its model: ("game", GameConfig), ..."""
+    return [(name, cast(type[Section], field.annotation)) for name, field in Config.model_fields.items()]
+
+
 def stored(text: str) -> Config:
     """The config a state file was made with (`meta.config`, JSON), as this version reads it.
 
@@ -350,11 +375,10 @@ def stored(text: str) -> Config:
     """
     data = json.loads(text)
     known = {}
-    for section, field in Config.model_fields.items():
+    for section, model in sections():
         values = data.get(section)
         if isinstance(values, dict):
-            keys = field.annotation.model_fields
-            known[section] = {k: v for k, v in values.items() if k in keys}
+            known[section] = {k: v for k, v in values.items() if k in model.model_fields}
     return Config.model_validate(known)
 
 
@@ -405,7 +429,7 @@ def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> st
     for section in Config.model_fields:
         before, after = getattr(old, section), getattr(new, section)
         for key, info in type(before).model_fields.items():
-            if not info.json_schema_extra["live"] and getattr(before, key) != getattr(after, key):
+            if not is_live(info) and getattr(before, key) != getattr(after, key):
                 was, now = getattr(before, key), getattr(after, key)
                 message = f"fixed for this run at {was!r}, not {now!r}: set it to {was!r}, or start a new state file"
                 return str(refusal(path, line_of(text, (section, key)), (section, key), message))
@@ -466,11 +490,10 @@ def default_toml() -> str:
         "# fixed: set when a state file is created and kept for its life.",
         "",
     ]
-    for section, field in Config.model_fields.items():
-        model = field.annotation
-        lines.append(f"[{section}]  # {model.__doc__.split(':', 1)[1].strip()}")
+    for section, model in sections():
+        lines.append(f"[{section}]  # {(model.__doc__ or ':').split(':', 1)[1].strip()}")
         for key, info in model.model_fields.items():
-            kind = "live" if info.json_schema_extra["live"] else "fixed"
+            kind = "live" if is_live(info) else "fixed"
             setting = f"{key} = {_toml_value(info.default)}"
             lines.append(f"{setting:<28} # {kind}: {info.description}")
         lines.append("")

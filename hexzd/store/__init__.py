@@ -14,6 +14,7 @@ Every SQL statement of hexzd is in this package:
 
 import sqlite3
 from pathlib import Path
+from typing import Literal
 
 import aiosqlite
 
@@ -56,7 +57,7 @@ def read_only(path, timeout: float = 10.0) -> sqlite3.Connection:
 class ReadOnly(sqlite3.Connection):
     """A connection that `with` closes."""
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> Literal[False]:
         self.close()
         return False
 

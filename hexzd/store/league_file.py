@@ -302,7 +302,8 @@ def add_kept(connection, games, references: list[int], at: float) -> int:
     A game the league already has, with the same players, moves and colours, is dropped: it
     would be the same trial twice. Pairs keep their numbers, so a pair split across runs never joins."""
     copied = set(connection.execute("SELECT kept_from, kept_duel FROM matches WHERE kept_from IS NOT NULL"))
-    players, duels = set(references), {}
+    players = set(references)
+    duels: dict[tuple, list[tuple]] = {}
     for run, duel, pair, sims, opponent_sims, engine, colour, winner, moves, played_at in games:
         if (run, duel) not in copied and not engine and {sims, opponent_sims} <= players:
             duels.setdefault((run, duel, sims, opponent_sims), []).append((pair, moves, winner, colour, played_at))

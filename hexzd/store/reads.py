@@ -236,7 +236,8 @@ def samples_after(connection, name: str, after: float, limit: int) -> list[tuple
 
 def _gpu_names(connection) -> list[str]:
     """Distinct metric names starting gpu_, one index seek each (the table grows for the whole run)."""
-    names, last = [], "gpu_"
+    names: list[str] = []
+    last = "gpu_"
     while True:
         row = connection.execute("SELECT MIN(name) FROM metrics WHERE name > ? AND name < 'gpu`'", (last,)).fetchone()
         if row[0] is None:

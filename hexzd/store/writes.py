@@ -142,7 +142,7 @@ class Writer:
                 s.checkpoint,
             ),
         )
-        model_id = cursor.lastrowid
+        model_id = _row_id(cursor)
         # Only the newest checkpoint is needed to resume; older ones would only bloat the file.
         await self.connection.execute(
             "UPDATE models SET checkpoint = NULL WHERE id < ? AND checkpoint IS NOT NULL", (model_id,)
@@ -223,7 +223,7 @@ class Writer:
             " opponent_engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, at, opponent_engine),
         )
-        return cursor.lastrowid
+        return _row_id(cursor)
 
     # -- ratings -----------------------------------------------------------------------
 
@@ -353,3 +353,9 @@ class Writer:
             " AND id NOT IN (SELECT candidate_id FROM duels WHERE result IS NULL AND candidate_id IS NOT NULL)",
             (snapshot_every,),
         )
+
+
+def _row_id(cursor) -> int:
+    """The id of the row an INSERT just made (sqlite3 types it Optional: None only before any INSERT)."""
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
