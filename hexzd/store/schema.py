@@ -2,125 +2,154 @@
 
 The schema is versioned with `PRAGMA user_version`. MIGRATIONS[k] takes a
 file from version k to k + 1; a file newer than this code is refused.
-The README's "Querying the state file" documents every table and column.
+The SQL comments in MIGRATIONS describe every table, column and view;
+docs/reference.py turns them into docs/reference/state.md.
 """
 
 import sqlite3
 
 MIGRATIONS = [
-    # 0 -> 1: the first schema.
+    # 0 -> 1: the first schema. The SQL comments describe each table, column and view:
+    # SQLite keeps them in sqlite_master, and docs/reference.py writes the state file's
+    # reference page from a fresh file's (a comment on a `CREATE TABLE t (` line is the
+    # table's; a comment after a column, the column's; one after a view's AS, the view's).
+    # Columns added by ALTER TABLE carry theirs as /* ... */ before the semicolon.
     """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-
-    CREATE TABLE models (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        parent_id INTEGER REFERENCES models(id),
-        created_at REAL NOT NULL,
-        train_step INTEGER NOT NULL,
-        positions_seen INTEGER NOT NULL,
-        samples_trained INTEGER NOT NULL,
-        params INTEGER NOT NULL,
-        flops_per_eval INTEGER NOT NULL,
-        selfplay_flops REAL NOT NULL,
-        train_flops REAL NOT NULL,
-        wall_seconds REAL NOT NULL,
-        accel_seconds REAL NOT NULL,
-        positions_generated INTEGER NOT NULL,
-        promoted_at REAL,
-        rating REAL, rating_lo REAL, rating_hi REAL,
-        weights BLOB,
-        checkpoint BLOB
+    CREATE TABLE meta (  -- the run's fixed facts and counters, one value a key
+        key TEXT PRIMARY KEY,  -- `config` (the run's fixed config: the config the file was made with, JSON),
+                               -- `counter.*` (the run's counters: games, positions, evals, selfplay_flops,
+                               -- train_flops, accel_seconds, wall_seconds, train_step, cpu_seconds), and `run`
+                               -- (its id in the kept ladder, schema 7)
+        value TEXT NOT NULL  -- the key's value, as text
     );
 
-    CREATE TABLE games (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        model_id INTEGER REFERENCES models(id),
-        created_at REAL NOT NULL,
-        board_size INTEGER NOT NULL,
-        sims INTEGER NOT NULL,
-        moves TEXT NOT NULL,
-        winner INTEGER NOT NULL CHECK (winner IN (1, 2)),
-        length INTEGER NOT NULL,
-        policy BLOB NOT NULL,
-        evals INTEGER NOT NULL,
-        worker TEXT NOT NULL
+    CREATE TABLE models (  -- one row per snapshot the trainer sent
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- snapshot id, in order of creation, never reused
+        parent_id INTEGER REFERENCES models(id),  -- the snapshot before it
+        created_at REAL NOT NULL,  -- when the daemon stored it
+        train_step INTEGER NOT NULL,  -- optimizer steps so far
+        positions_seen INTEGER NOT NULL,  -- self-play positions the trainer had read
+        samples_trained INTEGER NOT NULL,  -- positions trained on (with repeats)
+        params INTEGER NOT NULL,  -- trainable parameters of the network
+        flops_per_eval INTEGER NOT NULL,  -- FLOPs of one evaluation, counted from the network's real layers
+        selfplay_flops REAL NOT NULL,  -- self-play compute spent by the run up to this snapshot
+        train_flops REAL NOT NULL,  -- training compute spent by the run up to this snapshot
+        wall_seconds REAL NOT NULL,  -- run time so far
+        accel_seconds REAL NOT NULL,  -- time spent in inference and training steps so far
+        positions_generated INTEGER NOT NULL,  -- self-play positions produced by the run so far
+        promoted_at REAL,  -- when it became the best, or NULL
+        rating REAL,  -- Elo, from its player with most games (NULL: not rated)
+        rating_lo REAL,  -- lower end of the rating's 95% interval
+        rating_hi REAL,  -- upper end of the rating's 95% interval
+        weights BLOB,  -- the network (`hexzd.nn.snapshot.Snapshot` bytes); NULL once pruned
+        checkpoint BLOB  -- weights with optimizer state; kept for the newest snapshot only
+    );
+
+    CREATE TABLE games (  -- one row per finished self-play game
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- self-play game, in order of arrival
+        model_id INTEGER REFERENCES models(id),  -- the network that played it; NULL for random-rollout MCTS
+        created_at REAL NOT NULL,  -- when the daemon stored it
+        board_size INTEGER NOT NULL,  -- board side n
+        sims INTEGER NOT NULL,  -- simulations per move
+        moves TEXT NOT NULL,  -- the moves in trmph form, `a1b2c3`
+        winner INTEGER NOT NULL CHECK (winner IN (1, 2)),  -- 1 Black, 2 White
+        length INTEGER NOT NULL,  -- number of moves
+        policy BLOB NOT NULL,  -- zlib'd float16 visit distributions, one row of n*n + 1 per move
+                               -- (`hexzd.game.records.decode_policy`)
+        evals INTEGER NOT NULL,  -- network evaluations spent on it
+        worker TEXT NOT NULL  -- the self-play worker that played it
     );
     CREATE INDEX games_created ON games(created_at);
 
-    CREATE TABLE duels (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL CHECK (kind IN ('promotion', 'rating')),
-        candidate_id INTEGER REFERENCES models(id),
-        opponent_id INTEGER REFERENCES models(id),
-        sims INTEGER NOT NULL,
-        opponent_sims INTEGER NOT NULL,
-        pairs INTEGER,
-        started_at REAL NOT NULL,
-        finished_at REAL,
-        wins INTEGER NOT NULL DEFAULT 0,
-        losses INTEGER NOT NULL DEFAULT 0,
-        llr REAL,
-        result TEXT CHECK (result IN ('accepted', 'rejected', 'played'))
+    CREATE TABLE duels (  -- promotion duels (SPRT) and rating matches (fixed pairs)
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- duel id, in order of creation
+        kind TEXT NOT NULL CHECK (kind IN ('promotion', 'rating')),  -- `promotion` (SPRT) or `rating` (fixed pairs)
+        candidate_id INTEGER REFERENCES models(id),  -- the candidate (NULL: rollout MCTS)
+        opponent_id INTEGER REFERENCES models(id),  -- the opponent (NULL: rollout MCTS, perfect play or an engine)
+        sims INTEGER NOT NULL,  -- the candidate's simulations per move
+        opponent_sims INTEGER NOT NULL,  -- the opponent's simulations per move (0 for perfect play and engines)
+        pairs INTEGER,  -- pairs to play (rating matches)
+        started_at REAL NOT NULL,  -- when it was opened
+        finished_at REAL,  -- when it ended; NULL while running
+        wins INTEGER NOT NULL DEFAULT 0,  -- the candidate's won games over the decided pairs
+        losses INTEGER NOT NULL DEFAULT 0,  -- the candidate's lost games over the decided pairs
+        llr REAL,  -- the SPRT's log-likelihood ratio (promotion duels)
+        result TEXT CHECK (result IN ('accepted', 'rejected', 'played'))  -- `accepted`, `rejected`, `played`,
+                                                                          -- or NULL while running
     );
 
-    CREATE TABLE ratings (
-        player TEXT PRIMARY KEY,
-        model_id INTEGER REFERENCES models(id),
-        sims INTEGER NOT NULL,
-        rating REAL NOT NULL,
-        rating_lo REAL NOT NULL,
-        rating_hi REAL NOT NULL,
-        games INTEGER NOT NULL,
-        anchor INTEGER NOT NULL,
-        updated_at REAL NOT NULL
+    CREATE TABLE ratings (  -- the latest rating fit: one row per player
+        player TEXT PRIMARY KEY,  -- the player: `model 12 @64`, `rollouts @1000`, `perfect` or `engine mohex`
+        model_id INTEGER REFERENCES models(id),  -- its snapshot; NULL for rollouts, perfect play and engines
+        sims INTEGER NOT NULL,  -- its simulations per move (0 for perfect play and engines)
+        rating REAL NOT NULL,  -- Elo, rollouts at the first reference's simulations at 0
+        rating_lo REAL NOT NULL,  -- lower end of the 95% interval
+        rating_hi REAL NOT NULL,  -- upper end of the 95% interval
+        games INTEGER NOT NULL,  -- rated games it played
+        anchor INTEGER NOT NULL,  -- 1 for the 0-Elo anchor
+        updated_at REAL NOT NULL  -- when the fit that wrote the row ran
     );
 
-    CREATE TABLE duel_games (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        duel_id INTEGER NOT NULL REFERENCES duels(id),
-        pair INTEGER NOT NULL,
-        moves TEXT NOT NULL,
-        winner INTEGER NOT NULL CHECK (winner IN (1, 2)),
-        candidate_colour INTEGER NOT NULL CHECK (candidate_colour IN (1, 2)),
-        created_at REAL NOT NULL,
+    CREATE TABLE duel_games (  -- every game of every duel and rating match
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- game id, in order of arrival
+        duel_id INTEGER NOT NULL REFERENCES duels(id),  -- the duel
+        pair INTEGER NOT NULL,  -- the opening pair the game belongs to
+        moves TEXT NOT NULL,  -- the moves in trmph form
+        winner INTEGER NOT NULL CHECK (winner IN (1, 2)),  -- 1 Black, 2 White
+        candidate_colour INTEGER NOT NULL CHECK (candidate_colour IN (1, 2)),  -- the candidate's colour:
+                                                                               -- 1 Black, 2 White
+        created_at REAL NOT NULL,  -- when the daemon stored it
         UNIQUE (duel_id, pair, candidate_colour)
     );
 
-    CREATE TABLE promotions (
-        model_id INTEGER PRIMARY KEY REFERENCES models(id),
-        at REAL NOT NULL,
-        duel_id INTEGER REFERENCES duels(id),
-        score REAL
+    CREATE TABLE promotions (  -- each promotion, and the duel that decided it
+        model_id INTEGER PRIMARY KEY REFERENCES models(id),  -- the promoted snapshot
+        at REAL NOT NULL,  -- when it was promoted
+        duel_id INTEGER REFERENCES duels(id),  -- the duel that decided it
+        score REAL  -- the candidate's score in that duel
     );
 
-    CREATE TABLE metrics (at REAL NOT NULL, source TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL);
+    CREATE TABLE metrics (  -- time series, for the dashboard and for queries
+        at REAL NOT NULL,  -- when the sample was taken
+        source TEXT NOT NULL,  -- who measured it: `daemon`, `trainer`, or the worker (`cpu_share`)
+        name TEXT NOT NULL,  -- `games_per_s`, `positions_per_s`, `train_step_per_s` (daemon); `policy_loss`,
+                             -- `value_loss`, `lr`, `window` (trainer); `cpu_share` (each worker's share of the
+                             -- machine's cores over the last tick)
+        value REAL NOT NULL  -- the sample
+    );
     CREATE INDEX metrics_name_at ON metrics(name, at);
 
-    CREATE TABLE tuning (at REAL NOT NULL, knob TEXT NOT NULL, old REAL, new REAL, reason TEXT NOT NULL);
-
-    CREATE TABLE config_history (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        text TEXT NOT NULL,
-        accepted INTEGER NOT NULL,
-        error TEXT
+    CREATE TABLE tuning (  -- the auto-tuner's decisions
+        at REAL NOT NULL,  -- when it decided
+        knob TEXT NOT NULL,  -- what it moved: `sims` or `batch`
+        old REAL,  -- the value before
+        new REAL,  -- the value after
+        reason TEXT NOT NULL  -- why
     );
 
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        level TEXT NOT NULL,
-        source TEXT NOT NULL,
-        message TEXT NOT NULL
+    CREATE TABLE config_history (  -- every version of config.toml the daemon read
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- in order of reading
+        at REAL NOT NULL,  -- when the daemon read it
+        text TEXT NOT NULL,  -- the file's text
+        accepted INTEGER NOT NULL,  -- 1 if applied, 0 if refused
+        error TEXT  -- why it was refused (`config.toml:LINE: section.key: message`)
     );
 
-    CREATE VIEW throughput_hourly AS
+    CREATE TABLE events (  -- starts, stops, restarts, promotions, refusals, dropped messages
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- in order of arrival
+        at REAL NOT NULL,  -- when it happened
+        level TEXT NOT NULL,  -- `debug`, `info`, `warning` or `error`
+        source TEXT NOT NULL,  -- the daemon, a worker or a part of the daemon (`tuner`, `ratings`, ...)
+        message TEXT NOT NULL  -- what happened
+    );
+
+    CREATE VIEW throughput_hourly AS  -- self-play games, positions and network evaluations per hour
         SELECT CAST(created_at / 3600 AS INTEGER) * 3600 AS hour,
                COUNT(*) AS games, SUM(length) AS positions, SUM(evals) AS evals,
                SUM(length) / 3600.0 AS positions_per_second
         FROM games GROUP BY hour ORDER BY hour;
 
-    CREATE VIEW promotion_history AS
+    CREATE VIEW promotion_history AS  -- each promotion with its duel and the model it replaced
         SELECT p.model_id, p.at, p.duel_id, p.score, d.opponent_id AS replaced,
                d.wins, d.losses, d.llr, m.train_step, m.positions_seen
         FROM promotions p JOIN models m ON m.id = p.model_id
@@ -134,7 +163,8 @@ MIGRATIONS = [
                promoted_at IS NOT NULL AS promoted
         FROM models WHERE rating IS NOT NULL ORDER BY total_flops;
 
-    CREATE VIEW pareto_front AS
+    CREATE VIEW pareto_front AS  -- the rated snapshots stronger than every cheaper one (`best_before`: the
+                                 -- best rating at less compute)
         SELECT * FROM (
             SELECT *, MAX(rating) OVER (ORDER BY total_flops
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS best_before
@@ -143,23 +173,26 @@ MIGRATIONS = [
     """,
     # 1 -> 2: each promoted model's play against perfect play, on boards small enough to solve.
     """
-    CREATE TABLE perfect_play (
-        model_id INTEGER NOT NULL REFERENCES models(id),
-        sims INTEGER NOT NULL,
-        at REAL NOT NULL,
-        seed INTEGER NOT NULL,
-        positions INTEGER NOT NULL,
-        won INTEGER NOT NULL,
-        kept INTEGER NOT NULL,
-        converted INTEGER NOT NULL,
-        value_sign REAL,
+    CREATE TABLE perfect_play (  -- promoted models against perfect play (boards up to 5x5, no swap)
+        model_id INTEGER NOT NULL REFERENCES models(id),  -- the promoted model
+        sims INTEGER NOT NULL,  -- its simulations per move: 0 (the raw policy) and the duels'
+        at REAL NOT NULL,  -- when it was measured
+        seed INTEGER NOT NULL,  -- the seed of the test positions
+        positions INTEGER NOT NULL,  -- test positions (the same for every model of the run)
+        won INTEGER NOT NULL,  -- positions won for the player to move
+        kept INTEGER NOT NULL,  -- won positions where the model's move keeps the win
+        converted INTEGER NOT NULL,  -- won positions where it wins the game against perfect defence
+        value_sign REAL,  -- share of positions where the raw value's sign is right
         PRIMARY KEY (model_id, sims)
     );
     """,
     # 2 -> 3: whether each rating means something. A rating whose 95% interval is
     # wider than +-150 Elo (about 20 games against an even opponent) is "too few games".
     """
-    CREATE VIEW rating_status AS
+    CREATE VIEW rating_status AS  -- each rating with its interval's `half_width` and a `status`: `anchor`,
+                                  -- `rated`, or `too few games` where the 95% interval is wider than +-150 Elo
+                                  -- (about 20 games against an even opponent; `hexzd ratings` prints that
+                                  -- instead of a number)
         SELECT player, model_id, sims, rating, rating_lo, rating_hi, games, anchor,
                (rating_hi - rating_lo) / 2 AS half_width,
                CASE WHEN anchor THEN 'anchor'
@@ -169,19 +202,24 @@ MIGRATIONS = [
     """,
     # 3 -> 4: the CPU time each duel took, so that matchmaking knows what a match costs.
     """
-    ALTER TABLE duels ADD COLUMN cpu_seconds REAL;
+    ALTER TABLE duels ADD COLUMN cpu_seconds REAL /* the duel worker's CPU time on it (the session that
+        finished it), an outside engine's included; matchmaking's cost measure */;
     """,
     # 4 -> 5: outside HTP engines ([ratings] engines) as rating opponents: the engine's
     # name, with opponent_id NULL and opponent_sims 0.
     """
-    ALTER TABLE duels ADD COLUMN opponent_engine TEXT;
+    ALTER TABLE duels ADD COLUMN opponent_engine TEXT /* an outside engine of `[ratings] engines` as the
+        opponent, by name, or `perfect` for perfect play (then `opponent_id` is NULL and `opponent_sims` 0);
+        NULL otherwise */;
     """,
     # 5 -> 6: every CPU second the run spent up to each snapshot (self-play with its rollout
     # phase, training, evaluation, the daemon), so strength can be read against CPU time too.
     """
-    ALTER TABLE models ADD COLUMN cpu_seconds REAL;
+    ALTER TABLE models ADD COLUMN cpu_seconds REAL /* CPU time of every process of the run so far:
+        self-play (its rollout phase too), trainer, evaluation, daemon; NULL in files made before schema 6 */;
     DROP VIEW rating_vs_compute;
-    CREATE VIEW rating_vs_compute AS
+    CREATE VIEW rating_vs_compute AS  -- rated snapshots by total compute, `total_flops` = self-play plus
+                                      -- training, `promoted` 1 for promoted ones
         SELECT id AS model_id, rating, rating_lo, rating_hi,
                selfplay_flops, train_flops, selfplay_flops + train_flops AS total_flops,
                wall_seconds, accel_seconds, cpu_seconds, positions_generated, samples_trained,
@@ -191,7 +229,8 @@ MIGRATIONS = [
     # 6 -> 7: the kept ladder (hexzd.store.ladder). A run's own id, `run` in meta, names its
     # games there; a duel copied from there into a fresh file names the run that played it.
     """
-    ALTER TABLE duels ADD COLUMN kept_from TEXT;
+    ALTER TABLE duels ADD COLUMN kept_from TEXT /* NULL for the run's own; for a ladder match copied from
+        the kept ladder when the file was fresh, the `run` of the state file that played it (schema 7) */;
     INSERT OR IGNORE INTO meta VALUES ('run', lower(hex(randomblob(16))));
     """,
 ]
