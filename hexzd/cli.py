@@ -86,7 +86,7 @@ DB_OPTION = click.option(
 
 
 def _duration(ctx, param, value):
-    from hexzd.daemon.service import parse_duration
+    from hexzd.daemon.core import parse_duration
 
     try:
         return None if value is None else parse_duration(value)
@@ -125,7 +125,7 @@ def start(config_path, db, headless, duration):
             raise SystemExit(start_attached(config_path, db, duration))
         click.echo("no terminal: running headless", err=True)
 
-    from hexzd.daemon.service import Daemon
+    from hexzd.daemon.core import Daemon
     from hexzd.store import StateFileError
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -11,7 +11,7 @@ from daemon_run import config_text
 
 from hexzd import store
 from hexzd.config import parse
-from hexzd.daemon.service import Daemon
+from hexzd.daemon.core import Daemon
 from hexzd.evaluation import scale
 from hexzd.evaluation.duel import _history
 from hexzd.store.writes import RESULTS_SQL

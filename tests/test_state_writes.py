@@ -18,8 +18,8 @@ from hexzd import store
 from hexzd.config import Config
 from hexzd.daemon import messages as m
 from hexzd.daemon import workers
+from hexzd.daemon.core import Daemon
 from hexzd.daemon.rundir import RunDir
-from hexzd.daemon.service import Daemon
 from hexzd.store.writes import Writer
 
 

@@ -18,8 +18,8 @@ from daemon_run import QUICK, DaemonRun
 
 from hexzd import store
 from hexzd.daemon import messages as m
+from hexzd.daemon.core import COUNTERS
 from hexzd.daemon.rundir import RunDir
-from hexzd.daemon.service import COUNTERS
 from hexzd.tui import charts, views
 from hexzd.tui.app import Dashboard, Help
 from hexzd.tui.data import (

@@ -3,7 +3,7 @@
 The reference ladder (random-rollout MCTS at fixed simulations, perfect play
 on top) is the same players on the same board in every run, so its games
 need not be played again in each: a run keeps its own here as it plays them,
-and a fresh state file starts with everyone else's (hexzd.daemon.service).
+and a fresh state file starts with everyone else's (hexzd.daemon.core).
 The ladder is then fixed before a run's first snapshot, and its rating games
 all go to the snapshots; every run on the machine rates against the same
 games, so their scales agree. Versioned like the state file
