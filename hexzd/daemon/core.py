@@ -23,7 +23,6 @@ import os
 import signal
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from hexzd import store
 from hexzd.config import Config, default_toml, fixed_changes, line_of, parse, refusal, stored
 from hexzd.daemon import messages as m
 from hexzd.daemon.cpu import CpuShares, Totals
+from hexzd.daemon.ingest import Ingest, Pending
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Supervisor, chosen_gpus
@@ -56,14 +56,6 @@ COUNTERS = (
 STOP_GRACE = 20.0  # seconds the workers get to finish up before they are killed
 
 
-@dataclass
-class Pending:
-    """Rows waiting for one transaction, kept while the file cannot be written."""
-
-    messages: list = field(default_factory=list)
-    failing_since: float | None = None
-
-
 class Daemon:
     def __init__(self, config_path, db, headless: bool = True, duration: float | None = None, out=None):
         self.config_path, self.db = Path(config_path), Path(db)
@@ -76,7 +68,6 @@ class Daemon:
         self.cpu = CpuShares()
         self.served = Totals()  # network evaluations as self-play's inference services ran them
         self.settling: dict[str, bool] = {}  # self-play workers still playing out games of an older batch shape
-        self.flops_per_eval: dict[int, int] = {}
         self.best: int | None = None
         self.paused = False
         self.stopping: asyncio.Event | None = None
@@ -93,6 +84,7 @@ class Daemon:
         self.cpu_recent: dict[str, float] = {}  # each worker's CPU share over the last tick
         self.ladder_stale = False  # a ladder match ended: its games go to the kept ladder
         self.reloading = asyncio.Lock()  # the watcher and a client's `reload` must not apply one edit twice
+        self.ingest = Ingest(self)
 
     # -- start and stop ------------------------------------------------------
 
@@ -143,7 +135,7 @@ class Daemon:
                 asyncio.create_task(t)
                 for t in (
                     self.supervisor.run(),
-                    self._ingest(),
+                    self.ingest.run(),
                     self._control(),
                     self._watch(),
                     self._tick(),
@@ -196,8 +188,7 @@ class Daemon:
         self.best = await self.store.best_model()
 
     def _bind(self) -> None:
-        self.pull = self.context.socket(zmq.PULL)
-        self.pull.bind(self.run_dir.results)
+        self.ingest.bind(self.context)
         self.pub = self.context.socket(zmq.PUB)
         self.pub.bind(self.run_dir.updates)
         self.router = self.context.socket(zmq.ROUTER)
@@ -244,7 +235,7 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._drain()
+        await self.ingest.drain()
         await self._flush()
         await self._tick_counters()
         self.out(self.progress_line("stopped"))
@@ -280,67 +271,9 @@ class Daemon:
     async def _record_config(self, text: str, accepted: bool, error: str | None) -> None:
         await self._transaction(lambda: self.store.add_config(time.time(), text, accepted, error))
 
-    # -- results ---------------------------------------------------------------
-
-    async def _ingest(self) -> None:
-        """Takes results as they come; writes them in batches, one transaction each."""
-        while True:
-            if self.pending.failing_since is None:  # while the file fails, leave results queued in zmq
-                frame = await self.pull.recv()
-                self._take(frame)
-                while len(self.pending.messages) < 512 and await self.pull.poll(0):
-                    self._take(await self.pull.recv())
-            await self._flush()
-            if self.pending.failing_since is not None:
-                await asyncio.sleep(min(30.0, 1.0 + time.monotonic() - self.pending.failing_since))
-
-    async def _drain(self) -> None:
-        while await self.pull.poll(0):
-            self._take(await self.pull.recv())
-
-    def _take(self, frame: bytes) -> None:
-        try:
-            message = m.decode(frame)
-            if isinstance(message, m.Live):  # shown, never stored: the latest replaces the last
-                self.live[message.worker] = message
-            else:
-                self.pending.messages.append(message)
-        except m.BadMessage as e:
-            self.pending.messages.append(
-                m.Event(level="warning", source="daemon", message=f"dropped a malformed message: {e}")
-            )
-
     async def _flush(self) -> None:
-        """Writes the pending messages in one transaction; on failure keeps them and backs off."""
-        if not self.pending.messages:
-            return
-        batch, self.pending.messages = self.pending.messages, []
-        after = []  # updates to publish once committed
-        try:
-            await self._transaction(lambda: self._write(batch, after))
-        except sqlite3.IntegrityError:
-            await self._write_one_by_one(batch)
-            return
-        except sqlite3.Error as e:  # locked, disk full, I/O: keep everything, retry later
-            self.pending.messages = batch + self.pending.messages
-            if self.pending.failing_since is None:
-                self.pending.failing_since = time.monotonic()
-            self._cannot_write(e)
-            return
-        except asyncio.CancelledError:  # stopping: the shutdown's last flush writes them
-            self.pending.messages = batch + self.pending.messages
-            raise
-        if self.pending.failing_since is not None:
-            seconds = time.monotonic() - self.pending.failing_since
-            self.pending.failing_since = None
-            await self._event(
-                "warning",
-                "daemon",
-                f"{self.db} could not be written for {seconds:.0f} s "
-                f"({self.write_error}); it is writable again and the results held meanwhile are saved",
-            )
-        for update in after:
-            await self._publish(update)
+        """Writes the pending messages and events (hexzd.daemon.ingest)."""
+        await self.ingest.flush()
 
     def _cannot_write(self, error: Exception) -> None:
         """Says, once per failure spell, that the state file cannot be written."""
@@ -349,122 +282,8 @@ class Daemon:
             self.out(f"error: daemon: cannot write {self.db}: {error}; results are held and retried")
         self.last_write_error, self.write_error = now, str(error)
 
-    async def _write_one_by_one(self, batch) -> None:
-        """Writes each message alone, dropping (and reporting) those the schema refuses."""
-        for message in batch:
-            after = []
-            try:
-                await self._transaction(lambda message=message, after=after: self._write([message], after))
-            except sqlite3.IntegrityError as e:
-                self.pending.messages.append(
-                    m.Event(
-                        level="warning",
-                        source="daemon",
-                        message=f"dropped a {m.KIND_OF[type(message)]} message the state file refuses: {e}",
-                    )
-                )
-                continue
-            for update in after:
-                await self._publish(update)
-
-    async def _write(self, batch, after) -> None:
-        for message in batch:
-            handler = getattr(self, f"_on_{m.KIND_OF[type(message)]}", None)
-            if handler is None:
-                await self._event_row(
-                    m.Event(
-                        level="warning", source="daemon", message=f"a worker sent a {m.KIND_OF[type(message)]} message"
-                    )
-                )
-            else:
-                await handler(message, after)
-
     async def _event_row(self, e: m.Event) -> None:
         await self.store.add_event(time.time(), e.level, e.source, e.message)
-
-    async def _on_event(self, e: m.Event, after) -> None:
-        await self._event_row(e)
-        if e.level != "debug":
-            self.out(f"{e.level}: {e.source}: {e.message}")
-
-    async def _on_hello(self, hello: m.Hello, after) -> None:
-        await self._event_row(m.Event(level="debug", source=hello.worker, message=f"up (pid {hello.pid})"))
-
-    async def _on_metrics(self, metrics: m.Metrics, after) -> None:
-        if "cpu_seconds" in metrics.values:  # a worker's running totals: shares and rates, stored each tick
-            self.counters["cpu_seconds"] += self.cpu.report(metrics.source, metrics.values["cpu_seconds"])
-            if "evals_served" in metrics.values:
-                self.served.report(metrics.source, metrics.values["evals_served"])
-                self.settling[metrics.source] = bool(metrics.values.get("settling"))
-            return
-        await self.store.add_metrics(time.time(), metrics.source, metrics.values)
-        if "train_step" in metrics.values:
-            self.counters["train_step"] = metrics.values["train_step"]
-        if "train_waiting" in metrics.values:
-            self.trainer_waiting.append(metrics.values["train_waiting"])
-
-    async def _on_game(self, game: m.Game, after) -> None:
-        await self.store.add_game(time.time(), game)
-        c = self.counters
-        c["games"] += 1
-        c["positions"] += game.length
-        c["evals"] += game.evals
-        c["selfplay_flops"] += game.evals * await self._flops_per_eval(game.model_id)
-        c["accel_seconds"] += game.seconds
-
-    async def _flops_per_eval(self, model_id: int | None) -> int:
-        if model_id is None:
-            return 0
-        if model_id not in self.flops_per_eval:
-            self.flops_per_eval[model_id] = await self.store.flops_per_eval(model_id)
-        return self.flops_per_eval[model_id]
-
-    async def _on_snapshot(self, s: m.SnapshotMade, after) -> None:
-        c = self.counters
-        c["accel_seconds"] += s.train_seconds
-        c["train_step"], c["train_flops"] = s.train_step, s.train_flops
-        model_id = await self.store.add_snapshot(time.time(), s, c, c["wall_seconds"] + self._unticked())
-        self.out(f"info: trainer: snapshot {model_id} at step {s.train_step}")
-        await self.scheduler.schedule(self.best)
-
-    async def _on_duel_game(self, g: m.DuelGame, after) -> None:
-        if await self.store.add_duel_game(time.time(), g):
-            self.scheduler.ratings_stale = True  # refitted on the next tick
-
-    async def _on_perfect_play(self, p: m.PerfectPlay, after) -> None:
-        await self.store.add_perfect_play(time.time(), p)
-
-    async def _on_duel_end(self, d: m.DuelEnd, after) -> None:
-        duel = await self.store.open_duel(d.duel_id)
-        if duel is None:
-            return  # a repeat from a restarted worker
-        candidate, opponent, sims, opponent_sims, engine = duel
-        now = time.time()
-        await self.store.end_duel(now, d)
-        self.scheduler.ratings_stale = True
-        llr = f", llr {d.llr:.2f}" if d.llr is not None else ""
-        self.out(
-            f"info: duel {d.duel_id}: {scale.player(candidate, sims)} vs "
-            f"{scale.player(opponent, opponent_sims, engine)} {d.result}: {d.wins}-{d.losses}{llr}"
-        )
-        if d.error:  # an outside engine broke: its games so far count, and it rests
-            message = f"duel {d.duel_id}: {d.error}; {self.scheduler.engine_failed(engine)}"
-            await self._on_event(m.Event(level="error", source="duel", message=message), after)
-        if d.result == "accepted":
-            await self.store.promote(now, candidate, d.duel_id, d.wins / max(1, d.wins + d.losses))
-            await self._event_row(
-                m.Event(
-                    level="info",
-                    source="daemon",
-                    message=(f"model {candidate} promoted over {opponent or 'random rollouts'}: {d.wins}-{d.losses}"),
-                )
-            )
-            self.best = candidate
-            after.append(m.Best(model_id=candidate))
-        self.scheduler.ended(d.duel_id)
-        await self.scheduler.schedule(self.best)
-        if candidate is None and opponent is None and engine in (None, scale.PERFECT):
-            self.ladder_stale = True  # kept on the next tick, once committed
 
     async def _publish(self, update: m.Message) -> None:
         await self.pub.send(m.encode(update))
