@@ -25,7 +25,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import numpy as np
 import zmq
 import zmq.asyncio
 
@@ -34,6 +33,7 @@ from hexzd.config import Config, default_toml, fixed_changes, line_of, parse, re
 from hexzd.daemon import messages as m
 from hexzd.daemon.cpu import CpuShares, Totals
 from hexzd.daemon.ingest import Ingest, Pending
+from hexzd.daemon.router import Control
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Supervisor, chosen_gpus
@@ -85,6 +85,7 @@ class Daemon:
         self.ladder_stale = False  # a ladder match ended: its games go to the kept ladder
         self.reloading = asyncio.Lock()  # the watcher and a client's `reload` must not apply one edit twice
         self.ingest = Ingest(self)
+        self.control = Control(self)
 
     # -- start and stop ------------------------------------------------------
 
@@ -136,7 +137,7 @@ class Daemon:
                 for t in (
                     self.supervisor.run(),
                     self.ingest.run(),
-                    self._control(),
+                    self.control.run(),
                     self._watch(),
                     self._tick(),
                     self._sample_gpu(),
@@ -191,10 +192,7 @@ class Daemon:
         self.ingest.bind(self.context)
         self.pub = self.context.socket(zmq.PUB)
         self.pub.bind(self.run_dir.updates)
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.bind(self.run_dir.control)
-        if self.config.daemon.tcp_port:
-            self.router.bind(f"tcp://127.0.0.1:{self.config.daemon.tcp_port}")
+        self.control.bind(self.context)
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -287,79 +285,6 @@ class Daemon:
 
     async def _publish(self, update: m.Message) -> None:
         await self.pub.send(m.encode(update))
-
-    # -- control -----------------------------------------------------------------
-
-    async def _control(self) -> None:
-        while True:
-            frames = await self.router.recv_multipart()
-            identity, body = frames[0], frames[-1]
-            try:
-                request = m.decode(body)
-                if not isinstance(request, m.Request):
-                    raise m.BadMessage(f"expected a request, got {m.KIND_OF[type(request)]}")
-                reply = await self._answer(request)
-            except m.BadMessage as e:
-                reply = m.Reply(ok=False, error=str(e))
-            await self.router.send_multipart([identity, *frames[1:-1], m.encode(reply)])
-
-    async def _answer(self, request: m.Request) -> m.Reply:
-        if request.command in ("pause", "resume"):
-            self.paused = request.command == "pause"
-            await self._publish(m.Pause(paused=self.paused))
-            await self._event("info", "daemon", f"{request.command}d by a client")
-        elif request.command == "stop":
-            self.stop("stop requested by a client")
-        elif request.command == "reload":
-            await self._reload()
-        return m.Reply(ok=True, status=self.status())
-
-    def status(self) -> dict:
-        workers = self.supervisor.status()
-        return {
-            "pid": os.getpid(),
-            "db": str(self.db),
-            "config": str(self.config_path),
-            "state": "stopping" if self.stopping.is_set() else "paused" if self.paused else "running",
-            "uptime": time.monotonic() - self.started,
-            "best": self.best,
-            "counters": dict(self.counters),
-            "duel": self.scheduler.line,
-            "cpu": {
-                "cores": self.cpu.cores,
-                "eval_share": self.cpu.overall("duel"),
-                "workers": dict(self.cpu.total),
-                "recent": dict(self.cpu_recent),
-            },
-            "load": list(os.getloadavg()),
-            "devices": self.meter.devices() if self.meter else [],
-            "no_devices": GpuMeter.why_not,
-            "tuner": self._tuner_status(),
-            "live": self._live_status(workers),
-            "config_error": self.config_error,
-            "workers": workers,
-        }
-
-    def _tuner_status(self) -> dict:
-        t = self.config.tune
-        return {
-            "enabled": t.enabled,
-            "sims": self.tuner.sims,
-            "batch": self.tuner.batch,
-            "groups": self.config.selfplay.groups,
-            "sims_bounds": [t.sims_min, t.sims_max],
-            "batch_bounds": [t.batch_min, t.batch_max],
-        }
-
-    def _live_status(self, workers: dict) -> dict | None:
-        """The first running self-play worker's game in progress (visits as floats: `status --json` prints it)."""
-        running = {name for name, w in workers.items() if w["alive"]}
-        for worker in sorted(self.live):
-            if worker in running:
-                live = self.live[worker].model_dump()
-                live["visits"] = np.frombuffer(live["visits"], "<f4").round(4).tolist()
-                return live
-        return None
 
     # -- config.toml -----------------------------------------------------------
 
