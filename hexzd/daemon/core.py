@@ -29,14 +29,14 @@ import zmq
 import zmq.asyncio
 
 from hexzd import store
-from hexzd.config import Config, default_toml, fixed_changes, line_of, parse, refusal, stored
 from hexzd.daemon import messages as m
 from hexzd.daemon.cpu import CpuShares, Totals
 from hexzd.daemon.ingest import Ingest, Pending
+from hexzd.daemon.reconfigure import ConfigFile
 from hexzd.daemon.router import Control
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
-from hexzd.daemon.supervisor import Supervisor, chosen_gpus
+from hexzd.daemon.supervisor import Supervisor
 from hexzd.evaluation import scale
 from hexzd.store import ladder
 from hexzd.store.writes import Writer
@@ -75,35 +75,17 @@ class Daemon:
         self.pending = Pending()
         self.write_lock = asyncio.Lock()
         self.last_write_error, self.write_error = float("-inf"), ""
-        self.config_text = ""
-        self.config_error: str | None = None
         self.started = time.monotonic()
         self.last_tick = time.monotonic()
         self.trainer_waiting: list[float] = []  # the trainer's reports since the last tick, for the tuner
         self.live: dict[str, m.Live] = {}  # each self-play worker's game in progress: the dashboard's board
         self.cpu_recent: dict[str, float] = {}  # each worker's CPU share over the last tick
         self.ladder_stale = False  # a ladder match ended: its games go to the kept ladder
-        self.reloading = asyncio.Lock()  # the watcher and a client's `reload` must not apply one edit twice
         self.ingest = Ingest(self)
         self.control = Control(self)
+        self.config_file = ConfigFile(self)
 
     # -- start and stop ------------------------------------------------------
-
-    def load_config(self) -> Config:
-        """The config to start with; a missing file is created with the defaults."""
-        if not self.config_path.exists():
-            self.config_path.write_text(default_toml())
-            self.out(f"wrote the default config to {self.config_path}")
-        self.config_text = self.config_path.read_text()
-        return parse(self.config_text, self.config_path)
-
-    def _gpus(self) -> list[str]:
-        """device.gpus as CUDA_VISIBLE_DEVICES entries, or a refusal that names the key and line."""
-        try:
-            return chosen_gpus(self.config.device.gpus)
-        except ValueError as e:
-            loc = ("device", "gpus")
-            raise refusal(self.config_path, line_of(self.config_text, loc), loc, str(e)) from None
 
     async def open(self) -> None:
         """The state file, migrated, with this run's config checked against it."""
@@ -115,16 +97,16 @@ class Daemon:
         """Runs until stopped; returns the process exit code."""
         self.lock = self.run_dir.lock()  # first: a second daemon must not touch anything
         self.context = zmq.asyncio.Context()
-        self.config = self.load_config()
-        self.supervisor.gpus = self._gpus()
+        self.config = self.config_file.load()
+        self.supervisor.gpus = self.config_file.gpus()
         self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.games)
         await self.open()
         try:
-            await self._check_fixed()
+            await self.config_file.check_fixed()
             await self._load_state()
             await self._keep_ladder(start=True)
-            self.run_dir.write_config(self.in_force().model_dump())
-            await self._record_config(self.config_text, True, None)
+            self.run_dir.write_config(self.config_file.in_force().model_dump())
+            await self.config_file.record(self.config_file.text, True, None)
             self._bind()
             self.stopping = asyncio.Event()
             self._signals()
@@ -138,7 +120,7 @@ class Daemon:
                     self.supervisor.run(),
                     self.ingest.run(),
                     self.control.run(),
-                    self._watch(),
+                    self.config_file.watch(),
                     self._tick(),
                     self._sample_gpu(),
                 )
@@ -154,16 +136,6 @@ class Daemon:
                 self.meter.close()
             self.context.destroy(linger=0)
             self.lock.close()
-
-    async def _check_fixed(self) -> None:
-        """A state file keeps the fixed keys it was made with."""
-        made_with = await self.store.made_with()
-        if made_with is None:
-            await self.store.set_made_with(self.config.model_dump_json())
-            return
-        error = fixed_changes(stored(made_with), self.config, self.config_text, self.config_path)
-        if error:
-            raise RuntimeError(f"{error} (the state file {self.db} was made with it)")
 
     async def _keep_ladder(self, start: bool = False) -> None:
         """Keeps this run's reference games in the kept ladder (hexzd.store.ladder); at the
@@ -266,9 +238,6 @@ class Daemon:
     async def _warn(self, message: str) -> None:
         await self._event("warning", "daemon", message)
 
-    async def _record_config(self, text: str, accepted: bool, error: str | None) -> None:
-        await self._transaction(lambda: self.store.add_config(time.time(), text, accepted, error))
-
     async def _flush(self) -> None:
         """Writes the pending messages and events (hexzd.daemon.ingest)."""
         await self.ingest.flush()
@@ -285,54 +254,6 @@ class Daemon:
 
     async def _publish(self, update: m.Message) -> None:
         await self.pub.send(m.encode(update))
-
-    # -- config.toml -----------------------------------------------------------
-
-    async def _watch(self) -> None:
-        """Re-reads config.toml when it changes (checked every second)."""
-        while True:
-            await asyncio.sleep(1.0)
-            await self._reload()
-
-    async def _reload(self) -> None:
-        """Applies config.toml if it changed since the last look (or refuses it, saying why)."""
-        async with self.reloading:
-            try:
-                text = self.config_path.read_text()
-            except OSError as e:
-                text = f"# unreadable: {e}"
-            if text != self.config_text:
-                try:
-                    await self._reconfigure(text)
-                    self.config_text = text
-                except sqlite3.Error as e:  # cannot record it now: try again in a second
-                    self._cannot_write(e)
-
-    async def _reconfigure(self, text: str) -> None:
-        try:
-            config = parse(text, self.config_path)
-            error = fixed_changes(self.config, config, text, self.config_path)
-        except ValueError as e:
-            config, error = None, str(e)
-        await self._record_config(text, error is None, error)
-        if error:
-            self.config_error = error
-            await self._event("error", "config", f"edit refused, still running on the last good config: {error}")
-            return
-        self.config, self.config_error = config, None
-        self.tuner.configure(config.tune, config.selfplay.sims, config.selfplay.games)
-        await self._announce_config()
-        await self._event("info", "config", f"applied the edit to {self.config_path}")
-
-    def in_force(self) -> Config:
-        """The file's config with the tuner's simulations and batch size: what workers run."""
-        selfplay = self.config.selfplay.model_copy(update={"sims": self.tuner.sims, "games": self.tuner.batch})
-        return self.config.model_copy(update={"selfplay": selfplay})
-
-    async def _announce_config(self) -> None:
-        config = self.in_force().model_dump()
-        self.run_dir.write_config(config)
-        await self._publish(m.ConfigUpdate(config=config))
 
     async def _sample_gpu(self) -> None:
         """Reads the GPU meter every second; the tuner gets each tick's mean."""
@@ -372,7 +293,7 @@ class Daemon:
         for d in decisions:
             self.out(f"info: tuner: {d.reason}")
         if decisions:
-            await self._announce_config()
+            await self.config_file.announce()
 
     # -- progress, budgets, duels, ratings and retention ---------------------------
 

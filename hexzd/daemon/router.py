@@ -55,7 +55,7 @@ class Control:
         elif request.command == "stop":
             daemon.stop("stop requested by a client")
         elif request.command == "reload":
-            await daemon._reload()
+            await daemon.config_file.reload()
         return m.Reply(ok=True, status=self.status())
 
     def status(self) -> dict:
@@ -81,7 +81,7 @@ class Control:
             "no_devices": GpuMeter.why_not,
             "tuner": self._tuner(),
             "live": self._live(workers),
-            "config_error": daemon.config_error,
+            "config_error": daemon.config_file.error,
             "workers": workers,
         }
 
