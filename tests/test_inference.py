@@ -9,21 +9,20 @@ import pytest
 import torch
 
 from hexzd.game.rules import Games
-from hexzd.nn import inference
-from hexzd.nn.inference import (
-    BUCKETS,
-    TENSORRT_BUCKETS,
+from hexzd.nn.backends import staging
+from hexzd.nn.backends.base import (
     TOLERANCE,
-    EagerEvaluator,
-    available,
-    build,
-    cached,
     codes_from_planes,
     fold_batch_norm,
-    make_evaluator,
     max_difference,
+    registered,
     sample_features,
 )
+from hexzd.nn.backends.eager import EagerEvaluator
+from hexzd.nn.backends.engine_cache import cached
+from hexzd.nn.backends.staging import BUCKETS
+from hexzd.nn.backends.tensorrt import TENSORRT_BUCKETS
+from hexzd.nn.inference import available, build, make_evaluator
 from hexzd.nn.net import NetSpec, planes
 from hexzd.train.trainer import Snapshot
 
@@ -137,14 +136,14 @@ def test_buckets_hold_every_batch_and_are_finer_than_powers_of_two():
     for buckets in (BUCKETS, TENSORRT_BUCKETS):
         assert list(buckets) == sorted(set(buckets)) and buckets[0] == 1 and buckets[-1] == 4096
         for batch in range(1, buckets[-1] + 1):
-            bucket = inference._bucket(batch, buckets)
+            bucket = staging._bucket(batch, buckets)
             assert bucket >= batch and bucket in buckets
             assert bucket == buckets[0] or buckets[buckets.index(bucket) - 1] < batch  # the smallest that fits
-    assert inference._bucket(5000) == 4096  # larger batches run in chunks
-    assert inference._bucket(300) == 320 and inference._bucket(129) == 192 and inference._bucket(1100) == 1280
+    assert staging._bucket(5000) == 4096  # larger batches run in chunks
+    assert staging._bucket(300) == 320 and staging._bucket(129) == 192 and staging._bucket(1100) == 1280
 
 
-class FakeDevice(inference._Staged):
+class FakeDevice(staging._Staged):
     """The host side of CudaEvaluator and TensorRTEvaluator with the device run on the CPU.
 
     _launch does what a graph replay does: the model over the whole bucket,
@@ -344,3 +343,16 @@ def test_a_snapshot_written_on_a_gpu_loads_on_the_cpu(model):
     features = sample_features(N, 20, seed=10)
     loaded = make_evaluator(blob, backend="cpu", precision="fp32")
     assert max_difference(loaded.evaluate(features), EagerEvaluator(model).evaluate(features)) <= TOLERANCE["fp32"]
+
+
+def test_the_registry_holds_every_backend_and_the_entry_points_name_none(model):
+    backends = registered()
+    assert list(backends) == ["eager", "cpu", "cuda", "mps", "tensorrt"]  # by priority
+    assert [name for name, entry in backends.items() if not entry.probed] == ["eager"]  # asked for by name only
+    assert all(backend in backends and backends[backend].probed for backend, _ in available())
+    assert ("cpu", "fp32") in available() and backends["cpu"].available() == ("fp32",)
+    with pytest.raises(ValueError, match="unknown backend 'tpu'; one of eager, cpu, cuda, mps, tensorrt"):
+        build(model, "tpu")
+    for backend in ("eager", "cpu"):
+        with pytest.raises(ValueError, match=f"the {backend} backend runs fp32, not fp16"):
+            build(model, backend, "fp16")

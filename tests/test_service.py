@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from hexzd.nn.inference import EagerEvaluator, build, sample_features
+from hexzd.nn.backends.base import sample_features
+from hexzd.nn.backends.eager import EagerEvaluator
+from hexzd.nn.inference import build
 from hexzd.nn.net import NetSpec
 from hexzd.nn.service import InferenceService
 

@@ -15,7 +15,8 @@ import platform
 import torch
 
 from hexzd.config import DeviceConfig
-from hexzd.nn.inference import available, build, sample_features, throughput
+from hexzd.nn.backends.base import sample_features
+from hexzd.nn.inference import available, build, throughput
 from hexzd.nn.net import NetSpec, count_flops, count_params
 
 __all__ = ["BATCHES", "peak", "report", "run"]

@@ -46,7 +46,8 @@ import torch
 from hexzd.benchmarks.hop import ROWS, hops
 from hexzd.benchmarks.net import backend_device
 from hexzd.config import DeviceConfig, SelfplayConfig
-from hexzd.nn.inference import available, build, sample_features, throughput
+from hexzd.nn.backends.base import sample_features
+from hexzd.nn.inference import available, build, throughput
 from hexzd.nn.loader import IN_FLIGHT, Network
 from hexzd.nn.net import NetSpec
 from hexzd.nn.service import MAX_BATCH

@@ -14,7 +14,8 @@ import numpy as np
 
 from hexzd import store
 from hexzd.config import DeviceConfig
-from hexzd.nn.inference import Evaluator, build, make_evaluator
+from hexzd.nn.backends.base import Evaluator
+from hexzd.nn.inference import build, make_evaluator
 from hexzd.nn.net import NetSpec
 from hexzd.nn.snapshot import Snapshot
 
