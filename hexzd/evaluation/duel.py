@@ -16,6 +16,7 @@ resumes a duel from the games already in the state file.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -107,14 +108,122 @@ def engine_player(engines: dict[str, str], name: str, log_dir: Path | None) -> E
     return EnginePlayer(engines[name], log_path=log_dir / f"engine-{name}.log" if log_dir else None, name=name)
 
 
+class Policy(Protocol):
+    """What a kind of duel decides: how many pairs it plays and when it ends."""
+
+    @property
+    def flight(self) -> int: ...  # pairs in flight at once
+
+    @property
+    def most(self) -> int: ...  # the most pairs it plays
+
+    @property
+    def replays(self) -> bool: ...  # whether it goes round the openings again once they run out
+
+    def decision(self, counts: list[int], exhausted: bool) -> str | None:
+        """Its result on pair counts [0, 1, 2 candidate wins], or None to play on.
+
+        exhausted: the openings ran out (only where it does not replay them)."""
+        ...
+
+    def llr(self, counts: list[int]) -> float | None:
+        """The SPRT's log-likelihood ratio it reports, if it runs one."""
+        ...
+
+
+@dataclass(frozen=True)
+class PromotionDuel:
+    """SPRT until it decides; rejected after `most` pairs or once the openings run out
+    (tiny boards): a promotion never replays an opening."""
+
+    sprt: Sprt
+    most: int
+    flight: int
+    replays = False
+
+    def decision(self, counts: list[int], exhausted: bool) -> str | None:
+        verdict = {"accept": "accepted", "reject": "rejected", None: None}[self.sprt.decide(counts)]
+        return "rejected" if verdict is None and (sum(counts) >= self.most or exhausted) else verdict
+
+    def llr(self, counts: list[int]) -> float | None:
+        return float(self.sprt.llr(counts))
+
+
+@dataclass(frozen=True)
+class RatingMatch:
+    """A fixed number of pairs, "played" once all are. They all go at once: a network's cost
+    per game falls with the batch (5x5, 64 sims: 0.28 CPU-s at 4 pairs in flight, 0.05 at 64).
+    On a board whose openings ran out (3x3 and smaller) it goes round them again."""
+
+    pairs: int
+    replays = True
+
+    @property
+    def most(self) -> int:
+        return self.pairs
+
+    @property
+    def flight(self) -> int:
+        return self.pairs
+
+    def decision(self, counts: list[int], exhausted: bool) -> str | None:
+        return "played" if sum(counts) >= self.pairs else None
+
+    def llr(self, counts: list[int]) -> float | None:
+        return None
+
+
+def policy(kind: str, match_pairs: int, c) -> Policy:
+    """The policy of a duel of `kind` ("promotion" or "rating", as the state file has it); c: [duel]."""
+    if kind == "rating":
+        return RatingMatch(match_pairs)
+    return PromotionDuel(Sprt(c.elo0, c.elo1, c.alpha, c.beta), c.max_pairs, c.pairs)
+
+
+class Tally:
+    """A duel's games by pair, the candidate's result in each, and its decision under its policy."""
+
+    def __init__(self, policy: Policy, played, seen: set):
+        """played: store.duel_results, the games already stored; seen: every (moves, candidate
+        colour) the pairing played, which no game may repeat."""
+        self.policy, self.seen, self.exhausted = policy, seen, False
+        self.results: dict[int, dict[int, bool]] = {}
+        for pair, colour, winner, _ in played:
+            self.results.setdefault(pair, {})[colour] = winner == colour
+
+    def counts(self) -> list[int]:
+        return pair_counts(self.results)
+
+    def decision(self) -> str | None:
+        return self.policy.decision(self.counts(), self.exhausted)
+
+    def add(self, pair: int, moves: str, winner: int, colour: int) -> bool:
+        """Counts a game; False (not counted) for a repeat, whose pair then never counts."""
+        if (moves, colour) in self.seen:
+            return False
+        self.seen.add((moves, colour))
+        self.results.setdefault(pair, {})[colour] = winner == colour
+        return True
+
+    def end(self, error: str) -> DuelEnd | None:
+        """The duel's end, or None while undecided (stopped); an engine's error ends it "played"."""
+        verdict = "played" if error else self.decision()
+        if verdict is None:
+            return None
+        counts = self.counts()
+        wins = sum(sum(g.values()) for g in self.results.values() if len(g) == 2)
+        return DuelEnd(verdict, wins, 2 * sum(counts) - wins, self.policy.llr(counts), error)
+
+
 def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir: Path | None = None) -> DuelEnd | None:
     """Plays duel `duel_id` of the state file to its end; None if stopped before.
 
     A promotion duel ends when the SPRT decides (or at max_pairs, or when
     the openings run out: rejected); a rating match after its fixed number
-    of pairs. The games already in the state file count, so a restarted
-    worker resumes the duel. Each game goes to on_game(pair, trmph moves,
-    winner, candidate colour) as it ends; should_stop() is polled once a move.
+    of pairs (see PromotionDuel, RatingMatch). The games already in the state
+    file count, so a restarted worker resumes the duel. Each game goes to
+    on_game(pair, trmph moves, winner, candidate colour) as it ends;
+    should_stop() is polled once a move.
 
     A game the same two players already played with the same colours (a
     two-stone opening can be where another pair's game went anyway) is
@@ -128,73 +237,59 @@ def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir
         played = store.duel_results(connection, duel_id)
         earlier = store.pairing_games(connection, duel_id)
     start, seen = _history(earlier, played)
-    c, game = config.duel, config.game
-    sprt = Sprt(c.elo0, c.elo1, c.alpha, c.beta)
+    tally = Tally(policy(kind, match_pairs, config.duel), played, seen)
     candidate = load_player(db, candidate_id, sims, config, seed)
     opponent = load_player(db, opponent_id, opponent_sims, config, seed + 1) if engine is None else None
     # The older network rates the openings' balance: in promotion duels the
     # best's, the same for every candidate; against rollouts or an engine the model's.
     nets = {m: p.evaluate for m, p in ((candidate_id, candidate), (opponent_id, opponent)) if m is not None}
-    balance = nets[min(nets)] if nets else None
-    openings = Openings(game.board_size, pairing_seed((candidate_id, sims), (opponent_id, opponent_sims)), balance)
-    most = match_pairs if kind == "rating" else c.max_pairs
-    # A rating match's pairs all go at once: its length is fixed, and a network's cost per
-    # game falls with the batch (5x5, 64 sims: 0.28 CPU-s at 4 pairs in flight, 0.05 at 64).
-    flight = match_pairs if kind == "rating" else c.pairs
-    results: dict[int, dict[int, bool]] = {}
-    for pair, colour, winner, _ in played:
-        results.setdefault(pair, {})[colour] = winner == colour
-    next_pair = max(results, default=-1) + 1
-    exhausted = False
-
-    def decision() -> str | None:
-        counts = pair_counts(results)
-        if kind == "rating":
-            return "played" if sum(counts) >= most else None
-        verdict = {"accept": "accepted", "reject": "rejected", None: None}[sprt.decide(counts)]
-        return "rejected" if verdict is None and (sum(counts) >= most or exhausted) else verdict
-
-    def stop() -> bool:
-        return should_stop() or decision() is not None
-
+    key = pairing_seed((candidate_id, sims), (opponent_id, opponent_sims))
+    openings = Openings(config.game.board_size, key, nets[min(nets)] if nets else None)
     error = ""
     try:
         if engine == PERFECT:
-            opponent = PerfectPlayer(game.board_size)  # its solver keeps what earlier matches solved
+            opponent = PerfectPlayer(config.game.board_size)  # its solver keeps what earlier matches solved
         elif engine is not None:
             opponent = engine_player(config.ratings.engines, engine, log_dir)
-        while not should_stop() and decision() is None:
-            batch = range(next_pair, next_pair + min(flight, max(1, most - sum(pair_counts(results)))))
-            if kind == "promotion":  # on tiny boards the openings run out: a promotion never replays one
-                batch = range(batch.start, min(batch.stop, _available(openings, start + batch.stop) - start))
-                if not batch:
-                    exhausted = True
-                    break
-            # A rating match on a board whose openings ran out (3x3 and smaller) goes round again.
-            opening_moves = [opening(openings, start + pair) for pair in batch]
-
-            def finished(b, moves, winner, colour, batch=batch):
-                if (moves, colour) in seen:
-                    return
-                seen.add((moves, colour))
-                pair = batch[b // 2]
-                results.setdefault(pair, {})[colour] = winner == colour
-                on_game(pair, moves, winner, colour)
-
-            play_pairs(candidate, opponent, game.board_size, game.swap, opening_moves, finished, stop)
-            next_pair = batch.stop
+        _play(tally, candidate, opponent, openings, start, config.game, on_game, should_stop)
     except EngineFailure as e:  # a broken engine ends its match; the games it finished count
         error = f"engine {engine}: {e}"
     finally:
         if isinstance(opponent, EnginePlayer):
             opponent.close()
-    verdict = "played" if error else decision()
-    if verdict is None:
-        return None
-    counts = pair_counts(results)
-    wins = sum(sum(g.values()) for g in results.values() if len(g) == 2)
-    llr = float(sprt.llr(counts)) if kind == "promotion" else None
-    return DuelEnd(verdict, wins, 2 * sum(counts) - wins, llr, error)
+    return tally.end(error)
+
+
+def _play(tally: Tally, candidate, opponent, openings: Openings, start: int, game, on_game, should_stop) -> None:
+    """Plays batches of pairs until the duel decides or should_stop(); the pairing's
+    openings from `start` on, each pair's game to on_game once it counts."""
+    next_pair = max(tally.results, default=-1) + 1
+
+    def stop() -> bool:
+        return should_stop() or tally.decision() is not None
+
+    while not should_stop() and tally.decision() is None:
+        batch = _batch(tally.policy, next_pair, sum(tally.counts()), openings, start)
+        if not batch:
+            tally.exhausted = True
+            break
+        opening_moves = [opening(openings, start + pair) for pair in batch]
+
+        def finished(b, moves, winner, colour, batch=batch):
+            if tally.add(batch[b // 2], moves, winner, colour):
+                on_game(batch[b // 2], moves, winner, colour)
+
+        play_pairs(candidate, opponent, game.board_size, game.swap, opening_moves, finished, stop)
+        next_pair = batch.stop
+
+
+def _batch(policy: Policy, next_pair: int, done: int, openings: Openings, start: int) -> range:
+    """The next pairs to play, `done` pairs complete; empty once the openings ran out
+    for a policy that does not replay them."""
+    batch = range(next_pair, next_pair + min(policy.flight, max(1, policy.most - done)))
+    if policy.replays:
+        return batch
+    return range(batch.start, min(batch.stop, _available(openings, start + batch.stop) - start))
 
 
 def _history(earlier, played) -> tuple[int, set]:
