@@ -1,10 +1,10 @@
 """What a request costs to reach the network: the two designs of an inference service, side by side.
 
-`hexzd bench selfplay` reports it, as the measurement behind hexzd.nn.service's
+`hexzd bench selfplay` reports it, as the measurement behind hexzd.nn.inference_service's
 choice of design:
 
 - thread: the search thread hands its leaves to the service's thread in the
-  same process (hexzd.nn.service), which evaluates them and answers.
+  same process (hexzd.nn.inference_service), which evaluates them and answers.
 - process: the search process writes its leaves into shared memory and sends
   a ZeroMQ message over ipc to a server process, which evaluates them into
   shared memory and answers with another: the least a server process per
@@ -24,7 +24,7 @@ from multiprocessing import shared_memory
 import numpy as np
 import zmq
 
-from hexzd.nn.service import InferenceService
+from hexzd.nn.inference_service import InferenceService
 
 __all__ = ["hops"]
 

@@ -20,7 +20,7 @@ same run:
   drifts by 10% from one minute to the next.
 
 Two more measurements say how far one process can feed an accelerator, and
-why the service is a thread in it (hexzd.nn.service) and not a process of its
+why the service is a thread in it (hexzd.nn.inference_service) and not a process of its
 own:
 
 - threads: the zero-cost search alone with one search thread, then with a
@@ -48,9 +48,9 @@ from hexzd.benchmarks.net import backend_device
 from hexzd.config import DeviceConfig, SelfplayConfig
 from hexzd.nn.backends.base import sample_features
 from hexzd.nn.inference import available, build, throughput
+from hexzd.nn.inference_service import MAX_BATCH
 from hexzd.nn.loader import IN_FLIGHT, Network
 from hexzd.nn.net import NetSpec
-from hexzd.nn.service import MAX_BATCH
 from hexzd.search import mcts
 from hexzd.train.selfplay import SelfPlay
 
@@ -69,7 +69,7 @@ ROUNDS = 3  # zero-cost rounds of each kind, alternating
 class ZeroCost:
     """An evaluator that costs nothing: fixed non-uniform priors and values, whatever the input.
 
-    inline: the inference service calls it in the search thread (see hexzd.nn.service).
+    inline: the inference service calls it in the search thread (see hexzd.nn.inference_service).
     """
 
     backend, precision, device = "zero-cost", "-", "cpu"

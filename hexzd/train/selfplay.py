@@ -2,7 +2,7 @@
 
 A worker keeps `groups` groups of `games` games in flight, searched by
 `threads` threads. With a network, one simulation step of a group is select
-(numba, CPU) -> evaluate (the worker's inference service, hexzd.nn.service)
+(numba, CPU) -> evaluate (the worker's inference service, hexzd.nn.inference_service)
 -> backup (numba). A thread interleaves the steps of its groups, so that
 while group A's leaves are being evaluated, group B's tree search runs: the
 kernels are nogil, so searches of several threads and the accelerator's
@@ -19,7 +19,7 @@ import numpy as np
 
 from hexzd.config import SelfplayConfig
 from hexzd.game.records import GameRecord
-from hexzd.nn.service import MAX_BATCH, InferenceService
+from hexzd.nn.inference_service import MAX_BATCH, InferenceService
 from hexzd.search.mcts import Search
 
 if TYPE_CHECKING:  # the type alone: self-play before the first network never imports torch

@@ -11,8 +11,8 @@ import torch
 from hexzd.nn.backends.base import sample_features
 from hexzd.nn.backends.eager import EagerEvaluator
 from hexzd.nn.inference import build
+from hexzd.nn.inference_service import InferenceService
 from hexzd.nn.net import NetSpec
-from hexzd.nn.service import InferenceService
 
 
 class Slow:
