@@ -1,16 +1,22 @@
 """The daemon: supervises the workers, owns the state file, follows config.toml.
 
-One asyncio process:
+One asyncio process, its concerns each in a module:
     supervisor  starts K self-play workers, a trainer and a duel worker,
                 restarts a crashed one with doubling backoff, logs why
                 (hexzd.daemon.supervisor)
     ingest      PULL: results from the workers, written in transactions
+                (hexzd.daemon.ingest)
     scheduler   the next duel or rating match, and the ratings
                 (hexzd.daemon.scheduler)
-    control     ROUTER: status / stop / pause / resume for the CLI and dashboard
+    control     ROUTER: status / stop / pause / resume / reload for the CLI and
+                dashboard (hexzd.daemon.router)
     watch       config.toml, re-read when it changes: a valid edit is applied
                 within seconds, a bad one refused with its key and line
-    tick        progress lines, metrics, budgets, retention
+                (hexzd.daemon.reconfigure)
+    tick        progress lines, metrics, budgets, the tuner, ratings, retention
+                (hexzd.daemon.ticks)
+This module holds the Daemon: the state they share (counters, best model,
+pending results), its start, transactions and events, signals and shutdown.
 
 It is the state file's only writer (every statement is in hexzd.store.writes).
 Everything the run needs to resume (the best model, the trainer's
@@ -37,10 +43,11 @@ from hexzd.daemon.router import Control
 from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Supervisor
+from hexzd.daemon.ticks import Ticks
 from hexzd.evaluation import scale
 from hexzd.store import ladder
 from hexzd.store.writes import Writer
-from hexzd.train.tuner import GpuMeter, Telemetry, Tuner
+from hexzd.train.tuner import GpuMeter, Tuner
 
 COUNTERS = (
     "games",
@@ -57,6 +64,8 @@ STOP_GRACE = 20.0  # seconds the workers get to finish up before they are killed
 
 
 class Daemon:
+    """One run's daemon: the state its concerns share, each concern an object holding it."""
+
     def __init__(self, config_path, db, headless: bool = True, duration: float | None = None, out=None):
         self.config_path, self.db = Path(config_path), Path(db)
         self.run_dir = RunDir.of(self.db)
@@ -76,7 +85,6 @@ class Daemon:
         self.write_lock = asyncio.Lock()
         self.last_write_error, self.write_error = float("-inf"), ""
         self.started = time.monotonic()
-        self.last_tick = time.monotonic()
         self.trainer_waiting: list[float] = []  # the trainer's reports since the last tick, for the tuner
         self.live: dict[str, m.Live] = {}  # each self-play worker's game in progress: the dashboard's board
         self.cpu_recent: dict[str, float] = {}  # each worker's CPU share over the last tick
@@ -84,14 +92,14 @@ class Daemon:
         self.ingest = Ingest(self)
         self.control = Control(self)
         self.config_file = ConfigFile(self)
+        self.ticks = Ticks(self)
 
     # -- start and stop ------------------------------------------------------
 
     async def open(self) -> None:
         """The state file, migrated, with this run's config checked against it."""
         self.store = Writer(await store.writer(self.db))
-        age = lambda: self.counters["wall_seconds"] + self._unticked()  # noqa: E731
-        self.scheduler = Scheduler(self.store, lambda: self.config, age)
+        self.scheduler = Scheduler(self.store, lambda: self.config, self.ticks.age)
 
     async def run(self) -> int:
         """Runs until stopped; returns the process exit code."""
@@ -121,8 +129,8 @@ class Daemon:
                     self.ingest.run(),
                     self.control.run(),
                     self.config_file.watch(),
-                    self._tick(),
-                    self._sample_gpu(),
+                    self.ticks.run(),
+                    self.ticks.sample_gpu(),
                 )
             ]
             await self.stopping.wait()
@@ -207,8 +215,8 @@ class Daemon:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.ingest.drain()
         await self._flush()
-        await self._tick_counters()
-        self.out(self.progress_line("stopped"))
+        await self.ticks.count()
+        self.out(self.ticks.progress_line("stopped"))
 
     # -- the state file ------------------------------------------------------
 
@@ -254,132 +262,6 @@ class Daemon:
 
     async def _publish(self, update: m.Message) -> None:
         await self.pub.send(m.encode(update))
-
-    async def _sample_gpu(self) -> None:
-        """Reads the GPU meter every second; the tuner gets each tick's mean."""
-        while self.meter is not None:
-            try:
-                self.meter.sample()
-            except RuntimeError as e:
-                await self._event("warning", "tuner", f"the GPU meter stopped answering: {e}")
-                self.meter = None
-            await asyncio.sleep(1.0)
-
-    async def _tune(self, rates: dict) -> None:
-        """Feeds the last tick's throughput (and GPU use) to the tuner; records what it decides."""
-        gpu = self.meter.take_mean() if self.meter else None
-        waiting = sum(self.trainer_waiting) / len(self.trainer_waiting) if self.trainer_waiting else None
-        self.trainer_waiting = []
-        telemetry = Telemetry(
-            positions_per_s=rates["positions"],
-            evals_per_s=rates["served"],
-            samples_per_s=rates["train_step"] * self.config.train.batch_size,
-            reuse=self.config.train.reuse,
-            gpu_util=gpu,
-            trainer_waiting=waiting,
-            settling=any(v for worker, v in self.settling.items() if worker in self.supervisor.workers),
-        )
-        decisions = self.tuner.observe(telemetry, time.monotonic())
-        now = time.time()
-
-        async def writes():
-            if gpu is not None:
-                await self.store.add_metrics(now, "daemon", {"gpu_util": gpu})
-            await self.store.add_tuning(now, decisions)
-            for d in decisions:
-                await self._event_row(m.Event(level="info", source="tuner", message=d.reason))
-
-        await self._transaction(writes)
-        for d in decisions:
-            self.out(f"info: tuner: {d.reason}")
-        if decisions:
-            await self.config_file.announce()
-
-    # -- progress, budgets, duels, ratings and retention ---------------------------
-
-    def _unticked(self) -> float:
-        return time.monotonic() - self.last_tick
-
-    async def _tick_counters(self) -> None:
-        self.counters["wall_seconds"] += self._unticked()
-        self.counters["cpu_seconds"] += self.cpu.report("daemon", time.process_time())
-        self.last_tick = time.monotonic()
-        await self._transaction(lambda: asyncio.sleep(0))
-
-    async def _tick(self) -> None:
-        last, served = dict(self.counters), self.served.sum
-        while True:
-            await asyncio.sleep(self.config.daemon.progress_seconds)
-            elapsed = self._unticked()
-            rates = {k: (self.counters[k] - last[k]) / elapsed for k in ("games", "positions", "evals", "train_step")}
-            rates["served"] = (self.served.sum - served) / elapsed
-            last, served = dict(self.counters), self.served.sum
-            if self.headless:
-                self.out(self.progress_line(rates=rates))
-            self._check_budgets()
-            try:
-                await self._tick_counters()
-                per_s = {f"{k}_per_s": v for k, v in rates.items()}
-                await self._transaction(lambda per_s=per_s: self.store.add_metrics(time.time(), "daemon", per_s))
-                await self._transaction(self._add_cpu_shares)
-                await self._tune(rates)
-                await self._transaction(lambda: self.scheduler.schedule(self.best))
-                if self.scheduler.ratings_stale:
-                    await self._refresh_ratings()
-                if self.ladder_stale:
-                    self.ladder_stale = False
-                    await self._keep_ladder()
-                await self._retain()
-            except sqlite3.Error as e:  # the file is locked or full: the next tick tries again
-                self._cannot_write(e)
-
-    async def _add_cpu_shares(self) -> None:
-        """Each worker's share of the machine's CPU over the last tick (metric `cpu_share`)."""
-        shares = self.cpu.recent()
-        self.cpu_recent.update(shares)  # a worker reports every few ticks: the panel keeps its last share
-        for worker, share in shares.items():
-            await self.store.add_metrics(time.time(), worker, {"cpu_share": share})
-
-    async def _refresh_ratings(self) -> None:
-        rows = await self.scheduler.ratings()
-        await self._transaction(lambda: self.store.replace_ratings(time.time(), rows))
-
-    def progress_line(self, label: str = "", rates: dict | None = None) -> str:
-        c, r = self.counters, rates or {}
-        t = int(time.monotonic() - self.started)
-        clock = f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
-        rate = lambda k: f" ({r[k]:,.1f}/s)" if k in r else ""  # noqa: E731
-        best = f"model {self.best}" if self.best else "rollouts"
-        duel = self.scheduler.line
-        return (
-            f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
-            f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
-            f"best {best} | eval {self.cpu.overall('duel'):.0%} of CPU"
-            + (f" | {duel}" if duel else "")
-            + (" | paused" if self.paused else "")
-        )
-
-    def _check_budgets(self) -> None:
-        b, c = self.config.budget, self.counters
-        spent = [
-            (self.duration and time.monotonic() - self.started >= self.duration, "the --for duration"),
-            (b.hours and c["wall_seconds"] >= b.hours * 3600, "budget.hours"),
-            (b.games and c["games"] >= b.games, "budget.games"),
-            (b.positions and c["positions"] >= b.positions, "budget.positions"),
-            (b.pflops and c["selfplay_flops"] + c["train_flops"] >= b.pflops * 1e15, "budget.pflops"),
-        ]
-        for done, what in spent:
-            if done:
-                self.stop(f"{what} is spent")
-                return
-
-    async def _retain(self) -> None:
-        """Thins games older than the kept windows and prunes snapshot weights."""
-        keep = self.config.retention
-        every = 0 if keep.thin_keep == 0 else max(1, round(1 / keep.thin_keep))
-        await self._transaction(
-            lambda: self.store.retain(int(keep.window_multiple * self.config.train.window), every, keep.snapshot_every)
-        )
 
 
 def parse_duration(text: str) -> float:

@@ -182,7 +182,7 @@ class Ingest:
         daemon, c = self.daemon, self.daemon.counters
         c["accel_seconds"] += s.train_seconds
         c["train_step"], c["train_flops"] = s.train_step, s.train_flops
-        model_id = await daemon.store.add_snapshot(time.time(), s, c, c["wall_seconds"] + daemon._unticked())
+        model_id = await daemon.store.add_snapshot(time.time(), s, c, daemon.ticks.age())
         daemon.out(f"info: trainer: snapshot {model_id} at step {s.train_step}")
         await daemon.scheduler.schedule(daemon.best)
 

@@ -1,0 +1,170 @@
+"""The daemon's tick, every daemon.progress_seconds: what is done on a clock, not on a message.
+
+Each tick prints the progress line (headless), stops the run once a budget is
+spent, adds the tick's time to the counters, stores the rates and each
+worker's CPU share, feeds the tuner, schedules the next duel, refits the
+ratings when games came in, keeps the ladder's new games, and thins what
+retention lets go. Between ticks the GPU meter is read every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from typing import TYPE_CHECKING
+
+from hexzd.daemon import messages as m
+from hexzd.train.tuner import Telemetry
+
+if TYPE_CHECKING:
+    from hexzd.daemon.core import Daemon
+
+RATES = ("games", "positions", "evals", "train_step")  # the counters whose rates each tick measures
+
+
+class Ticks:
+    """The tick's work; holds when the last tick's time was counted."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.last_tick = time.monotonic()
+
+    def unticked(self) -> float:
+        """Seconds since the last tick's time was counted."""
+        return time.monotonic() - self.last_tick
+
+    def age(self) -> float:
+        """The run's wall seconds so far, this tick's included."""
+        return self.daemon.counters["wall_seconds"] + self.unticked()
+
+    async def count(self) -> None:
+        """Adds the time since the last tick to the counters (wall and the daemon's CPU), and saves them."""
+        daemon = self.daemon
+        daemon.counters["wall_seconds"] += self.unticked()
+        daemon.counters["cpu_seconds"] += daemon.cpu.report("daemon", time.process_time())
+        self.last_tick = time.monotonic()
+        await daemon._transaction(lambda: asyncio.sleep(0))
+
+    async def run(self) -> None:
+        daemon = self.daemon
+        last, served = dict(daemon.counters), daemon.served.sum
+        while True:
+            await asyncio.sleep(daemon.config.daemon.progress_seconds)
+            elapsed = self.unticked()
+            rates = {k: (daemon.counters[k] - last[k]) / elapsed for k in RATES}
+            rates["served"] = (daemon.served.sum - served) / elapsed
+            last, served = dict(daemon.counters), daemon.served.sum
+            if daemon.headless:
+                daemon.out(self.progress_line(rates=rates))
+            self._check_budgets()
+            try:
+                await self.count()
+                per_s = {f"{k}_per_s": v for k, v in rates.items()}
+                await daemon._transaction(lambda per_s=per_s: daemon.store.add_metrics(time.time(), "daemon", per_s))
+                await daemon._transaction(self._add_cpu_shares)
+                await self._tune(rates)
+                await daemon._transaction(lambda: daemon.scheduler.schedule(daemon.best))
+                if daemon.scheduler.ratings_stale:
+                    await self._refresh_ratings()
+                if daemon.ladder_stale:
+                    daemon.ladder_stale = False
+                    await daemon._keep_ladder()
+                await self._retain()
+            except sqlite3.Error as e:  # the file is locked or full: the next tick tries again
+                daemon._cannot_write(e)
+
+    def progress_line(self, label: str = "", rates: dict | None = None) -> str:
+        daemon = self.daemon
+        c, r = daemon.counters, rates or {}
+        t = int(time.monotonic() - daemon.started)
+        clock = f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+        rate = lambda k: f" ({r[k]:,.1f}/s)" if k in r else ""  # noqa: E731
+        best = f"model {daemon.best}" if daemon.best else "rollouts"
+        duel = daemon.scheduler.line
+        return (
+            f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
+            f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
+            f"best {best} | eval {daemon.cpu.overall('duel'):.0%} of CPU"
+            + (f" | {duel}" if duel else "")
+            + (" | paused" if daemon.paused else "")
+        )
+
+    def _check_budgets(self) -> None:
+        daemon = self.daemon
+        b, c = daemon.config.budget, daemon.counters
+        spent = [
+            (daemon.duration and time.monotonic() - daemon.started >= daemon.duration, "the --for duration"),
+            (b.hours and c["wall_seconds"] >= b.hours * 3600, "budget.hours"),
+            (b.games and c["games"] >= b.games, "budget.games"),
+            (b.positions and c["positions"] >= b.positions, "budget.positions"),
+            (b.pflops and c["selfplay_flops"] + c["train_flops"] >= b.pflops * 1e15, "budget.pflops"),
+        ]
+        for done, what in spent:
+            if done:
+                daemon.stop(f"{what} is spent")
+                return
+
+    async def _add_cpu_shares(self) -> None:
+        """Each worker's share of the machine's CPU over the last tick (metric `cpu_share`)."""
+        daemon = self.daemon
+        shares = daemon.cpu.recent()
+        daemon.cpu_recent.update(shares)  # a worker reports every few ticks: the panel keeps its last share
+        for worker, share in shares.items():
+            await daemon.store.add_metrics(time.time(), worker, {"cpu_share": share})
+
+    async def _refresh_ratings(self) -> None:
+        daemon = self.daemon
+        rows = await daemon.scheduler.ratings()
+        await daemon._transaction(lambda: daemon.store.replace_ratings(time.time(), rows))
+
+    async def _retain(self) -> None:
+        """Thins games older than the kept windows and prunes snapshot weights."""
+        daemon = self.daemon
+        keep = daemon.config.retention
+        every = 0 if keep.thin_keep == 0 else max(1, round(1 / keep.thin_keep))
+        games = lambda: int(keep.window_multiple * daemon.config.train.window)  # noqa: E731
+        await daemon._transaction(lambda: daemon.store.retain(games(), every, keep.snapshot_every))
+
+    # -- the tuner ------------------------------------------------------------------
+
+    async def sample_gpu(self) -> None:
+        """Reads the GPU meter every second; the tuner gets each tick's mean."""
+        daemon = self.daemon
+        while daemon.meter is not None:
+            try:
+                daemon.meter.sample()
+            except RuntimeError as e:
+                await daemon._event("warning", "tuner", f"the GPU meter stopped answering: {e}")
+                daemon.meter = None
+            await asyncio.sleep(1.0)
+
+    async def _tune(self, rates: dict) -> None:
+        """Feeds the last tick's throughput (and GPU use) to the tuner; records what it decides."""
+        daemon, train = self.daemon, self.daemon.config.train
+        gpu = daemon.meter.take_mean() if daemon.meter else None
+        reports, daemon.trainer_waiting = daemon.trainer_waiting, []
+        telemetry = Telemetry(
+            positions_per_s=rates["positions"],
+            evals_per_s=rates["served"],
+            samples_per_s=rates["train_step"] * train.batch_size,
+            reuse=train.reuse,
+            gpu_util=gpu,
+            trainer_waiting=sum(reports) / len(reports) if reports else None,
+            settling=any(v for worker, v in daemon.settling.items() if worker in daemon.supervisor.workers),
+        )
+        decisions = daemon.tuner.observe(telemetry, time.monotonic())
+        now = time.time()
+
+        async def writes():
+            if gpu is not None:
+                await daemon.store.add_metrics(now, "daemon", {"gpu_util": gpu})
+            await daemon.store.add_tuning(now, decisions)
+            for d in decisions:
+                await daemon._event_row(m.Event(level="info", source="tuner", message=d.reason))
+
+        await daemon._transaction(writes)
+        for d in decisions:
+            daemon.out(f"info: tuner: {d.reason}")
+        if decisions:
+            await daemon.config_file.announce()
