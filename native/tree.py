@@ -621,7 +621,7 @@ def sigma(q, max_visits, c_visit, c_scale):
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_score, table,
-                c_visit, c_scale, planes, b, stack, seen):
+                c_visit, c_scale, codes, b, stack, seen):
     """step's select in tree b."""
     (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
      node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
@@ -633,7 +633,7 @@ def _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_s
                        roots.winner, roots.ply, board, to_play, winner, ply, b, c_puct,
                        fpu_reduction, gumbel_score, table, c_visit, c_scale, stack, seen,
                        False)
-    codes_one(board, to_play, ply, b, swap, planes, b)
+    codes_one(board, to_play, ply, b, swap, codes, b)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -668,7 +668,7 @@ def _expand_backup_one(tree, leaves, leaf, logits, values, swap, rng, noise_alph
 @numba.njit(nogil=True, cache=True)
 def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, noise_fraction,
          gumbel_score, gumbel_considered, gumbel_sample, c_puct, fpu_reduction, table, c_visit,
-         c_scale, planes, backup, select):
+         c_scale, codes, backup, select):
     """A simulation step's two halves in every tree: with backup, expand the leaves and back
     their values up; then with select, descend to new leaves. See the module docstring.
 
@@ -681,7 +681,7 @@ def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, nois
     select: roots, leaves: State of B games; leaves receives the leaf positions
     (their board, to_play, winner and ply: the union-find parent is left as it
     was, since nothing reads it). leaf: int32[B] receives the leaf node of each
-    tree, planes: uint8[B, n*n + 1] their network input (board.codes_one). An
+    tree, codes: uint8[B, n*n + 1] their network input (board.codes_one). An
     empty table turns Gumbel root selection off.
 
     Both at once end one step and start the next tree by tree, while each tree
@@ -697,7 +697,7 @@ def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, nois
                                b, mark, stack)
         if select:
             _select_one(tree, roots, leaves, leaf, swap, c_puct, fpu_reduction, gumbel_score,
-                        table, c_visit, c_scale, planes, b, stack, seen)
+                        table, c_visit, c_scale, codes, b, stack, seen)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -16,7 +16,7 @@ from hexzd.nn.backends.base import (
     fold_batch_norm,
     max_difference,
     registered,
-    sample_features,
+    sample_codes,
 )
 from hexzd.nn.backends.eager import EagerEvaluator
 from hexzd.nn.backends.engine_cache import cached
@@ -68,9 +68,9 @@ def model():
 def test_every_backend_matches_eager_fp32(model, backend, precision):
     if (backend, precision) not in available():
         pytest.skip(why_unavailable(backend, precision))
-    features = sample_features(N, 300, seed=5)  # not a bucket size: padding is exercised
-    reference = EagerEvaluator(model).evaluate(features)
-    logits, values = build(model, backend, precision).evaluate(features)
+    codes = sample_codes(N, 300, seed=5)  # not a bucket size: padding is exercised
+    reference = EagerEvaluator(model).evaluate(codes)
+    logits, values = build(model, backend, precision).evaluate(codes)
     assert logits.shape == (300, N * N) and values.shape == (300,)
     assert logits.dtype == values.dtype == np.float32
     assert max_difference((logits, values), reference) <= TOLERANCE[precision]
@@ -79,7 +79,7 @@ def test_every_backend_matches_eager_fp32(model, backend, precision):
 def test_folding_batch_norm_changes_the_layers_not_the_outputs(model):
     folded = fold_batch_norm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    x = planes(torch.from_numpy(sample_features(N, 64, seed=6)), N)
+    x = planes(torch.from_numpy(sample_codes(N, 64, seed=6)), N)
     with torch.no_grad():
         a, b = model(x), folded(x)
     assert torch.allclose(a[0], b[0], atol=1e-4) and torch.allclose(a[1], b[1], atol=1e-5)
@@ -92,23 +92,23 @@ def test_folding_batch_norm_changes_the_layers_not_the_outputs(model):
 
 def test_a_batch_is_the_rows_evaluated_one_by_one(model):
     evaluator = build(model, "cpu")
-    features = sample_features(N, 6, seed=7)
-    logits, values = evaluator.evaluate(features)
+    codes = sample_codes(N, 6, seed=7)
+    logits, values = evaluator.evaluate(codes)
     for i in range(6):
-        row = evaluator.evaluate(features[i : i + 1])
+        row = evaluator.evaluate(codes[i : i + 1])
         assert max_difference(row, (logits[i : i + 1], values[i : i + 1])) <= TOLERANCE["fp32"]
-    empty = evaluator.evaluate(features[:0])
+    empty = evaluator.evaluate(codes[:0])
     assert empty[0].shape == (0, N * N) and empty[1].shape == (0,)
 
 
-def test_features_of_the_wrong_shape_are_refused(model):
+def test_input_of_the_wrong_shape_is_refused(model):
     for wrong in (np.zeros((2, 4, 6, 6), np.float32), np.zeros((2, 37), np.uint8), np.zeros(26, np.uint8)):
         with pytest.raises(ValueError, match=r"expected uint8 codes \[B, 26\] \(or float planes \[B, 4, 5, 5\]\)"):
             build(model, "cpu").evaluate(wrong)
 
 
-def test_sample_features_are_plausible_codes():
-    codes = sample_features(N, 2000, seed=11)
+def test_sample_codes_are_plausible():
+    codes = sample_codes(N, 2000, seed=11)
     assert codes.dtype == np.uint8 and codes.shape == (2000, N * N + 1)
     cells = codes[:, : N * N]
     own, opponent = (cells == 1).sum(1), (cells == 2).sum(1)
@@ -116,7 +116,7 @@ def test_sample_features_are_plausible_codes():
     assert np.all((opponent == own) | (opponent == own + 1))  # the opponent moved last, or it is even
     assert np.all(codes[:, -1] <= (own + opponent == 1))  # swap only after the first stone
     assert codes[:, -1].any()
-    assert np.array_equal(sample_features(N, 7, seed=3), sample_features(N, 7, seed=3))
+    assert np.array_equal(sample_codes(N, 7, seed=3), sample_codes(N, 7, seed=3))
 
 
 def test_float_planes_are_still_accepted_and_read_as_their_codes(model):
@@ -171,16 +171,16 @@ def test_padding_is_run_but_never_read_back(model):
     fake = FakeDevice(model, (1, 2, 4, 16, 64))
     reference = EagerEvaluator(model)
     for batch in (1, 3, 16, 17, 64, 150, 0):
-        codes = sample_features(N, batch, seed=batch)
+        codes = sample_codes(N, batch, seed=batch)
         logits, values = fake.evaluate(codes)
         assert logits.shape == (batch, N * N) and values.shape == (batch,)
         assert np.isfinite(logits).all() and np.isfinite(values).all()
         assert max_difference((logits, values), reference.evaluate(codes)) <= TOLERANCE["fp32"]
     # 150 rows ran as 64 + 64 + 22 padded to 64; the empty batch as one padded row.
     assert fake.runs == [(1, 1), (3, 4), (16, 16), (17, 64), (64, 64), (64, 64), (64, 64), (22, 64), (0, 1)]
-    first = fake.evaluate(sample_features(N, 3, seed=1))
-    fake.evaluate(sample_features(N, 3, seed=2))
-    assert not np.array_equal(first[0], fake.evaluate(sample_features(N, 3, seed=2))[0])  # results are copies
+    first = fake.evaluate(sample_codes(N, 3, seed=1))
+    fake.evaluate(sample_codes(N, 3, seed=2))
+    assert not np.array_equal(first[0], fake.evaluate(sample_codes(N, 3, seed=2))[0])  # results are copies
 
 
 def test_the_engine_cache_builds_once_and_loads_after(tmp_path):
@@ -260,9 +260,9 @@ def test_auto_picks_a_working_backend_and_says_why(model, caplog):
     assert (evaluator.backend, evaluator.precision) in available()
     assert evaluator.reason.startswith(f"{evaluator.backend} {evaluator.precision}: ")
     assert evaluator.reason in caplog.text
-    features = sample_features(N, 10, seed=8)
+    codes = sample_codes(N, 10, seed=8)
     assert (
-        max_difference(evaluator.evaluate(features), EagerEvaluator(model).evaluate(features))
+        max_difference(evaluator.evaluate(codes), EagerEvaluator(model).evaluate(codes))
         <= TOLERANCE[evaluator.precision]
     )
 
@@ -272,7 +272,7 @@ def test_cuda_graphs_cover_every_bucket_and_evaluators_run_side_by_side(model):
     evaluator = build(model, "cuda", "fp32", max_batch=300)
     assert sorted(evaluator._captured) == [b for b in BUCKETS if b <= 320]
     assert all(graph is not None for graph, _, _ in evaluator._captured.values())
-    codes = sample_features(N, 300, seed=13)
+    codes = sample_codes(N, 300, seed=13)
     reference = EagerEvaluator(model).evaluate(codes)
     evaluators = [build(model, "cuda", p) for p in ("fp32", "fp16", "fp32")]
     results = [None] * 3
@@ -290,7 +290,7 @@ def test_cuda_graphs_cover_every_bucket_and_evaluators_run_side_by_side(model):
         rows = 100 + 100 * i
         assert max_difference(results[i], (reference[0][:rows], reference[1][:rows])) <= TOLERANCE[p]
     assert len({e.stream.cuda_stream for e in evaluators}) == 3
-    big = sample_features(N, 5000, seed=14)  # past the largest bucket: chunks
+    big = sample_codes(N, 5000, seed=14)  # past the largest bucket: chunks
     assert max_difference(evaluator.evaluate(big), EagerEvaluator(model).evaluate(big)) <= TOLERANCE["fp32"]
 
 
@@ -322,15 +322,15 @@ def test_a_snapshot_written_by_a_compiled_channels_last_half_model_loads(model):
         if v.ndim == 4:
             v = v.contiguous(memory_format=torch.channels_last)
         weights[("_orig_mod." if i % 2 else "module.") + k] = v
-    features = sample_features(N, 20, seed=9)
+    codes = sample_codes(N, 20, seed=9)
     loaded = make_evaluator(snapshot_bytes(weights), backend="cpu", precision="fp32")
-    assert max_difference(loaded.evaluate(features), EagerEvaluator(model).evaluate(features)) <= TOLERANCE["fp32"]
+    assert max_difference(loaded.evaluate(codes), EagerEvaluator(model).evaluate(codes)) <= TOLERANCE["fp32"]
     halves = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     restored = Snapshot.from_bytes(snapshot_bytes(halves))
     assert all(v.dtype == torch.float32 for v in restored.weights.values() if v.is_floating_point())
     assert (
         max_difference(
-            make_evaluator(restored.to_bytes(), "eager").evaluate(features), EagerEvaluator(model).evaluate(features)
+            make_evaluator(restored.to_bytes(), "eager").evaluate(codes), EagerEvaluator(model).evaluate(codes)
         )
         <= TOLERANCE["fp16"]
     )
@@ -340,9 +340,9 @@ def test_a_snapshot_written_on_a_gpu_loads_on_the_cpu(model):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU to write the snapshot; this machine has none")
     blob = snapshot_bytes({k: v.cuda() for k, v in model.state_dict().items()})
-    features = sample_features(N, 20, seed=10)
+    codes = sample_codes(N, 20, seed=10)
     loaded = make_evaluator(blob, backend="cpu", precision="fp32")
-    assert max_difference(loaded.evaluate(features), EagerEvaluator(model).evaluate(features)) <= TOLERANCE["fp32"]
+    assert max_difference(loaded.evaluate(codes), EagerEvaluator(model).evaluate(codes)) <= TOLERANCE["fp32"]
 
 
 def test_the_registry_holds_every_backend_and_the_entry_points_name_none(model):

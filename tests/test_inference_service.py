@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hexzd.nn.backends.base import sample_features
+from hexzd.nn.backends.base import sample_codes
 from hexzd.nn.backends.eager import EagerEvaluator
 from hexzd.nn.inference import build
 from hexzd.nn.inference_service import InferenceService
@@ -21,10 +21,10 @@ class Slow:
     def __init__(self, model, pause=0.02):
         self.reference, self.pause, self.sizes = EagerEvaluator(model), pause, []
 
-    def evaluate(self, x):
-        self.sizes.append(len(x))
+    def evaluate(self, codes):
+        self.sizes.append(len(codes))
         time.sleep(self.pause)
-        return self.reference.evaluate(x)
+        return self.reference.evaluate(codes)
 
 
 def model(seed: int, n: int = 4):
@@ -36,7 +36,7 @@ def test_requests_from_many_threads_are_batched_and_each_gets_its_own_rows():
     net = model(0)
     slow = Slow(net)
     service = InferenceService([slow], max_batch=64)
-    requests = [sample_features(4, 5, seed=s) for s in range(40)]
+    requests = [sample_codes(4, 5, seed=s) for s in range(40)]
     answers = [None] * len(requests)
 
     def client(indices):
@@ -50,8 +50,8 @@ def test_requests_from_many_threads_are_batched_and_each_gets_its_own_rows():
         t.join()
     service.close()
     reference = EagerEvaluator(net)
-    for x, (logits, values, seconds) in zip(requests, answers):
-        want_logits, want_values = reference.evaluate(x)  # one request alone, unbatched
+    for codes, (logits, values, seconds) in zip(requests, answers):
+        want_logits, want_values = reference.evaluate(codes)  # one request alone, unbatched
         np.testing.assert_allclose(logits, want_logits, atol=1e-5)
         np.testing.assert_allclose(values, want_values, atol=1e-5)
         assert seconds > 0
@@ -62,15 +62,15 @@ def test_requests_from_many_threads_are_batched_and_each_gets_its_own_rows():
 
 def test_an_evaluator_error_fails_its_batch_and_the_service_goes_on():
     class Flaky(Slow):
-        def evaluate(self, x):
-            if len(x) == 3:
+        def evaluate(self, codes):
+            if len(codes) == 3:
                 raise RuntimeError("out of memory")
-            return super().evaluate(x)
+            return super().evaluate(codes)
 
     service = InferenceService([Flaky(model(0), pause=0)])
     with pytest.raises(RuntimeError, match="out of memory"):
-        service.submit(sample_features(4, 3)).result()
-    logits, values, _ = service.submit(sample_features(4, 2)).result()
+        service.submit(sample_codes(4, 3)).result()
+    logits, values, _ = service.submit(sample_codes(4, 2)).result()
     assert logits.shape == (2, 16) and values.shape == (2,)
     service.close()
 
@@ -78,15 +78,15 @@ def test_an_evaluator_error_fails_its_batch_and_the_service_goes_on():
 def test_a_swapped_network_answers_the_next_requests():
     old, new = model(0), model(1)
     service = InferenceService([EagerEvaluator(old), EagerEvaluator(old)])
-    x = sample_features(4, 6, seed=9)
+    codes = sample_codes(4, 6, seed=9)
     service.swap([EagerEvaluator(new), EagerEvaluator(new)])
-    logits, _ = service.evaluate(x)
-    np.testing.assert_allclose(logits, EagerEvaluator(new).evaluate(x)[0], atol=1e-5)
+    logits, _ = service.evaluate(codes)
+    np.testing.assert_allclose(logits, EagerEvaluator(new).evaluate(codes)[0], atol=1e-5)
     with pytest.raises(ValueError, match="2 evaluators"):
         service.swap([EagerEvaluator(new)])
     service.close()
     with pytest.raises(RuntimeError, match="closed"):
-        service.submit(x)
+        service.submit(codes)
 
 
 def test_an_inline_evaluator_runs_in_the_submitting_thread_and_is_counted():
@@ -98,14 +98,14 @@ def test_an_inline_evaluator_runs_in_the_submitting_thread_and_is_counted():
         def __init__(self):
             self.threads = []
 
-        def evaluate(self, x):
+        def evaluate(self, codes):
             self.threads.append(threading.get_ident())
-            return np.zeros((len(x), 16), np.float32), np.zeros(len(x), np.float32)
+            return np.zeros((len(codes), 16), np.float32), np.zeros(len(codes), np.float32)
 
     inline = Inline()
     service = InferenceService([inline])
     for rows in (3, 5):
-        logits, values, _ = service.submit(sample_features(4, rows, seed=rows)).result()
+        logits, values, _ = service.submit(sample_codes(4, rows, seed=rows)).result()
         assert logits.shape == (rows, 16) and values.shape == (rows,)
     service.close()
     assert inline.threads == [threading.get_ident()] * 2
@@ -122,10 +122,10 @@ def test_the_service_thread_runs_the_network_on_the_process_s_torch_threads(back
     torch.set_num_threads(1)
     try:
         evaluator = build(model(3, n=5), backend, "fp32")
-        x = sample_features(5, 64, seed=1)
+        codes = sample_codes(5, 64, seed=1)
         service = InferenceService([evaluator])
         before = len(os.listdir("/proc/self/task"))
-        service.evaluate(x)
+        service.evaluate(codes)
         after = len(os.listdir("/proc/self/task"))
         service.close()
         assert after == before

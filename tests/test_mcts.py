@@ -85,7 +85,7 @@ def test_proven_wins_and_losses_agree_with_the_solver(n, stones, sims, rollouts)
     evaluate = (
         None
         if rollouts
-        else (lambda planes: (np.zeros((len(planes), n * n), np.float32), np.zeros(len(planes), np.float32)))
+        else (lambda codes: (np.zeros((len(codes), n * n), np.float32), np.zeros(len(codes), np.float32)))
     )
     search = search_at(positions, n, sims, evaluate=evaluate)
     deep_wins = deep_losses = 0
@@ -320,8 +320,8 @@ def test_search_with_network_priors_visits_as_the_textbook_rules_that_score_ever
     n, sims = 9, 200
     positions = random_positions(n, 10, (0, 5), seed=5)
 
-    def evaluate(planes):
-        out = [hashed_network(row.tobytes(), n * n) for row in planes]
+    def evaluate(codes):
+        out = [hashed_network(row.tobytes(), n * n) for row in codes]
         return np.stack([o[0] for o in out]), np.array([o[1] for o in out], np.float32)
 
     config = SearchConfig(gumbel=gumbel)

@@ -137,8 +137,8 @@ def test_the_search_sends_its_leaves_codes():
     leaves = search._leaves
     for _ in range(4):
         search.select()
-        assert search.planes.dtype == np.uint8 and search.planes.shape == (6, n * n + 1)
-        assert search.planes.tolist() == [reference_codes(leaves, b) for b in range(6)]
+        assert search.codes.dtype == np.uint8 and search.codes.shape == (6, n * n + 1)
+        assert search.codes.tolist() == [reference_codes(leaves, b) for b in range(6)]
         search.backup(np.zeros((6, n * n), np.float32), np.zeros(6, np.float32))
 
 

@@ -15,7 +15,7 @@ import platform
 import torch
 
 from hexzd.config import DeviceConfig
-from hexzd.nn.backends.base import sample_features
+from hexzd.nn.backends.base import sample_codes
 from hexzd.nn.inference import available, build, throughput
 from hexzd.nn.net import NetSpec, count_flops, count_params
 
@@ -80,8 +80,8 @@ def _rows(evaluator, n: int, flops: int, seconds: float) -> list[dict]:
     """One row per batch size."""
     rows = []
     for batch in BATCHES:
-        features = sample_features(n, batch, seed=batch)
-        rate = throughput(evaluator, features, seconds, ROUNDS)
+        codes = sample_codes(n, batch, seed=batch)
+        rate = throughput(evaluator, codes, seconds, ROUNDS)
         top = peak(evaluator.device, evaluator.precision)
         rows.append(
             {

@@ -46,7 +46,7 @@ import torch
 from hexzd.benchmarks.hop import ROWS, hops
 from hexzd.benchmarks.net import backend_device
 from hexzd.config import DeviceConfig, SelfplayConfig
-from hexzd.nn.backends.base import sample_features
+from hexzd.nn.backends.base import sample_codes
 from hexzd.nn.inference import available, build, throughput
 from hexzd.nn.inference_service import MAX_BATCH
 from hexzd.nn.loader import IN_FLIGHT, Network
@@ -80,8 +80,8 @@ class ZeroCost:
         self.logits = rng.normal(0.0, 1.5, (rows, n * n)).astype(np.float32)  # a network's spread of priors
         self.values = rng.uniform(-0.5, 0.5, rows).astype(np.float32)
 
-    def evaluate(self, x):
-        return self.logits[: len(x)], self.values[: len(x)]
+    def evaluate(self, codes):
+        return self.logits[: len(codes)], self.values[: len(codes)]
 
 
 def _selfplay(n: int, sims: int, batch: int, evaluators: list, threads: int = 1) -> SelfPlay:
@@ -129,7 +129,7 @@ def _row(model, backend: str, precision: str, n: int, sims: int, batch: int, sec
         for r in range(ROUNDS):
             measured = _time(games, seconds / ROUNDS, warm=r == 0)
             at = max(1, round(measured["mean_batch"]))
-            synthetic = throughput(evaluators[0], sample_features(n, at, seed=at), seconds / (2 * ROUNDS))
+            synthetic = throughput(evaluators[0], sample_codes(n, at, seed=at), seconds / (2 * ROUNDS))
             rounds.append((measured["evals_per_s"] / synthetic, synthetic, at, measured))
     finally:
         games.close()
@@ -164,7 +164,7 @@ def bytes_per_game(n: int, sims: int, games: int = MEMORY_GAMES, moves: int = ME
         total = 0
         for group in play.groups:
             s = group.search
-            arrays = [*s.tree, *s.roots.arrays, *s._leaves.arrays, s.leaf, s.planes, s.rng, s.gumbel_score]
+            arrays = [*s.tree, *s.roots.arrays, *s._leaves.arrays, s.leaf, s.codes, s.rng, s.gumbel_score]
             total += sum(a.nbytes for a in arrays)
             total += sum(p.nbytes for policies in group.policies for p in policies)
             total += 8 * sum(len(a) for a in group.actions)

@@ -21,7 +21,7 @@ from hexzd.nn.backends.base import (
     Evaluator,
     max_difference,
     registered,
-    sample_features,
+    sample_codes,
 )
 from hexzd.nn.backends.eager import EagerEvaluator
 from hexzd.nn.net import HexNet
@@ -114,7 +114,7 @@ def make_evaluator(
     pairs = available(backend, precision)
     if not pairs:
         raise ValueError(f"no {backend} backend with {precision} precision on this machine")
-    codes = sample_features(model.spec.board_size, probe_batch, seed=3)
+    codes = sample_codes(model.spec.board_size, probe_batch, seed=3)
     reference = EagerEvaluator(model).evaluate(codes)
     timed, notes = [], []
     for b, p in pairs:

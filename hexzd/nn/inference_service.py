@@ -1,6 +1,6 @@
 """The inference service: one per accelerator in a process, fed by every search thread.
 
-Searchers hand it their leaves (`submit(x) -> Reply`) and go on with another
+Searchers hand it their leaves (`submit(codes) -> Reply`) and go on with another
 group's tree while the network runs. Whatever requests wait when an evaluator
 comes free go out as one batch, up to `max_batch` rows: a busy service batches
 more, an idle one answers at once, and no request waits for a batch to fill.
@@ -73,9 +73,10 @@ class Reply:
 class InferenceService:
     """Batches requests from many threads onto one or more evaluators of the same network.
 
-    `submit(x)` returns a Reply of (logits, values, seconds): the rows of x's
-    evaluation and x's share of the batch's evaluation time. An evaluator's
-    error fails the replies of its batch and leaves the service running.
+    `submit(codes)` returns a Reply of (logits, values, seconds): the rows of
+    their evaluation and their share of the batch's evaluation time. An
+    evaluator's error fails the replies of its batch and leaves the service
+    running.
     """
 
     def __init__(self, evaluators: Sequence, max_batch: int = MAX_BATCH):
@@ -100,24 +101,24 @@ class InferenceService:
     def in_flight(self) -> int:
         return len(self._threads)
 
-    def submit(self, x: np.ndarray) -> Reply:
-        """Queues x (rows of network input); the caller must not change x until the reply is in."""
+    def submit(self, codes: np.ndarray) -> Reply:
+        """Queues codes (rows of network input); the caller must not change them until the reply is in."""
         reply = Reply()
         evaluator = self._evaluators[0]
         if getattr(evaluator, "inline", False):
-            return self._inline(evaluator, x, reply)
+            return self._inline(evaluator, codes, reply)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the inference service is closed")
-            self._queue.put((x, reply))
+            self._queue.put((codes, reply))
         return reply
 
-    def _inline(self, evaluator, x: np.ndarray, reply: Reply) -> Reply:
+    def _inline(self, evaluator, codes: np.ndarray, reply: Reply) -> Reply:
         started = time.perf_counter()
-        logits, values = evaluator.evaluate(x)
+        logits, values = evaluator.evaluate(codes)
         seconds = time.perf_counter() - started
         reply._set((logits, values, seconds))
-        self._count(len(x), seconds)
+        self._count(len(codes), seconds)
         return reply
 
     def _count(self, rows: int, seconds: float) -> None:
@@ -126,9 +127,9 @@ class InferenceService:
             self.batches += 1
             self.busy_seconds += seconds
 
-    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The Evaluate signature, for callers that wait: (logits, values)."""
-        logits, values, _ = self.submit(x).result()
+        logits, values, _ = self.submit(codes).result()
         return logits, values
 
     def swap(self, evaluators: Sequence) -> None:
@@ -167,11 +168,11 @@ class InferenceService:
                 self._run(self._evaluators[i], batch)
 
     def _run(self, evaluator, batch: list[tuple[np.ndarray, Reply]]) -> None:
-        inputs = [x for x, _ in batch]
+        parts = [codes for codes, _ in batch]
         started = time.perf_counter()
         try:
-            x = inputs[0] if len(inputs) == 1 else np.concatenate(inputs)
-            logits, values = evaluator.evaluate(x)
+            codes = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            logits, values = evaluator.evaluate(codes)
         except BaseException as e:  # the requesters see it; the service serves the next batch
             for _, reply in batch:
                 reply._set(error=e)
@@ -180,9 +181,9 @@ class InferenceService:
         start = 0
         for part, reply in batch:
             end = start + len(part)
-            reply._set((logits[start:end], values[start:end], seconds * len(part) / len(x)))
+            reply._set((logits[start:end], values[start:end], seconds * len(part) / len(codes)))
             start = end
-        self._count(len(x), seconds)
+        self._count(len(codes), seconds)
 
     def close(self) -> None:
         """Serves what is queued, then stops the threads."""

@@ -4,9 +4,9 @@ A `Search` holds B games (its roots), their trees and the buffers that one
 simulation step passes between the kernels and the evaluator. Each step is a
 few kernel calls for the whole batch, none per game:
 
-    search.select()                   # leaves' network input -> search.planes
-    logits, values = net(search.planes)  # uint8[B, n*n + 1]: native/board.py codes_one
-    search.backup(logits, values)     # or backup_select: this backup and the next select, one pass
+    search.select()                     # leaves' network input -> search.codes
+    logits, values = net(search.codes)  # uint8[B, n*n + 1]: native/board.py codes_one
+    search.backup(logits, values)       # or backup_select: this backup and the next select, one pass
 
 `run(sims, evaluate)` loops over these; `evaluate=None` means random-rollout
 values with uniform priors, the cold start before any network exists. A
@@ -133,7 +133,7 @@ class Search:
         self.leaf = np.zeros(batch, np.int32)
         # The leaves' compact network input (native/board.py codes_one), not float planes:
         # the evaluator expands it on its own device (hexzd.nn.net.planes).
-        self.planes = np.zeros((batch, n * n + 1), np.uint8)
+        self.codes = np.zeros((batch, n * n + 1), np.uint8)
         self.rng = seeds(batch, seed)
         self.gumbel_score = np.full((batch, n * n + 1), -np.inf, np.float32)
         self._uniform = np.zeros((batch, n * n), np.float32)
@@ -151,7 +151,7 @@ class Search:
     # -- one simulation step ------------------------------------------------
 
     def select(self) -> None:
-        """Descends every tree to a leaf and writes its network input to self.planes."""
+        """Descends every tree to a leaf and writes its network input to self.codes."""
         self._reserve()
         self._step(_NO_LOGITS, _NO_VALUES, backup=False, select=True)
 
@@ -186,7 +186,7 @@ class Search:
             self._table,
             GUMBEL_C_VISIT,
             GUMBEL_C_SCALE,
-            self.planes,
+            self.codes,
             backup,
             select,
         )
@@ -228,7 +228,7 @@ class Search:
             return
         self.select()
         for step in range(sims):
-            outputs = evaluate(self.planes)
+            outputs = evaluate(self.codes)
             if step + 1 < sims:
                 self.backup_select(*outputs)
             else:

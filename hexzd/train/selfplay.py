@@ -221,7 +221,7 @@ class SelfPlay:
                     resolve(group, pending.pop(i), then_select=True)
                 else:
                     group.search.select()
-                pending[i] = service.submit(group.search.planes)
+                pending[i] = service.submit(group.search.codes)
         for i, reply in pending.items():
             resolve(plan[i][0], reply, then_select=False)
 

@@ -17,7 +17,7 @@ that hold planes.
 Every backend returns float32 numpy arrays: logits[B, n*n] and values[B].
 Its outputs match eager fp32 within TOLERANCE[precision]: the largest
 absolute difference in policy probabilities (softmax of the logits) and in
-values (`max_difference`), on positions from `sample_features`.
+values (`max_difference`), on positions from `sample_codes`.
 """
 
 import copy
@@ -45,7 +45,7 @@ __all__ = [
     "max_difference",
     "register",
     "registered",
-    "sample_features",
+    "sample_codes",
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -109,7 +109,7 @@ def fp32_only(backend: str, precision: str) -> None:
         raise ValueError(f"the {backend} backend runs fp32, not {precision}")
 
 
-def sample_features(n: int, batch: int, seed: int = 0) -> np.ndarray:
+def sample_codes(n: int, batch: int, seed: int = 0) -> np.ndarray:
     """Plausible network inputs, uint8[B, n*n + 1] codes: random stones, as many
     for each player or one more for the opponent (who moved last), and swap
     available in about half of the positions with a single stone.

@@ -18,7 +18,7 @@ from hexzd.nn.backends.base import (
     fold_batch_norm,
     max_difference,
     register,
-    sample_features,
+    sample_codes,
 )
 from hexzd.nn.backends.eager import EagerEvaluator
 from hexzd.nn.backends.engine_cache import cached, tensorrt_cache_dir, weights_digest
@@ -44,7 +44,7 @@ class TensorRTEvaluator(_Staged):
     of building. The engine takes the 4 planes; the codes cross to the
     device (pinned buffers, this evaluator's stream, as CudaEvaluator) into
     a preallocated buffer and are expanded there. int8 is calibrated with
-    ModelOpt on `sample_features` and refused (ValueError) when it misses
+    ModelOpt on `sample_codes` and refused (ValueError) when it misses
     TOLERANCE["int8"].
     """
 
@@ -109,7 +109,7 @@ class TensorRTEvaluator(_Staged):
         from modelopt.torch.quantization.utils import export_torch_mode
 
         n = self.spec.board_size
-        calibration = planes(torch.from_numpy(sample_features(n, 512, seed=1)).to(self._device), n).contiguous()
+        calibration = planes(torch.from_numpy(sample_codes(n, 512, seed=1)).to(self._device), n).contiguous()
         quantized = copy.deepcopy(self.model)
         mtq.quantize(quantized, mtq.INT8_DEFAULT_CFG, forward_loop=lambda m: m(calibration))
         with export_torch_mode():
@@ -127,7 +127,7 @@ class TensorRTEvaluator(_Staged):
         self._done.synchronize()
 
     def _check_int8(self):
-        codes = sample_features(self.spec.board_size, PROBE_BATCH, seed=2)
+        codes = sample_codes(self.spec.board_size, PROBE_BATCH, seed=2)
         gap = max_difference(self.evaluate(codes), EagerEvaluator(self.reference).evaluate(codes))
         if gap > TOLERANCE["int8"]:
             raise ValueError(f"int8 misses its tolerance: {gap:.3g} > {TOLERANCE['int8']}")
