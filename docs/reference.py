@@ -563,7 +563,9 @@ def packages_page() -> str:
                 continue
             lines += [f"### `{name}`", ""]
             modules = sorted(m for m in path.glob("*.py") if m.name != "__init__.py")
-            lines += table(["module", "what"], [[code(f"{name}.{m.stem}"), docstring(m)] for m in modules])
+            modules += sorted(d for d in path.iterdir() if (d / "__init__.py").is_file())
+            rows = [[code(f"{name}.{m.stem}"), docstring(m)] for m in modules]
+            lines += table(["module", "what"], rows)
             lines.append("")
     others = [c for c in contracts if c is not layered]
     if others:

@@ -98,3 +98,32 @@ def test_every_page_of_the_docs_is_in_the_site_nav():
     docs = ROOT / "docs"
     found = {str(p.relative_to(docs)) for p in docs.rglob("*.md")}
     assert found == listed
+
+
+def named_modules(text: str) -> set[str]:
+    """The source files (`hexzd/nn/net.py`) and modules (`hexzd.nn.loader`) that a page names in code spans."""
+    files = set(re.findall(r"`((?:hexzd|native|tui|tests)/[\w/]+\.py)`", text))
+    dotted = set(re.findall(r"`(hexzd(?:\.\w+)+)", text))
+    return files | dotted
+
+
+def exists(name: str) -> bool:
+    """A file, or a dotted name whose longest module prefix is a file or package of the tree."""
+    if name.endswith(".py"):
+        return (ROOT / name).is_file()
+    places = {"hexzd.native": "native", "hexzd.tui": "tui", "hexzd": "hexzd"}
+    parts = name.split(".")
+    for end in range(len(parts), 1, -1):
+        module = ".".join(parts[:end])
+        prefix = next(p for p in places if module == p or module.startswith(p + "."))
+        path = ROOT / places[prefix] / Path(*module[len(prefix) :].strip(".").split("."))
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return True
+    return False
+
+
+def test_the_docs_name_only_modules_that_exist():
+    pages = [ROOT / "README.md", *(p for p in (ROOT / "docs").rglob("*.md") if "reference" not in p.parts)]
+    gone = {f"{page.relative_to(ROOT)}: {name}" for page in pages for name in named_modules(page.read_text())}
+    gone = {entry for entry in gone if not exists(entry.split(": ", 1)[1])}
+    assert gone == set(), "a module moved: update these pages"
