@@ -108,7 +108,8 @@ def named_modules(text: str) -> set[str]:
 
 
 def exists(name: str) -> bool:
-    """A file, or a dotted name whose longest module prefix is a file or package of the tree."""
+    """A file of the tree, or a dotted name: its longest module prefix a file or package of the
+    tree, and the name after it (a function, a class: `hexzd.nn.net.planes`) a word of that module."""
     if name.endswith(".py"):
         return (ROOT / name).is_file()
     places = {"hexzd.native": "native", "hexzd.tui": "tui", "hexzd": "hexzd"}
@@ -117,8 +118,9 @@ def exists(name: str) -> bool:
         module = ".".join(parts[:end])
         prefix = next(p for p in places if module == p or module.startswith(p + "."))
         path = ROOT / places[prefix] / Path(*module[len(prefix) :].strip(".").split("."))
-        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
-            return True
+        source = path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+        if source.is_file():
+            return end == len(parts) or re.search(rf"\b{parts[end]}\b", source.read_text()) is not None
     return False
 
 
