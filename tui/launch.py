@@ -13,6 +13,7 @@ import time
 
 import click
 
+from hexzd import processes
 from hexzd.daemon.rundir import RunDir
 from hexzd.tui.data import query_daemon
 
@@ -67,9 +68,9 @@ def start_attached(config_path, db, duration: float | None) -> int:
         command += ["--for", str(duration)]
     with open(log, "ab") as out:
         offset = out.tell()
-        child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )  # `q` may leave it running after we exit
+        # Its own session: `q` may leave it running after we exit. Unlike hexzd.processes.stop,
+        # nothing kills it at a deadline: `_stop` asks it, and only a second Ctrl-C forces it.
+        child = processes.start(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     click.echo(f"starting the daemon (pid {child.pid}, log {log})...")
     try:
         while (query_daemon(db, "status", timeout=0.5) or {}).get("pid") != child.pid:

@@ -21,12 +21,12 @@ import json
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from hexzd import processes
 
 STEPS = ("environment", "tests", "bench-net", "bench-selfplay", "daemon")
 # Seconds per child step; the daemon gets its minutes plus DAEMON_MARGIN. With the
@@ -317,38 +317,20 @@ def first_and_last_minute(samples: list[tuple[float, float]], start: float | Non
 
 
 def child(command: list[str], budget: float, log: Path, cwd: Path | None = None) -> dict:
-    """Runs a command in its own process group for at most `budget` seconds: SIGINT at
+    """Runs a command in a session of its own for at most `budget` seconds: SIGINT at
     budget - GRACE, SIGKILL at the budget. Its stdout and stderr are kept in LOG.out and LOG.err."""
     out, err = log.with_suffix(".out"), log.with_suffix(".err")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    timed_out = False
     with out.open("w") as stdout, err.open("w") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=cwd, env=env, start_new_session=True)
-        try:
-            process.wait(timeout=max(1.0, budget - GRACE))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _signal(process, signal.SIGINT)
-            try:
-                process.wait(timeout=min(GRACE, budget))
-            except subprocess.TimeoutExpired:
-                _signal(process, signal.SIGKILL)
-                process.wait()
+        code, timed_out = processes.run(command, budget, GRACE, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
     return {
         "command": shlex.join(_short(a) for a in command),
-        "returncode": process.returncode,
+        "returncode": code,
         "timed_out": timed_out,
         "budget": budget,
         "stdout": out.read_text(errors="replace"),
         "stderr": err.read_text(errors="replace"),
     }
-
-
-def _signal(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)  # the child and whatever it started
-    except ProcessLookupError:
-        pass
 
 
 def _short(arg: str) -> str:

@@ -183,7 +183,10 @@ def _finite(x: float) -> float | None:
 
 
 def hexzd(*args, stdout=None, capture: bool = False) -> str:
-    """Runs a `hexzd` command as a child process; its output, or an error naming it."""
+    """Runs a `hexzd` command as a child process; its output, or an error naming it.
+
+    Unlike hexzd.processes.run, with no budget and in this process's group: each command
+    ends by itself (a run after its `--for`), and a Ctrl-C reaches it as it reaches us."""
     command = [sys.executable, "-m", "hexzd", *map(str, args)]
     done = subprocess.run(command, stdout=subprocess.PIPE if capture else stdout, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:

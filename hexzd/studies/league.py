@@ -37,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hexzd import store
+from hexzd import processes, store
 from hexzd.config import Config, DuelConfig, RatingsConfig
 from hexzd.evaluation import scale
 from hexzd.evaluation.duel import load_player, play_pairs
@@ -47,7 +47,6 @@ from hexzd.nn.snapshot import Snapshot
 from hexzd.store import ladder, reads
 from hexzd.store import league_file as db
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SLEEP_SLICE = 0.2  # seconds: a throttled wait notices a stop within this
 
 
@@ -112,22 +111,14 @@ def inspect(path: Path) -> Found:
 
 
 class Stop:
-    """SIGINT (Ctrl-C) or SIGTERM while the league plays: the first stops it cleanly at the
-    next move, a second at once. Either way every stored pair is kept."""
+    """SIGINT (Ctrl-C) or SIGTERM while the league plays (`handle`, the handler of both):
+    the first stops it cleanly at the next move, a second at once. Either way every
+    stored pair is kept."""
 
     def __init__(self):
         self.requested: str | None = None
-        self.previous = {}
 
-    def __enter__(self) -> "Stop":
-        self.previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, sig, frame) -> None:
+    def handle(self, sig, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = signal.Signals(sig).name
@@ -415,7 +406,8 @@ def run_league(path, runs, settings: Settings, echo=print) -> dict:
     connection = db.open_league(path)
     try:
         league = League(connection, settings, echo)
-        with Stop() as stop:
+        stop = Stop()
+        with processes.on_stop_signals(stop.handle):
             league.admit(runs)
             stopped = league.play(stop, deadline)
         echo(f"stopped: {stopped}")

@@ -37,13 +37,12 @@ from pathlib import Path
 import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hexzd import config, store
+from hexzd import config, processes, store
 from hexzd.config import Config
 from hexzd.daemon.rundir import RunDir
 
 MANIFEST = "manifest.jsonl"
 BUDGETS = ("hours", "games", "positions", "pflops")  # [budget] keys: a run with none of them never ends
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 POLL_SECONDS = 0.2  # how often the sweep looks at its runs and at signals received
 TAIL_LINES = 5  # lines of a failed run's log kept as its reason
 
@@ -370,25 +369,22 @@ def _same_config(written: Path, run: Run) -> bool:
 def _run_all(sweep: Sweep, todo: list[Run], manifest: Manifest, echo) -> None:
     running: list[Child] = []
     received: list[int] = []  # the handler only notes a signal; the loop passes it on
-    previous = {sig: signal.signal(sig, lambda sig, frame: received.append(sig)) for sig in STOP_SIGNALS}
     passed_on = 0
     try:
-        while running or (todo and not received):
-            while todo and not received and len(running) < sweep.parallel:
-                running.append(_start(sweep, todo.pop(0), manifest, echo))
-            for sig in received[passed_on:]:
-                _pass_on(sig, running, passed_on == 0, len(todo), echo)
-                passed_on += 1
-            time.sleep(POLL_SECONDS)
-            for child in [c for c in running if c.process.poll() is not None]:
-                running.remove(child)
-                _finish(sweep, child, manifest, echo)
+        with processes.on_stop_signals(lambda sig, frame: received.append(sig)):
+            while running or (todo and not received):
+                while todo and not received and len(running) < sweep.parallel:
+                    running.append(_start(sweep, todo.pop(0), manifest, echo))
+                for sig in received[passed_on:]:
+                    _pass_on(sig, running, passed_on == 0, len(todo), echo)
+                    passed_on += 1
+                time.sleep(POLL_SECONDS)
+                for child in [c for c in running if c.process.poll() is not None]:
+                    running.remove(child)
+                    _finish(sweep, child, manifest, echo)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         for child in running:  # only after an error of the sweep itself: no run is left behind
-            child.process.kill()
-            child.process.wait()
+            processes.kill(child.process)
 
 
 def _pass_on(sig: int, running: list[Child], first: bool, waiting: int, echo) -> None:
@@ -416,11 +412,11 @@ def _start(sweep: Sweep, run: Run, manifest: Manifest, echo) -> Child:
     with open(sweep.out / run.log, "a") as log:  # the child keeps its own copy of the descriptor
         log.write(f"--- hexzd sweep {sweep.name}: {shlex.join(command[1:])} at {_now()}\n")
         log.flush()
-        # Its own process group: a Ctrl-C in the terminal reaches the sweep
-        # alone, which passes it on once, so a run does not take it for the
-        # second Ctrl-C that stops at once.
-        process = subprocess.Popen(
-            command, cwd=sweep.out, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, process_group=0
+        # Its own session: a Ctrl-C in the terminal reaches the sweep alone,
+        # which passes it on once, so a run does not take it for the second
+        # Ctrl-C that stops at once.
+        process = processes.start(
+            command, cwd=sweep.out, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
     record = {
         "run": run.name,
