@@ -41,6 +41,7 @@ What makes a simulation cheap (see the kernels for each):
 """
 import math
 from collections import namedtuple
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -94,6 +95,23 @@ Tree = namedtuple(
 )
 
 State = namedtuple("State", ["board", "parent", "to_play", "winner", "ply"])  # see board.py
+
+
+class Settings(NamedTuple):
+    """A search's scalar settings, the same for every tree: step's and search_rollouts' one
+    argument for them, where ten positional scalars could be swapped unseen. The caller
+    builds it once per configuration (hexzd.search.mcts.kernel_settings), not per step.
+    """
+
+    c_puct: float  # PUCT's exploration constant
+    fpu_reduction: float  # an unvisited move's Q is its parent's minus this
+    noise_alpha: float  # Dirichlet noise at a fresh root: its concentration,
+    noise_fraction: float  # and the share of the priors it replaces (0: none)
+    gumbel_considered: int  # moves Gumbel search considers at the root; 0: PUCT there, and the noise
+    gumbel_sample: bool  # Gumbel draws g at the root; false: g = 0 (play for evaluation)
+    c_visit: float  # sigma's constants (Gumbel search)
+    c_scale: float
+    playouts: int  # random fills per rollout value (search_rollouts)
 
 
 # -- one tree's steps, on arrays passed one by one ------------------------------
@@ -666,9 +684,8 @@ def _expand_backup_one(tree, leaves, leaf, logits, values, swap, rng, noise_alph
 
 
 @numba.njit(nogil=True, cache=True)
-def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, noise_fraction,
-         gumbel_score, gumbel_considered, gumbel_sample, c_puct, fpu_reduction, table, c_visit,
-         c_scale, codes, backup, select):
+def step(tree, roots, leaves, swap, leaf, logits, values, rng, gumbel_score, table, codes,
+         settings, backup, select):
     """A simulation step's two halves in every tree: with backup, expand the leaves and back
     their values up; then with select, descend to new leaves. See the module docstring.
 
@@ -676,7 +693,7 @@ def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, nois
     of each leaf, for the player to move there. A finished game's leaf is worth
     -1 to the player to move: the previous move won. A proven leaf is worth its
     proof. A root expanded here gets Dirichlet noise, or its Gumbel draw when
-    gumbel_considered > 0. (Without backup they are not read.)
+    settings.gumbel_considered > 0. (Without backup they are not read.)
 
     select: roots, leaves: State of B games; leaves receives the leaf positions
     (their board, to_play, winner and ply: the union-find parent is left as it
@@ -684,9 +701,15 @@ def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, nois
     tree, codes: uint8[B, n*n + 1] their network input (board.codes_one). An
     empty table turns Gumbel root selection off.
 
+    swap: the games' swap rule; settings: the search's scalars (Settings).
+
     Both at once end one step and start the next tree by tree, while each tree
     is in the CPU's cache, with one call into numba a step.
     """
+    c_puct, fpu_reduction = settings.c_puct, settings.fpu_reduction
+    noise_alpha, noise_fraction = settings.noise_alpha, settings.noise_fraction
+    gumbel_considered, gumbel_sample = settings.gumbel_considered, settings.gumbel_sample
+    c_visit, c_scale = settings.c_visit, settings.c_scale
     mark = np.empty(leaves.board.shape[1], np.int8)
     stack = np.empty(leaves.board.shape[1], np.int16)
     seen = np.empty(leaves.board.shape[1], np.bool_)
@@ -701,9 +724,7 @@ def step(tree, roots, leaves, leaf, logits, values, swap, rng, noise_alpha, nois
 
 
 @numba.njit(nogil=True, cache=True)
-def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng, playouts,
-                    noise_alpha, noise_fraction, gumbel_score, table, gumbel_considered,
-                    gumbel_sample, c_visit, c_scale):
+def search_rollouts(tree, roots, leaves, swap, rng, gumbel_score, table, settings, sims):
     """`sims` simulations per tree with random-fill values and uniform priors.
 
     The same steps as step's select and backup, but a tree's simulations run
@@ -711,6 +732,10 @@ def search_rollouts(tree, roots, leaves, sims, swap, c_puct, fpu_reduction, rng,
     tree that stays in the CPU's cache searches several times faster than B
     trees visited in turn. The tree arrays must have room for `sims` steps.
     """
+    c_puct, fpu_reduction = settings.c_puct, settings.fpu_reduction
+    noise_alpha, noise_fraction = settings.noise_alpha, settings.noise_fraction
+    gumbel_considered, gumbel_sample = settings.gumbel_considered, settings.gumbel_sample
+    c_visit, c_scale, playouts = settings.c_visit, settings.c_scale, settings.playouts
     (node_parent, node_edge, node_first, node_count, node_visits, node_value, node_win,
      node_scan, edge_action, edge_prior, edge_visits, edge_value, edge_child, num_nodes,
      num_edges) = tree

@@ -63,6 +63,21 @@ def considered_table(max_considered: int, sims: int) -> np.ndarray:
     return np.array([considered_visits(m, sims) for m in range(max_considered + 1)], np.int32)
 
 
+def kernel_settings(config: SearchConfig, explore: bool) -> kernels.Settings:
+    """The kernels' scalar settings for a search with this config: built when the config is set, not per step."""
+    return kernels.Settings(
+        c_puct=float(config.c_puct),
+        fpu_reduction=float(config.fpu_reduction),
+        noise_alpha=float(config.dirichlet_alpha),
+        noise_fraction=float(config.dirichlet_fraction) if explore else 0.0,
+        gumbel_considered=int(config.gumbel_actions) if config.gumbel else 0,
+        gumbel_sample=bool(explore),
+        c_visit=GUMBEL_C_VISIT,
+        c_scale=GUMBEL_C_SCALE,
+        playouts=int(config.rollouts),
+    )
+
+
 def new_tree(batch: int, nodes: int, edges: int) -> kernels.Tree:
     tree = kernels.Tree(
         node_parent=np.zeros((batch, nodes), np.int32),
@@ -123,8 +138,8 @@ class Search:
         reuse_tree: bool = True,
     ):
         """explore=False turns off root noise and sampling: play for evaluation."""
-        self.config = config or SearchConfig()
         self.explore = explore
+        self.config = config or SearchConfig()  # and the kernels' settings: see the config setter
         self.reuse_tree = reuse_tree and not self.config.gumbel  # Gumbel searches afresh
         self.roots = Games.new(batch, n, swap)
         self._leaves = Games.new(batch, n, swap)
@@ -139,6 +154,16 @@ class Search:
         self._uniform = np.zeros((batch, n * n), np.float32)
         self._table = _NO_TABLE
         self._room = 0  # steps that fit in the tree arrays without checking again (see _reserve)
+
+    @property
+    def config(self) -> SearchConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: SearchConfig) -> None:
+        """A new config holds from the next kernel call on; the kernels' scalars are built here, once."""
+        self._config = config
+        self._settings = kernel_settings(config, self.explore)
 
     @property
     def n(self) -> int:
@@ -166,27 +191,19 @@ class Search:
         self._step(*outputs, backup=True, select=True)
 
     def _step(self, logits: np.ndarray, values: np.ndarray, backup: bool, select: bool) -> None:
-        c = self.config
         kernels.step(
             self.tree,
             kernels.State(*self.roots.arrays),
             self.leaves,
+            self.roots.swap,
             self.leaf,
             logits,
             values,
-            self.roots.swap,
             self.rng,
-            c.dirichlet_alpha,
-            c.dirichlet_fraction if self.explore else 0.0,
             self.gumbel_score,
-            c.gumbel_actions if c.gumbel else 0,
-            self.explore,
-            c.c_puct,
-            c.fpu_reduction,
             self._table,
-            GUMBEL_C_VISIT,
-            GUMBEL_C_SCALE,
             self.codes,
+            self._settings,
             backup,
             select,
         )
@@ -237,25 +254,16 @@ class Search:
     def _search_rollouts(self, sims: int) -> None:
         """All of a tree's rollout simulations in one kernel call: see search_rollouts."""
         self._reserve(sims)
-        c = self.config
         kernels.search_rollouts(
             self.tree,
             kernels.State(*self.roots.arrays),
             self.leaves,
-            sims,
             self.roots.swap,
-            c.c_puct,
-            c.fpu_reduction,
             self.rng,
-            c.rollouts,
-            c.dirichlet_alpha,
-            c.dirichlet_fraction if self.explore else 0.0,
             self.gumbel_score,
             self._table,
-            c.gumbel_actions if c.gumbel else 0,
-            self.explore,
-            GUMBEL_C_VISIT,
-            GUMBEL_C_SCALE,
+            self._settings,
+            sims,
         )
 
     def _reserve(self, steps: int = 1, pending: int = 0) -> None:
@@ -335,9 +343,8 @@ class Search:
         """Plays moves[b] in game b (-1 skips it) and moves the trees along."""
         moves = np.asarray(moves, np.int64)
         self.roots.play(moves)
-        c = self.config
-        noise = c.dirichlet_fraction if self.explore else 0.0
-        kernels.advance(self.tree, moves, self.reuse_tree, self.rng, c.dirichlet_alpha, noise)
+        s = self._settings
+        kernels.advance(self.tree, moves, self.reuse_tree, self.rng, s.noise_alpha, s.noise_fraction)
         self._room = 0  # the kept subtrees decide the next move's room
 
     def new_games(self, mask) -> None:
