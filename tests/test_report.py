@@ -200,6 +200,19 @@ def test_state_files_that_cannot_be_read(stopped, tmp_path):
     assert len(list((tmp_path / "f").iterdir())) == len(FIGURES)
 
 
+def test_a_state_file_newer_than_this_hexzd_is_refused(tmp_path):
+    db = tmp_path / "newer.sqlite"
+    store.prepare(db)
+    connection = sqlite3.connect(db)
+    connection.execute(f"PRAGMA user_version = {store.VERSION + 1}")
+    connection.close()
+    newer = f"schema version {store.VERSION + 1} is newer than this hexzd's {store.VERSION}: upgrade hexzd"
+    with pytest.raises(report.ReportError, match=newer):
+        report.load(db)
+    result = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(tmp_path / "f")])
+    assert result.exit_code == 1 and f"{db}: {newer}" in result.output
+
+
 def test_without_matplotlib_the_command_says_how_to_install_it(monkeypatch, tmp_path):
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: the import fails

@@ -13,6 +13,8 @@ Every SQL statement of hexzd is in this package:
 """
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -52,6 +54,23 @@ def read_only(path, timeout: float = 10.0) -> sqlite3.Connection:
     connection = ReadOnly(uri, uri=True, timeout=timeout, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return connection
+
+
+@contextmanager
+def consistent_read(path, timeout: float = 10.0) -> Iterator[sqlite3.Connection]:
+    """A read-only connection (`read_only`) in one read transaction, so that every query in
+    the block sees the file as of one moment though its daemon writes on.
+
+    Raises StateFileError for a file with no schema (not hexzd's) or a newer schema than
+    this code's, sqlite3.Error for one that cannot be read; neither message names the file."""
+    with read_only(path, timeout) as connection:
+        connection.execute("BEGIN")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            raise StateFileError("not a hexzd state file (it has no schema)")
+        if version > VERSION:
+            raise StateFileError(f"schema version {version} is newer than this hexzd's {VERSION}: upgrade hexzd")
+        yield connection
 
 
 class ReadOnly(sqlite3.Connection):

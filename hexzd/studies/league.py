@@ -90,17 +90,13 @@ def inspect(path: Path) -> Found:
     if not path.is_file():
         raise Unusable("no such file")
     try:
-        with store.read_only(path) as c:
-            version = c.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                raise Unusable("not a hexzd state file (it has no schema)")
-            if version > store.VERSION:
-                raise Unusable(f"schema version {version} is newer than this hexzd's {store.VERSION}: upgrade hexzd")
-            c.execute("BEGIN")  # one read snapshot: the daemon may promote meanwhile
+        with store.consistent_read(path) as c:  # the daemon may promote meanwhile
             snapshots = reads.rateable_snapshots(c)
             if not snapshots:
                 raise Unusable("no promoted snapshot yet")
             first, blob = reads.first_model_at(c), store.weights(c, snapshots[-1]["model_id"])
+    except store.StateFileError as e:
+        raise Unusable(str(e)) from None
     except sqlite3.Error as e:
         raise Unusable(f"cannot be read: {e}") from None
     try:

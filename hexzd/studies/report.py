@@ -61,11 +61,10 @@ def load(path, label: str | None = None, timeout: float = 10.0) -> Run:
     if not path.is_file():
         raise ReportError("no such state file")
     try:
-        with store.read_only(path, timeout) as c:
-            if c.execute("PRAGMA user_version").fetchone()[0] == 0:
-                raise ReportError("not a hexzd state file (it has no schema)")
-            c.execute("BEGIN")  # one snapshot for every query: the figures agree though the daemon writes
+        with store.consistent_read(path, timeout) as c:  # the figures agree though the daemon writes
             return _run(c, label or path.name)
+    except store.StateFileError as e:
+        raise ReportError(str(e)) from None
     except sqlite3.Error as e:
         raise ReportError(f"cannot be read: {e}") from None
 
