@@ -141,90 +141,10 @@ def text_game(match: HumanGame, console: Console, stdin) -> None:
 
 
 def cursor_app(match: HumanGame):
-    """The Textual app: arrow keys move the cursor, Enter plays there."""
-    from textual import work
-    from textual.app import App, ComposeResult
-    from textual.binding import Binding
-    from textual.widgets import Footer, Static
+    """The Textual app (hexzd.tui.play_app): arrow keys move the cursor, Enter plays there."""
+    from hexzd.tui.play_app import PlayApp  # textual, imported only for a game on a terminal
 
-    n = match.engine.n
-
-    class PlayApp(App):
-        CSS = "Screen { align: center middle; } Static { width: auto; margin: 0 2; }"
-        BINDINGS = [
-            Binding("up", "cursor(-1, 0)", "up", show=False),
-            Binding("down", "cursor(1, 0)", "down", show=False),
-            Binding("left", "cursor(0, -1)", "left", show=False),
-            Binding("right", "cursor(0, 1)", "right", show=False),
-            Binding("enter", "place", "play here"),
-            Binding("space", "place", "play here", show=False),
-            Binding("u", "undo", "undo"),
-            Binding("q", "quit", "quit"),
-        ]
-
-        def __init__(self):
-            super().__init__()
-            self.row = self.col = n // 2
-            self.thinking = False
-            self.message = ""
-
-        def compose(self) -> ComposeResult:
-            yield Static(LEGEND)
-            yield Static(id="board")
-            yield Static(id="status")
-            yield Footer()
-
-        def on_mount(self) -> None:
-            self.redraw()
-            self.maybe_think()
-
-        def redraw(self) -> None:
-            self.query_one("#board", Static).update(match.board(self.row * n + self.col))
-            status = match.status() + (f"  ({self.message})" if self.message else "")
-            self.query_one("#status", Static).update(status)
-
-        def action_cursor(self, dr: int, dc: int) -> None:
-            self.row = min(max(self.row + dr, 0), n - 1)
-            self.col = min(max(self.col + dc, 0), n - 1)
-            self.redraw()
-
-        def action_place(self) -> None:
-            if self.thinking:
-                return
-            try:
-                match.human_move(self.row * n + self.col)
-                self.message = ""
-            except ValueError as e:
-                self.message = str(e)
-            self.redraw()
-            self.maybe_think()
-
-        def action_undo(self) -> None:
-            if self.thinking:
-                return
-            try:
-                match.undo()
-                self.message = ""
-            except ValueError as e:
-                self.message = str(e)
-            self.redraw()
-
-        def maybe_think(self) -> None:
-            if not match.over and not match.human_to_move:
-                self.thinking = True
-                self.redraw()
-                self.think()
-
-        @work(thread=True, exclusive=True)
-        def think(self) -> None:
-            said = match.engine_move()
-            self.call_from_thread(self.thought, said)
-
-        def thought(self, said: str) -> None:
-            self.thinking, self.message = False, said
-            self.redraw()
-
-    return PlayApp()
+    return PlayApp(match)
 
 
 def play_game(engine: HtpServer, colour: str, cursor: bool | None = None, stdin=None) -> None:
