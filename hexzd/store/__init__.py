@@ -61,16 +61,20 @@ def consistent_read(path, timeout: float = 10.0) -> Iterator[sqlite3.Connection]
     """A read-only connection (`read_only`) in one read transaction, so that every query in
     the block sees the file as of one moment though its daemon writes on.
 
-    Raises StateFileError for a file with no schema (not hexzd's) or a newer schema than
-    this code's, sqlite3.Error for one that cannot be read; neither message names the file."""
-    with read_only(path, timeout) as connection:
-        connection.execute("BEGIN")
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            raise StateFileError("not a hexzd state file (it has no schema)")
-        if version > VERSION:
-            raise StateFileError(f"schema version {version} is newer than this hexzd's {VERSION}: upgrade hexzd")
-        yield connection
+    Raises StateFileError, with a reason that does not name the file, for a file with no
+    schema (not hexzd's), a newer schema than this code's, or one that cannot be read
+    (sqlite3.Error, in the block too: "cannot be read: ...")."""
+    try:
+        with read_only(path, timeout) as connection:
+            connection.execute("BEGIN")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                raise StateFileError("not a hexzd state file (it has no schema)")
+            if version > VERSION:
+                raise StateFileError(f"schema version {version} is newer than this hexzd's {VERSION}: upgrade hexzd")
+            yield connection
+    except sqlite3.Error as e:
+        raise StateFileError(f"cannot be read: {e}") from None
 
 
 class ReadOnly(sqlite3.Connection):

@@ -238,7 +238,8 @@ VERSION = len(MIGRATIONS)
 
 
 class StateFileError(RuntimeError):
-    """A state file this code cannot use: newer than the code, or not hexzd's."""
+    """A state file this code cannot use: newer than the code, not hexzd's, or (to
+    store.consistent_read) one that cannot be read."""
 
 
 def migrate(connection: sqlite3.Connection, path="state file", migrations=MIGRATIONS) -> int:

@@ -97,8 +97,6 @@ def inspect(path: Path) -> Found:
             first, blob = reads.first_model_at(c), store.weights(c, snapshots[-1]["model_id"])
     except store.StateFileError as e:
         raise Unusable(str(e)) from None
-    except sqlite3.Error as e:
-        raise Unusable(f"cannot be read: {e}") from None
     try:
         spec = Snapshot.from_bytes(blob).spec  # the network knows its board and shape, whatever the config says
     except Exception as e:  # any bytes that do not load: the file, not the league, is at fault

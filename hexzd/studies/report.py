@@ -8,7 +8,6 @@ pyplot: Figure objects on the Agg canvas, so no display is needed and no
 global state changes.
 """
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +64,6 @@ def load(path, label: str | None = None, timeout: float = 10.0) -> Run:
             return _run(c, label or path.name)
     except store.StateFileError as e:
         raise ReportError(str(e)) from None
-    except sqlite3.Error as e:
-        raise ReportError(f"cannot be read: {e}") from None
 
 
 def _run(c, label: str) -> Run:
