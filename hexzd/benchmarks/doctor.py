@@ -184,13 +184,9 @@ def pytest_counts(stdout: str) -> dict[str, int]:
 def bench_net(where: Path, size: int, budget: float) -> dict:
     command = [sys.executable, "-m", "hexzd", "bench", "net", "--size", str(size), "--seconds", "2", "--json"]
     done = child(command, budget, where / "bench-net")
-    step = _outcome(done)
-    if step["status"] != "ok":
+    step, result = _json_outcome(done)
+    if result is None:
         return step
-    try:
-        result = last_json(done["stdout"])
-    except ValueError as e:
-        return {**step, "status": "failed", "error": str(e)}
     keys = ("hexzd", "hexzd_per_s", "baseline", "baseline_per_s", "ratio", "devices", "blocks", "channels")
     figures = {k: result[k] for k in keys if k in result}
     table = result.get("table") or []
@@ -212,15 +208,11 @@ def best_rows(table: list[dict]) -> dict[str, dict]:
 def bench_selfplay(where: Path, size: int, budget: float, name: str = "selfplay") -> dict:
     command = [sys.executable, "-m", "hexzd", "bench", name, "--size", str(size), "--json"]
     done = child(command, budget, where / "bench-selfplay")
-    step = _outcome(done)
-    if step["status"] != "ok":
+    step, result = _json_outcome(done)
+    if result is None:
         if done["returncode"] == 2 and f"'{name}' is not one of" in done["stderr"]:
             step["error"] = f"this hexzd has no `bench {name}` (unknown benchmark)"
         return step
-    try:
-        result = last_json(done["stdout"])
-    except ValueError as e:
-        return {**step, "status": "failed", "error": str(e)}
     rows = result.get("rows")
     # whatever the benchmark gives beside its rows is kept as it is
     return {**step, **{k: v for k, v in result.items() if k != "rows"}, "rows": rows if isinstance(rows, list) else []}
@@ -347,6 +339,18 @@ def _outcome(done: dict) -> dict:
     if step["status"] == "failed":
         step["stderr_tail"] = done["stderr"].strip().splitlines()[-TAIL:]
     return step
+
+
+def _json_outcome(done: dict) -> tuple[dict, dict | None]:
+    """(the step's outcome, the JSON object its `--json` command printed last); None,
+    and the step failed, where the command failed or printed none."""
+    step = _outcome(done)
+    if step["status"] != "ok":
+        return step, None
+    try:
+        return step, last_json(done["stdout"])
+    except ValueError as e:
+        return {**step, "status": "failed", "error": str(e)}, None
 
 
 def last_json(stdout: str) -> dict:
