@@ -43,15 +43,20 @@ class Network:
 
     @property
     def board_size(self) -> int:
-        return self.spec.board_size
+        return self._spec().board_size
 
     @property
     def blocks(self) -> int:
-        return self.spec.blocks
+        return self._spec().blocks
 
     @property
     def channels(self) -> int:
-        return self.spec.channels
+        return self._spec().channels
+
+    def _spec(self) -> NetSpec:
+        if self.spec is None:
+            raise ValueError("this network was made without its NetSpec")
+        return self.spec
 
 
 def load(
@@ -67,6 +72,8 @@ def load(
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         blob = bytes(source)
+    elif model_id is None:
+        raise KeyError("a state file's network needs its model id")
     else:
         with store.read_only(source) as connection:
             blob = store.weights(connection, model_id)
@@ -74,8 +81,10 @@ def load(
     evaluator = _evaluator(snapshot, device or DeviceConfig())
     backend = f"{evaluator.backend} {evaluator.precision}"
     copies = in_flight or IN_FLIGHT.get(evaluator.device, 1)
-    model = snapshot.model() if copies > 1 else None
-    evaluators = [evaluator] + [build(model, evaluator.backend, evaluator.precision) for _ in range(copies - 1)]
+    evaluators = [evaluator]
+    if copies > 1:
+        model = snapshot.model()
+        evaluators += [build(model, evaluator.backend, evaluator.precision) for _ in range(copies - 1)]
     return Network(model_id, evaluator.evaluate, snapshot.spec, evaluator.reason, backend, evaluators)
 
 

@@ -154,8 +154,9 @@ def fold_batch_norm(model: HexNet) -> HexNet:
         if not isinstance(seq, nn.Sequential):
             continue
         for i in range(len(seq) - 1):
-            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
-                seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
+            conv, norm = seq[i], seq[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(conv, norm)
                 seq[i + 1] = nn.Identity()
     return model
 

@@ -14,7 +14,7 @@ class CpuEvaluator:
     backend, precision, device = "cpu", "fp32", "cpu"
 
     def __init__(self, model: HexNet):
-        self.model = fold_batch_norm(model).float().cpu().to(memory_format=torch.channels_last)
+        self.model = fold_batch_norm(model).float().cpu().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.spec, self.reason = model.spec, "asked for"
         self._threads = _TorchThreads()
 

@@ -36,14 +36,14 @@ class CudaEvaluator(_Staged):
         self.dtype = _DTYPES[precision]
         self._device = torch.device("cuda", torch.cuda.current_device())
         with torch.cuda.device(self._device):
-            self.model = fold_batch_norm(model).to(self._device, self.dtype).to(memory_format=torch.channels_last)
+            self.model = fold_batch_norm(model).to(self._device, self.dtype).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             self.stream = torch.cuda.Stream(self._device)
             self._done = torch.cuda.Event()
             self._codes = torch.zeros(BUCKETS[-1], self.spec.board_size**2 + 1, dtype=torch.uint8, device=self._device)
             self._pool = torch.cuda.graph_pool_handle() if graphs else None
         self.graphs = graphs
         self._stage_buffers(BUCKETS, pin=True)
-        self._captured = {}  # bucket -> (graph or None, logits, values): the graph's outputs, float32
+        self._captured: dict[int, tuple] = {}  # bucket -> (graph or None, logits, values): the graph's outputs, float32
         if max_batch:
             self.warm(max_batch)
 

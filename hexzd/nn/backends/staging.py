@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from hexzd.nn.backends.base import _check
+from hexzd.nn.net import NetSpec
 
 __all__ = ["BUCKETS"]
 
@@ -46,6 +47,8 @@ class _Staged:
     evaluator safe to share between threads (they take turns); threads that
     want to overlap use an evaluator each.
     """
+
+    spec: NetSpec  # set by the backend's constructor
 
     def _stage_buffers(self, buckets: tuple[int, ...], pin: bool) -> None:
         nn_ = self.spec.board_size**2

@@ -69,7 +69,7 @@ class TensorRTEvaluator(_Staged):
             largest = TENSORRT_BUCKETS[-1]
             self._codes = torch.zeros(largest, self.spec.board_size**2 + 1, dtype=torch.uint8, device=self._device)
         self._stage_buffers(TENSORRT_BUCKETS, pin=True)
-        self._engines = {}
+        self._engines: dict[int, object] = {}  # bucket -> its compiled engine
         if precision == "int8":
             self._check_int8()
         if max_batch:
