@@ -18,6 +18,17 @@ def _fresh_home(factory):
     os.environ["HOME"] = home
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests run only when -m names them (`pytest -m slow`), so that `pytest`,
+    `pytest -m "not e2e"` and `pytest -m e2e` all leave them out."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture(autouse=True, scope="module")
 def module_home(tmp_path_factory):
     """A module's shared fixtures (a daemon started once for the module) start in a HOME of their own."""

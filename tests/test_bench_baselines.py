@@ -6,6 +6,8 @@ pytest.importorskip("pyspiel", reason="the baselines are OpenSpiel's: pip instal
 
 from hexzd.benchmarks import mcts, rules  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
+
 
 @pytest.fixture(autouse=True)
 def _keep_environment(monkeypatch):

@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from hexzd.benchmarks import selfplay
 from hexzd.cli import main
+
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
 
 
 def test_bench_selfplay_reports_each_backend_and_shape_with_both_baselines():

@@ -12,6 +12,8 @@ from hexzd.cli import main
 from hexzd.config import stored
 from hexzd.store import reads
 
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
+
 
 @pytest.mark.timeout(240)
 def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):

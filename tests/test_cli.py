@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("pyspiel")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name,unit", [("engine", "games/s"), ("mcts", "simulations/s"), ("net", "evals/s")])
 def test_bench_json_has_the_promised_fields(name, unit):
     out = subprocess.run(

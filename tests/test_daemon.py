@@ -17,6 +17,8 @@ from daemon_run import QUICK, DaemonRun, alive
 from hexzd import store
 from hexzd.daemon.rundir import RunDir
 
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
+
 
 @pytest.fixture
 def runs():

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from hexzd.benchmarks import doctor
 from hexzd.cli import main
 
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
+
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):

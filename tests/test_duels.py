@@ -112,6 +112,7 @@ def test_a_network_against_itself_never_replays_a_game_and_is_never_promoted(tmp
     assert not {m for _, m, _, _ in later} & set(seen)
 
 
+@pytest.mark.e2e
 def test_equal_players_are_promoted_at_most_at_the_rate_alpha(tmp_path):
     """Random-rollout MCTS against itself (equal strength, so Elo 0 = elo0) over many short
     duels: the SPRT promotes at most alpha of them. 100 duels at alpha 0.05: if

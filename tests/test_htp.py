@@ -285,6 +285,7 @@ class Process:
         return err
 
 
+@pytest.mark.e2e
 def test_two_engine_processes_play_a_game_to_the_end():
     n = 5
     players = {colour: Process("--random-rollouts", "--sims", "50", "--no-resign") for colour in (BLACK, WHITE)}
@@ -331,6 +332,7 @@ def run_db(tmp_path_factory):
     return db
 
 
+@pytest.mark.e2e
 def test_a_state_file_engine_plays_and_falls_back_off_its_board_size(run_db):
     p = Process("--db", str(run_db), "--sims", "20")
     try:
@@ -373,6 +375,7 @@ def test_state_file_errors_and_the_unpromoted_fall_back(run_db, tmp_path):
 # -- hexzd play -------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_play_with_piped_moves_plays_to_the_end():
     cells = [f"{x}{y}" for y in "123" for x in "abc"]
     moves = "\n".join(["zz", "undo", "b2", "undo", *cells, *cells]) + "\n"

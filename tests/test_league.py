@@ -176,6 +176,7 @@ def test_a_league_file_newer_than_hexzd_is_refused(tmp_path):
         league(tmp_path / "four.sqlite", [], size=5)
 
 
+@pytest.mark.e2e
 def test_the_command_a_sweep_prints_rates_its_runs_and_stops_cleanly_on_ctrl_c(tmp_path):
     """`hexzd league A B --db L` as a user runs it, with the default references; Ctrl-C
     after the first match stops it cleanly: exit 0, the table, only whole pairs kept."""

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
+
 pyspiel = pytest.importorskip("pyspiel")
 
 HERE = Path(__file__).parent

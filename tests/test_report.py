@@ -21,6 +21,8 @@ from hexzd import store
 from hexzd.cli import main
 from hexzd.studies import report
 
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
+
 matplotlib_image = pytest.importorskip("matplotlib.image")
 
 EDITS = {**QUICK, "[tune]": ["interval = 10.0"], "[ratings]": ["perfect_positions = 60"]}

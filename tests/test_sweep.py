@@ -17,6 +17,8 @@ import pytest
 from hexzd import config
 from hexzd.studies.sweep import MANIFEST, Manifest, load, read_manifest, run_sweep
 
+pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
+
 # A 3x3 board, a tiny network and no rating matches: a run of 30 games is over in seconds.
 TINY = """
 [set]

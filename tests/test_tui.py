@@ -382,6 +382,7 @@ def test_tuner_idle_without_rows(tmp_path):
 # -- the app -------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.asyncio
 async def test_dashboard_without_a_daemon_shows_the_state_file(short_dir):
     app = Dashboard(make_state_file(short_dir / "run.sqlite"), interval=0.2)
@@ -403,6 +404,7 @@ async def test_dashboard_without_a_daemon_shows_the_state_file(short_dir):
     assert app.return_value == "quit"
 
 
+@pytest.mark.e2e
 @pytest.mark.asyncio
 async def test_dashboard_without_a_state_file(short_dir):
     app = Dashboard(short_dir / "nothing.sqlite", interval=0.2)
@@ -413,6 +415,7 @@ async def test_dashboard_without_a_state_file(short_dir):
         assert not app.query_one("#banner").display
 
 
+@pytest.mark.e2e
 @pytest.mark.asyncio
 async def test_dashboard_keys_talk_to_the_daemon(fake_daemon):
     app = Dashboard(fake_daemon.db, interval=0.2)
@@ -507,6 +510,7 @@ def test_the_history_reads_on_from_where_it_stopped(tmp_path):
     assert len(xs) == 31 and ys[-1] == 1.0 and xs[-1] == NOW + 1
 
 
+@pytest.mark.e2e
 @pytest.mark.asyncio
 async def test_dashboard_tabs_help_reload_and_a_restarted_daemon(fake_daemon):
     app = Dashboard(fake_daemon.db, interval=0.2)
@@ -542,6 +546,7 @@ async def test_dashboard_tabs_help_reload_and_a_restarted_daemon(fake_daemon):
 # -- snapshots of the screens, on fixed data -------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("size, tab", [((80, 24), "1"), ((160, 48), "1"), ((80, 24), "2"), ((160, 48), "3")])
 def test_screens_match_their_snapshots(snap_compare, short_dir, size, tab):
     """The overview at 80x24 and 160x48, the game at 80x24, the charts at 160x48: `--snapshot-update` renews them."""
@@ -648,6 +653,7 @@ async def _until(pilot, condition, seconds: float, what: str) -> None:
     raise AssertionError(f"waited {seconds} s for {what}")
 
 
+@pytest.mark.e2e
 @pytest.mark.asyncio
 async def test_dashboard_on_a_real_daemon(short_dir):
     """Numbers, the board against the game's moves, p, r with a refused edit, ? and a daemon that goes away."""
@@ -701,6 +707,7 @@ progress_seconds = 1.0
 """
 
 
+@pytest.mark.e2e
 def test_start_without_a_terminal_runs_headless(short_dir):
     (short_dir / "config.toml").write_text("[game]\nboard_size = 99\n")
     run = subprocess.run(
@@ -782,6 +789,7 @@ def started(short_dir):
             time.sleep(0.2)
 
 
+@pytest.mark.e2e
 def test_start_runs_the_dashboard_p_pauses_and_q_leaves_the_daemon_running(started):
     db = started.db
     status = query_daemon(db, "status")
@@ -802,6 +810,7 @@ def test_start_runs_the_dashboard_p_pauses_and_q_leaves_the_daemon_running(start
     assert query_daemon(db, "status")["pid"] == status["pid"]
 
 
+@pytest.mark.e2e
 def test_ctrl_c_in_the_dashboard_of_start_stops_the_daemon(started):
     os.write(started.fd, b"\x03")
     assert b"the daemon has stopped (exit code 0)" in _read_until(started.fd, b"(exit code", 30)
