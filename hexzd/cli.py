@@ -386,7 +386,7 @@ def sweep(sweep_file, dry_run):
 @click.option(
     "--cpu-share",
     type=click.FloatRange(0, 1, min_open=True),
-    help="most of the machine's cores the league may use, as duel.cpu_share  [default: 1]",
+    help="most of the machine's cores the league may use, as evaluation.cpu_share  [default: 1]",
 )
 @click.option("--size", type=click.IntRange(2, 19), help="board side n  [default: the first usable run's]")
 @click.option(

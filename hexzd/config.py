@@ -108,7 +108,7 @@ class SelfplayConfig(SearchConfig):
     sims: int = live(32, "simulations per move", ge=1, le=100_000)
     gumbel: bool = live(True, "Gumbel root selection with sequential halving (small budgets)")
     workers: int = live(1, "self-play worker processes per GPU in device.gpus (on the CPU: in all)", ge=0, le=256)
-    games: int = live(32, "games per group; each worker keeps `groups` groups in flight", ge=1, le=65_536)
+    batch: int = live(32, "games per group; each worker keeps `groups` groups in flight", ge=1, le=65_536)
     groups: int = live(
         2, "groups per worker, two or more per search thread: one searches while another is evaluated", ge=1, le=512
     )
@@ -133,9 +133,6 @@ class DuelConfig(Section):
     elo1: float = live(0.0, "SPRT H1: the candidate is this many Elo stronger, or more; 0: no weaker is enough")
     alpha: float = live(0.05, "SPRT: chance of promoting a candidate no stronger than elo0", gt=0, lt=0.5)
     beta: float = live(0.05, "SPRT: chance of rejecting a candidate as strong as elo1", gt=0, lt=0.5)
-    cpu_share: float = live(
-        0.2, "most of the machine's CPU that evaluation (duels, ratings, perfect play) may use", gt=0, le=1
-    )
     # Each promoted snapshot is rated before the next is dueled, for a while: a snapshot
     # needs about 185 even games for +-50 Elo, and the mild gate promotes near-equal
     # networks every half minute, faster than ratings can follow (hexzd.daemon.scheduler).
@@ -152,6 +149,17 @@ class DuelConfig(Section):
 
 
 ENGINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+class EvaluationConfig(Section):
+    """[evaluation]: what promotion duels, rating matches and perfect-play checks share."""
+
+    cpu_share: float = live(
+        0.2,
+        "most of the machine's CPU that evaluation (promotion duels, rating matches, perfect play) may use",
+        gt=0,
+        le=1,
+    )
 
 
 class RatingsConfig(Section):
@@ -263,7 +271,7 @@ class DeviceConfig(Section):
 class TuneConfig(Section):
     """[tune]: the auto-tuner moves simulations and batch sizes within these bounds."""
 
-    enabled: bool = live(True, "let the tuner move selfplay.sims and selfplay.games")
+    enabled: bool = live(True, "let the tuner move selfplay.sims and selfplay.batch")
     sims_min: int = live(16, "fewest simulations per move the tuner may set", ge=1)
     sims_max: int = live(800, "most simulations per move the tuner may set", ge=1)
     batch_min: int = live(8, "fewest games per self-play group the tuner may set", ge=1)
@@ -313,6 +321,7 @@ class Config(BaseModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     duel: DuelConfig = DuelConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     tune: TuneConfig = TuneConfig()
     ratings: RatingsConfig = RatingsConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -364,6 +373,36 @@ def sections() -> list[tuple[str, type[Section]]]:
     return [(name, cast(type[Section], field.annotation)) for name, field in Config.model_fields.items()]
 
 
+# Keys renamed since they were released: (section, key) -> its new (section, key). An old
+# name still reads, with a notice; a file that sets both names is refused (which one meant?).
+RENAMED = {
+    ("selfplay", "games"): ("selfplay", "batch"),  # a group's batch; budget.games is a total
+    ("duel", "cpu_share"): ("evaluation", "cpu_share"),  # it holds every evaluation, not duels alone
+}
+
+
+def renamed(data: dict, path="config.toml", line: Callable[[tuple], int | None] = lambda loc: None):
+    """`data` with renamed keys under their new names, and a notice for each old name it used.
+
+    Raises ValueError where a file sets a key under both names."""
+    data = {section: dict(v) if isinstance(v, dict) else v for section, v in data.items()}
+    notices = []
+    for (section, key), (new_section, new_key) in RENAMED.items():
+        old = data.get(section)
+        if not isinstance(old, dict) or key not in old:
+            continue
+        new = data.setdefault(new_section, {})
+        if not isinstance(new, dict):
+            continue  # validation names the section
+        if new_key in new:
+            message = f"now {new_section}.{new_key}, which this file sets too: remove one"
+            raise refusal(path, line((section, key)), (section, key), message)
+        new[new_key] = old.pop(key)
+        where = _where(path, line((section, key)))
+        notices.append(f"{where}: {section}.{key} is now {new_section}.{new_key}; the old name reads until renamed")
+    return data, notices
+
+
 def stored(text: str) -> Config:
     """The config a state file was made with (`meta.config`, JSON), as this version reads it.
 
@@ -373,7 +412,7 @@ def stored(text: str) -> Config:
     dropped and missing ones take their defaults, rather than refusing to
     open an older run.
     """
-    data = json.loads(text)
+    data, _ = renamed(json.loads(text))
     known = {}
     for section, model in sections():
         values = data.get(section)
@@ -389,7 +428,17 @@ def load(path: Path) -> Config:
 
 def parse(text: str, path="config.toml") -> Config:
     """Validates a config file's text. Raises ValueError naming the key and line."""
-    return validate(Config, read_toml(text, path), path, lambda loc: line_of(text, loc))
+    return checked(read_toml(text, path), path, lambda loc: line_of(text, loc))
+
+
+def notices(text: str, path="config.toml") -> list[str]:
+    """What a valid config file's text should change: old key names, each with its line."""
+    return renamed(read_toml(text, path), path, lambda loc: line_of(text, loc))[1]
+
+
+def checked(data: dict, path, line: Callable[[tuple], int | None]) -> Config:
+    """A config's tables (a file's, or a sweep's run) as a Config, old key names read as the new."""
+    return validate(Config, renamed(data, path, line)[0], path, line)
 
 
 def read_toml(text: str, path) -> dict:
@@ -416,8 +465,11 @@ def validate(model: type[BaseModel], data: dict, path, line: Callable[[tuple], i
 
 def refusal(path, line: int | None, loc: tuple, message: str) -> ValueError:
     """The error every bad file gets: `file:line: key: message`, the line only when known."""
-    where = f"{path}:{line}" if line else str(path)
-    return ValueError(f"{where}: {'.'.join(str(p) for p in loc)}: {message}")
+    return ValueError(f"{_where(path, line)}: {'.'.join(str(p) for p in loc)}: {message}")
+
+
+def _where(path, line: int | None) -> str:
+    return f"{path}:{line}" if line else str(path)
 
 
 def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> str | None:

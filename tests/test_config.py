@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hexzd.config import Config, default_toml, fixed_changes, load, parse, stored
+from hexzd.config import Config, default_toml, fixed_changes, load, notices, parse, stored
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_config_toml_is_the_documented_default():
@@ -92,3 +93,35 @@ def test_a_run_made_with_another_shape_is_told_which_value_to_set():
     message = fixed_changes(made, parse(text), text)
     assert message and "model.channels: fixed for this run at 32, not 48: set it to 32" in message
     assert fixed_changes(made, made, text) is None
+
+
+def test_a_config_toml_of_an_earlier_hexzd_reads_its_renamed_keys_with_a_notice():
+    """tests/data/config-2026-12-04.toml is main's config.toml before selfplay.games became
+    selfplay.batch and duel.cpu_share evaluation.cpu_share: every value still reads."""
+    text = (DATA / "config-2026-12-04.toml").read_text().replace("games = 32 ", "games = 24 ", 1)
+    text = text.replace("cpu_share = 0.2 ", "cpu_share = 0.3 ", 1)
+    config = parse(text)
+    assert (config.selfplay.batch, config.evaluation.cpu_share) == (24, 0.3)
+    lines = text.splitlines()
+    said = notices(text)
+    assert len(said) == 2
+    for notice, old, new in zip(said, ("selfplay.games", "duel.cpu_share"), ("selfplay.batch", "evaluation.cpu_share")):
+        number = int(notice.split(":")[1])
+        assert lines[number - 1].split("=")[0].strip() == old.split(".")[1]
+        assert f"{old} is now {new}" in notice
+    assert notices(default_toml()) == []
+
+
+def test_a_key_set_under_its_old_and_new_names_is_refused_at_the_old_one():
+    text = default_toml().replace("batch = 32 ", "batch = 32\ngames = 16 ", 1)
+    line = text.splitlines().index(next(t for t in text.splitlines() if t.startswith("games = 16"))) + 1
+    with pytest.raises(ValueError, match=rf"config.toml:{line}: selfplay.games: now selfplay.batch, which this file"):
+        parse(text)
+
+
+def test_a_state_files_config_with_the_old_names_keeps_their_values():
+    old = Config().model_dump()
+    old["selfplay"]["games"] = old["selfplay"].pop("batch") + 5
+    old["duel"]["cpu_share"] = old.pop("evaluation")["cpu_share"] / 2
+    config = stored(json.dumps(old))
+    assert (config.selfplay.batch, config.evaluation.cpu_share) == (37, 0.1)

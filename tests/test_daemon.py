@@ -71,7 +71,7 @@ def test_three_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path)
         "a.moves = b.moves AND a.candidate_colour = b.candidate_colour",
     )
     assert repeats == 0
-    # Evaluation keeps to its share of the machine (duel.cpu_share, 20%); the daemon measures it.
+    # Evaluation keeps to its share of the machine (evaluation.cpu_share, 20%); the daemon measures it.
     shares = [v for (v,) in run.query("SELECT value FROM metrics WHERE source = 'duel' AND name = 'cpu_share'")]
     print(f"evaluation's CPU share: {sum(shares) / len(shares):.1%} on average, {max(shares):.1%} at most")
     assert len(shares) >= 12 and sum(shares) / len(shares) <= 0.22
@@ -195,9 +195,12 @@ def test_bad_config_edits_are_refused_one_by_one_and_a_good_one_applies(runs, tm
         assert run.process.poll() is None
     status = run.hexzd("status")
     assert "config refused" in status.stdout and "game.board_size" in status.stdout
-    run.config.write_text(good.replace("sims = 32", "sims = 24", 1))
+    # A good edit applies; one that uses a key's old name (selfplay.games) reads it, with a notice.
+    run.config.write_text(good.replace("sims = 32", "sims = 24", 1).replace("batch = 32", "games = 32", 1))
     run.wait_for(lambda: run.count("games", "sims = 24") > 0, 60, "games with the new sims")
     assert run.query("SELECT accepted FROM config_history ORDER BY id DESC LIMIT 1") == [(1,)]
+    renamed = "message LIKE '%: selfplay.games is now selfplay.batch;%' AND level = 'warning'"
+    run.wait_for(lambda: run.count("events", renamed) == 1, 15, "the notice of the old key name")
 
     # A second daemon on the same file refuses, clearly.
     second = run.hexzd("start", "--headless", "--config", str(run.config))

@@ -29,7 +29,7 @@ def openspiel_winner(n: int, actions: list[int]) -> int:
 )
 def test_finished_games_are_legal_and_scored_as_openspiel_scores_them(network, threads):
     n = 4
-    games = SelfPlay(SelfplayConfig(games=6, groups=3, sims=12, threads=threads), n, swap=False, seed=3)
+    games = SelfPlay(SelfplayConfig(batch=6, groups=3, sims=12, threads=threads), n, swap=False, seed=3)
     if network:
         evaluator = make_evaluator(NetSpec(n, 1, 8).build(), backend="eager")
         games.network = Network(7, evaluator.evaluate)
@@ -62,7 +62,7 @@ def play(games: SelfPlay, networks: list, moves: int) -> list[tuple[GameRecord, 
 def test_one_simulation_per_move_with_a_network_still_plays_games(gumbel):
     # A fresh root's first simulation only expands it: a move needs a second.
     n = 3
-    games = SelfPlay(SelfplayConfig(games=4, groups=2, sims=1, gumbel=gumbel), n, swap=False, seed=5)
+    games = SelfPlay(SelfplayConfig(batch=4, groups=2, sims=1, gumbel=gumbel), n, swap=False, seed=5)
     network = Network(7, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
     finished = play(games, [network] * 40, 40)
     assert len(finished) >= 8  # a 3x3 game lasts at most 9 moves; every game moves every time
@@ -77,7 +77,7 @@ def test_one_simulation_per_move_with_a_network_still_plays_games(gumbel):
 def test_a_game_is_stamped_with_the_model_that_made_most_of_its_moves():
     # The worker promotes a new best mid-game: rollouts, then model 1, then model 2.
     n, sims = 4, 4
-    games = SelfPlay(SelfplayConfig(games=8, groups=2, sims=sims), n, swap=False, seed=11)
+    games = SelfPlay(SelfplayConfig(batch=8, groups=2, sims=sims), n, swap=False, seed=11)
     one = Network(1, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
     two = Network(2, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
     networks = [None] * 2 + [one] * 8 + [two] * 14
@@ -100,7 +100,7 @@ def test_random_first_moves_open_on_every_cell_and_keep_the_search_policy(share)
     the empty board's policy target is still the search's visit distribution."""
     n, games = 3, 450
     config = SelfplayConfig(  # PUCT: the search's own choice is its most visited move
-        sims=32, games=games, groups=1, temperature_moves=0, random_first_moves=share, gumbel=False
+        sims=32, batch=games, groups=1, temperature_moves=0, random_first_moves=share, gumbel=False
     )
     play = SelfPlay(config, n, swap=False, seed=4)
     search = play.groups[0].search
@@ -123,13 +123,13 @@ def test_random_first_moves_open_on_every_cell_and_keep_the_search_policy(share)
 def test_a_new_batch_shape_plays_the_games_in_flight_out(network):
     """No game is thrown away: each old slot finishes its game, then the old groups go."""
     n = 3
-    games = SelfPlay(SelfplayConfig(games=5, groups=2, sims=4), n, swap=False, seed=2)
+    games = SelfPlay(SelfplayConfig(batch=5, groups=2, sims=4), n, swap=False, seed=2)
     if network:
         games.network = Network(1, make_evaluator(NetSpec(n, 1, 8).build(), backend="eager").evaluate)
     games.move()  # every game now has a stone: none is at its start
     old = games.groups
     in_flight = {(id(g), b): list(g.actions[b]) for g in old for b in range(5)}
-    games.apply(SelfplayConfig(games=3, groups=1, sims=4))
+    games.apply(SelfplayConfig(batch=3, groups=1, sims=4))
     assert games.settling and len(games.groups) == 1
     finished = []
     while games.settling:

@@ -24,7 +24,7 @@ TINY = """
 [set]
 "game.board_size" = 3
 "model.blocks" = 1
-"selfplay.games" = 8
+"selfplay.batch" = 8
 "ratings.references" = [16]
 "ratings.ladder_pairs" = 0
 "ratings.share" = 0

@@ -698,7 +698,7 @@ async def test_dashboard_on_a_real_daemon(short_dir):
 CONFIG = """
 [selfplay]
 sims = 8
-games = 8
+batch = 8
 [train]
 min_positions = 200
 snapshot_every = 20

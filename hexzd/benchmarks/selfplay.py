@@ -86,7 +86,7 @@ class ZeroCost:
 
 def _selfplay(n: int, sims: int, batch: int, evaluators: list, threads: int = 1) -> SelfPlay:
     """Self-play of groups of batch/2 games, two a search thread, with these evaluators."""
-    config = SelfplayConfig(sims=sims, games=max(1, batch // 2), groups=2 * threads, threads=threads)
+    config = SelfplayConfig(sims=sims, batch=max(1, batch // 2), groups=2 * threads, threads=threads)
     games = SelfPlay(config, n, swap=False, seed=0)
     games.network = Network(1, evaluators[0].evaluate, evaluators=evaluators)
     return games

@@ -107,7 +107,7 @@ class Daemon:
         self.context = zmq.asyncio.Context()
         self.config = self.config_file.load()
         self.supervisor.gpus = self.config_file.gpus()
-        self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.games)
+        self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.batch)
         await self.open()
         try:
             await self.config_file.check_fixed()

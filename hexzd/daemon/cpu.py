@@ -3,7 +3,7 @@
 Workers report their own CPU time (every thread's, `time.process_time`)
 every few seconds; the daemon turns the reports into shares of the cores
 this process may run on. Evaluation (the duel worker: duels, rating
-matches, perfect-play checks) is held to `duel.cpu_share` by a throttle in
+matches, perfect-play checks) is held to `evaluation.cpu_share` by a throttle in
 the worker itself (hexzd.evaluation.throttle), since only the worker can
 pause between moves.
 """

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from hexzd.config import Config, default_toml, fixed_changes, line_of, parse, refusal, stored
+from hexzd.config import Config, default_toml, fixed_changes, line_of, notices, parse, refusal, stored
 from hexzd.daemon import messages as m
 from hexzd.daemon.supervisor import chosen_gpus
 
@@ -37,7 +37,14 @@ class ConfigFile:
             self.path.write_text(default_toml())
             self.daemon.out(f"wrote the default config to {self.path}")
         self.text = self.path.read_text()
-        return parse(self.text, self.path)
+        config = parse(self.text, self.path)
+        self._tell_renamed(self.text)
+        return config
+
+    def _tell_renamed(self, text: str) -> None:
+        """A warning event for each old key name the file uses (flushed with the next write)."""
+        for notice in notices(text, self.path):
+            self.daemon.pending.messages.append(m.Event(level="warning", source="config", message=notice))
 
     def gpus(self) -> list[str]:
         """device.gpus as CUDA_VISIBLE_DEVICES entries, or a refusal that names the key and line."""
@@ -94,14 +101,15 @@ class ConfigFile:
             await daemon._event("error", "config", f"edit refused, still running on the last good config: {error}")
             return
         daemon.config, self.error = config, None
-        daemon.tuner.configure(config.tune, config.selfplay.sims, config.selfplay.games)
+        self._tell_renamed(text)
+        daemon.tuner.configure(config.tune, config.selfplay.sims, config.selfplay.batch)
         await self.announce()
         await daemon._event("info", "config", f"applied the edit to {self.path}")
 
     def in_force(self) -> Config:
         """The file's config with the tuner's simulations and batch size: what workers run."""
         config, tuner = self.daemon.config, self.daemon.tuner
-        selfplay = config.selfplay.model_copy(update={"sims": tuner.sims, "games": tuner.batch})
+        selfplay = config.selfplay.model_copy(update={"sims": tuner.sims, "batch": tuner.batch})
         return config.model_copy(update={"selfplay": selfplay})
 
     async def announce(self) -> None:

@@ -11,7 +11,7 @@ of it while no candidate waits. The worker keeps that share within a match
 too: a promotion duel that opens while a rating match is under way runs
 inside it unless ratings are owed CPU time, the match's so far counted
 (see hexzd.daemon.workers.duel), so a candidate never waits for a whole
-match. The duel worker's CPU share of the machine (duel.cpu_share) bounds
+match. The duel worker's CPU share of the machine (evaluation.cpu_share) bounds
 them all.
 
 A promotion duel waits, though, while the newest promoted snapshot's 95%

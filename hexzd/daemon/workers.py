@@ -315,7 +315,7 @@ class DuelWorker:
     def should_stop(self) -> bool:
         """Polled once a move, so that a stop or a dead daemon ends a duel at once."""
         self.link.poll()
-        self.link.wait(self.throttle.wait(self.link.config.duel.cpu_share))
+        self.link.wait(self.throttle.wait(self.link.config.evaluation.cpu_share))
         return self.link.stopping
 
     def measuring(self) -> None:

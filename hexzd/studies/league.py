@@ -68,7 +68,7 @@ class Settings:
     target_elo: float = RatingsConfig().target_elo  # stop once every interval is within +-this
     games: int | None = None  # stop after this many more games
     minutes: float | None = None  # stop after this long
-    cpu_share: float = 1.0  # of the machine's cores, as duel.cpu_share
+    cpu_share: float = 1.0  # of the machine's cores, as evaluation.cpu_share
     size: int | None = None  # the board; by default the first usable run's
     references: list[int] = field(default_factory=lambda: list(RatingsConfig().references))  # a new league's
     ladder_file: str = RatingsConfig().ladder_file  # the kept ladder shared with the runs ("": none)

@@ -38,7 +38,6 @@ import tomlkit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hexzd import config, processes, store
-from hexzd.config import Config
 from hexzd.daemon.rundir import RunDir
 
 MANIFEST = "manifest.jsonl"
@@ -154,7 +153,7 @@ def _config_key(key: tuple, path: Path, line: int | None) -> str:
     """A [set] or [grid] key as `section.key`, the only shape config.toml has."""
     if len(key) != 2:
         raise config.refusal(path, line, key, "a config key is section.key, such as model.channels")
-    return ".".join(key)
+    return ".".join(config.RENAMED.get(key, key))  # an old name sets its new one
 
 
 def _fixed_keys(table: dict, path: Path, text: str) -> tuple[dict, dict]:
@@ -211,7 +210,7 @@ class _Template:
             section, item = key.split(".")
             document.setdefault(section, tomlkit.table())[item] = value
         try:
-            checked = config.validate(Config, document.unwrap(), self.path, self.line)
+            checked = config.checked(document.unwrap(), self.path, self.line)
         except ValueError as e:
             raise ValueError(f"{e} (in the run {name})") from None
         if not any(getattr(checked.budget, b) for b in BUDGETS):

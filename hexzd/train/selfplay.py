@@ -37,12 +37,12 @@ class Group:
     """One batch of games and the moves and visit distributions played so far."""
 
     def __init__(self, config: SelfplayConfig, n: int, swap: bool, seed: int):
-        self.search = Search(config.games, n, swap, config, seed=seed)
-        self.actions = [[] for _ in range(config.games)]
-        self.policies = [[] for _ in range(config.games)]
-        self.models = [[] for _ in range(config.games)]  # the model that searched each move
-        self.evals = np.zeros(config.games, np.int64)  # network evaluations spent on each game
-        self.seconds = np.zeros(config.games)  # inference time spent on each game
+        self.search = Search(config.batch, n, swap, config, seed=seed)
+        self.actions = [[] for _ in range(config.batch)]
+        self.policies = [[] for _ in range(config.batch)]
+        self.models = [[] for _ in range(config.batch)]  # the model that searched each move
+        self.evals = np.zeros(config.batch, np.int64)  # network evaluations spent on each game
+        self.seconds = np.zeros(config.batch)  # inference time spent on each game
         self.rng = np.random.default_rng((seed, 1))  # the random first moves
         self.watched: tuple[list[int], np.ndarray, int] | None = None  # game 0: (moves so far, visits, chosen)
 
@@ -137,7 +137,7 @@ class SelfPlay:
         if network is None:
             return
         evaluators = network.evaluators or [_Evaluate(network.evaluate)]
-        in_flight = self.config.games * self.config.groups  # the largest batch the service can form
+        in_flight = self.config.batch * self.config.groups  # the largest batch the service can form
         for evaluator in evaluators:
             if hasattr(evaluator, "warm"):  # CUDA graphs captured now, not in the middle of a search
                 evaluator.warm(min(in_flight, MAX_BATCH))
@@ -151,7 +151,7 @@ class SelfPlay:
 
     def apply(self, config: SelfplayConfig) -> None:
         """Takes new live settings; a new group shape starts new groups beside the old ones."""
-        reshape = (config.games, config.groups) != (self.config.games, self.config.groups)
+        reshape = (config.batch, config.groups) != (self.config.batch, self.config.groups)
         if config.threads != self.config.threads:
             self.pool.shutdown(wait=True)
             self.pool = ThreadPoolExecutor(config.threads, thread_name_prefix="search")

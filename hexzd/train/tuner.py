@@ -1,4 +1,4 @@
-"""The auto-tuner: moves `selfplay.sims` and `selfplay.games` within `[tune]`'s bounds.
+"""The auto-tuner: moves `selfplay.sims` and `selfplay.batch` within `[tune]`'s bounds.
 
 Pure logic: no sockets, no state file. The daemon builds one `Tuner`, calls
 `observe(telemetry, now)` on every tick, applies each returned `Decision` to the
@@ -86,7 +86,7 @@ not blurred by a change of search depth; sims move freely during the holds.
 Config edits
 ------------
 `configure(tune, sims, batch)` takes the config file's `selfplay.sims` and
-`selfplay.games`. A value that differs from the one the tuner last saw in the
+`selfplay.batch`. A value that differs from the one the tuner last saw in the
 file is a user's edit: it becomes the current value at once (clamped to the
 bounds), and that knob's exploration state resets (trial, holds, step size).
 A value unchanged in the file leaves the tuned value in place, clamped to the
@@ -206,7 +206,7 @@ class Tuner:
     # --- config -------------------------------------------------------------
 
     def configure(self, tune: TuneConfig, sims: int, batch: int) -> None:
-        """A config edit: new bounds, and the file's `selfplay.sims` / `selfplay.games`."""
+        """A config edit: new bounds, and the file's `selfplay.sims` / `selfplay.batch`."""
         was_enabled = self.tune.enabled
         self.tune = tune
         user_sims = sims != self._file_sims or not was_enabled
