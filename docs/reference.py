@@ -35,6 +35,8 @@ import types
 import typing
 from pathlib import Path
 
+from hexzd.config import sections, toml_value
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "reference"
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
@@ -128,26 +130,8 @@ def number(value) -> str:
     return str(value)
 
 
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
-    return number(value)
-
-
-def config_sections():
-    """(section name, its model class) for each section of Config, in the file's order."""
-    from hexzd.config import Config
-
-    return [(name, field.annotation) for name, field in Config.model_fields.items()]
-
-
-def is_live(info) -> bool | None:
+def live_or_fixed(info) -> bool | None:
+    """True for a live key, False for a fixed one, None for a key declared as neither."""
     extra = info.json_schema_extra
     return extra.get("live") if isinstance(extra, dict) else None
 
@@ -164,16 +148,16 @@ def config_page() -> str:
         "`hexzd start` writes the default `config.toml`, every key on its line with its comment. "
         "How to edit it while a run goes on: [Running a training run](../guides/training.md).",
         "",
-        f"Sections: {', '.join(f'[`[{name}]`](#{name})' for name, _ in config_sections())}.",
+        f"Sections: {', '.join(f'[`[{name}]`](#{name})' for name, _ in sections())}.",
         "",
     ]
-    for name, model in config_sections():
+    for name, model in sections():
         summary = inspect.cleandoc(model.__doc__ or "")
         summary = summary.split(":", 1)[1].strip() if summary.startswith(f"[{name}]") else summary
         lines += [f"## `[{name}]` {{#{name}}}", "", summary[:1].upper() + summary[1:], ""]
         rows = []
         for key, info in model.model_fields.items():
-            live = is_live(info)
+            live = live_or_fixed(info)
             rows.append(
                 [
                     code(key),
@@ -605,13 +589,13 @@ def missing_descriptions() -> list[str]:
     import click
 
     missing = []
-    for section, model in config_sections():
+    for section, model in sections():
         if not (model.__doc__ or "").strip():
             missing.append(f"config section [{section}]")
         for key, info in model.model_fields.items():
             if not (info.description or "").strip():
                 missing.append(f"config key {section}.{key}")
-            if is_live(info) is None:
+            if live_or_fixed(info) is None:
                 missing.append(f"config key {section}.{key}: neither live nor fixed")
     main = cli_group()
     for ctx, command in walk(main, click.Context(main, info_name="hexzd")):

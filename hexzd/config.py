@@ -136,7 +136,7 @@ class DuelConfig(Section):
     # Each promoted snapshot is rated before the next is dueled, for a while: a snapshot
     # needs about 185 even games for +-50 Elo, and the mild gate promotes near-equal
     # networks every half minute, faster than ratings can follow (hexzd.daemon.scheduler).
-    # Measured against off (README, "Precise ratings first"): intervals 2-3x narrower on 5x5
+    # Measured against off (docs/results.md, "precise ratings first"): intervals 2-3x narrower on 5x5
     # and 7x7, strength the same within the seeds' spread (5x5, 3 seeds) and against MCTS
     # @10,000 on 7x7 (98 of 98 at minute 28), evaluation still within cpu_share.
     rating_wait: float = live(
@@ -333,7 +333,7 @@ class Config(BaseModel):
     def _scale_with_the_board(self):
         # "auto" sizes follow the board, so that a user who sets board_size = 9 gets sensible
         # choices from the same defaults. 4x32 and 100k positions are what the 5x5 and 7x7
-        # measurements ran with on a 2-core CPU (README, "How strong, how fast"); larger boards
+        # measurements ran with on a 2-core CPU (docs/results.md, "how strong, how fast on 5x5"); larger boards
         # extrapolate: enough blocks that each cell's features reach across the board (a 3x3
         # stem and two 3x3 convolutions a block see 1 + 2 * blocks cells away), channels in
         # proportion to the side, and a window of about as many games (positions ~ n * n).
@@ -347,7 +347,7 @@ class Config(BaseModel):
     @classmethod
     def _engines_without_swap(cls, ratings: RatingsConfig, info: ValidationInfo) -> RatingsConfig:
         # MoHex's swap-pieces keeps the stone where hexzd's moves it, and most engines have no
-        # swap at all: outside engines play the runs without it (README, "HTP: where hexzd differs").
+        # swap at all: outside engines play the runs without it (docs/guides/htp-play.md, "Where hexzd differs").
         game = info.data.get("game")
         if ratings.engines and game is not None and game.swap:
             raise ValueError("engines play runs without the swap rule only ([game] swap = true here)")
@@ -517,15 +517,16 @@ def _key_path(key: str) -> str:
     return ".".join(part.strip().strip("\"'") for part in key.split("."))
 
 
-def _toml_value(value) -> str:
+def toml_value(value) -> str:
+    """A value as config.toml writes it: large integers with underscores."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }" if value else "{}"
     if isinstance(value, int):
         return f"{value:_}" if abs(value) >= 10_000 else str(value)
     return repr(value)
@@ -546,7 +547,7 @@ def default_toml() -> str:
         lines.append(f"[{section}]  # {(model.__doc__ or ':').split(':', 1)[1].strip()}")
         for key, info in model.model_fields.items():
             kind = "live" if is_live(info) else "fixed"
-            setting = f"{key} = {_toml_value(info.default)}"
+            setting = f"{key} = {toml_value(info.default)}"
             lines.append(f"{setting:<28} # {kind}: {info.description}")
         lines.append("")
     return "\n".join(lines)

@@ -108,7 +108,7 @@ def run(
 
     A CPU row gets ROW_SHARE of `seconds`; a GPU row a fifth of that, as a
     GPU reaches a steady rate sooner. The network defaults to 4 x 32 on any
-    board (the README's tables measure it; a run's own size follows the board,
+    board (docs/results.md's tables measure it; a run's own size follows the board,
     config.scaled_shape); threads to config.toml's default.
     """
     torch.set_num_threads(threads or DeviceConfig().threads)

@@ -24,8 +24,8 @@ machine can rate them. With the wait, promotions come at most a factor
 0.25): early in a run, while the networks improve fastest, the wait is
 short; the rating matches take the whole evaluation share while it lasts.
 It is on by default (0.25): measured against off, it narrowed the intervals
-2-3x on 5x5 and 7x7 at no strength cost the seeds' spread could show (README,
-"Precise ratings first").
+2-3x on 5x5 and 7x7 at no strength cost the seeds' spread could show (docs/results.md,
+"precise ratings first").
 
 Outside engines ([ratings] engines) are rating opponents like any other. One
 that failed (the duel worker names it in the match's end) is not chosen again

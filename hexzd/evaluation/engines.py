@@ -17,7 +17,7 @@ other rating match (hexzd.evaluation.duel.play_pairs).
               EngineFailure: the engine is broken, not beaten
     swap      not played: MoHex turns it on with `param_game allow_swap`,
               other engines not at all, and MoHex's swap keeps the stone
-              where hexzd's moves it (README, "HTP: where hexzd differs")
+              where hexzd's moves it (docs/guides/htp-play.md, "Where hexzd differs")
 """
 
 import queue

@@ -7,7 +7,7 @@ an n x n board (0-based, r from the top, c from the left):
     (r, c)          (2, 1)                          kernels, loops
     action          r * n + c = 19                  native/, the network's policy
     swap action     n * n = 81                      native/, games.policy column n*n
-    cell name       column letter, row number: b3   HTP, the CLI, the README
+    cell name       column letter, row number: b3   HTP, the CLI, the docs
     trmph moves     names one after another: a1b3   games.moves, duel_games.moves
     canonical index action, or its transpose        the network's view (native/board.py)
                     c * n + r when White is to move

@@ -10,7 +10,7 @@ Python work overlap another's kernels.
 
 Why threads in one process and not a server process that workers reach over
 shared memory: measured by `hexzd bench selfplay` (hexzd.benchmarks.hop; the
-README has the figures). A request's round trip to this service's thread
+docs/how/inference.md has the figures). A request's round trip to this service's thread
 costs well under half of one to another process over ZeroMQ and shared
 memory, and every thread's leaves join one batch on one CUDA context. The
 price is the GIL: the Python between the search kernels runs one thread at

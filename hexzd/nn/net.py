@@ -20,7 +20,7 @@ Compute is accounted for as in Jones (2021) and Neumann & Gros (2022): the
 FLOPs of one evaluation are counted from the layers that actually run (torch's
 FlopCounterMode on a forward pass), with one multiply-add as 2 FLOPs. Only
 convolutions and matrix products count; batch norm, ReLU and the additions are
-under 1% of the total at every size in the README and are left out. A
+under 1% of the total at every size in docs/how/network.md and are left out. A
 training sample costs 3x a forward pass (forward, and a backward of twice
 the forward's cost).
 """

@@ -4,8 +4,8 @@ One SQLite file, written by one `hexzd league` process and read by anyone
 (WAL). It copies from each run's state file what a plot needs, so it stands
 alone once the runs are gone. Versioned like the state file: MIGRATIONS[k]
 takes a file from version k to k + 1 (hexzd.store.schema.migrate), and a
-file newer than this code is refused. The README's "League" section
-documents every table, column and view.
+file newer than this code is refused. docs/guides/sweeps-leagues.md ("The
+league file") documents every table, column and view.
 
 A player is a snapshot at a simulation count, or a reference (random-rollout
 MCTS) at one: its key in hexzd.evaluation.scale is the snapshot's id here
