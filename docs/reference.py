@@ -560,9 +560,9 @@ def packages_page() -> str:
 
 
 def tests_page() -> str:
-    tests = sorted((ROOT / "tests").glob("*.py"))
+    tests = sorted((ROOT / "tests").rglob("*.py"))
     lines = [
-        GENERATED.format(source="the docstrings of tests/*.py"),
+        GENERATED.format(source="the docstrings of tests/**/*.py"),
         "",
         "# Test suite",
         "",
@@ -576,7 +576,7 @@ def tests_page() -> str:
         ("Helpers and references", [t for t in tests if not t.name.startswith("test_")]),
     ):
         lines += [f"## {title}", ""]
-        lines += table(["file", "what"], [[code(f"tests/{t.name}"), docstring(t)] for t in files])
+        lines += table(["file", "what"], [[code(str(t.relative_to(ROOT))), docstring(t)] for t in files])
         lines.append("")
     return "\n".join(lines)
 

@@ -6,7 +6,7 @@ the budget), so that a step that hangs or fails is recorded (command, return
 code, the last lines of its stderr) and the next one still runs:
 
     environment     torch, CUDA and its devices, torch_tensorrt, NVML (in this process)
-    tests           the GPU tests: tests/test_inference.py, test_net.py, test_selfplay.py
+    tests           the GPU tests: tests/nn/test_inference.py, test_net.py, test_selfplay.py
     bench-net       `hexzd bench net --json`: network evaluations/s on every backend
     bench-selfplay  `hexzd bench selfplay --json`: self-play evaluations/s on every backend
     daemon          `hexzd start --headless --for M` on a fresh state file, then read back:
@@ -35,7 +35,7 @@ BUDGETS = {"tests": 90.0, "bench-net": 60.0, "bench-selfplay": 90.0}
 DAEMON_MARGIN = 45.0  # the daemon's start (auto backend timing, workers) and clean stop
 GRACE = 10.0  # between SIGINT and SIGKILL, inside the budget
 TAIL = 12  # lines of stderr kept for a failed step
-GPU_TESTS = ("tests/test_inference.py", "tests/test_net.py", "tests/test_selfplay.py")
+GPU_TESTS = ("tests/nn/test_inference.py", "tests/nn/test_net.py", "tests/train/test_selfplay.py")
 BACKEND_EVENTS = ("inference backend", "now uses model")  # what says which backend self-play runs
 METER_EVENTS = ("GPU meter",)  # why there is no utilisation, or that the meter stopped
 GPU_BACKENDS = ("cuda", "tensorrt")

@@ -72,7 +72,7 @@ pairing is. In simulated 40-pair matches where seven openings in ten give
 the first player an edge of 4 nats, these 95% intervals held the colour-blind
 truth 97% of the time and were 0.64 times as wide as intervals that count
 games as trials (which held it 100% of the time); with independent games
-the two agree (tests/test_ratings.py).
+the two agree (tests/evaluation/test_ratings.py).
 
 Without a prior (prior_games = 0) the maximum exists only when no group of
 free players won, or lost, every game it played against the rest, or played

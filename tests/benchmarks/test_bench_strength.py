@@ -32,7 +32,7 @@ def test_a_short_3x3_run_is_trained_and_judged_against_perfect_play(tmp_path):
     assert (used.game.board_size, used.train.seed, used.model.blocks, used.model.channels) == (3, 0, 2, 16)
     assert run["promoted"] >= 1, "a 3x3 network beats rollouts within 36 s"
     # Every promoted snapshot is judged on the 9 openings (hexzd perfect --openings, which
-    # tests/test_perfect.py checks move by move against the plain-Python brute force).
+    # tests/evaluation/test_perfect.py checks move by move against the plain-Python brute force).
     for point in run["curve"]:
         assert point["of"] == 9 and 0 <= point["converted"] <= 9
         assert point["minutes"] <= 0.6 + 0.2 and point["pflop"] >= 0

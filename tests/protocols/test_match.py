@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
 
 pyspiel = pytest.importorskip("pyspiel")
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent  # tests/, where the helpers are
 OPENSPIEL = f"{sys.executable} {HERE / 'openspiel_htp.py'}"
 HEXZD = f"{sys.executable} -m hexzd htp --random-rollouts"
 

@@ -1,5 +1,5 @@
 """Matchmaking by information, checked against refits of the rating model itself
-(hexzd.evaluation.ratings, which tests/test_ratings.py checks against closed forms)
+(hexzd.evaluation.ratings, which tests/evaluation/test_ratings.py checks against closed forms)
 and against fixed schedules on simulated players of known strength."""
 
 import numpy as np
