@@ -3,7 +3,7 @@
 import sqlite3
 import time
 
-from hexzd.evaluation.duel import play_duel
+from hexzd.evaluation.matches import play_match
 from hexzd.nn.net import NetSpec, count_flops, count_params
 from hexzd.nn.snapshot import Snapshot
 
@@ -37,5 +37,5 @@ def play_stored(db, duel_id, config, seed=0, log_dir=None):
                 (duel_id, pair, moves, winner, colour),
             )
 
-    end = play_duel(db, duel_id, config, seed, on_game, lambda: False, log_dir)
+    end = play_match(db, duel_id, config, seed, on_game, lambda: False, log_dir)
     return games, end

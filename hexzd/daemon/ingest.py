@@ -186,14 +186,14 @@ class Ingest:
         daemon.out(f"info: trainer: snapshot {model_id} at step {s.train_step}")
         await daemon.scheduler.schedule(daemon.best)
 
-    async def _on_duel_game(self, g: m.DuelGame, after) -> None:
+    async def _on_match_game(self, g: m.MatchGame, after) -> None:
         if await self.daemon.store.add_duel_game(time.time(), g):
             self.daemon.scheduler.ratings_stale = True  # refitted on the next tick
 
     async def _on_perfect_play(self, p: m.PerfectPlay, after) -> None:
         await self.daemon.store.add_perfect_play(time.time(), p)
 
-    async def _on_duel_end(self, d: m.DuelEnd, after) -> None:
+    async def _on_match_end(self, d: m.MatchEnd, after) -> None:
         daemon, scheduler = self.daemon, self.daemon.scheduler
         duel = await daemon.store.open_duel(d.duel_id)
         if duel is None:

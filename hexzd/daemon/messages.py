@@ -7,8 +7,8 @@ BadMessage, which the receiver logs and drops: a stray or corrupt message
 never stops the daemon.
 
 Sockets (endpoints in the run directory, see hexzd.daemon.rundir):
-    results  PUSH (workers) -> PULL (daemon): game, snapshot, duel_game,
-             duel_end, perfect_play, metrics, event, hello, live
+    results  PUSH (workers) -> PULL (daemon): game, snapshot, match_game,
+             match_end, perfect_play, metrics, event, hello, live
     updates  PUB (daemon) -> SUB (workers): best, config, pause, stop
     duels    not a message: the daemon writes a row into the `duels` table, the
              duel worker polls it (the table is the queue that survives restarts)
@@ -19,6 +19,8 @@ from typing import Literal
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hexzd.evaluation import outcome
 
 VERSION = 1
 
@@ -66,7 +68,7 @@ class SnapshotMade(Message):
     checkpoint: bytes  # the full Snapshot: what the trainer resumes from
 
 
-class DuelGame(Message):
+class MatchGame(Message):
     duel_id: int
     pair: int = Field(ge=0)
     moves: str
@@ -74,14 +76,11 @@ class DuelGame(Message):
     candidate_colour: Literal[1, 2]
 
 
-class DuelEnd(Message):
+class MatchEnd(Message, outcome.MatchEnd):
+    """A match's verdict (its fields: hexzd.evaluation.outcome.MatchEnd), and which match it ended."""
+
     duel_id: int
-    result: Literal["accepted", "rejected", "played"]  # played: a rating match, no test
-    wins: int = Field(ge=0)
-    losses: int = Field(ge=0)
-    llr: float | None
     cpu_seconds: float | None = None  # the duel worker's CPU time on it (the session that finished it)
-    error: str = ""  # why an outside engine ended its rating match early (hexzd.evaluation.duel)
 
 
 class PerfectPlay(Message):
@@ -162,8 +161,8 @@ KINDS: dict[str, type[Message]] = {
     "hello": Hello,
     "game": Game,
     "snapshot": SnapshotMade,
-    "duel_game": DuelGame,
-    "duel_end": DuelEnd,
+    "match_game": MatchGame,
+    "match_end": MatchEnd,
     "metrics": Metrics,
     "event": Event,
     "best": Best,

@@ -251,7 +251,7 @@ def trainer(link: Link, db, seed: int) -> None:
 
 def duel(link: Link, db, seed: int) -> None:
     """Plays the duels the daemon writes into the `duels` table (see DuelWorker)."""
-    from hexzd.evaluation.duel import warm
+    from hexzd.evaluation.matches import warm
 
     warm(link.config.game.board_size, link.config.game.swap)
     DuelWorker(link, db, seed).run()
@@ -307,7 +307,7 @@ class DuelWorker:
 
     @staticmethod
     def cpu() -> float:
-        """This process's CPU time; an outside engine's counts too, once play_duel has closed its process."""
+        """This process's CPU time; an outside engine's counts too, once play_match has closed its process."""
         from hexzd.evaluation.engines import children_cpu_seconds
 
         return time.process_time() + children_cpu_seconds()
@@ -348,29 +348,19 @@ class DuelWorker:
         CPU time, not wall: the throttle's waits cost nothing. A promotion played inside
         a rating match counts as its own, not the match's.
         """
-        from hexzd.evaluation.duel import play_duel
+        from hexzd.evaluation.matches import play_match
 
         link = self.link
 
         def on_game(pair, moves, winner, colour):
-            link.send(m.DuelGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
+            link.send(m.MatchGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
 
         started, inner = self.cpu(), self.inner
-        end = play_duel(self.db, duel_id, link.config, self.seed, on_game, stop, RunDir.of(self.db).path)
+        end = play_match(self.db, duel_id, link.config, self.seed, on_game, stop, RunDir.of(self.db).path)
         own = self.cpu() - started - (self.inner - inner)
         if end is not None:
             self.ended.add(duel_id)
-            link.send(
-                m.DuelEnd(
-                    duel_id=duel_id,
-                    result=end.result,
-                    wins=end.wins,
-                    losses=end.losses,
-                    llr=end.llr,
-                    cpu_seconds=own,
-                    error=end.error,
-                )
-            )
+            link.send(m.MatchEnd(duel_id=duel_id, cpu_seconds=own, **end.model_dump()))
         return own
 
 

@@ -3,7 +3,7 @@
 `hexzd match` referees two engines through HtpClient (hexzd.protocols.match).
 The daemon rates the engines of `[ratings] engines` (MoHex, say) on the
 run's scale through EnginePlayer, in the same colour-swapped pairs as every
-other rating match (hexzd.evaluation.duel.play_pairs).
+other rating match (hexzd.evaluation.matches.play_pairs).
 
     process   one per rating match: started when the match opens, then
               `quit`, and killed if it has not gone within QUIT_SECONDS

@@ -10,7 +10,7 @@ games, so their scales agree. Versioned like the state file
 (hexzd.store.schema.migrate).
 
 One table, `games`: each game of two references, under the `ladder` it
-belongs to (board, swap, the reference search: hexzd.evaluation.duel.ladder_key,
+belongs to (board, swap, the reference search: hexzd.evaluation.matches.ladder_key,
 so a change to the players starts a new ladder), by the `run` (the state
 file's meta `run`) and `duel` that played it. A game already kept with the
 same moves and colours is not kept twice: two runs that played it are one

@@ -40,7 +40,7 @@ from pathlib import Path
 from hexzd import processes, store
 from hexzd.config import Config, DuelConfig, RatingsConfig
 from hexzd.evaluation import scale
-from hexzd.evaluation.duel import load_player, play_pairs
+from hexzd.evaluation.matches import load_player, play_pairs
 from hexzd.evaluation.openings import Openings, opening, pairing_seed
 from hexzd.evaluation.throttle import Throttle
 from hexzd.nn.snapshot import Snapshot

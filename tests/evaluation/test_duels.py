@@ -19,7 +19,7 @@ from states import add_model, play_stored
 from hexzd import store
 from hexzd.cli import main
 from hexzd.config import Config
-from hexzd.evaluation.duel import load_player
+from hexzd.evaluation.matches import load_player
 from hexzd.evaluation.openings import BALANCE_STEP, Openings, opening, pairing_seed
 from hexzd.evaluation.scale import rate
 from hexzd.game.rules import BLACK, WHITE, Games

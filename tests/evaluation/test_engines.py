@@ -19,8 +19,8 @@ from hexzd import store
 from hexzd.config import Config, parse
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.evaluation import scale
-from hexzd.evaluation.duel import play_pairs
 from hexzd.evaluation.engines import EngineFailure, EnginePlayer
+from hexzd.evaluation.matches import play_pairs
 from hexzd.evaluation.ratings import estimate
 from hexzd.game.notation import parse_trmph
 from hexzd.game.rules import BLACK, WHITE

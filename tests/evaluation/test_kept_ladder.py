@@ -13,7 +13,7 @@ from hexzd import store
 from hexzd.config import parse
 from hexzd.daemon.core import Daemon
 from hexzd.evaluation import scale
-from hexzd.evaluation.duel import _history
+from hexzd.evaluation.matches import _history
 from hexzd.store.writes import RESULTS_SQL
 
 

@@ -1,4 +1,14 @@
-"""Duels: a candidate snapshot against the current best, decided by an SPRT.
+"""Matches: two players, paired games from one list of openings, and a policy
+that says when the match ends. Its kinds (the `kind` of a row of `duels`):
+
+    promotion duel  a candidate snapshot against the current best, decided by
+                    an SPRT (PromotionDuel)
+    rating match    two players of the rating ladder (snapshots, rollouts,
+                    an outside engine, perfect play), a fixed number of pairs
+                    (RatingMatch)
+
+A perfect-play check (hexzd.evaluation.perfect) is not a match: it judges a
+model's moves in solved positions, with no opponent and no games to pair.
 
 Games come in pairs: each opening (hexzd.evaluation.openings) is played
 twice, the candidate Black in one game and White in the other. After the
@@ -23,6 +33,7 @@ import numpy as np
 from hexzd import store
 from hexzd.evaluation.engines import EngineFailure, EnginePlayer
 from hexzd.evaluation.openings import Openings, opening, pairing_seed
+from hexzd.evaluation.outcome import MatchEnd
 from hexzd.evaluation.perfect import PerfectPlayer
 from hexzd.evaluation.scale import PERFECT, REFERENCE_SEARCH
 from hexzd.evaluation.sprt import Sprt
@@ -88,17 +99,6 @@ def load_player(db, model_id: int | None, sims: int, config, seed: int) -> Playe
     if model_id is None:
         return Player(sims, None, REFERENCE_SEARCH, seed)
     return Player(sims, load(db, model_id, config.device).evaluate, config.selfplay, seed)
-
-
-@dataclass(frozen=True)
-class DuelEnd:
-    """A duel's verdict: accepted or rejected (promotion), played (rating match)."""
-
-    result: str
-    wins: int
-    losses: int
-    llr: float | None
-    error: str = ""  # why an outside engine ended its rating match early: its games so far count
 
 
 def engine_player(engines: dict[str, str], name: str, log_dir: Path | None) -> EnginePlayer:
@@ -205,18 +205,22 @@ class Tally:
         self.results.setdefault(pair, {})[colour] = winner == colour
         return True
 
-    def end(self, error: str) -> DuelEnd | None:
+    def end(self, error: str) -> MatchEnd | None:
         """The duel's end, or None while undecided (stopped); an engine's error ends it "played"."""
         verdict = "played" if error else self.decision()
         if verdict is None:
             return None
         counts = self.counts()
         wins = sum(sum(g.values()) for g in self.results.values() if len(g) == 2)
-        return DuelEnd(verdict, wins, 2 * sum(counts) - wins, self.policy.llr(counts), error)
+        return MatchEnd(
+            result=verdict, wins=wins, losses=2 * sum(counts) - wins, llr=self.policy.llr(counts), error=error
+        )
 
 
-def play_duel(db, duel_id: int, config, seed: int, on_game, should_stop, log_dir: Path | None = None) -> DuelEnd | None:
-    """Plays duel `duel_id` of the state file to its end; None if stopped before.
+def play_match(
+    db, duel_id: int, config, seed: int, on_game, should_stop, log_dir: Path | None = None
+) -> MatchEnd | None:
+    """Plays match `duel_id` (a row of `duels`) of the state file to its end; None if stopped before.
 
     A promotion duel ends when the SPRT decides (or at max_pairs, or when
     the openings run out: rejected); a rating match after its fixed number
