@@ -272,6 +272,7 @@ def ratings(db, as_json):
     from pathlib import Path
 
     from hexzd import store
+    from hexzd.evaluation import scale
 
     if not Path(db).exists():
         raise click.ClickException(f"no state file {db}")
@@ -288,13 +289,8 @@ def ratings(db, as_json):
         f" {'perfect':>8}"
     )
     for r in table:
-        ci = "anchor" if r["anchor"] else f"[{r['lo']:.0f}, {r['hi']:.0f}]"
-        rating = f"{r['rating']:7.0f}"
-        if r["status"] == "too few games":
-            rating, ci = "      -", "too few games"
+        rating, ci, step, flops = scale.rating_cells(r)
         promoted = "" if r["model_id"] is None else "yes" if r["promoted"] else "no"
-        step = "" if r["step"] is None else f"{r['step']:,}"
-        flops = "" if r["flops"] is None else f"{r['flops'] / 1e15:.4f}"
         perfect = "" if r["perfect_move"] is None else f"{r['perfect_move']:.1%}"
         click.echo(
             f"{r['player']:<20} {rating} {ci:>17} {r['games']:6d} {promoted:>8} {step:>7} {flops:>9} {perfect:>8}"

@@ -344,3 +344,14 @@ def ladder_match(references: list[int], played: dict[tuple, int], ladder_pairs: 
         if played.get((low, high), 0) + played.get((high, low), 0) < 2 * ladder_pairs:
             return Pairing(None, low, None, 0, PERFECT) if high == PERFECT else Pairing(None, high, None, low)
     return None
+
+
+def rating_cells(row: dict) -> tuple[str, str, str, str]:
+    """A rating table row's rating, 95% interval, train step and PFLOP as `hexzd ratings`
+    and `hexzd league` print them; a rating without enough games says so."""
+    rating, ci = f"{row['rating']:7.0f}", "anchor" if row["anchor"] else f"[{row['lo']:.0f}, {row['hi']:.0f}]"
+    if row["status"] == "too few games":
+        rating, ci = "      -", "too few games"
+    step = "" if row["step"] is None else f"{row['step']:,}"
+    flops = "" if row["flops"] is None else f"{row['flops'] / 1e15:.4f}"
+    return rating, ci, step, flops

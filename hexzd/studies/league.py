@@ -416,11 +416,7 @@ def table(summary: dict) -> str:
     width = max([len(r["run"] or "") for r in rows] + [3])
     lines = [f"{'player':<18} {'run':<{width}} {'rating':>7} {'95% CI':>17} {'games':>6} {'step':>7} {'PFLOP':>9}"]
     for r in rows:
-        rating, ci = f"{r['rating']:7.0f}", "anchor" if r["anchor"] else f"[{r['lo']:.0f}, {r['hi']:.0f}]"
-        if r["status"] == "too few games":
-            rating, ci = "      -", "too few games"
-        step = "" if r["step"] is None else f"{r['step']:,}"
-        flops = "" if r["flops"] is None else f"{r['flops'] / 1e15:.4f}"
+        rating, ci, step, flops = scale.rating_cells(r)
         lines.append(
             f"{r['player']:<18} {r['run'] or '':<{width}} {rating} {ci:>17} {r['games']:6d} {step:>7} {flops:>9}"
         )
