@@ -16,7 +16,14 @@ def main():
 
 
 # command name: module in hexzd.benchmarks
-BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "selfplay": "selfplay", "strength": "strength"}
+BENCHMARKS = {
+    "engine": "rules",
+    "mcts": "mcts",
+    "net": "net",
+    "selfplay": "selfplay",
+    "strength": "strength",
+    "chaos": "chaos",
+}
 
 
 @main.command()
@@ -24,11 +31,17 @@ BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "selfplay": "self
 @click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
 @click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="time per measurement")
 @click.option(
-    "--minutes", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="strength: training time a seed"
+    "--minutes",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="strength: training time a seed; chaos: how long the chaos lasts",
 )
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100), help="strength: runs from scratch")
 @click.option(
-    "--out", type=click.Path(file_okay=False), help="strength: where the runs go  [default: a temporary directory]"
+    "--out",
+    type=click.Path(file_okay=False),
+    help="strength, chaos: where the runs go  [default: a temporary directory]",
 )
 @click.option(
     "--config",
@@ -47,13 +60,16 @@ BENCHMARKS = {"engine": "rules", "mcts": "mcts", "net": "net", "selfplay": "self
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, as_json):
     """Time hexzd against a baseline measured in the same run; `strength`: train from
-    scratch and judge the result from outside (perfect play up to 5x5, else OpenSpiel's MCTS)."""
+    scratch and judge the result from outside (perfect play up to 5x5, else OpenSpiel's MCTS);
+    `chaos`: kill, misconfigure, pause, starve and flood a daemon, then check that nothing was lost."""
     module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
     if name == "strength":
         work = {"minutes": minutes, "seeds": seeds, "out": out, "curve": curve, "rejudge": rejudge}
         work["echo"] = lambda line: click.echo(line, err=as_json)
         if config_path:
             work["config"] = _config_text(config_path)
+    elif name == "chaos":
+        work = {"minutes": minutes, "out": out, "echo": lambda line: click.echo(line, err=as_json)}
     else:
         work = {"seconds": seconds}
     try:
@@ -66,6 +82,8 @@ def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge,
         click.echo(json.dumps(result))
     else:
         module.report(result)
+    if result.get("ok") is False:  # a check of `bench chaos` failed
+        raise SystemExit(1)
 
 
 def _config_text(path: str) -> str:
