@@ -179,8 +179,8 @@ class Chaos:
         self.tally.edits_good += 1
         time.sleep(2.0)
 
-    def edit_bad(self) -> None:
-        kind = self.rng.choice(sorted(self.bad))
+    def edit_bad(self, kind: str | None = None) -> None:
+        kind = kind or self.rng.choice(sorted(self.bad))
         self.config.write_bytes(self.bad[kind](self.good))
         self.tally.edits_bad[kind] = self.tally.edits_bad.get(kind, 0) + 1
         time.sleep(self.rng.uniform(2.0, 4.0))
@@ -238,12 +238,25 @@ class Chaos:
         finally:
             context.term()
 
+    def actions(self) -> list:
+        kills = [self.kill_worker, self.kill_daemon]
+        return kills + [self.edit_good, self.edit_bad, self.pause, self.delete_config, self.fill_disk, self.send_frames]
+
     def step(self) -> None:
         """One of the above, chosen at random (the kills and edits most often)."""
-        actions = [self.kill_worker] * 3 + [self.edit_good] * 2 + [self.edit_bad] * 4
-        actions += [self.kill_daemon, self.pause, self.delete_config, self.fill_disk, self.send_frames]
-        action = self.rng.choice(actions)
-        self.echo(f"{time.strftime('%H:%M:%S')} {action.__name__}")
+        weights = {self.kill_worker: 3, self.edit_good: 2, self.edit_bad: 4}
+        actions = [a for a in self.actions() for _ in range(weights.get(a, 1))]
+        self._do(self.rng.choice(actions))
+
+    def each_once(self) -> None:
+        """Every action once, and every bad edit: a short, complete pass (the e2e test's)."""
+        for action in self.actions():
+            self._do(action)
+        for kind in sorted(self.bad):
+            self._do(lambda kind=kind: self.edit_bad(kind))
+
+    def _do(self, action) -> None:
+        self.echo(f"{time.strftime('%H:%M:%S')} {getattr(action, '__name__', 'edit_bad')}")
         action()
 
     # -- the end -----------------------------------------------------------------------------
@@ -252,7 +265,7 @@ class Chaos:
         """Stops the daemon as a user does; the final checks."""
         self.done.set()
         self.config.write_text(self.good)
-        time.sleep(2.0)
+        time.sleep(3.0)  # the watcher looks every second
         stopped = _ask(self.db, "stop")
         code = self.daemon.wait(120) if stopped else None
         time.sleep(2.0)  # the workers see the stop and leave
@@ -263,17 +276,19 @@ class Chaos:
             counted = connection.execute("SELECT value FROM meta WHERE key = 'counter.games'").fetchone()
             last = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'games'").fetchone()
             integrity = connection.execute("PRAGMA integrity_check").fetchone()[0]
+            last_config = connection.execute("SELECT text, accepted FROM config_history ORDER BY id DESC").fetchone()
         return {
             "daemon_exit": code,
             "counted_games": int(float(counted[0])) if counted else 0,
             "last_game_id": last[0] if last else 0,
             "integrity": integrity,
             "processes_left": len(left),
+            "good_config_in_force": last_config == (self.good, 1),
         }
 
 
 def run(size: int = 3, minutes: float = 5.0, out=None, echo=print, seed: int = 0, **_) -> dict:
-    """A daemon under `minutes` of chaos; the tally and the final checks."""
+    """A daemon under `minutes` of chaos (0: every action once); the tally and the final checks."""
     where = Path(out) if out else Path(tempfile.mkdtemp(prefix="hexzd-chaos-"))
     where.mkdir(parents=True, exist_ok=True)
     disk = _mount_tmpfs(where / "disk")
@@ -285,6 +300,8 @@ def run(size: int = 3, minutes: float = 5.0, out=None, echo=print, seed: int = 0
     prober.start()
     deadline = time.monotonic() + 60 * minutes
     try:
+        if not minutes:
+            chaos.each_once()
         while time.monotonic() < deadline:
             time.sleep(chaos.rng.uniform(1.0, 4.0))
             chaos.step()
@@ -300,6 +317,7 @@ def run(size: int = 3, minutes: float = 5.0, out=None, echo=print, seed: int = 0
         "status within 2 s": chaos.tally.status_missed == 0,
         "no games while paused": chaos.tally.games_while_paused == 0,
         "stopped cleanly": final["daemon_exit"] == 0,
+        "the last good edit in force": final["good_config_in_force"],
     }
     return {
         "size": size,
