@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_core import core_schema
+from pydantic_core import PydanticCustomError, core_schema
 
 
 def live(default, description: str, **kw):
@@ -73,7 +73,19 @@ Auto = int | Literal["auto"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No nan or inf: every float is a finite number, within its key's bounds.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def clashes(*rules: tuple[bool, str, str]) -> None:
+    """Raises one error for the cross-field rules that are broken: each rule (broken, key, message).
+
+    A model validator's error names its section, not a key; the keys ride in the
+    error's context, and `problems` reports each at its own key and line."""
+    broken = [(key, message) for bad, key, message in rules if bad]
+    if broken:
+        text = "; ".join(f"{key}: {message}" for key, message in broken)
+        raise PydanticCustomError("clash", "{text}", {"text": text, "clashes": broken})
 
 
 class GameConfig(Section):
@@ -87,13 +99,13 @@ class SearchConfig(Section):
     """MCTS settings: self-play's, and the base of the duel's."""
 
     sims: int = live(64, "simulations per move", ge=1, le=100_000)
-    c_puct: float = live(1.5, "PUCT exploration constant", gt=0)
+    c_puct: float = live(1.5, "PUCT exploration constant", gt=0, le=100)
     fpu_reduction: float = live(0.25, "an unvisited child's value is its parent's minus this", ge=0, le=2)
-    dirichlet_alpha: float = live(0.3, "root noise concentration; ~10/legal moves is usual", gt=0)
+    dirichlet_alpha: float = live(0.3, "root noise concentration; ~10/legal moves is usual", gt=0, le=100)
     dirichlet_fraction: float = live(0.25, "share of root prior replaced by noise", ge=0, le=1)
-    temperature_moves: int = live(4, "plies sampled by visit count; later plies take the most visited", ge=0)
+    temperature_moves: int = live(4, "plies sampled by visit count; later plies take the most visited", ge=0, le=1000)
     gumbel: bool = live(False, "Gumbel root selection with sequential halving (small budgets)")
-    gumbel_actions: int = live(16, "actions considered at the root by Gumbel search", ge=1)
+    gumbel_actions: int = live(16, "actions considered at the root by Gumbel search", ge=1, le=1000)
     rollouts: int = live(1, "random fills per leaf before the first network exists", ge=1, le=64)
 
 
@@ -125,12 +137,23 @@ class DuelConfig(Section):
 
     sims: int = live(64, "simulations per move in duels (fixed within a duel)", ge=1, le=100_000)
     pairs: int = live(8, "pairs of games in flight; each opening is played with both colours", ge=1, le=4096)
-    max_pairs: int = live(100, "a duel still undecided after this many pairs is a rejection", ge=1)
+    max_pairs: int = live(100, "a duel still undecided after this many pairs is a rejection", ge=1, le=100_000)
     # A mild gate, as KataGo's: promote unless the candidate is clearly weaker. A gate
     # that asks for +100 Elo stalls between near-equal strong networks (on 5x5 nothing
     # was promoted after minute 3.4 of 5, in 3 seeds of 3), and self-play falls behind.
-    elo0: float = live(-100.0, "SPRT H0: the candidate is this many Elo stronger, or less (negative: weaker)")
-    elo1: float = live(0.0, "SPRT H1: the candidate is this many Elo stronger, or more; 0: no weaker is enough")
+    # Within +-1000 Elo a score is well inside (0, 1), where the SPRT's model holds (hexzd.evaluation.sprt).
+    elo0: float = live(
+        -100.0,
+        "SPRT H0: the candidate is this many Elo stronger, or less (negative: weaker); below elo1",
+        ge=-1000,
+        le=1000,
+    )
+    elo1: float = live(
+        0.0,
+        "SPRT H1: the candidate is this many Elo stronger, or more; 0: no weaker is enough",
+        ge=-1000,
+        le=1000,
+    )
     alpha: float = live(0.05, "SPRT: chance of promoting a candidate no stronger than elo0", gt=0, lt=0.5)
     beta: float = live(0.05, "SPRT: chance of rejecting a candidate as strong as elo1", gt=0, lt=0.5)
     # Each promoted snapshot is rated before the next is dueled, for a while: a snapshot
@@ -147,6 +170,11 @@ class DuelConfig(Section):
         lt=1,
     )
 
+    @model_validator(mode="after")
+    def _hypotheses_in_order(self):
+        clashes((self.elo0 >= self.elo1, "elo0", f"should be below elo1 ({self.elo1}), not {self.elo0}"))
+        return self
+
 
 ENGINE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
@@ -157,7 +185,7 @@ class EvaluationConfig(Section):
     cpu_share: float = live(
         0.2,
         "most of the machine's CPU that evaluation (promotion duels, rating matches, perfect play) may use",
-        gt=0,
+        ge=0.01,
         le=1,
     )
 
@@ -165,10 +193,11 @@ class EvaluationConfig(Section):
 class RatingsConfig(Section):
     """[ratings]: reference players anchor one Elo scale across runs and board sizes."""
 
-    references: list[int] = live(
+    references: list[Annotated[int, Field(ge=1, le=100_000)]] = live(
         [100, 200, 400, 800, 1600, 3200, 6400],
-        "random-rollout MCTS players, by simulations per move; the first is 0 Elo",
+        "random-rollout MCTS players, by simulations per move, each different; the first is 0 Elo",
         min_length=1,
+        max_length=32,
     )
     # Many pairs at once make a game cheap (5x5, 64 sims: 0.28 CPU-s at 4 pairs in flight,
     # 0.05 at 64), and a promotion duel no longer waits for a match's end: it runs inside.
@@ -179,9 +208,11 @@ class RatingsConfig(Section):
         ge=0,
         le=1,
     )
-    ladder_pairs: int = live(2, "pairs each two neighbouring references play first; then matchmaking picks", ge=0)
+    ladder_pairs: int = live(
+        2, "pairs each two neighbouring references play first; then matchmaking picks", ge=0, le=1000
+    )
     target_elo: float = live(
-        50.0, "matchmaking aims at 95% intervals within +-this for promoted snapshots and the ladder", gt=0
+        50.0, "matchmaking aims at 95% intervals within +-this for promoted snapshots and the ladder", ge=1, le=1000
     )
     perfect_positions: int = live(
         200, "positions on which each promoted model meets perfect play, boards up to 5x5 (0: none)", ge=0, le=100_000
@@ -194,6 +225,21 @@ class RatingsConfig(Section):
     engines: dict[str, str] = live(
         {}, 'outside HTP engines rated on the scale: { name = "command line" }, MoHex say (runs without swap)'
     )
+
+    @field_validator("references")
+    @classmethod
+    def _references_differ(cls, references: list[int]) -> list[int]:
+        twice = sorted({sims for sims in references if references.count(sims) > 1})
+        if twice:
+            raise ValueError(f"each reference once, not {', '.join(map(str, twice))} again")
+        return references
+
+    @field_validator("ladder_file")
+    @classmethod
+    def _a_path(cls, where: str) -> str:
+        if "\0" in where:
+            raise ValueError("a path has no NUL character")
+        return where
 
     @field_validator("engines")
     @classmethod
@@ -210,32 +256,38 @@ class RatingsConfig(Section):
                 raise ValueError(f"engine {name}: {e}") from None
             if not words:
                 raise ValueError(f"engine {name}: the command line is empty")
+            if "\0" in command:
+                raise ValueError(f"engine {name}: a command line has no NUL character")
         return engines
 
 
 class BudgetConfig(Section):
     """[budget]: the run stops cleanly when one is spent (0: no limit)."""
 
-    hours: float = live(0.0, "wall-clock hours of the run, over all its restarts", ge=0)
-    games: int = live(0, "self-play games in the state file", ge=0)
-    positions: int = live(0, "self-play positions in the state file", ge=0)
-    pflops: float = live(0.0, "self-play plus training compute, in PFLOP", ge=0)
+    hours: float = live(0.0, "wall-clock hours of the run, over all its restarts", ge=0, le=100_000)
+    games: int = live(0, "self-play games in the state file", ge=0, le=10**12)
+    positions: int = live(0, "self-play positions in the state file", ge=0, le=10**15)
+    pflops: float = live(0.0, "self-play plus training compute, in PFLOP", ge=0, le=10**12)
 
 
 class RetentionConfig(Section):
     """[retention]: keeps the state file bounded on long runs."""
 
-    window_multiple: float = live(2.0, "games kept in full: this many training windows of positions", ge=1)
+    window_multiple: float = live(2.0, "games kept in full: this many training windows of positions", ge=1, le=1000)
     thin_keep: float = live(0.05, "share of the older games kept (evenly spread), for analysis", ge=0, le=1)
-    snapshot_every: int = live(10, "weights kept for every Nth non-promoted snapshot; others pruned", ge=1)
+    snapshot_every: int = live(
+        10, "weights kept for every Nth non-promoted snapshot; others pruned", ge=1, le=1_000_000
+    )
 
 
 class DaemonConfig(Section):
     """[daemon]: supervision, logging and endpoints."""
 
     tcp_port: int = fixed(0, "0: ipc sockets in the run directory only; else also a TCP control port", ge=0, le=65_535)
-    progress_seconds: float = live(10.0, "seconds between progress lines and metric samples", gt=0)
-    restart_backoff: float = live(1.0, "first wait before restarting a crashed worker; doubles, up to 60 s", gt=0)
+    progress_seconds: float = live(10.0, "seconds between progress lines and metric samples", ge=0.1, le=3600)
+    restart_backoff: float = live(
+        1.0, "first wait before restarting a crashed worker; doubles, up to 60 s", ge=0.01, le=60
+    )
 
 
 class ModelConfig(Section):
@@ -249,6 +301,18 @@ class ModelConfig(Section):
     )
 
 
+# The precisions each inference backend runs (hexzd.nn.backends; config sits below it): a
+# worker asked for another one fails at its every start.
+PRECISIONS = {
+    "auto": ("fp32", "bf16", "fp16", "int8"),
+    "eager": ("fp32",),
+    "cpu": ("fp32",),
+    "cuda": ("fp32", "bf16", "fp16"),
+    "mps": ("fp32", "fp16"),
+    "tensorrt": ("fp16", "int8"),
+}
+
+
 class DeviceConfig(Section):
     """[device]: where and how the networks run."""
 
@@ -256,10 +320,12 @@ class DeviceConfig(Section):
         "auto", "inference backend; auto times each available one at start and keeps the fastest"
     )
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = live(
-        "auto", "inference precision; auto tries those the backend offers (int8: tensorrt only)"
+        "auto",
+        "inference precision; auto tries those the backend offers; else one it runs: eager and cpu fp32,"
+        " cuda fp32 bf16 fp16, mps fp32 fp16, tensorrt fp16 int8",
     )
     threads: int = live(1, "torch CPU threads per self-play or duel process", ge=1, le=256)
-    gpus: Literal["all"] | list[Annotated[int, Field(ge=0)]] = fixed(
+    gpus: Literal["all"] | list[Annotated[int, Field(ge=0, le=1023)]] = fixed(
         "all", 'the GPUs self-play spreads over: "all", or CUDA indices such as [0, 1]'
     )
     trainer: Literal["auto", "cpu", "cuda", "mps"] = fixed(
@@ -267,48 +333,70 @@ class DeviceConfig(Section):
     )
     trainer_threads: int = live(1, "torch CPU threads for the trainer", ge=1, le=256)
 
+    @model_validator(mode="after")
+    def _a_precision_the_backend_runs(self):
+        runs = PRECISIONS[self.backend]
+        bad = self.precision != "auto" and self.precision not in runs
+        clashes(
+            (bad, "precision", f"the {self.backend} backend runs {', '.join(runs)} (or auto), not {self.precision}")
+        )
+        return self
+
 
 class TuneConfig(Section):
     """[tune]: the auto-tuner moves simulations and batch sizes within these bounds."""
 
     enabled: bool = live(True, "let the tuner move selfplay.sims and selfplay.batch")
-    sims_min: int = live(16, "fewest simulations per move the tuner may set", ge=1)
-    sims_max: int = live(800, "most simulations per move the tuner may set", ge=1)
-    batch_min: int = live(8, "fewest games per self-play group the tuner may set", ge=1)
-    batch_max: int = live(1024, "most games per self-play group the tuner may set", ge=1)
-    interval: float = live(30.0, "seconds between the tuner's decisions", gt=0)
+    # Within selfplay.sims' and selfplay.batch's own bounds: the tuner sets those keys.
+    sims_min: int = live(16, "fewest simulations per move the tuner may set; at most sims_max", ge=1, le=100_000)
+    sims_max: int = live(800, "most simulations per move the tuner may set", ge=1, le=100_000)
+    batch_min: int = live(8, "fewest games per self-play group the tuner may set; at most batch_max", ge=1, le=65_536)
+    batch_max: int = live(1024, "most games per self-play group the tuner may set", ge=1, le=65_536)
+    interval: float = live(30.0, "seconds between the tuner's decisions", ge=1, le=86_400)
     gpu_target: float = live(0.9, "accelerator utilisation the batch size aims for", gt=0, le=1)
 
     @model_validator(mode="after")
     def _bounds_in_order(self):
-        if self.sims_min > self.sims_max or self.batch_min > self.batch_max:
-            raise ValueError("a lower bound is above its upper bound (sims_min/sims_max, batch_min/batch_max)")
+        clashes(
+            (
+                self.sims_min > self.sims_max,
+                "sims_min",
+                f"should be at most sims_max ({self.sims_max}), not {self.sims_min}",
+            ),
+            (
+                self.batch_min > self.batch_max,
+                "batch_min",
+                f"should be at most batch_max ({self.batch_max}), not {self.batch_min}",
+            ),
+        )
         return self
 
 
 class TrainConfig(Section):
     """[train]: the optimiser and the replay window."""
 
-    batch_size: int = live(256, "positions per training step", ge=1)
+    batch_size: int = live(256, "positions per training step", ge=1, le=65_536)
     optimizer: Literal["adamw", "sgd"] = fixed("adamw", "adamw, or sgd with momentum")
-    lr: float = live(2e-3, "peak learning rate", gt=0)
+    lr: float = live(2e-3, "peak learning rate", gt=0, le=1)
     lr_schedule: Literal["constant", "cosine"] = live(
         "cosine", "after warm-up: constant, or a cosine from lr down to lr * lr_final"
     )
-    warmup_steps: int = live(100, "steps of linear warm-up from 0 to lr", ge=0)
-    decay_steps: int = live(20_000, "steps of the cosine decay after warm-up; lr_final after that", ge=1)
+    warmup_steps: int = live(100, "steps of linear warm-up from 0 to lr", ge=0, le=10**8)
+    decay_steps: int = live(20_000, "steps of the cosine decay after warm-up; lr_final after that", ge=1, le=10**9)
     lr_final: float = live(0.1, "the cosine's end, as a fraction of lr", ge=0, le=1)
     momentum: float = live(0.9, "sgd momentum, or adamw's beta1", ge=0, lt=1)
-    weight_decay: float = live(1e-4, "decay of conv and linear weights (decoupled for adamw)", ge=0)
-    value_weight: float = live(1.0, "weight of the value MSE against the policy cross-entropy", ge=0)
-    window: Annotated[Auto, AutoInt(1)] = live(
-        "auto", "positions in the sliding replay window; auto: max(100_000, 2_000 * n * n): 162_000 at 9x9"
+    weight_decay: float = live(1e-4, "decay of conv and linear weights (decoupled for adamw)", ge=0, le=1)
+    value_weight: float = live(1.0, "weight of the value MSE against the policy cross-entropy", ge=0, le=100)
+    # The trainer holds the whole window in memory: about 2 KB a position at 19x19.
+    window: Annotated[Auto, AutoInt(1, 10_000_000)] = live(
+        "auto",
+        "positions in the sliding replay window, held in memory; auto: max(100_000, 2_000 * n * n): 162_000 at 9x9",
     )
-    min_positions: int = live(2_000, "positions in the window before the first step", ge=1)
-    reuse: float = live(4.0, "target times each position is trained on, on average", gt=0)
-    snapshot_every: int = live(200, "steps between candidate snapshots", ge=1)
-    seed: int = fixed(0, "seed of the trainer's sampling and initial weights")
-    poll_seconds: float = live(2.0, "wait between looks for new games while the trainer is ahead", gt=0)
+    min_positions: int = live(2_000, "positions in the window before the first step", ge=1, le=10_000_000)
+    reuse: float = live(4.0, "target times each position is trained on, on average", gt=0, le=1000)
+    snapshot_every: int = live(200, "steps between candidate snapshots", ge=1, le=1_000_000)
+    seed: int = fixed(0, "seed of the trainer's sampling and initial weights", ge=0, le=2**32 - 1)
+    poll_seconds: float = live(2.0, "wait between looks for new games while the trainer is ahead", ge=0.1, le=600)
 
 
 class Config(BaseModel):
@@ -418,12 +506,52 @@ def stored(text: str) -> Config:
         values = data.get(section)
         if isinstance(values, dict):
             known[section] = {k: v for k, v in values.items() if k in model.model_fields}
-    return Config.model_validate(known)
+    return _within_todays_bounds(known)
+
+
+def _within_todays_bounds(data: dict) -> Config:
+    """A state file's config, where a section that today's bounds or rules refuse takes the
+    defaults for its live keys.
+
+    Bounds and cross-field rules came after some runs were made; what a state
+    file keeps to is its fixed keys, so those are still checked."""
+    models = dict(sections())
+    while True:
+        try:
+            return Config.model_validate(data)
+        except ValidationError as e:
+            dropped = False
+            for section in {loc[0] for loc, _ in problems(e) if loc}:
+                values = data.get(section)
+                if section in models and isinstance(values, dict):
+                    live_keys = [k for k in values if is_live(models[section].model_fields[k])]
+                    data[section] = {k: v for k, v in values.items() if k not in live_keys}
+                    dropped = dropped or bool(live_keys)
+            if not dropped:
+                raise
+
+
+def read(path) -> str:
+    """A config file's text, or a ValueError that says in one line why it cannot be read.
+
+    TOML is UTF-8: a file saved in another encoding is refused, naming its line."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}): save the file as UTF-8") from None
 
 
 def load(path: Path) -> Config:
     """Reads and validates a config file. Raises ValueError naming the key."""
-    return parse(Path(path).read_text(), path)
+    return parse(read(path), path)
 
 
 def parse(text: str, path="config.toml") -> Config:
@@ -450,7 +578,7 @@ def read_toml(text: str, path) -> dict:
 
 
 def validate(model: type[BaseModel], data: dict, path, line: Callable[[tuple], int | None]):
-    """`data` as a `model`, or a ValueError naming the file, line and key of its first problem.
+    """`data` as a `model`, or a ValueError naming the file, line and key of each problem, one a line.
 
     line(loc) finds the line of pydantic's location of the problem: line_of
     for a config file; a sweep file, whose config keys sit under [set] and
@@ -459,8 +587,25 @@ def validate(model: type[BaseModel], data: dict, path, line: Callable[[tuple], i
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        raise refusal(path, line(first["loc"]), first["loc"], first["msg"]) from None
+        refusals = [str(refusal(path, line(loc), loc, message)) for loc, message in problems(e)]
+        raise ValueError("\n".join(refusals)) from None
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def problems(error: ValidationError) -> list[tuple[tuple, str]]:
+    """Each key's problems as (loc, message), in order: a cross-field rule (`clashes`) at each
+    key it names, and a key that fits no member of a union (device.gpus) once, not once a member."""
+    found: dict[tuple, list[str]] = {}
+    for e in error.errors():
+        loc = tuple(p for p in e["loc"] if isinstance(p, int) or _KEY.fullmatch(p))  # drops union members
+        if e["type"] == "clash":
+            for key, message in e["ctx"]["clashes"]:
+                found.setdefault((*loc, *key.split(".")), []).append(message)
+        else:
+            found.setdefault(loc, []).append(e["msg"])
+    return [(loc, ", or ".join(dict.fromkeys(messages))) for loc, messages in found.items()]
 
 
 def refusal(path, line: int | None, loc: tuple, message: str) -> ValueError:
@@ -473,19 +618,32 @@ def _where(path, line: int | None) -> str:
 
 
 def fixed_changes(old: Config, new: Config, text: str, path="config.toml") -> str | None:
-    """Why `new` may not replace `old` while a run goes on, or None if it may.
+    """Why `new` may not replace `old` while a run goes on (each fixed key it changes, one a
+    line), or None if it may.
 
     A fixed key (board size, network shape) is set when the state file is
     made; changing it would mix games and networks that do not fit together.
     """
+    refusals = []
     for section in Config.model_fields:
         before, after = getattr(old, section), getattr(new, section)
         for key, info in type(before).model_fields.items():
             if not is_live(info) and getattr(before, key) != getattr(after, key):
                 was, now = getattr(before, key), getattr(after, key)
                 message = f"fixed for this run at {was!r}, not {now!r}: set it to {was!r}, or start a new state file"
-                return str(refusal(path, line_of(text, (section, key)), (section, key), message))
-    return None
+                refusals.append(str(refusal(path, line_of(text, (section, key)), (section, key), message)))
+    return "\n".join(refusals) or None
+
+
+def tuned(config: Config, sims: int, batch: int) -> Config:
+    """`config` with the tuner's selfplay.sims and selfplay.batch, validated as a whole
+    (never model_copy, which skips validation): what the daemon hands the workers."""
+    data = config.model_dump()
+    data["selfplay"].update(sims=sims, batch=batch)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ValueError("; ".join(f"{'.'.join(map(str, loc))}: {message}" for loc, message in problems(e))) from None
 
 
 def line_of(text: str, loc: tuple) -> int | None:

@@ -1,9 +1,11 @@
 """config.toml: documented, in step with the code, and strict about bad input."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from daemon_run import config_text
 from pydantic import ValidationError
 
 from hexzd.config import Config, default_toml, fixed_changes, load, notices, parse, stored
@@ -125,3 +127,106 @@ def test_a_state_files_config_with_the_old_names_keeps_their_values():
     old["duel"]["cpu_share"] = old.pop("evaluation")["cpu_share"] / 2
     config = stored(json.dumps(old))
     assert (config.selfplay.batch, config.evaluation.cpu_share) == (37, 0.1)
+
+
+# -- edits that crash-loop the workers are refused; every problem is told at once --------
+
+AT_MOST, AT_LEAST = "Input should be less than or equal to", "Input should be greater than or equal to"
+CRASH_LOOPS = [
+    # (the edit, in its section, and what the refusal names) Each was accepted once, and
+    # then every worker that used it failed at its start, for ever.
+    ("[duel]", "elo0 = 0.0", "duel.elo0: should be below elo1 (0.0), not 0.0"),  # Sprt raises
+    ("[duel]", "elo1 = -200.0", "duel.elo0: should be below elo1 (-200.0), not -100.0"),
+    ("[duel]", "elo1 = 1e9", f"duel.elo1: {AT_MOST} 1000"),
+    ("[tune]", "sims_max = 200_000", f"tune.sims_max: {AT_MOST} 100000"),
+    ("[tune]", "batch_max = 100_000", f"tune.batch_max: {AT_MOST} 65536"),
+    ("[tune]", "sims_min = 900", "tune.sims_min: should be at most sims_max (800), not 900"),
+    ("[tune]", "batch_min = 2048", "tune.batch_min: should be at most batch_max (1024), not 2048"),
+    ("[train]", "batch_size = 1_000_000_000", f"train.batch_size: {AT_MOST} 65536"),
+    ("[train]", "window = 1_000_000_000", "train.window: Value error, should be from 1 to 10000000"),
+    ("[duel]", "max_pairs = 1_000_000_000", f"duel.max_pairs: {AT_MOST} 100000"),
+    ("[ratings]", "references = [100, 10_000_000]", f"ratings.references.1: {AT_MOST} 100000"),
+    (
+        "[ratings]",
+        "references = [100, 200, 100]",
+        "ratings.references: Value error, each reference once, not 100 again",
+    ),
+    ("[daemon]", "progress_seconds = 1e-9", f"daemon.progress_seconds: {AT_LEAST} 0.1"),
+    ("[train]", "poll_seconds = 1e-9", f"train.poll_seconds: {AT_LEAST} 0.1"),
+    ("[selfplay]", "c_puct = inf", "selfplay.c_puct: Input should be a finite number"),
+    ("[duel]", "elo0 = nan", "duel.elo0: Input should be a finite number"),
+    (
+        "[device]",
+        'backend = "cpu"\nprecision = "int8"',
+        "device.precision: the cpu backend runs fp32 (or auto), not int8",
+    ),
+    ("[train]", "seed = -1", f"train.seed: {AT_LEAST} 0"),
+]
+
+
+def line_in(text: str, section: str, key: str) -> int:
+    """The line of `key = ...` within `section` of a config file's text."""
+    lines = text.splitlines()
+    start = next(i for i, t in enumerate(lines) if t.startswith(section))
+    return next(i for i, t in enumerate(lines, 1) if i > start and t.startswith(f"{key} ="))
+
+
+@pytest.mark.parametrize("section,edit,named", CRASH_LOOPS, ids=[e.replace("\n", ", ") for _, e, _ in CRASH_LOOPS])
+def test_edits_that_would_crash_loop_the_workers_are_refused_naming_key_and_line(section, edit, named):
+    text = config_text({section: edit.splitlines()})
+    key = named.split(":")[0].split(".")[1]
+    with pytest.raises(ValueError) as refused:
+        parse(text)
+    assert str(refused.value) == f"config.toml:{line_in(text, section, key)}: {named}"
+
+
+def test_every_problem_is_told_at_once_each_on_its_line_with_its_key():
+    text = config_text(
+        {
+            "[selfplay]": ["sims = -5"],
+            "[duel]": ["elo0 = 10.0"],
+            "[tune]": ["sims_max = 200_000"],
+            "[train]": ["window = 0"],
+            "[daemon]": ["progress_seconds = 0"],
+        }
+    )
+    with pytest.raises(ValueError) as refused:
+        parse(text)
+    told = str(refused.value).splitlines()
+    assert told == [
+        f"config.toml:{line_in(text, '[selfplay]', 'sims')}: selfplay.sims: {AT_LEAST} 1",
+        f"config.toml:{line_in(text, '[train]', 'window')}: train.window: Value error, should be from 1 to 10000000",
+        f"config.toml:{line_in(text, '[duel]', 'elo0')}: duel.elo0: should be below elo1 (0.0), not 10.0",
+        f"config.toml:{line_in(text, '[tune]', 'sims_max')}: tune.sims_max: {AT_MOST} 100000",
+        f"config.toml:{line_in(text, '[daemon]', 'progress_seconds')}: daemon.progress_seconds: {AT_LEAST} 0.1",
+    ]
+
+
+def test_a_file_that_is_not_utf8_or_cannot_be_read_is_one_clear_line(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_bytes(default_toml().replace("[game]", "# r\xe9glages\n[game]", 1).encode("latin-1"))
+    line = default_toml().splitlines().index(next(t for t in default_toml().splitlines() if t.startswith("[game]"))) + 1
+    with pytest.raises(
+        ValueError, match=rf"^{re.escape(str(path))}:{line}: not UTF-8 \(byte 0xe9\): save the file as UTF-8$"
+    ):
+        load(path)
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: cannot be read: Is a directory$"):
+        load(path)
+
+
+def test_a_state_files_config_from_before_the_bounds_keeps_its_fixed_keys():
+    """Bounds and cross-field rules came later: a state file's live keys that break them take
+    their defaults (a state file keeps to its fixed keys); its fixed keys are kept."""
+    old = Config().model_dump()
+    old["game"]["board_size"] = 7
+    old["duel"].update(elo0=0.0, elo1=0.0, max_pairs=10**9)
+    old["daemon"]["progress_seconds"] = 1e-9
+    old["tune"].update(sims_min=900)
+    config = stored(json.dumps(old))
+    assert config.game.board_size == 7
+    assert (config.duel, config.daemon, config.tune) == (Config().duel, Config().daemon, Config().tune)
+    old["train"]["seed"] = -1  # a fixed key out of bounds is not made up
+    with pytest.raises(ValidationError, match="train.seed"):
+        stored(json.dumps(old))

@@ -71,7 +71,7 @@ def bad(text: str, tmp_path: Path) -> str:
         ),
         (
             "[set]\n'budget.games' = 9\n[grid]\n'tune.sims_min' = [16, 900]\n",
-            "sweep.toml:4: tune: Value error, a lower bound is above its upper bound",
+            "sweep.toml:4: tune.sims_min: should be at most sims_max (800), not 900 (in the run sims_min=900)",
         ),
         ("[grid]\n'model.channels' = [8]\n", "sweep.toml: budget: the run channels=8 has no budget"),
         (
