@@ -38,6 +38,13 @@ CPU_REPORT = 1.0  # seconds between a worker's reports of its running totals: CP
 LIVE_EVERY = 1.0  # seconds between a self-play worker's views of its game in progress (the dashboard's board)
 
 
+def worker_config(data: dict) -> Config:
+    """The config in force, as a worker takes it from the run directory's config.json or a
+    ConfigUpdate: validated again, by the rules the daemon's edits passed (each edit the
+    daemon accepts, a worker takes: tests/daemon/test_config_handoff.py)."""
+    return Config.model_validate(data)
+
+
 class Link:
     """A worker's two sockets and the state that the daemon's updates set."""
 
@@ -53,7 +60,7 @@ class Link:
         self.sub = self.context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(run.updates)
-        self.config = Config.model_validate(run.read_config())
+        self.config = worker_config(run.read_config())
         self.paused = self.stopping = False
         # The state file is the truth about the best model; `Best` updates only
         # bring news sooner. A subscription takes a moment to reach the daemon,
@@ -117,7 +124,7 @@ class Link:
             elif isinstance(update, m.Best):
                 self.best = update.model_id
             elif isinstance(update, m.ConfigUpdate):
-                self.config = Config.model_validate(update.config)
+                self.config = worker_config(update.config)
         return got
 
     def wait(self, seconds: float) -> None:
