@@ -2,6 +2,8 @@
 
 import importlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -103,6 +105,33 @@ DB_OPTION = click.option(
 )
 
 
+class Refused(click.ClickException):
+    """A file that a command cannot use, in one line: `hexzd: FILE: reason` (exit code 1)."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"hexzd: {self.format_message()}", err=True)
+
+
+@contextmanager
+def _state_file(db) -> Iterator[None]:
+    """In the block, a state file that cannot be used (store.StateFileError) ends the command in one line."""
+    from hexzd.store import StateFileError
+
+    try:
+        yield
+    except StateFileError as e:
+        raise Refused(f"{db}: {e}") from None
+
+
+def _check(db) -> None:
+    """Ends the command in one line if `db` is there but is not a state file this hexzd can read."""
+    from hexzd import store
+
+    if Path(db).exists():
+        with _state_file(db), store.read_only(db):
+            pass
+
+
 def _duration(ctx, param, value):
     from hexzd.daemon.core import parse_duration
 
@@ -136,6 +165,10 @@ def start(config_path, db, headless, duration):
     import logging
     import sys
 
+    from hexzd import store
+
+    with _state_file(db):
+        store.writable(db)  # read-only, or not a state file this hexzd can run on: said before anything starts
     if not headless:
         if sys.stdout.isatty() and sys.stdin.isatty():
             from hexzd.tui.launch import start_attached
@@ -149,7 +182,8 @@ def start(config_path, db, headless, duration):
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     daemon = Daemon(config_path, db, headless=True, duration=duration)
     try:
-        code = asyncio.run(daemon.run())
+        with _state_file(db):
+            code = asyncio.run(daemon.run())
     except (RuntimeError, ValueError, StateFileError) as e:
         raise click.ClickException(str(e)) from None
     raise SystemExit(code)
@@ -161,6 +195,7 @@ def attach(db):
     """Show the dashboard of the running daemon (q quits it; the daemon keeps running)."""
     from hexzd.tui.launch import attach as run_dashboard
 
+    _check(db)
     run_dashboard(db)
 
 
@@ -173,6 +208,7 @@ def _request(db, command: str) -> dict:
     except DaemonError as e:
         raise click.ClickException(str(e)) from None
     if status is None:
+        _check(db)  # a file that no daemon could run on is named as such
         raise click.ClickException(f"no hexzd daemon answers for {db}; start one with `hexzd start`")
     return status
 
@@ -234,7 +270,8 @@ def _engine(**options):
     from hexzd.protocols.htp import EngineError, open_engine
 
     try:
-        return open_engine(**options)
+        with _state_file(options.get("db")):
+            return open_engine(**options)
     except EngineError as e:
         raise click.ClickException(str(e)) from None
 
@@ -294,7 +331,7 @@ def ratings(db, as_json):
 
     if not Path(db).exists():
         raise click.ClickException(f"no state file {db}")
-    with store.read_only(db) as connection:
+    with _state_file(db), store.consistent_read(db) as connection:
         table = store.rating_table(connection)
     if as_json:
         click.echo(json.dumps(table))
@@ -333,10 +370,12 @@ def report(dbs, out, fmt):
 
     Reads the state files read-only, also while their daemons run. With several
     --db, each figure overlays the runs, one colour each, named by file."""
-    from hexzd.studies.report import ReportError, write_report
+    from hexzd.studies.report import ReportError, Unreadable, write_report
 
     try:
         written, missing = write_report(dbs, out, fmt)
+    except Unreadable as e:  # each file named with its reason
+        raise Refused(str(e)) from None
     except ReportError as e:
         raise click.ClickException(str(e)) from None
     for line in missing:
@@ -425,7 +464,8 @@ def league(runs, db, as_json, **options):
 
     settings = Settings(**{key: value for key, value in options.items() if value is not None})
     try:
-        summary = run_league(db, runs, settings, lambda line: click.echo(line, err=as_json))
+        with _state_file(db):  # the league file: the runs' state files that cannot be used are skipped
+            summary = run_league(db, runs, settings, lambda line: click.echo(line, err=as_json))
     except (LeagueError, StateFileError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(summary) if as_json else table(summary))
@@ -616,7 +656,8 @@ def _network_of(db, model):
     from hexzd.protocols.htp import EngineError, load_network
 
     try:
-        network, config, swap, note = load_network(db, model)
+        with _state_file(db):
+            network, config, swap, note = load_network(db, model)
     except EngineError as e:
         raise click.ClickException(str(e)) from None
     if network is None:

@@ -90,7 +90,7 @@ def snapshot(db, history: History | None = None, now: float | None = None) -> di
         return snap
     try:
         connection = store.read_only(db, timeout=2.0)
-    except sqlite3.Error as e:
+    except store.StateFileError as e:  # not SQLite, another program's, newer, no schema yet
         snap["error"] = f"cannot open {db}: {e}"
         return snap
     try:

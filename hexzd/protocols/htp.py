@@ -43,6 +43,7 @@ Decisions where GTP, HexGui and MoHex leave room:
   score` (as MoHex does). `undo` takes back the last move of either colour.
 """
 
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -383,13 +384,15 @@ def load_network(db, model: str = "best"):
 
     model: `best` or a model id. The note says why there is no network (none
     promoted yet). Raises EngineError for a missing file, a bad --model, or a
-    model that is missing or pruned. Shared with `hexzd perfect`.
+    model that is missing or pruned; store.StateFileError for a file that is not
+    a state file this hexzd can read (damaged, another program's, newer).
+    Shared with `hexzd perfect`.
     """
     if not Path(db).is_file():
         raise EngineError(f"no state file {db}: give --db FILE, or --random-rollouts for plain MCTS")
     if model != "best" and not model.isdigit():
         raise EngineError(f"--model is `best` or a model id, not '{model}'")
-    with store.read_only(db) as connection:
+    with store.consistent_read(db) as connection:
         text = store.config_text(connection)
         model_id = store.best_model(connection) if model == "best" else int(model)
     config = stored(text) if text else None
@@ -399,4 +402,6 @@ def load_network(db, model: str = "best"):
         network = load(db, model_id, config.device if config else None)
     except KeyError as e:
         raise EngineError(e.args[0]) from None
+    except sqlite3.Error as e:  # a page of the weights that cannot be read
+        raise store.refusal(e) from None
     return network, config, bool(config and config.game.swap), ""

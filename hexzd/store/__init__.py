@@ -12,6 +12,7 @@ Every SQL statement of hexzd is in this package:
     writes   the daemon's statements (aiosqlite), one method per kind of result
 """
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,19 +42,81 @@ from hexzd.store.reads import (  # noqa: F401 (the package is the one entry poin
     unjudged_promotions,
     weights,
 )
-from hexzd.store.schema import MIGRATIONS, VERSION, StateFileError, migrate, prepare  # noqa: F401
+from hexzd.store.schema import (  # noqa: F401
+    APPLICATION_IDS,
+    MIGRATIONS,
+    SQLITE_CANTOPEN,
+    SQLITE_READONLY,
+    STATE,
+    VERSION,
+    DamagedFile,
+    StateFileError,
+    check_writable,
+    damaged,
+    identify,
+    migrate,
+    prepare,
+    refusal,
+)
 
 
 def read_only(path, timeout: float = 10.0) -> sqlite3.Connection:
     """A reader's connection: it can never write, and waits out the writer's locks.
 
-    Use it in a `with` block to have it closed at the end (sqlite3's own
-    context manager only ends a transaction).
+    Raises StateFileError for a file that is not a state file this code can read
+    (schema.identify), or one with no schema yet. Use it in a `with` block to have
+    it closed at the end (sqlite3's own context manager only ends a transaction).
     """
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
-    connection = ReadOnly(uri, uri=True, timeout=timeout, check_same_thread=False)
-    connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    connection = _reader(path, timeout)
+    try:
+        version, _ = identify(connection)
+    except StateFileError:
+        connection.close()
+        raise
+    if version == 0:
+        connection.close()
+        raise StateFileError("not a hexzd state file (it has no schema)")
     return connection
+
+
+def _reader(path, timeout: float) -> "ReadOnly":
+    """A read-only connection that has read the file's header; StateFileError if it cannot.
+
+    A file in WAL mode is read with the -shm file beside it, which a reader makes
+    when there is none. In a folder it cannot write, with no -wal file there either,
+    no writer can be at work: the file is read as it stands (immutable)."""
+    path = Path(path).resolve()
+    try:
+        return _opened(f"{path.as_uri()}?mode=ro", timeout)
+    except sqlite3.Error as e:
+        code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+        stands = path.is_file() and not Path(f"{path}-wal").exists() and not os.access(path.parent, os.W_OK)
+        if code not in (SQLITE_READONLY, SQLITE_CANTOPEN) or not stands:
+            raise refusal(e) from None
+    try:
+        return _opened(f"{path.as_uri()}?mode=ro&immutable=1", timeout)
+    except sqlite3.Error as e:
+        raise refusal(e) from None
+
+
+def _opened(uri: str, timeout: float) -> "ReadOnly":
+    connection = ReadOnly(uri, uri=True, timeout=timeout, check_same_thread=False)
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        connection.execute("PRAGMA schema_version").fetchone()  # the first read: the header, the WAL's index
+    except sqlite3.Error:
+        connection.close()
+        raise
+    return connection
+
+
+def writable(path) -> None:
+    """Raises StateFileError unless the daemon could open `path` to write: a file that is not
+    a state file this code can use, or read-only (the file, or its folder). Writes nothing."""
+    if Path(path).is_file() and Path(path).stat().st_size:
+        with _reader(path, 10.0) as connection:
+            identify(connection)
+    check_writable(path)
 
 
 @contextmanager
@@ -61,20 +124,15 @@ def consistent_read(path, timeout: float = 10.0) -> Iterator[sqlite3.Connection]
     """A read-only connection (`read_only`) in one read transaction, so that every query in
     the block sees the file as of one moment though its daemon writes on.
 
-    Raises StateFileError, with a reason that does not name the file, for a file with no
-    schema (not hexzd's), a newer schema than this code's, or one that cannot be read
-    (sqlite3.Error, in the block too: "cannot be read: ...")."""
+    Raises StateFileError, with a reason that does not name the file, for a file that
+    `read_only` refuses, or a sqlite3.Error in the block (`schema.refusal`: damaged,
+    or "cannot be read: ...")."""
     try:
         with read_only(path, timeout) as connection:
             connection.execute("BEGIN")
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                raise StateFileError("not a hexzd state file (it has no schema)")
-            if version > VERSION:
-                raise StateFileError(f"schema version {version} is newer than this hexzd's {VERSION}: upgrade hexzd")
             yield connection
     except sqlite3.Error as e:
-        raise StateFileError(f"cannot be read: {e}") from None
+        raise refusal(e) from None
 
 
 class ReadOnly(sqlite3.Connection):

@@ -22,7 +22,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from hexzd.store.schema import migrate
+from hexzd.store.schema import Kind, open_writable
 
 MIGRATIONS = [
     # 0 -> 1: the first schema.
@@ -47,12 +47,14 @@ MIGRATIONS = [
 ]
 
 
+LADDER = Kind("kept ladder", frozenset({"games"}), tuple(MIGRATIONS))
+
+
 def _open(path: Path) -> sqlite3.Connection:
+    """The kept ladder, created or migrated, in WAL mode: several daemons of a sweep keep games
+    at once. StateFileError if it cannot be used (hexzd.store.schema.open_writable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-    connection.execute("PRAGMA journal_mode = WAL")  # several daemons of a sweep keep games at once
-    migrate(connection, path, MIGRATIONS)
-    return connection
+    return open_writable(path, LADDER, timeout=30.0)[0]
 
 
 def keep(path: Path, ladder: str, run: str, games) -> int:

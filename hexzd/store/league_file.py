@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hexzd.store.reads import rows
-from hexzd.store.schema import StateFileError, migrate
+from hexzd.store.schema import Kind, open_writable
 
 # The byte at offset i of a blob column `pair`, from its hex digits (SQLite has no blob-to-integer cast).
 _HEX_BYTE = (
@@ -125,6 +125,7 @@ MIGRATIONS = [
     """,
 ]
 VERSION = len(MIGRATIONS)
+LEAGUE = Kind("league file", frozenset({"meta", "runs", "snapshots", "matches"}), tuple(MIGRATIONS))
 
 # Aggregated results, as hexzd.evaluation.scale takes them: (candidate, sims, opponent, opponent_sims,
 # wins, games, no engine, complete pairs the candidate lost both games of, split, won both).
@@ -152,19 +153,11 @@ SNAPSHOT_COLUMNS = (
 
 
 def open_league(path) -> sqlite3.Connection:
-    """The league file's one writing connection, created or migrated; StateFileError if unusable.
+    """The league file's one writing connection, created or migrated (hexzd.store.schema.open_writable);
+    StateFileError if unusable: not a league file, newer than this code, read-only.
 
     Autocommit: every write below says where its transaction starts and ends."""
-    connection = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-    try:
-        connection.execute("PRAGMA journal_mode = WAL")
-        migrate(connection, path, MIGRATIONS)
-    except sqlite3.DatabaseError as e:
-        connection.close()
-        raise StateFileError(f"{path} is not a league file: {e}") from None
-    except StateFileError:
-        connection.close()
-        raise
+    connection, _ = open_writable(path, LEAGUE)
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.execute("PRAGMA foreign_keys = ON")
     return connection

@@ -1,12 +1,26 @@
-"""The state file's schema and its migrations.
+"""The state file's schema and its migrations, and what makes a file hexzd's.
 
 The schema is versioned with `PRAGMA user_version`. MIGRATIONS[k] takes a
 file from version k to k + 1; a file newer than this code is refused.
 The SQL comments in MIGRATIONS describe every table, column and view;
 docs/reference.py turns them into docs/reference/state.md.
+
+Every file hexzd makes says whose it is in `PRAGMA application_id`: STATE
+(0x6865787A, "hexz") for a state file, and an id of its own for the league
+file and the kept ladder (hexzd.store.league_file, hexzd.store.ladder). A
+file of an earlier hexzd has id 0 and the tables every version of its kind
+has had (`Kind.tables`): it is read as hexzd's and gets the id the next time
+it is opened to write. `identify` is the one check every open goes through,
+to read (hexzd.store.read_only) or to write (`open_writable`): a file that is
+not SQLite, damaged or truncated, another program's, of another kind, newer
+than this code or (to write) read-only is refused with a StateFileError
+whose reason fits on one line after the file's name.
 """
 
+import os
 import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
 
 MIGRATIONS = [
     # 0 -> 1: the first schema. The SQL comments describe each table, column and view:
@@ -236,29 +250,141 @@ MIGRATIONS = [
 ]
 VERSION = len(MIGRATIONS)
 
+# PRAGMA application_id of each kind of file hexzd makes: "hexz", "hexL", "hexK" in ASCII.
+APPLICATION_IDS = {"state file": 0x6865787A, "league file": 0x6865784C, "kept ladder": 0x6865784B}
+SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB = 8, 11, 14, 26  # SQLite's primary result codes
+
 
 class StateFileError(RuntimeError):
-    """A state file this code cannot use: newer than the code, not hexzd's, or (to
-    store.consistent_read) one that cannot be read."""
+    """A file hexzd cannot use, and why, in one line that does not name the file: not SQLite,
+    damaged, another program's, of another kind, newer than this code, read-only (to write),
+    or one that cannot be read now (busy, I/O)."""
 
 
-def migrate(connection: sqlite3.Connection, path="state file", migrations=MIGRATIONS) -> int:
-    """Brings a file up to the last version, one migration per transaction; returns the old version.
+class DamagedFile(StateFileError):
+    """A file SQLite finds damaged or truncated (SQLITE_CORRUPT) or not a database at all
+    (SQLITE_NOTADB): trying again cannot help."""
 
-    migrations: the state file's by default; the league file (hexzd.store.league_file) has its own."""
-    version, newest = connection.execute("PRAGMA user_version").fetchone()[0], len(migrations)
-    if version > newest:
-        raise StateFileError(f"{path} has schema version {version}, newer than this hexzd's {newest}: upgrade hexzd")
-    for target in range(version + 1, newest + 1):
-        connection.executescript(f"BEGIN; {migrations[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of SQLite file that hexzd makes."""
+
+    noun: str  # "state file": a key of APPLICATION_IDS
+    tables: frozenset[str]  # tables every version of it has had: a file of an earlier hexzd (id 0) has them
+    migrations: tuple[str, ...]
+
+    @property
+    def application_id(self) -> int:
+        return APPLICATION_IDS[self.noun]
+
+    @property
+    def version(self) -> int:
+        return len(self.migrations)
+
+
+STATE = Kind("state file", frozenset({"meta", "models", "games", "duels"}), tuple(MIGRATIONS))
+
+
+def damaged(error: BaseException) -> bool:
+    """Whether an error says the file itself is damaged or not a database (SQLITE_CORRUPT,
+    SQLITE_NOTADB, or a DamagedFile), so that trying again cannot help; busy, locked, full,
+    read-only and I/O errors say no. For the daemon: stop on these, retry the others."""
+    if isinstance(error, DamagedFile):
+        return True
+    if not isinstance(error, sqlite3.DatabaseError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    return any(words in str(error) for words in ("malformed", "not a database"))
+
+
+def refusal(error: sqlite3.Error, kind: Kind = STATE) -> StateFileError:
+    """The StateFileError that a sqlite3 error met on a file of `kind` means."""
+    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == SQLITE_NOTADB or code == 0 and "not a database" in str(error):
+        return DamagedFile(f"not a hexzd {kind.noun} ({error})")
+    if damaged(error):
+        return DamagedFile(f"damaged or truncated ({error})")
+    if code == SQLITE_READONLY:
+        return StateFileError(f"read-only: {error}")
+    if code == SQLITE_CANTOPEN:
+        return StateFileError(f"cannot be opened ({error})")
+    return StateFileError(f"cannot be read: {error}")
+
+
+def identify(connection: sqlite3.Connection, kind: Kind = STATE) -> tuple[int, int]:
+    """(schema version, application_id) of a file that is a `kind` this code can use;
+    version 0 for an empty file, a new one. Raises StateFileError with the reason."""
+    try:
+        found = connection.execute("PRAGMA application_id").fetchone()[0]
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        # Reading the schema reads the first page of the tables: a truncated file fails here.
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        raise refusal(e, kind) from None
+    if found != kind.application_id:
+        other = {number: noun for noun, number in APPLICATION_IDS.items()}.get(found)
+        if other:
+            raise StateFileError(f"not a hexzd {kind.noun} (it is a hexzd {other})")
+        if found:
+            raise StateFileError(f"not a hexzd {kind.noun} (another program's SQLite file: application_id {found:#x})")
+        if tables and (version == 0 or not kind.tables <= tables):
+            raise StateFileError(f"not a hexzd {kind.noun} (another program's SQLite file: its tables are not hexzd's)")
+    if version > kind.version:
+        raise StateFileError(f"schema version {version}, newer than this hexzd's {kind.version}: upgrade hexzd")
+    return version, found
+
+
+def check_writable(path) -> None:
+    """Raises StateFileError ("read-only: ...") where this user cannot write the file, or the
+    folder that SQLite keeps its -wal and -shm files in."""
+    path = Path(path)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StateFileError("read-only: this user may not write the file")
+    folder = path.absolute().parent
+    while not folder.exists():  # folders a writer makes first (hexzd.daemon.rundir)
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StateFileError(
+            f"read-only: its folder {folder} cannot be written (SQLite keeps a -wal and a -shm file there)"
+        )
+
+
+def migrate(connection: sqlite3.Connection, kind: Kind = STATE) -> int:
+    """Brings a file of `kind` up to the last version, one migration per transaction, and marks
+    it with the kind's application_id; returns the old version. Raises StateFileError for a file
+    that is not a `kind` this code can use (`identify`); sqlite3.Error for one it cannot write."""
+    version, _ = identify(connection, kind)
+    for target in range(version + 1, kind.version + 1):
+        connection.executescript(f"BEGIN; {kind.migrations[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
+    # Every time, not only when the id is missing: writing the header proves that the file can be written.
+    connection.executescript(f"BEGIN IMMEDIATE; PRAGMA application_id = {kind.application_id}; COMMIT;")
     return version
 
 
-def prepare(path) -> int:
-    """Creates or migrates the state file, in WAL mode. Returns the version it had."""
-    connection = sqlite3.connect(path, isolation_level=None)
+def open_writable(path, kind: Kind = STATE, timeout: float = 10.0) -> tuple[sqlite3.Connection, int]:
+    """(an autocommit connection that writes the file, the version it had) for a file of `kind`
+    created or migrated (`migrate`), in WAL mode. Raises StateFileError: read-only, or a file
+    that is not a `kind` this code can use, checked before anything in it changes."""
+    check_writable(path)
+    connection = sqlite3.connect(path, isolation_level=None, timeout=timeout)
     try:
+        identify(connection, kind)
         connection.execute("PRAGMA journal_mode = WAL")
-        return migrate(connection, path)
-    finally:
+        return connection, migrate(connection, kind)
+    except sqlite3.Error as e:
         connection.close()
+        raise refusal(e, kind) from None
+    except StateFileError:
+        connection.close()
+        raise
+
+
+def prepare(path) -> int:
+    """Creates or migrates the state file, in WAL mode. Returns the version it had.
+    Raises StateFileError (`open_writable`)."""
+    connection, version = open_writable(path)
+    connection.close()
+    return version

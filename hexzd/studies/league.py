@@ -348,7 +348,7 @@ class League:
         s = self.snapshots[key]
         try:
             return load_player(s["path"], s["model_id"], sims, self.config, seed)
-        except (KeyError, sqlite3.Error) as e:
+        except (KeyError, sqlite3.Error, store.StateFileError) as e:
             self._drop_run(s["run_id"], f"model {s['model_id']} cannot be loaded: {e}")
             raise Unusable(str(e)) from None
 

@@ -32,6 +32,10 @@ class ReportError(RuntimeError):
     """A report that cannot be made: matplotlib missing, or no state file that can be read."""
 
 
+class Unreadable(ReportError):
+    """No state file that can be read: each named with its reason, on one line."""
+
+
 @dataclass
 class Run:
     """What the figures show of one state file; times are seconds since the epoch."""
@@ -147,7 +151,7 @@ def load_all(dbs) -> tuple[list[Run], list[str]]:
         except ReportError as e:
             unread.append(f"{db}: {e}")
     if not runs:
-        raise ReportError("; ".join(unread))
+        raise Unreadable("; ".join(unread))
     return runs, [f"skipped {line}" for line in unread]
 
 

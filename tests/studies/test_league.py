@@ -87,7 +87,7 @@ def test_unusable_state_files_are_named_and_skipped_while_the_others_go_on(tmp_p
     summary = league(tmp_path / "league.sqlite", [good, corrupt, newer, other, fresh, missing], lines, games=4)
     reasons = {r["name"]: (r["status"], r["reason"]) for r in summary["runs"]}
     assert reasons["good"] == ("used", None)
-    assert reasons["corrupt"] == ("skipped", "cannot be read: file is not a database")
+    assert reasons["corrupt"] == ("skipped", "not a hexzd state file (file is not a database)")
     assert reasons["newer"][0] == "skipped" and "newer than this hexzd's" in reasons["newer"][1]
     assert reasons["other"] == ("skipped", "a 3x3 run; this league is 4x4")
     assert reasons["fresh"] == ("skipped", "no promoted snapshot yet")

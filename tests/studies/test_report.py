@@ -193,12 +193,12 @@ def test_state_files_that_cannot_be_read(stopped, tmp_path):
     result = runner.invoke(main, ["report", "--db", str(tmp_path / "none.sqlite")])
     assert result.exit_code == 1 and f"{tmp_path / 'none.sqlite'}: no such state file" in result.output
     result = runner.invoke(main, ["report", "--db", str(tmp_path / "notes.sqlite")])
-    assert result.exit_code == 1 and "cannot be read: file is not a database" in result.output
+    assert result.exit_code == 1 and "not a hexzd state file (file is not a database)" in result.output
     # among others, an unreadable file is named with its reason and skipped
     args = ["report", "--db", str(tmp_path / "notes.sqlite"), "--db", str(stopped), "--out", str(tmp_path / "f")]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert f"skipped {tmp_path / 'notes.sqlite'}: cannot be read: file is not a database" in result.output
+    assert f"skipped {tmp_path / 'notes.sqlite'}: not a hexzd state file (file is not a database)" in result.output
     assert len(list((tmp_path / "f").iterdir())) == len(FIGURES)
 
 
@@ -208,7 +208,7 @@ def test_a_state_file_newer_than_this_hexzd_is_refused(tmp_path):
     connection = sqlite3.connect(db)
     connection.execute(f"PRAGMA user_version = {store.VERSION + 1}")
     connection.close()
-    newer = f"schema version {store.VERSION + 1} is newer than this hexzd's {store.VERSION}: upgrade hexzd"
+    newer = f"schema version {store.VERSION + 1}, newer than this hexzd's {store.VERSION}: upgrade hexzd"
     with pytest.raises(report.ReportError, match=newer):
         report.load(db)
     result = CliRunner().invoke(main, ["report", "--db", str(db), "--out", str(tmp_path / "f")])

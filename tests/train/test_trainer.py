@@ -13,6 +13,7 @@ import pytest
 import torch
 from solver import to_play_of, winner, winning_moves, wins
 
+from hexzd import store
 from hexzd.config import Config, TrainConfig
 from hexzd.game.records import GameRecord
 from hexzd.game.rules import Games
@@ -142,15 +143,11 @@ def test_a_line_still_being_written_waits_for_its_end(tmp_path):
     assert source.read(10) == []
 
 
-SCHEMA = """CREATE TABLE games(id INTEGER PRIMARY KEY, model_id, created_at, board_size, sims,
-    moves TEXT, winner INTEGER, length INTEGER, policy BLOB)"""
-
-
 def insert(db, records) -> None:
     with sqlite3.connect(db) as c:
         c.executemany(
-            "INSERT INTO games(model_id, created_at, board_size, sims, moves, winner, length, policy)"
-            " VALUES (?, 0, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO games(model_id, created_at, board_size, sims, moves, winner, length, policy, evals, worker)"
+            " VALUES (?, 0, ?, ?, ?, ?, ?, ?, 0, 'test')",
             [(r.model_id, r.board_size, r.sims, r.moves, r.winner, len(r.actions), r.policy) for r in records],
         )
     c.close()
@@ -158,10 +155,7 @@ def insert(db, records) -> None:
 
 def test_the_state_file_is_read_read_only_and_only_new_games(tmp_path):
     db = tmp_path / "run.sqlite"
-    with sqlite3.connect(db) as c:
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute(SCHEMA)
-    c.close()
+    store.prepare(db)  # a state file: its readers refuse any other SQLite file
     records = [g[0] for g in random_games(4, 5, seed=6)]
     insert(db, records[:3])
     source = SqliteGames(db)
