@@ -199,17 +199,26 @@ def attach(db):
     run_dashboard(db)
 
 
-def _request(db, command: str) -> dict:
-    """Sends a control request to the daemon of `db`; its status, or a clear error."""
+PORT_OPTION = click.option(
+    "--port",
+    type=click.IntRange(1, 65_535),
+    help="ask over the daemon's TCP control port ([daemon] tcp_port), with the keys of `hexzd keys`",
+)
+
+
+def _request(db, command: str, port: int | None = None) -> dict:
+    """Sends a control request to the daemon of `db` (or on `port`); its status, or a clear error."""
     from hexzd.daemon.control import DaemonError, ask
+    from hexzd.daemon.keys import KeysMissing
 
     try:
-        status = ask(db, command, timeout=5.0)
-    except DaemonError as e:
+        status = ask(db, command, timeout=5.0, port=port)
+    except (DaemonError, KeysMissing) as e:
         raise click.ClickException(str(e)) from None
     if status is None:
         _check(db)  # a file that no daemon could run on is named as such
-        raise click.ClickException(f"no hexzd daemon answers for {db}; start one with `hexzd start`")
+        where = f"on port {port}" if port else f"for {db}"
+        raise click.ClickException(f"no hexzd daemon answers {where}; start one with `hexzd start`")
     return status
 
 
@@ -232,16 +241,18 @@ def _print_status(status: dict) -> None:
 @main.command()
 @DB_OPTION
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def status(db, as_json):
+@PORT_OPTION
+def status(db, as_json, port):
     """Show what the running daemon is doing."""
-    result = _request(db, "status")
+    result = _request(db, "status", port)
     click.echo(json.dumps(result)) if as_json else _print_status(result)
 
 
 def _simple(command: str, done: str, doc: str = ""):
     @DB_OPTION
-    def action(db):
-        _request(db, command)
+    @PORT_OPTION
+    def action(db, port):
+        _request(db, command, port)
         click.echo(done)
 
     action.__doc__ = doc or f"{command.capitalize()} the running daemon."
@@ -256,6 +267,19 @@ reload = _simple(
     "config.toml read: `hexzd status` says if the edit was refused",
     "Make the running daemon read config.toml now (it also looks every second).",
 )
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="make new pairs even where some exist (clients need the new ones)")
+def keys(force):
+    """Make the CURVE keys that [daemon] tcp_port needs: ~/.config/hexzd/keys (or $HEXZD_KEYS), 0600."""
+    from hexzd.daemon.keys import KeysMissing, make
+
+    try:
+        where = make(force=force)
+    except KeysMissing as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"the daemon's and the client's key pairs are in {where} (readable by you alone)")
 
 
 MODEL_OPTION = click.option(

@@ -283,7 +283,13 @@ class RetentionConfig(Section):
 class DaemonConfig(Section):
     """[daemon]: supervision, logging and endpoints."""
 
-    tcp_port: int = fixed(0, "0: ipc sockets in the run directory only; else also a TCP control port", ge=0, le=65_535)
+    tcp_port: int = fixed(
+        0,
+        "0: ipc sockets in the run directory only; else also a control port on 127.0.0.1, CURVE only"
+        " (keys: `hexzd keys`)",
+        ge=0,
+        le=65_535,
+    )
     progress_seconds: float = live(10.0, "seconds between progress lines and metric samples", ge=0.1, le=3600)
     restart_backoff: float = live(
         1.0, "first wait before restarting a crashed worker; doubles, up to 60 s", ge=0.01, le=60

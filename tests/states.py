@@ -39,3 +39,35 @@ def play_stored(db, duel_id, config, seed=0, log_dir=None):
 
     end = play_match(db, duel_id, config, seed, on_game, lambda: False, log_dir)
     return games, end
+
+
+def trained_snapshot(board_size: int, blocks: int, channels: int) -> tuple[bytes, bytes]:
+    """A network's weights and its checkpoint (with AdamW's state after a step), the two blobs
+    of the trainer's snapshot message."""
+    import torch
+
+    from hexzd.config import Config
+    from hexzd.train.trainer import make_optimizer
+
+    model = NetSpec(board_size, blocks=blocks, channels=channels).build()
+    optimizer = make_optimizer(model, Config().train)
+    model(torch.zeros(2, 4, board_size, board_size))[0].sum().backward()
+    optimizer.step()
+    checkpoint = Snapshot(model.spec, model.state_dict(), 0, 0, optimizer=optimizer.state_dict())
+    return Snapshot(model.spec, model.state_dict(), 0, 0).to_bytes(), checkpoint.to_bytes()
+
+
+def snapshot_made(weights: bytes, checkpoint: bytes, train_step: int = 1):
+    """The trainer's message for a snapshot of these blobs."""
+    from hexzd.daemon import messages as m
+
+    counters = ("positions_seen", "samples_trained", "params", "flops_per_eval", "train_flops", "train_seconds")
+    return m.SnapshotMade(train_step=train_step, weights=weights, checkpoint=checkpoint, **dict.fromkeys(counters, 0))
+
+
+def game(model_id=None, **fields):
+    """A self-play game's message: a 3x3 game of 7 moves, unless `fields` say otherwise."""
+    from hexzd.daemon import messages as m
+
+    played = {"moves": "a1b1c1a2b2c2a3", "winner": 1, "length": 7, "policy": b"x", "evals": 0, "seconds": 0.0}
+    return m.Game(worker="selfplay-0", model_id=model_id, board_size=3, sims=2, **(played | fields))

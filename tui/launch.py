@@ -14,7 +14,7 @@ import time
 import click
 
 from hexzd import processes
-from hexzd.daemon.rundir import RunDir
+from hexzd.daemon.rundir import RunDir, UnsafeRunDir
 from hexzd.tui.data import query_daemon
 
 
@@ -60,8 +60,10 @@ def start_attached(config_path, db, duration: float | None) -> int:
         raise click.ClickException(
             f"a hexzd daemon (pid {running['pid']}) is already running on {db}; `hexzd attach --db {db}` shows it"
         )
-    run_dir = RunDir.of(db)
-    run_dir.path.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir = RunDir.of(db).make()  # 0700, and refused if someone else could write in it
+    except UnsafeRunDir as e:
+        raise click.ClickException(str(e)) from None
     log = run_dir.log("daemon")
     command = [sys.executable, "-m", "hexzd", "start", "--headless", "--config", str(config_path), "--db", str(db)]
     if duration:

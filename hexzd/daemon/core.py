@@ -40,7 +40,7 @@ from hexzd.daemon.cpu import CpuShares, Totals
 from hexzd.daemon.ingest import Ingest, Pending
 from hexzd.daemon.reconfigure import ConfigFile
 from hexzd.daemon.router import Control
-from hexzd.daemon.rundir import RunDir
+from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Supervisor
 from hexzd.daemon.ticks import Ticks
@@ -169,10 +169,13 @@ class Daemon:
         self.best = await self.store.best_model()
 
     def _bind(self) -> None:
+        """The three sockets, each with a size limit and 0600 (hexzd.daemon.rundir)."""
+        self.control.bind(self.context)  # first: it refuses a tcp_port without keys
         self.ingest.bind(self.context)
         self.pub = self.context.socket(zmq.PUB)
+        limit(self.pub, CONTROL_LIMIT)  # it reads only subscriptions
         self.pub.bind(self.run_dir.updates)
-        self.control.bind(self.context)
+        self.run_dir.private(self.run_dir.updates)
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()

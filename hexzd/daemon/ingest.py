@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import zmq
 
 from hexzd.daemon import messages as m
+from hexzd.daemon.rundir import limit, message_limit
 from hexzd.evaluation import scale
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ class Ingest:
 
     def bind(self, context) -> None:
         self.pull = context.socket(zmq.PULL)
+        limit(self.pull, message_limit(self.daemon.config))  # a larger frame drops its sender's connection
         self.pull.bind(self.daemon.run_dir.results)
+        self.daemon.run_dir.private(self.daemon.run_dir.results)
 
     async def run(self) -> None:
         """Takes results as they come; writes them in batches, one transaction each."""

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zmq
 
+from hexzd.daemon import keys
 from hexzd.daemon import messages as m
+from hexzd.daemon.rundir import CONTROL_LIMIT, limit
 from hexzd.train.tuner import GpuMeter
 
 if TYPE_CHECKING:
@@ -28,10 +30,23 @@ class Control:
         self.daemon = daemon
 
     def bind(self, context) -> None:
+        """The ipc socket (0600); with `[daemon] tcp_port`, also 127.0.0.1:port, CURVE only
+        (hexzd.daemon.keys): options hold for the endpoints bound after them."""
+        port, run_dir = self.daemon.config.daemon.tcp_port, self.daemon.run_dir
+        pair = keys.load("daemon") if port else None  # no keys: refused before anything is bound
+        client = keys.load("client").public if port else b""
         self.router = context.socket(zmq.ROUTER)
-        self.router.bind(self.daemon.run_dir.control)
-        if self.daemon.config.daemon.tcp_port:
-            self.router.bind(f"tcp://127.0.0.1:{self.daemon.config.daemon.tcp_port}")
+        limit(self.router, CONTROL_LIMIT)
+        self.router.bind(run_dir.control)
+        run_dir.private(run_dir.control)
+        if pair is not None:
+            from zmq.auth.asyncio import AsyncioAuthenticator
+
+            self.authenticator = AsyncioAuthenticator(context)
+            self.authenticator.start()
+            self.authenticator.configure_curve_callback("hexzd", keys.OnlyTheClientKey(client))
+            keys.serve(self.router, pair)
+            self.router.bind(f"tcp://127.0.0.1:{port}")
 
     async def run(self) -> None:
         while True:

@@ -7,15 +7,73 @@ For a state file `run.sqlite` it is `run.sqlite.d/`:
     control.ipc   ROUTER: `hexzd status|stop|pause|resume` and the dashboard
     config.json   the config in force, which a (re)starting worker reads
     *.log         the daemon's and each worker's log
+
+Only its user may write in it: it is made 0700, the sockets are 0600, and a
+directory that another user owns or that group or others can write is
+refused, by the daemon and by a worker reading config.json (which names the
+command lines of `ratings.engines`, run by the duel worker).
+
+Every socket has a size limit (ZMQ_MAXMSGSIZE): a larger frame drops its
+sender's connection before it is read. The results' limit follows the run's
+network (`message_limit`): the largest message is a snapshot, its weights and
+its checkpoint with the optimizer's state.
 """
 
 import fcntl
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from hexzd.config import Config
+
 IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the OS
+CONTROL_LIMIT = 1 << 20  # a request, or an update to the workers (a config): kilobytes at most
+REPLY_LIMIT = 64 << 20  # the daemon's status, with its workers and the game in progress: kilobytes
+
+
+class UnsafeRunDir(RuntimeError):
+    """A run directory (or its config.json) that someone else could write."""
+
+
+def check_private(path: Path, what: str = "the run directory", info: os.stat_result | None = None) -> None:
+    """Raises UnsafeRunDir unless `path` (its `info`, if given) is owned by this user and not
+    writable by group or others."""
+    info = info or os.stat(path)
+    if info.st_uid != os.getuid():
+        raise UnsafeRunDir(f"{what} {path} belongs to another user (uid {info.st_uid}); refusing to use it")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeRunDir(
+            f"{what} {path} can be written by group or others (mode {stat.S_IMODE(info.st_mode):o});"
+            f" `chmod go-w {path}` if that is your doing"
+        )
+
+
+def message_limit(config: Config) -> int:
+    """Bytes a result may have: twice the largest snapshot the run's network makes, and 16 MiB more.
+
+    A snapshot message holds the weights and the checkpoint (the weights again,
+    and AdamW's two moments: four copies), each float32; the float count is the
+    network's parameters and batch-norm buffers (hexzd.nn.net.HexNet), counted
+    here without torch: a 3x3 stem from 4 planes, `blocks` residual blocks of two
+    3x3 convolutions, a policy head (2 channels, then n*n to n*n) and a value
+    head (1 channel, then n*n to channels to 1). The margin holds pickling's
+    overhead, and the small messages (a game, a match's end) fit in it alone.
+    """
+    n, blocks, channels = config.game.board_size, int(config.model.blocks), int(config.model.channels)
+    convolutions = 9 * channels * (4 + 2 * blocks * channels)
+    batch_norms = 4 * channels * (1 + 2 * blocks) + 4 * 3 + 2 * blocks + 3
+    heads = 2 * channels + 2 * n**4 + n * n + channels + n * n * channels + 2 * channels + 1
+    floats = convolutions + batch_norms + heads
+    return 2 * 4 * 4 * floats + (16 << 20)
+
+
+def limit(socket, size: int) -> None:
+    """Frames over `size` bytes drop the connection that sent them (set before bind or connect)."""
+    import zmq
+
+    socket.setsockopt(zmq.MAXMSGSIZE, size)
 
 
 @dataclass(frozen=True)
@@ -52,18 +110,42 @@ class RunDir:
     def log(self, name: str) -> Path:
         return self.path / f"{name}.log"
 
+    def make(self) -> "RunDir":
+        """Creates the directory 0700, or checks the one there: UnsafeRunDir if another user
+        owns it or group or others can write it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        check_private(self.path)
+        return self
+
+    def private(self, endpoint: str) -> None:
+        """Makes a bound ipc socket's file 0600 (the directory, 0700, already keeps others out)."""
+        os.chmod(endpoint.removeprefix("ipc://"), 0o600)
+
     def write_config(self, config: dict) -> None:
         """Atomically: a worker starting at any moment reads a whole file."""
         tmp = self.path / "config.json.tmp"
-        tmp.write_text(json.dumps(config))
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(config))
         os.replace(tmp, self.path / "config.json")
 
     def read_config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        """The config in force; UnsafeRunDir where someone else could have written it: it names
+        the outside engines' command lines, which the duel worker runs."""
+        check_private(self.path)
+        path = self.path / "config.json"
+        with open(path) as file:
+            check_private(path, "the config file", os.fstat(file.fileno()))
+            return json.loads(file.read())
 
     def lock(self):
         """Takes the daemon lock; returns the open file that holds it, or raises RuntimeError."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.make()
         handle = open(self.path / "daemon.lock", "a+")  # noqa: SIM115 (held open: it is the lock)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,7 +24,7 @@ import zmq
 from hexzd import store
 from hexzd.config import Config
 from hexzd.daemon import messages as m
-from hexzd.daemon.rundir import RunDir
+from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
 from hexzd.evaluation.throttle import Throttle, ratings_due
 from hexzd.game.notation import to_trmph
 
@@ -59,6 +59,7 @@ class Link:
         self.push.connect(run.results)
         self.sub = self.context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        limit(self.sub, CONTROL_LIMIT)  # the daemon's updates: a config at most
         self.sub.connect(run.updates)
         self.config = worker_config(run.read_config())
         self.paused = self.stopping = False
