@@ -271,13 +271,26 @@ class BudgetConfig(Section):
 
 
 class RetentionConfig(Section):
-    """[retention]: keeps the state file bounded on long runs."""
+    """[retention]: keeps the state file and the run directory bounded on long runs."""
 
     window_multiple: float = live(2.0, "games kept in full: this many training windows of positions", ge=1, le=1000)
     thin_keep: float = live(0.05, "share of the older games kept (evenly spread), for analysis", ge=0, le=1)
     snapshot_every: int = live(
         10, "weights kept for every Nth non-promoted snapshot; others pruned", ge=1, le=1_000_000
     )
+    old_games: int = live(
+        100_000, "most older games kept after thin_keep's thinning; beyond, thinned evenly again", ge=0, le=10**9
+    )
+    metrics_rows: int = live(
+        200_000, "most metric samples kept: older ones thinned evenly, each series' ends kept", ge=1000, le=10**9
+    )
+    events_rows: int = live(20_000, "most events kept, thinned the same way", ge=100, le=10**9)
+    tuning_rows: int = live(10_000, "most tuner decisions kept, thinned the same way", ge=100, le=10**9)
+    config_rows: int = live(1000, "most config.toml versions kept, thinned the same way", ge=10, le=10**6)
+    log_mb: float = live(
+        16.0, "a log past this many MB is rotated: the daemon's, each worker's, each engine's", ge=0.01, le=10**6
+    )
+    log_files: int = live(3, "rotated logs kept of each (NAME.log.1 the newest)", ge=0, le=1000)
 
 
 class DaemonConfig(Section):

@@ -69,5 +69,5 @@ def game(model_id=None, **fields):
     """A self-play game's message: a 3x3 game of 7 moves, unless `fields` say otherwise."""
     from hexzd.daemon import messages as m
 
-    played = {"moves": "a1b1c1a2b2c2a3", "winner": 1, "length": 7, "policy": b"x", "evals": 0, "seconds": 0.0}
-    return m.Game(worker="selfplay-0", model_id=model_id, board_size=3, sims=2, **(played | fields))
+    played = {"board_size": 3, "sims": 2, "moves": "a1b1c1a2b2c2a3", "winner": 1, "length": 7, "policy": b"x"}
+    return m.Game(**({"worker": "selfplay-0", "model_id": model_id, "evals": 0, "seconds": 0.0} | played | fields))

@@ -6,7 +6,7 @@ For a state file `run.sqlite` it is `run.sqlite.d/`:
     updates.ipc   PUB: the daemon publishes best model, config, pause, stop
     control.ipc   ROUTER: `hexzd status|stop|pause|resume` and the dashboard
     config.json   the config in force, which a (re)starting worker reads
-    *.log         the daemon's and each worker's log
+    *.log         the daemon's and each worker's log, *.log.1 ... the rotated ones
 
 Only its user may write in it: it is made 0700, the sockets are 0600, and a
 directory that another user owns or that group or others can write is
@@ -22,6 +22,7 @@ its checkpoint with the optimizer's state.
 import fcntl
 import json
 import os
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,32 @@ def limit(socket, size: int) -> None:
     socket.setsockopt(zmq.MAXMSGSIZE, size)
 
 
+def rotate(path: Path, max_bytes: int, keep: int) -> bool:
+    """Rotates a log over `max_bytes`: path.1 .. path.<keep> hold the older ones; True if it did.
+
+    Its writers (a worker's stdout, an engine's stderr) keep the file open in
+    append mode, so it is copied to path.1 and truncated in place (logrotate's
+    copytruncate); each writer's next line lands at the new end. A line written
+    during the copy can be lost; none is cut in two.
+    """
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for k in range(keep, 0, -1):
+        older = path.with_name(f"{path.name}.{k}")
+        if k == keep:
+            older.unlink(missing_ok=True)
+        elif older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{k + 1}"))
+    if keep > 0:
+        with open(path, "rb") as source, open(path.with_name(f"{path.name}.1"), "wb") as copy:
+            shutil.copyfileobj(source, copy)
+    os.truncate(path, 0)
+    return True
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -109,6 +136,10 @@ class RunDir:
 
     def log(self, name: str) -> Path:
         return self.path / f"{name}.log"
+
+    def logs(self) -> list[Path]:
+        """The logs being written: the daemon's, each worker's, each outside engine's."""
+        return sorted(self.path.glob("*.log"))
 
     def make(self) -> "RunDir":
         """Creates the directory 0700, or checks the one there: UnsafeRunDir if another user

@@ -10,9 +10,9 @@ the CPU.
 
 Each is `python -m hexzd.daemon.workers KIND`, in a session of its own (so
 that Ctrl-C reaches the daemon only, which then stops them), logging to
-the run directory. A worker that exits is restarted with a doubling backoff
-(from `daemon.restart_backoff` up to MAX_BACKOFF), reset once it has run
-for MAX_BACKOFF seconds.
+the run directory (rotated past `[retention] log_mb`). A worker that exits
+is restarted with a doubling backoff (from `daemon.restart_backoff` up to
+MAX_BACKOFF), reset once it has run for MAX_BACKOFF seconds.
 """
 
 import asyncio
@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from hexzd.config import Config
-from hexzd.daemon.rundir import RunDir
+from hexzd.daemon.rundir import RunDir, rotate
 
 MAX_BACKOFF = 60.0
 
@@ -138,6 +138,8 @@ class Supervisor:
         } | ({"CUDA_VISIBLE_DEVICES": worker.gpu} if worker.gpu is not None else {})
 
     async def _start(self, worker: Worker) -> None:
+        keep = self.config().retention  # past its size, the log is rotated (each tick too: hexzd.daemon.ticks)
+        rotate(self.run_dir.log(worker.name), int(keep.log_mb * 1e6), keep.log_files)
         with open(self.run_dir.log(worker.name), "ab") as logfile:
             worker.process = await asyncio.create_subprocess_exec(
                 sys.executable,

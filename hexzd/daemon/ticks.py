@@ -4,7 +4,9 @@ Each tick prints the progress line (headless), stops the run once a budget is
 spent, adds the tick's time to the counters, stores the rates and each
 worker's CPU share, feeds the tuner, schedules the next duel, refits the
 ratings when games came in, keeps the ladder's new games, and thins what
-retention lets go. Between ticks the GPU meter is read every second.
+retention lets go (games, snapshot weights, events, metrics, tuner decisions
+and config versions, each within its [retention] limit) and rotates the logs.
+Between ticks the GPU meter is read every second.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hexzd.daemon import messages as m
+from hexzd.daemon.rundir import rotate
 from hexzd.train.tuner import Telemetry
 
 if TYPE_CHECKING:
@@ -119,12 +122,26 @@ class Ticks:
         await daemon._transaction(lambda: daemon.store.replace_ratings(time.time(), rows))
 
     async def _retain(self) -> None:
-        """Thins games older than the kept windows and prunes snapshot weights."""
+        """Thins games older than the kept windows, prunes snapshot weights, thins the events,
+        metrics, tuner decisions and config versions to their row limits, and rotates the
+        run directory's logs past their size ([retention])."""
         daemon = self.daemon
         keep = daemon.config.retention
         every = 0 if keep.thin_keep == 0 else max(1, round(1 / keep.thin_keep))
         games = lambda: int(keep.window_multiple * daemon.config.train.window)  # noqa: E731
-        await daemon._transaction(lambda: daemon.store.retain(games(), every, keep.snapshot_every))
+        await daemon._transaction(lambda: daemon.store.retain(games(), every, keep.snapshot_every, keep.old_games))
+        limits = {
+            "events": keep.events_rows,
+            "metrics": keep.metrics_rows,
+            "tuning": keep.tuning_rows,
+            "config_history": keep.config_rows,
+        }
+        await daemon._transaction(lambda: daemon.store.thin_tables(limits))
+        for log in daemon.run_dir.logs():
+            try:
+                rotate(log, int(keep.log_mb * 1e6), keep.log_files)
+            except OSError as e:  # a full disk, say: the next tick tries again
+                daemon._cannot_write(e)
 
     # -- the tuner ------------------------------------------------------------------
 

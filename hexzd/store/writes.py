@@ -6,6 +6,8 @@ a method never commits on its own. Results arrive as the worker messages of
 hexzd.daemon.messages, read here by their fields only.
 """
 
+from dataclasses import dataclass
+
 import aiosqlite
 
 from hexzd.store import reads
@@ -26,9 +28,36 @@ RESULTS_SQL = """
 """
 
 
+# The tables that retention thins to a row limit, each with what names a series in it:
+# each series keeps its own spread and ends (hexzd.daemon.ticks passes the limits).
+THINNED = {
+    "events": "level || char(31) || source",
+    "metrics": "source || char(31) || name",
+    "tuning": "knob",
+    "config_history": "accepted",
+}
+# A run, for thinning, is a daemon's life: from its start event to the next start.
+RUN_STARTS = "SELECT at FROM events WHERE source = 'daemon' AND message LIKE 'started (pid %'"
+RUN_ENDS = "source = 'daemon' AND (message LIKE 'started (pid %' OR message LIKE 'stopping: %')"
+
+
+@dataclass
+class Window:
+    """How far retention got: games up to `edge` are thinned (`old` of them kept); the
+    `after` positions of the games after it are in the window, up to game `last`."""
+
+    edge: int
+    after: int
+    last: int
+    old: int
+    thin_every: int
+
+
 class Writer:
     def __init__(self, connection: aiosqlite.Connection):
         self.connection = connection
+        self.window: Window | None = None  # retention's place in the games, read on its first call
+        self.rows: dict[str, int] = {}  # THINNED tables' row counts, once counted, with the rows added since
 
     async def close(self) -> None:
         await self.connection.close()
@@ -42,6 +71,7 @@ class Writer:
         await self.connection.execute("COMMIT")
 
     async def rollback(self) -> None:
+        self.window, self.rows = None, {}  # retention's memory may be ahead of the file: read again
         if self.connection.in_transaction:
             await self.connection.execute("ROLLBACK")
 
@@ -82,6 +112,7 @@ class Writer:
             "INSERT INTO config_history (at, text, accepted, error) VALUES (?, ?, ?, ?)",
             (at, text, int(accepted), error),
         )
+        self._added("config_history", 1)
 
     # -- results of the workers ----------------------------------------------------
 
@@ -89,11 +120,13 @@ class Writer:
         await self.connection.execute(
             "INSERT INTO events (at, level, source, message) VALUES (?, ?, ?, ?)", (at, level, source, message)
         )
+        self._added("events", 1)
 
     async def add_metrics(self, at: float, source: str, values: dict[str, float]) -> None:
         await self.connection.executemany(
             "INSERT INTO metrics VALUES (?, ?, ?, ?)", [(at, source, name, value) for name, value in values.items()]
         )
+        self._added("metrics", len(values))
 
     async def add_game(self, at: float, game) -> None:
         await self.connection.execute(
@@ -333,26 +366,131 @@ class Writer:
         await self.connection.executemany(
             "INSERT INTO tuning VALUES (?, ?, ?, ?, ?)", [(at, d.knob, d.old, d.new, d.reason) for d in decisions]
         )
+        self._added("tuning", len(decisions))
+
+    def _added(self, table: str, rows: int) -> None:
+        """Counts rows added to a thinned table (a rollback leaves the count high: the next
+        thinning reads the table, and counts again)."""
+        if table in self.rows:
+            self.rows[table] += rows
 
     # -- retention -------------------------------------------------------------------------
 
-    async def retain(self, keep_positions: int, thin_every: int, snapshot_every: int) -> None:
+    async def retain(self, keep_positions: int, thin_every: int, snapshot_every: int, old_games: int = 0) -> None:
         """Thins games older than the newest `keep_positions` positions (keeping every
-        `thin_every`-th, none at 0) and drops the weights of snapshots that are neither
-        promoted, nor every `snapshot_every`-th, nor the newest, nor in an open duel."""
-        row = await self._one(
-            "SELECT id FROM (SELECT id, SUM(length) OVER (ORDER BY id DESC) AS acc FROM games) WHERE acc > ? LIMIT 1",
-            (keep_positions,),
-        )
-        if row is not None:
+        `thin_every`-th, none at 0; then at most `old_games` of them, evenly spread in time,
+        0: no limit) and drops the weights of snapshots that are neither promoted, nor every
+        `snapshot_every`-th, nor the newest, nor in an open duel.
+
+        Incremental: the window's edge and the positions after it are remembered
+        (`self.window`), so a call reads only the games new since the last and
+        those its edge passes; the first call of a connection (and one after
+        thin_every changes) reads them all once."""
+        window = self.window
+        if window is None or window.thin_every != thin_every:
+            window = await self._read_window(keep_positions, thin_every)
+        newest, added = await self._one("SELECT MAX(id), SUM(length) FROM games WHERE id > ?", (window.last,))
+        if newest is not None:
+            window.last, window.after = newest, window.after + added
+        edge = window.edge
+        while window.after > keep_positions:  # the edge moves on, a game at a time, read in chunks
+            rows = await self._all("SELECT id, length FROM games WHERE id > ? ORDER BY id LIMIT 256", (edge,))
+            if not rows:
+                break
+            for game_id, length in rows:
+                if window.after <= keep_positions:
+                    break
+                edge, window.after = game_id, window.after - length
+        if edge > window.edge:
             thin = "1" if thin_every == 0 else f"id % {int(thin_every)} != 0"
-            await self.connection.execute(f"DELETE FROM games WHERE id <= ? AND {thin}", (row[0],))
+            passed = await self._one("SELECT COUNT(*) FROM games WHERE id > ? AND id <= ?", (window.edge, edge))
+            cursor = await self.connection.execute(
+                f"DELETE FROM games WHERE id > ? AND id <= ? AND {thin}", (window.edge, edge)
+            )
+            window.old += passed[0] - max(0, cursor.rowcount)
+            window.edge = edge
+        self.window = window
+        if old_games and window.old > old_games:
+            await self._thin("games", old_games, "created_at", region=f"id <= {int(window.edge)}")
+            window.old = (await self._one("SELECT COUNT(*) FROM games WHERE id <= ?", (window.edge,)))[0]
         await self.connection.execute(
             "UPDATE models SET weights = NULL WHERE weights IS NOT NULL AND promoted_at IS NULL"
             " AND id % ? != 0 AND id < (SELECT MAX(id) FROM models)"
             " AND id NOT IN (SELECT candidate_id FROM duels WHERE result IS NULL AND candidate_id IS NOT NULL)",
             (snapshot_every,),
         )
+
+    async def _read_window(self, keep_positions: int, thin_every: int) -> "Window":
+        """The window's edge, read from every game: the newest game past `keep_positions`
+        positions counted from the newest (0: none)."""
+        row = await self._one(
+            "SELECT id, acc - length FROM (SELECT id, length, SUM(length) OVER (ORDER BY id DESC) AS acc FROM games)"
+            " WHERE acc > ? LIMIT 1",
+            (keep_positions,),
+        )
+        last = (await self._one("SELECT COALESCE(MAX(id), 0) FROM games"))[0]
+        if row is None:
+            after = (await self._one("SELECT COALESCE(SUM(length), 0) FROM games"))[0]
+            return Window(edge=0, after=after, last=last, old=0, thin_every=thin_every)
+        # Every game up to the edge is thinned now, once: the window then moves on from there.
+        edge, after = row
+        thin = "1" if thin_every == 0 else f"id % {int(thin_every)} != 0"
+        await self.connection.execute(f"DELETE FROM games WHERE id <= ? AND {thin}", (edge,))
+        old = (await self._one("SELECT COUNT(*) FROM games WHERE id <= ?", (edge,)))[0]
+        return Window(edge=edge, after=after, last=last, old=old, thin_every=thin_every)
+
+    async def thin_tables(self, limits: dict[str, int]) -> dict[str, int]:
+        """Keeps each of THINNED's tables (events, metrics, tuning, config_history) within its
+        row limit in `limits`: past it, thinned to half the limit (see `_thin`). Counts are
+        kept as rows are added, so a call reads a table only when it is due. Returns the
+        rows deleted, by table."""
+        deleted = {}
+        for table, most in limits.items():
+            if table not in self.rows:
+                self.rows[table] = (await self._one(f"SELECT COUNT(*) FROM {table}"))[0]
+            if self.rows[table] <= most:
+                continue
+            before = (await self._one(f"SELECT COUNT(*) FROM {table}"))[0]
+            if before > most:
+                await self._thin(table, most, "at", series=THINNED[table], sessions=True)
+            self.rows[table] = (await self._one(f"SELECT COUNT(*) FROM {table}"))[0]
+            deleted[table] = before - self.rows[table]
+        return deleted
+
+    async def _thin(self, table: str, most: int, at: str, series: str = "", sessions=False, region="1") -> None:
+        """Thins the rows of `table` (those in `region`) to about half of `most`: each series'
+        rows spread evenly in time, one to a slice of the span, and the first and last of each
+        run (a daemon start begins one; its start and stop events stay too). Where runs or
+        series are so many that their ends alone pass `most`, they are dropped, in that order."""
+        target = max(1, most // 2)
+        plans = [(True, True), (False, True), (False, False)] if sessions else [(False, bool(series)), (False, False)]
+        for by_run, by_series in plans:
+            key = series if by_series and series else "0"
+            lo, hi, kinds = await self._one(
+                f"SELECT MIN({at}), MAX({at}), COUNT(DISTINCT {key}) FROM {table} WHERE {region}"
+            )
+            if lo is None:
+                return
+            width = max((hi - lo) * kinds / target, 1e-9)
+            starts = RUN_STARTS if by_run else "SELECT 0 AS at WHERE 0"
+            keep_events = " AND NOT (" + RUN_ENDS + ")" if by_run and table == "events" else ""
+            await self.connection.execute(
+                f"""
+                WITH marks AS (
+                    SELECT at, 1 AS start, NULL AS id, NULL AS series FROM ({starts})
+                    UNION ALL SELECT {at}, 0, rowid, {key} FROM {table} WHERE {region}),
+                runs AS (SELECT id, at, series, SUM(start) OVER (ORDER BY at) AS run FROM marks),
+                ranked AS (
+                    SELECT id, ROW_NUMBER() OVER (PARTITION BY series, run ORDER BY at, id) AS r,
+                           COUNT(*) OVER (PARTITION BY series, run) AS n,
+                           ROW_NUMBER() OVER (PARTITION BY series, CAST((at - ?) / ? AS INTEGER) ORDER BY at, id) AS b
+                    FROM runs WHERE id IS NOT NULL)
+                DELETE FROM {table} WHERE rowid IN (SELECT id FROM ranked WHERE r > 1 AND r < n AND b > 1)
+                {keep_events}""",
+                (lo, width),
+            )
+            if (await self._one(f"SELECT COUNT(*) FROM {table} WHERE {region}"))[0] <= most:
+                return
 
 
 def _row_id(cursor) -> int:

@@ -13,29 +13,14 @@ from pathlib import Path
 
 import pytest
 import zmq
+from states import game
 
 from hexzd import store
 from hexzd.config import Config
-from hexzd.daemon import messages as m
 from hexzd.daemon import workers
 from hexzd.daemon.core import Daemon
 from hexzd.daemon.rundir import RunDir
 from hexzd.store.writes import Writer
-
-
-def game(model_id=None) -> m.Game:
-    return m.Game(
-        worker="selfplay-0",
-        model_id=model_id,
-        board_size=3,
-        sims=2,
-        moves="a1b1c1a2b2c2a3",
-        winner=1,
-        length=7,
-        policy=b"x",
-        evals=0,
-        seconds=0.0,
-    )
 
 
 def add_model(connection, promoted: bool = False) -> int:
