@@ -30,6 +30,9 @@ It is on by default (0.25): measured against off, it narrowed the intervals
 Outside engines ([ratings] engines) are rating opponents like any other. One
 that failed (the duel worker names it in the match's end) is not chosen again
 until its command line in config.toml changes, or the daemon restarts.
+
+Each reference of [ratings] references counts once, in its first place: a
+reference twice would be a ladder match of a player against itself.
 """
 
 import asyncio
@@ -52,6 +55,10 @@ class Scheduler:
         self.open: dict[int, str] = {}  # the open duels, for progress lines and status
         self.ratings_stale = False
         self.broken: dict[str, str] = {}  # engine name -> the command line that failed
+
+    def references(self) -> list[int]:
+        """[ratings] references, each once (in its first place)."""
+        return list(dict.fromkeys(self.config().ratings.references))
 
     @property
     def line(self) -> str:
@@ -122,8 +129,8 @@ class Scheduler:
         played `ladder_pairs` pairs (in matches of that length: they come first, when
         nothing else is rated); then the match of `match_pairs` pairs that narrows the
         intervals that matter most per second."""
-        r, sims, perfect = self.config().ratings, self.config().duel.sims, self.perfect()
-        match = scale.ladder_match(r.references, await self.store.ladder_games(), r.ladder_pairs, perfect)
+        r, sims, perfect, references = self.config().ratings, self.config().duel.sims, self.perfect(), self.references()
+        match = scale.ladder_match(references, await self.store.ladder_games(), r.ladder_pairs, perfect)
         if match is not None:
             return match, r.ladder_pairs
         results, promoted = await self.store.duel_results(), await self.store.promoted()
@@ -131,10 +138,10 @@ class Scheduler:
         engines = self.engines()
 
         def choose():
-            s = scale.scale(results, r.references, [(m, sims) for m in promoted], engines, perfect)
+            s = scale.scale(results, references, [(m, sims) for m in promoted], engines, perfect)
             games = 2 * r.match_pairs
             return scale.next_match(
-                s, r.references, promoted, sims, games, costs, r.target_elo, engines=engines, perfect=perfect
+                s, references, promoted, sims, games, costs, r.target_elo, engines=engines, perfect=perfect
             )
 
         match = await asyncio.to_thread(choose)
@@ -144,7 +151,7 @@ class Scheduler:
         """Every player's rating refitted from all duel games, off the event loop."""
         self.ratings_stale = False
         results = await self.store.duel_results()
-        return await asyncio.to_thread(scale.rate, results, self.config().ratings.references, self.perfect())
+        return await asyncio.to_thread(scale.rate, results, self.references(), self.perfect())
 
     def perfect(self) -> bool:
         """Whether perfect play tops the ladder now ([ratings] perfect is live)."""
