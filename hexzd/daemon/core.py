@@ -16,7 +16,10 @@ One asyncio process, its concerns each in a module:
     tick        progress lines, metrics, budgets, the tuner, ratings, retention
                 (hexzd.daemon.ticks)
 This module holds the Daemon: the state they share (counters, best model,
-pending results), its start, transactions and events, signals and shutdown.
+pending results, whether it is paused), its start, transactions and events,
+signals and shutdown. Each of those long-running concerns runs supervised
+(hexzd.daemon.supervisor.Loops): a failure is an error event with its
+traceback and a restart; repeated failure stops the daemon, exit code 1.
 
 It is the state file's only writer (every statement is in hexzd.store.writes).
 Everything the run needs to resume (the best model, the trainer's
@@ -25,9 +28,11 @@ checkpoint, the counters) is in the file, so a restart, even after
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -42,9 +47,10 @@ from hexzd.daemon.reconfigure import ConfigFile
 from hexzd.daemon.router import Control
 from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
 from hexzd.daemon.scheduler import Scheduler
-from hexzd.daemon.supervisor import Supervisor
+from hexzd.daemon.supervisor import Loops, Supervisor, describe
 from hexzd.daemon.ticks import Ticks
 from hexzd.evaluation import scale
+from hexzd.processes import STOP_SIGNALS
 from hexzd.store import ladder
 from hexzd.store.writes import Writer
 from hexzd.train.tuner import GpuMeter, Tuner
@@ -70,8 +76,9 @@ class Daemon:
         self.config_path, self.db = Path(config_path), Path(db)
         self.run_dir = RunDir.of(self.db)
         self.headless, self.duration = headless, duration
-        self.out = out or (lambda line: print(line, flush=True))
+        self.out = out or self._print
         self.supervisor = Supervisor(self.db, self.run_dir, lambda: self.config, self._warn)
+        self.loops = Loops(self._loop_failed, lambda reason: self.stop(reason, code=1))
         self.meter: GpuMeter | None = None
         self.counters = dict.fromkeys(COUNTERS, 0.0)
         self.cpu = CpuShares()
@@ -80,7 +87,8 @@ class Daemon:
         self.best: int | None = None
         self.paused = False
         self.stopping: asyncio.Event | None = None
-        self.stop_reason = ""
+        self.stop_reason, self.exit_code = "", 0
+        self.last_out_error = float("-inf")
         self.pending = Pending()
         self.write_lock = asyncio.Lock()
         self.last_write_error, self.write_error = float("-inf"), ""
@@ -122,22 +130,20 @@ class Daemon:
             self.meter = GpuMeter.open()
             if self.meter is None:
                 await self._event("info", "tuner", f"{GpuMeter.why_not}; batch sizes follow throughput")
-            tasks = [
-                asyncio.create_task(t)
-                for t in (
-                    self.supervisor.run(),
-                    self.ingest.run(),
-                    self.control.run(),
-                    self.config_file.watch(),
-                    self.ticks.run(),
-                    self.ticks.sample_gpu(),
-                )
-            ]
+            for name, loop in (
+                ("workers", self.supervisor.run),
+                ("ingest", self.ingest.run),
+                ("control", self.control.run),
+                ("config", self.config_file.watch),
+                ("ticks", self.ticks.run),
+                ("gpu", self.ticks.sample_gpu),
+            ):
+                self.loops.start(name, loop)
             await self.stopping.wait()
-            tasks[0].cancel()  # no restarts while the workers stop
-            await self._shutdown(tasks)
+            self.loops.cancel("workers")  # no restarts while the workers stop
+            await self._shutdown(list(self.loops.tasks.values()))
             await self._keep_ladder()  # the games of a ladder match the stop cut short
-            return 0
+            return self.exit_code
         finally:
             await self.store.close()
             if self.meter is not None:
@@ -179,7 +185,7 @@ class Daemon:
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
     def _on_signal(self, sig) -> None:
@@ -190,10 +196,17 @@ class Daemon:
         self.out(f"{signal.Signals(sig).name}: stopping gracefully (again to force)")
         self.stop("signal " + signal.Signals(sig).name)
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, code: int = 0) -> None:
+        """Stops the run, for `reason`; the process then exits with `code` (1: something failed)."""
         if not self.stopping.is_set():
-            self.stop_reason = reason
+            self.stop_reason, self.exit_code = reason, code
             self.stopping.set()
+
+    async def _loop_failed(self, name: str, error: BaseException, backoff: float | None) -> None:
+        """A supervised loop failed (hexzd.daemon.supervisor.Loops): an error event with its traceback."""
+        then = f"running it again in {backoff:g} s" if backoff is not None else "it failed too often: stopping"
+        self.pending.messages.append(m.Event(level="error", source=name, message=f"{then}\n{describe(error)}"))
+        await self._flush()
 
     async def _shutdown(self, tasks) -> None:
         """Stops the workers, takes in what they flush, then the last commit."""
@@ -215,10 +228,21 @@ class Daemon:
         async with self.write_lock:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            ended = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, ended):  # supervised, a loop ends cancelled: anything else is told
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                await self._event("error", task.get_name(), f"ended at the stop\n{describe(result)}")
         await self.ingest.drain()
-        await self._flush()
-        await self.ticks.count()
+        try:
+            await self._flush()
+        except Exception:  # a batch that raised: the next flush writes it a message at a time
+            await self._flush()
+        try:
+            await self.ticks.count()
+        except sqlite3.Error as e:  # the last commit: what it could not write is said, not raised
+            self._cannot_write(e)
+        if self.pending.messages:
+            self.out(f"error: daemon: {len(self.pending.messages)} results could not be written to {self.db}")
         self.out(self.ticks.progress_line("stopped"))
 
     # -- the state file ------------------------------------------------------
@@ -249,12 +273,30 @@ class Daemon:
     async def _warn(self, message: str) -> None:
         await self._event("warning", "daemon", message)
 
+    def _print(self, line: str) -> None:
+        """A line to standard output. One that cannot be written (stdout a file on a full disk,
+        a closed pipe) is dropped, and an error event says so, once a spell of failures: the
+        daemon's loops must not fail for it."""
+        try:
+            print(line, flush=True)
+        except (OSError, ValueError) as e:
+            if time.monotonic() - self.last_out_error > 600:
+                message = f"cannot write to standard output: {e!r}; its lines are dropped meanwhile"
+                self.pending.messages.append(m.Event(level="error", source="daemon", message=message))
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"error: daemon: {message}", file=sys.stderr, flush=True)
+            self.last_out_error = time.monotonic()
+
     async def _flush(self) -> None:
         """Writes the pending messages and events (hexzd.daemon.ingest)."""
         await self.ingest.flush()
 
     def _cannot_write(self, error: Exception) -> None:
-        """Says, once per failure spell, that the state file cannot be written."""
+        """Says, once per failure spell, that the state file cannot be written. A damaged file
+        (store.damaged) stops the daemon, exit code 1: no retry can write it."""
+        if store.damaged(error):
+            self.out(f"error: daemon: {self.db} is damaged: {error}; stopping")
+            self.stop(f"the state file is damaged: {error}", code=1)
         now = time.monotonic()
         if now - self.last_write_error > 60:
             self.out(f"error: daemon: cannot write {self.db}: {error}; results are held and retried")

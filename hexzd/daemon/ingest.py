@@ -5,6 +5,11 @@ transaction each, every message by its handler `_on_<kind>` (the kinds of
 hexzd.daemon.messages). While the file cannot be written, the batch is kept,
 retried with a growing pause, and later results wait queued in ZeroMQ. The
 updates a batch brings (a new best model) are published once it is committed.
+
+A batch is never lost: one whose writing raises anything else is kept and the
+error raised (the loop is restarted, hexzd.daemon.supervisor.Loops); the next
+flush writes it a message at a time, and drops, with an error event and its
+traceback, only a message that raises alone.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import zmq
 
 from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import limit, message_limit
+from hexzd.daemon.supervisor import describe
 from hexzd.evaluation import scale
 
 if TYPE_CHECKING:
@@ -33,6 +39,7 @@ class Pending:
 
     messages: list = field(default_factory=list)
     failing_since: float | None = None
+    suspect: bool = False  # the last batch raised: the next is written a message at a time
 
 
 class Ingest:
@@ -53,8 +60,8 @@ class Ingest:
         pending = self.daemon.pending
         while True:
             if pending.failing_since is None:  # while the file fails, leave results queued in zmq
-                frame = await self.pull.recv()
-                self.take(frame)
+                if not pending.messages:  # (a batch kept from before a restart is written first)
+                    self.take(await self.pull.recv())
                 while len(pending.messages) < BATCH and await self.pull.poll(0):
                     self.take(await self.pull.recv())
             await self.flush()
@@ -79,11 +86,15 @@ class Ingest:
             )
 
     async def flush(self) -> None:
-        """Writes the pending messages in one transaction; on failure keeps them and backs off."""
+        """Writes the pending messages in one transaction; on failure keeps them (see the module's doc)."""
         daemon, pending = self.daemon, self.daemon.pending
         if not pending.messages:
             return
         batch, pending.messages = pending.messages, []
+        if pending.suspect:
+            pending.suspect = False
+            await self._write_one_by_one(batch)
+            return
         after = []  # updates to publish once committed
         try:
             await daemon._transaction(lambda: self._write(batch, after))
@@ -91,14 +102,26 @@ class Ingest:
             await self._write_one_by_one(batch)
             return
         except sqlite3.Error as e:  # locked, disk full, I/O: keep everything, retry later
-            pending.messages = batch + pending.messages
-            if pending.failing_since is None:
-                pending.failing_since = time.monotonic()
-            daemon._cannot_write(e)
+            self._hold(batch, e)
             return
-        except asyncio.CancelledError:  # stopping: the shutdown's last flush writes them
+        except BaseException as e:  # stopping (the shutdown's last flush writes them), or a failure
             pending.messages = batch + pending.messages
+            pending.suspect = not isinstance(e, asyncio.CancelledError)
             raise
+        await self._writable_again()
+        for update in after:
+            await daemon._publish(update)
+
+    def _hold(self, messages: list, error: sqlite3.Error) -> None:
+        """Keeps `messages` for a later flush: the file cannot be written now."""
+        pending = self.daemon.pending
+        pending.messages = messages + pending.messages
+        if pending.failing_since is None:
+            pending.failing_since = time.monotonic()
+        self.daemon._cannot_write(error)
+
+    async def _writable_again(self) -> None:
+        daemon, pending = self.daemon, self.daemon.pending
         if pending.failing_since is not None:
             seconds = time.monotonic() - pending.failing_since
             pending.failing_since = None
@@ -108,26 +131,35 @@ class Ingest:
                 f"{daemon.db} could not be written for {seconds:.0f} s "
                 f"({daemon.write_error}); it is writable again and the results held meanwhile are saved",
             )
-        for update in after:
-            await daemon._publish(update)
 
     async def _write_one_by_one(self, batch) -> None:
-        """Writes each message alone, dropping (and reporting) those the schema refuses."""
-        for message in batch:
+        """Writes each message alone, dropping (and reporting) those the schema refuses or
+        that raise; while the file cannot be written, the rest are kept."""
+        for i, message in enumerate(batch):
             after = []
             try:
                 await self.daemon._transaction(lambda message=message, after=after: self._write([message], after))
             except sqlite3.IntegrityError as e:
-                self.daemon.pending.messages.append(
-                    m.Event(
-                        level="warning",
-                        source="daemon",
-                        message=f"dropped a {m.KIND_OF[type(message)]} message the state file refuses: {e}",
-                    )
-                )
+                self._dropped(message, "warning", f"the state file refuses: {e}")
+                continue
+            except sqlite3.Error as e:
+                self._hold(batch[i:], e)
+                return
+            except asyncio.CancelledError:
+                self.daemon.pending.messages[:0] = batch[i:]
+                raise
+            except Exception as e:
+                self._dropped(message, "error", f"writing it raised\n{describe(e)}")
                 continue
             for update in after:
                 await self.daemon._publish(update)
+        await self._writable_again()
+
+    def _dropped(self, message, level: str, why: str) -> None:
+        kind = m.KIND_OF[type(message)]
+        self.daemon.pending.messages.append(
+            m.Event(level=level, source="daemon", message=f"dropped a {kind} message {why}")
+        )
 
     async def _write(self, batch, after) -> None:
         for message in batch:

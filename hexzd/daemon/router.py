@@ -81,6 +81,7 @@ class Control:
             "db": str(daemon.db),
             "config": str(daemon.config_path),
             "state": "stopping" if daemon.stopping.is_set() else "paused" if daemon.paused else "running",
+            "stop_reason": daemon.stop_reason if daemon.stopping.is_set() else None,
             "uptime": time.monotonic() - daemon.started,
             "best": daemon.best,
             "counters": dict(daemon.counters),

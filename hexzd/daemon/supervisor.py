@@ -13,12 +13,22 @@ that Ctrl-C reaches the daemon only, which then stops them), logging to
 the run directory (rotated past `[retention] log_mb`). A worker that exits
 is restarted with a doubling backoff (from `daemon.restart_backoff` up to
 MAX_BACKOFF), reset once it has run for MAX_BACKOFF seconds.
+
+The daemon's own long-running tasks (this supervisor's loop, ingest,
+control, the config watch, the tick, the GPU meter) are supervised the same
+way, by Loops: a loop that raises is told as an error event with its
+traceback, and run again after a doubling backoff (LOOP_BACKOFF up to
+MAX_LOOP_BACKOFF); LOOP_FAILURES failures of one loop within LOOP_WINDOW
+seconds stop the daemon, with a non-zero exit code and the reason. A daemon
+whose loop died cannot look alive while doing nothing.
 """
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,6 +36,12 @@ from hexzd.config import Config
 from hexzd.daemon.rundir import RunDir, rotate
 
 MAX_BACKOFF = 60.0
+LOOP_BACKOFF = 0.5  # seconds before a failed daemon loop runs again; doubles up to MAX_LOOP_BACKOFF
+MAX_LOOP_BACKOFF = 30.0  # ...and resets once the loop has run this long
+LOOP_FAILURES = 5  # this many failures of one loop within LOOP_WINDOW seconds stop the daemon
+LOOP_WINDOW = 300.0
+# Tests only: loops that fail on purpose, "ticks" (every run) or "ticks:1" (the first run), comma-separated.
+FAIL_LOOPS = "HEXZD_TEST_FAIL_LOOPS"
 
 
 def visible_gpus() -> list[str]:
@@ -181,3 +197,79 @@ class Supervisor:
             w.name: {"pid": w.process.pid if w.alive else None, "alive": w.alive, "restarts": w.restarts}
             for w in self.workers.values()
         }
+
+
+class Loops:
+    """The daemon's long-running tasks, each supervised as a worker is (see the module's doc).
+
+    report(name, error, backoff) tells of a failure: backoff the seconds before the loop runs
+    again, None when it is not run again; give_up(reason) stops the daemon."""
+
+    def __init__(
+        self,
+        report: Callable[[str, BaseException, float | None], Awaitable[None]],
+        give_up: Callable[[str], None],
+    ):
+        self.report, self.give_up = report, give_up
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.failing = failing_on_purpose(os.environ.get(FAIL_LOOPS, ""))
+
+    def start(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Runs loop() as the task `name` until it returns (it has nothing more to do), run
+        again after each failure."""
+        self.tasks[name] = asyncio.create_task(self._supervise(name, loop), name=name)
+
+    def cancel(self, name: str) -> None:
+        self.tasks[name].cancel()
+
+    async def _supervise(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        failures: list[float] = []
+        backoff = 0.0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._injected(name)
+                await loop()
+                return
+            except Exception as e:  # a CancelledError (the daemon stops) goes through
+                now = time.monotonic()
+                failures = [t for t in failures if now - t < LOOP_WINDOW] + [now]
+                healthy = now - started > MAX_LOOP_BACKOFF
+                backoff = LOOP_BACKOFF if healthy or not backoff else min(MAX_LOOP_BACKOFF, 2 * backoff)
+                if len(failures) >= LOOP_FAILURES:
+                    await self._report(name, e, None)
+                    self.give_up(f"the {name} loop failed {len(failures)} times within {LOOP_WINDOW:g} s: {e!r}")
+                    return
+                await self._report(name, e, backoff)
+                await asyncio.sleep(backoff)
+
+    async def _report(self, name: str, error: BaseException, backoff: float | None) -> None:
+        """The report, which must not fail in turn: if it does, both go to the log (stderr)."""
+        try:
+            await self.report(name, error, backoff)
+        except Exception as e:
+            with contextlib.suppress(OSError, ValueError):
+                print(f"error: {name}: {describe(error)}\n(reporting it failed: {e!r})", file=sys.stderr, flush=True)
+
+    async def _injected(self, name: str) -> None:
+        """Raises here, in tests that ask for it (FAIL_LOOPS), before the loop runs."""
+        runs = self.failing.get(name)
+        if runs is None or runs == 0:
+            return
+        self.failing[name] = runs - 1
+        await asyncio.sleep(0.1)
+        raise RuntimeError(f"{name} fails on purpose ({FAIL_LOOPS})")
+
+
+def failing_on_purpose(setting: str) -> dict[str, int]:
+    """FAIL_LOOPS read: loop name -> runs that fail (-1: every one)."""
+    failing = {}
+    for item in filter(None, (part.strip() for part in setting.split(","))):
+        name, _, runs = item.partition(":")
+        failing[name] = int(runs) if runs else -1
+    return failing
+
+
+def describe(error: BaseException) -> str:
+    """An exception with its traceback, as an event's message carries it."""
+    return "".join(traceback.format_exception(error)).rstrip()

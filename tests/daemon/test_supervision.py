@@ -7,11 +7,134 @@ injected where it cannot (HEXZD_TEST_FAIL_LOOPS, hexzd.daemon.supervisor.FAIL_LO
 """
 
 import asyncio
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+from daemon_run import QUICK, DaemonRun
 
 from hexzd import store
 from hexzd.config import Config
+from hexzd.daemon import messages as m
+from hexzd.daemon.control import ask
+from hexzd.daemon.core import Daemon
+from hexzd.daemon.rundir import RunDir
 from hexzd.daemon.scheduler import Scheduler
+from hexzd.daemon.supervisor import FAIL_LOOPS, LOOP_FAILURES
 from hexzd.store.writes import Writer
+
+LOOPS = ("workers", "ingest", "control", "config", "ticks", "gpu")
+
+
+@pytest.fixture
+def daemon(tmp_path, request):
+    """daemon(**DaemonRun's keywords): a DaemonRun in tmp_path, killed after the test if it still runs."""
+
+    def make(**kw) -> DaemonRun:
+        run = DaemonRun(tmp_path, **kw)
+        request.addfinalizer(run.cleanup)
+        return run
+
+    return make
+
+
+def events(run: DaemonRun, where: str) -> list[tuple]:
+    return run.query(f"SELECT level, source, message FROM events WHERE {where} ORDER BY id")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_each_loop_that_fails_is_told_with_its_traceback_and_runs_again(daemon, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAIL_LOOPS, ",".join(f"{name}:1" for name in LOOPS))  # each fails once
+    run = daemon(edits={**QUICK, "[daemon]": ["progress_seconds = 1.0"]}).start()
+    for name in LOOPS:
+        run.wait_for(lambda name=name: events(run, f"source = '{name}' AND level = 'error'"), 30, f"{name}'s event")
+        ((_, _, message),) = events(run, f"source = '{name}' AND level = 'error'")
+        assert message.startswith("running it again in 0.5 s\nTraceback (most recent call last):")
+        assert f"RuntimeError: {name} fails on purpose" in message
+    # Each runs again: results are written, the tick counts, control answers, workers run.
+    games = run.count("games")
+    run.wait_for(lambda: run.count("games") > games, 30, "games after the failures")
+    ticks = run.count("metrics", "source = 'daemon' AND name = 'games_per_s'")
+    run.wait_for(lambda: run.count("metrics", "source = 'daemon' AND name = 'games_per_s'") > ticks, 30, "a tick")
+    assert run.stop() == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_loop_that_keeps_failing_stops_the_daemon_with_the_reason(daemon, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAIL_LOOPS, "ticks")  # every run of the tick fails
+    run = daemon(edits=QUICK, duration="10m").start()
+    seen = []  # `status` while it stops
+    deadline = time.monotonic() + 60
+    while run.process.poll() is None and time.monotonic() < deadline:
+        status = ask(run.db, "status", timeout=0.5)
+        if status and status["state"] == "stopping":
+            seen.append(status["stop_reason"])
+        time.sleep(0.05)
+    assert run.process.wait(30) == 1
+    told = events(run, "source = 'ticks'")
+    assert [level for level, _, _ in told] == ["error"] * LOOP_FAILURES
+    assert [message.split("\n")[0] for _, _, message in told] == [
+        *(f"running it again in {b:g} s" for b in (0.5, 1, 2, 4)),
+        "it failed too often: stopping",
+    ]
+    reason = f"the ticks loop failed {LOOP_FAILURES} times within 300 s: RuntimeError('ticks fails on purpose"
+    with store.read_only(run.db) as connection:
+        assert store.stop_reason(connection).startswith(reason)
+    assert seen and seen[-1].startswith(reason)
+    assert reason in run.output.read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_message_that_raises_is_dropped_alone_and_its_batch_is_kept(daemon, tmp_path):
+    run = daemon(edits=QUICK).start()
+    run.wait_for(lambda: run.count("games") > 0, 60, "self-play")
+    # A game that decodes but that the state file cannot take (its evals past SQLite's
+    # integers) raises OverflowError, between two events of the same batch.
+    poison = m.Game(
+        worker="test", model_id=None, board_size=5, sims=1, moves="a1", winner=1, length=1, policy=b"",
+        evals=2**63, seconds=0.0,
+    )  # fmt: skip
+    frames = [m.encode(m.Event(level="info", source="test", message=f"kept {i}")) for i in (1, 2)]
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.connect(RunDir.of(run.db).results)
+    for frame in (frames[0], m.encode(poison), frames[1]):
+        push.send(frame)
+    push.close(linger=2000)
+    context.term()
+    run.wait_for(lambda: run.count("events", "message LIKE 'dropped a game message writing it raised%'"), 30, "drop")
+    dropped = events(run, "message LIKE 'dropped a game message%'")
+    assert len(dropped) == 1 and "OverflowError" in dropped[0][2] and dropped[0][0] == "error"
+    assert [msg for _, _, msg in events(run, "source = 'test'")] == ["kept 1", "kept 2"]
+    failed = events(run, "level = 'error' AND message LIKE 'running it again in%'")
+    assert len(failed) == 1 and "OverflowError" in failed[0][2]
+    games = run.count("games")
+    run.wait_for(lambda: run.count("games") > games, 30, "games after the poison")
+    assert run.stop() == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_standard_output_that_cannot_be_written_stops_nothing(tmp_path):
+    """stdout a file on a full disk: before, the first line printed killed the loop printing it."""
+    run = DaemonRun(tmp_path, edits={**QUICK, "[daemon]": ["progress_seconds = 1.0"]}, duration="8s")
+    args = [sys.executable, "-m", "hexzd", "start", "--headless", "--db", str(run.db), "--config", str(run.config)]
+    with open("/dev/full", "wb") as full, open(run.output, "wb") as log:
+        process = subprocess.Popen([*args, "--for", "8s"], cwd=tmp_path, stdout=full, stderr=log)
+    try:
+        assert process.wait(60) == 0, run.output.read_text()  # --for stops it: the tick runs on
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert run.count("games") > 0 and run.count("metrics", "name = 'games_per_s'") >= 3
+    told = events(run, "message LIKE 'cannot write to standard output%'")
+    assert len(told) == 1 and "No space left on device" in told[0][2]
 
 
 def test_a_reference_given_twice_counts_once(tmp_path):
@@ -38,3 +161,28 @@ def test_a_reference_given_twice_counts_once(tmp_path):
         opened = connection.execute("SELECT kind, candidate_id, sims, opponent_id, opponent_sims FROM duels").fetchall()
     assert opened == [("rating", None, 200, None, 100)]
     assert scheduler.references() == [100, 200]
+
+
+def test_a_damaged_state_file_stops_the_daemon_rather_than_being_retried_for_ever(tmp_path, monkeypatch):
+    lines = []
+
+    async def scenario() -> Daemon:
+        daemon = Daemon(tmp_path / "config.toml", tmp_path / "run.sqlite", out=lines.append)
+        await daemon.open()
+        daemon.stopping = asyncio.Event()
+        try:
+
+            async def damaged(*args):
+                raise sqlite3.DatabaseError("database disk image is malformed")
+
+            monkeypatch.setattr(daemon.store, "add_event", damaged)
+            await daemon._event("info", "test", "a row")
+            return daemon
+        finally:
+            await daemon.store.close()
+
+    daemon = asyncio.run(scenario())
+    assert daemon.stopping.is_set() and daemon.exit_code == 1
+    assert daemon.stop_reason == "the state file is damaged: database disk image is malformed"
+    assert [e.message for e in daemon.pending.messages] == ["a row"]  # held, not dropped
+    assert lines[0].endswith("is damaged: database disk image is malformed; stopping")
