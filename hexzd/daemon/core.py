@@ -77,7 +77,14 @@ class Daemon:
         self.run_dir = RunDir.of(self.db)
         self.headless, self.duration = headless, duration
         self.out = out or self._print
-        self.supervisor = Supervisor(self.db, self.run_dir, lambda: self.config, self._warn)
+        self.supervisor = Supervisor(
+            self.db,
+            self.run_dir,
+            lambda: self.config,
+            self._warn,
+            paused=lambda: self.paused,
+            each_round=self._announce_pause,
+        )
         self.loops = Loops(self._loop_failed, lambda reason: self.stop(reason, code=1))
         self.meter: GpuMeter | None = None
         self.counters = dict.fromkeys(COUNTERS, 0.0)
@@ -286,6 +293,12 @@ class Daemon:
                 with contextlib.suppress(OSError, ValueError):
                     print(f"error: daemon: {message}", file=sys.stderr, flush=True)
             self.last_out_error = time.monotonic()
+
+    async def _announce_pause(self) -> None:
+        """Says whether the run is paused, every round of the supervisor: a worker whose
+        subscription came after the last change (ZeroMQ's slow joiner) learns it within a
+        second. A worker started meanwhile starts as it says (`--paused`)."""
+        await self._publish(m.Pause(paused=self.paused))
 
     async def _flush(self) -> None:
         """Writes the pending messages and events (hexzd.daemon.ingest)."""

@@ -12,7 +12,8 @@ Each is `python -m hexzd.daemon.workers KIND`, in a session of its own (so
 that Ctrl-C reaches the daemon only, which then stops them), logging to
 the run directory (rotated past `[retention] log_mb`). A worker that exits
 is restarted with a doubling backoff (from `daemon.restart_backoff` up to
-MAX_BACKOFF), reset once it has run for MAX_BACKOFF seconds.
+MAX_BACKOFF), reset once it has run for MAX_BACKOFF seconds. A worker
+started while the daemon is paused starts paused (`--paused`).
 
 The daemon's own long-running tasks (this supervisor's loop, ingest,
 control, the config watch, the tick, the GPU meter) are supervised the same
@@ -96,10 +97,22 @@ class Worker:
 
 
 class Supervisor:
-    """Keeps the configured workers running; `warn(message)` reports a restart."""
+    """Keeps the configured workers running; `warn(message)` reports a restart.
 
-    def __init__(self, db, run_dir: RunDir, config: Callable[[], Config], warn: Callable[[str], Awaitable[None]]):
+    paused(): whether a worker starts paused; each_round(): awaited every round of the loop
+    (twice a second)."""
+
+    def __init__(
+        self,
+        db,
+        run_dir: RunDir,
+        config: Callable[[], Config],
+        warn: Callable[[str], Awaitable[None]],
+        paused: Callable[[], bool] = lambda: False,
+        each_round: Callable[[], Awaitable[None]] | None = None,
+    ):
         self.db, self.run_dir, self.config, self.warn = db, run_dir, config, warn
+        self.paused, self.each_round = paused, each_round
         self.workers: dict[str, Worker] = {}
         self.gpus: list[str] = []  # device.gpus, a fixed setting, as the daemon resolved it at start
 
@@ -120,6 +133,8 @@ class Supervisor:
                     del self.workers[name]
             for name, fresh in wanted.items():
                 await self._watch(self.workers.setdefault(name, fresh))
+            if self.each_round is not None:
+                await self.each_round()
             await asyncio.sleep(0.5)
 
     async def _watch(self, worker: Worker) -> None:
@@ -170,6 +185,7 @@ class Supervisor:
                 str(worker.seed + 100 * worker.restarts),
                 "--daemon-pid",
                 str(os.getpid()),
+                *(["--paused"] if self.paused() else []),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,

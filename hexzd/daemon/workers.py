@@ -117,6 +117,8 @@ class Link:
             except m.BadMessage as e:
                 log.warning("dropped an update: %s", e)
                 continue
+            if isinstance(update, m.Pause) and update.paused == self.paused:
+                continue  # the daemon says it every half second: news only when it changes
             got = True
             if isinstance(update, m.Stop):
                 self.stopping = True
@@ -433,11 +435,13 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--daemon-pid", type=int, help="the daemon's pid; the worker exits once it is gone")
+    parser.add_argument("--paused", action="store_true", help="start paused: the daemon was when it started it")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {args.name} %(levelname)s %(message)s"
     )
     link = Link(RunDir.of(args.db), args.db, args.name, args.daemon_pid)
+    link.paused = args.paused  # until the daemon says otherwise
     try:
         KINDS[args.kind](link, args.db, args.seed)
     except Exception as e:

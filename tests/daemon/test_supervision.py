@@ -7,6 +7,8 @@ injected where it cannot (HEXZD_TEST_FAIL_LOOPS, hexzd.daemon.supervisor.FAIL_LO
 """
 
 import asyncio
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -135,6 +137,26 @@ def test_a_standard_output_that_cannot_be_written_stops_nothing(tmp_path):
     assert run.count("games") > 0 and run.count("metrics", "name = 'games_per_s'") >= 3
     told = events(run, "message LIKE 'cannot write to standard output%'")
     assert len(told) == 1 and "No space left on device" in told[0][2]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_worker_restarted_while_paused_stays_paused(daemon, tmp_path):
+    run = daemon(edits=QUICK).start()
+    run.wait_for(lambda: run.count("games") > 0, 60, "self-play")
+    assert run.hexzd("pause").returncode == 0
+    time.sleep(1.0)  # games that ended before the pause come in
+    old = run.worker_pids()["selfplay-0"]
+    os.kill(old, signal.SIGKILL)
+    run.wait_for(lambda: run.worker_pids().get("selfplay-0", old) != old, 30, "selfplay-0 restarted")
+    run.wait_for(lambda: run.count("events", "source = 'selfplay-0' AND message LIKE 'up%'") == 2, 30, "its hello")
+    games = run.count("games")
+    time.sleep(4.0)  # a self-play worker that runs adds games within a second
+    assert run.count("games") == games
+    assert ask(run.db, "status")["state"] == "paused"
+    assert run.hexzd("resume").returncode == 0
+    run.wait_for(lambda: run.count("games") > games, 30, "games after the resume")
+    assert run.stop() == 0
 
 
 def test_a_reference_given_twice_counts_once(tmp_path):
