@@ -47,7 +47,7 @@ from hexzd.daemon.reconfigure import ConfigFile
 from hexzd.daemon.router import Control
 from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
 from hexzd.daemon.scheduler import Scheduler
-from hexzd.daemon.supervisor import Loops, Supervisor, describe
+from hexzd.daemon.supervisor import Loops, Supervisor, Worker, describe
 from hexzd.daemon.ticks import Ticks
 from hexzd.evaluation import scale
 from hexzd.processes import STOP_SIGNALS
@@ -83,6 +83,7 @@ class Daemon:
             lambda: self.config,
             self._warn,
             paused=lambda: self.paused,
+            exited=self._exited,
             each_round=self._announce_pause,
         )
         self.loops = Loops(self._loop_failed, lambda reason: self.stop(reason, code=1))
@@ -293,6 +294,11 @@ class Daemon:
                 with contextlib.suppress(OSError, ValueError):
                     print(f"error: daemon: {message}", file=sys.stderr, flush=True)
             self.last_out_error = time.monotonic()
+
+    async def _exited(self, worker: Worker, code: int) -> None:
+        """A worker exited: a crash of the duel worker counts against the match it was in."""
+        if worker.kind == "duel" and code != 0 and not self.stopping.is_set():
+            self.scheduler.crashed(code, str(self.run_dir.log(worker.name)))
 
     async def _announce_pause(self) -> None:
         """Says whether the run is paused, every round of the supervisor: a worker whose

@@ -181,7 +181,16 @@ class Ingest:
             self.daemon.out(f"{e.level}: {e.source}: {e.message}")
 
     async def _on_hello(self, hello: m.Hello, after) -> None:
-        await self.daemon._event_row(m.Event(level="debug", source=hello.worker, message=f"up (pid {hello.pid})"))
+        daemon = self.daemon
+        await daemon._event_row(m.Event(level="debug", source=hello.worker, message=f"up (pid {hello.pid})"))
+        worker = daemon.supervisor.workers.get(hello.worker)
+        if worker is not None and worker.kind == "duel":
+            told = await daemon.scheduler.restarted(daemon.best)
+            if told is not None:
+                await self._on_event(m.Event(level=told[0], source="duel", message=told[1]), after)
+
+    async def _on_match_start(self, s: m.MatchStart, after) -> None:
+        self.daemon.scheduler.started(s.duel_id)
 
     async def _on_metrics(self, metrics: m.Metrics, after) -> None:
         daemon, values = self.daemon, metrics.values
@@ -232,7 +241,8 @@ class Ingest:
         daemon, scheduler = self.daemon, self.daemon.scheduler
         duel = await daemon.store.open_duel(d.duel_id)
         if duel is None:
-            return  # a repeat from a restarted worker
+            scheduler.ended(d.duel_id)
+            return  # a repeat from a restarted worker, or the end of a match given up
         candidate, opponent, sims, opponent_sims, engine = duel
         now = time.time()
         await daemon.store.end_duel(now, d)

@@ -7,8 +7,8 @@ BadMessage, which the receiver logs and drops: a stray or corrupt message
 never stops the daemon.
 
 Sockets (endpoints in the run directory, see hexzd.daemon.rundir):
-    results  PUSH (workers) -> PULL (daemon): game, snapshot, match_game,
-             match_end, perfect_play, metrics, event, hello, live
+    results  PUSH (workers) -> PULL (daemon): game, snapshot, match_start,
+             match_game, match_end, perfect_play, metrics, event, hello, live
     updates  PUB (daemon) -> SUB (workers): best, config, pause, stop
     duels    not a message: the daemon writes a row into the `duels` table, the
              duel worker polls it (the table is the queue that survives restarts)
@@ -66,6 +66,12 @@ class SnapshotMade(Message):
     train_seconds: float = Field(ge=0)  # the trainer's busy time since it started training
     weights: bytes  # Snapshot.to_bytes() without optimizer state: what players load
     checkpoint: bytes  # the full Snapshot: what the trainer resumes from
+
+
+class MatchStart(Message):
+    """The duel worker begins (or resumes) a match; a crash before its end counts against it."""
+
+    duel_id: int
 
 
 class MatchGame(Message):
@@ -161,6 +167,7 @@ KINDS: dict[str, type[Message]] = {
     "hello": Hello,
     "game": Game,
     "snapshot": SnapshotMade,
+    "match_start": MatchStart,
     "match_game": MatchGame,
     "match_end": MatchEnd,
     "metrics": Metrics,

@@ -31,6 +31,13 @@ Outside engines ([ratings] engines) are rating opponents like any other. One
 that failed (the duel worker names it in the match's end) is not chosen again
 until its command line in config.toml changes, or the daemon restarts.
 
+A match in which the duel worker crashes MATCH_CRASHES times (counted in the
+state file, over restarts) is given up, with the reason in `duels.failed`,
+and evaluation goes on with the next: the duel worker says which match it is
+in (MatchStart), and a crash counts against the innermost. The models and
+engines of a rating match given up are not chosen for rating matches again,
+and a ladder match given up counts as played.
+
 Each reference of [ratings] references counts once, in its first place: a
 reference twice would be a ladder match of a player against itself.
 """
@@ -45,6 +52,7 @@ from hexzd.evaluation.throttle import ratings_due
 from hexzd.store.writes import Writer
 
 MAX_RATING_WAIT = 600.0  # seconds: the longest a promotion duel waits for a rating, however old the run
+MATCH_CRASHES = 3  # crashes of the duel worker in one match, after which the match is given up
 
 
 class Scheduler:
@@ -55,6 +63,8 @@ class Scheduler:
         self.open: dict[int, str] = {}  # the open duels, for progress lines and status
         self.ratings_stale = False
         self.broken: dict[str, str] = {}  # engine name -> the command line that failed
+        self.playing: list[int] = []  # the matches the duel worker is in (MatchStart), innermost last
+        self.crash: str | None = None  # how the duel worker's last crash went, until it is back
 
     def references(self) -> list[int]:
         """[ratings] references, each once (in its first place)."""
@@ -101,6 +111,35 @@ class Scheduler:
 
     def ended(self, duel_id: int) -> None:
         self.open.pop(duel_id, None)
+        self.playing = [d for d in self.playing if d != duel_id]
+
+    def started(self, duel_id: int) -> None:
+        self.playing.append(duel_id)
+
+    def crashed(self, code: int, log: str) -> None:
+        """The duel worker crashed: counted against its innermost match once the worker is
+        back (`restarted`), when every message it sent before the crash is in."""
+        self.crash = f"exit code {code}, see {log}"
+
+    async def restarted(self, best: int | None) -> tuple[str, str] | None:
+        """The duel worker is up (its hello). After a crash inside a match, the crash counts
+        against the match, and the MATCH_CRASHES-th gives it up. Returns the event to tell
+        (level, message), or None. Runs inside the caller's transaction."""
+        crash, playing, self.crash, self.playing = self.crash, self.playing, None, []
+        if crash is None or not playing:
+            return None
+        duel_id = playing[-1]
+        crashes = await self.store.match_crashed(duel_id)
+        if crashes is None:
+            return None  # it ended meanwhile
+        if crashes < MATCH_CRASHES:
+            return "warning", f"the duel worker crashed in match {duel_id} ({crash}): {crashes} of {MATCH_CRASHES}"
+        reason = f"the duel worker crashed in it {crashes} times (the last: {crash})"
+        await self.store.fail_duel(time.time(), duel_id, reason)
+        self.ended(duel_id)
+        self.ratings_stale = True
+        await self.schedule(best)
+        return "error", f"match {duel_id} given up: {reason}; evaluation goes on with the next"
 
     async def _open(self, kind: str, pairing: scale.Pairing, pairs: int | None) -> None:
         p = pairing
@@ -130,12 +169,19 @@ class Scheduler:
         nothing else is rated); then the match of `match_pairs` pairs that narrows the
         intervals that matter most per second."""
         r, sims, perfect, references = self.config().ratings, self.config().duel.sims, self.perfect(), self.references()
-        match = scale.ladder_match(references, await self.store.ladder_games(), r.ladder_pairs, perfect)
+        ladder, failed = await self.store.ladder_games(), await self.store.failed_ratings()
+        for candidate, c_sims, opponent, o_sims, engine in failed:  # a ladder match given up counts as played
+            if candidate is None and opponent is None:
+                key = (c_sims, engine or o_sims)
+                ladder[key] = max(ladder.get(key, 0), 2 * r.ladder_pairs)
+        match = scale.ladder_match(references, ladder, r.ladder_pairs, perfect)
         if match is not None:
             return match, r.ladder_pairs
+        left_out = {player for row in failed for player in (row[0], row[2], row[4]) if player is not None}
         results, promoted = await self.store.duel_results(), await self.store.promoted()
+        promoted = [model for model in promoted if model not in left_out]
         costs = scale.seconds_per_game(await self.store.rating_match_times())
-        engines = self.engines()
+        engines = [engine for engine in self.engines() if engine not in left_out]
 
         def choose():
             s = scale.scale(results, references, [(m, sims) for m in promoted], engines, perfect)

@@ -99,8 +99,8 @@ class Worker:
 class Supervisor:
     """Keeps the configured workers running; `warn(message)` reports a restart.
 
-    paused(): whether a worker starts paused; each_round(): awaited every round of the loop
-    (twice a second)."""
+    paused(): whether a worker starts paused; exited(worker, code): told of each exit before
+    the restart; each_round(): awaited every round of the loop (twice a second)."""
 
     def __init__(
         self,
@@ -109,10 +109,11 @@ class Supervisor:
         config: Callable[[], Config],
         warn: Callable[[str], Awaitable[None]],
         paused: Callable[[], bool] = lambda: False,
+        exited: Callable[[Worker, int], Awaitable[None]] | None = None,
         each_round: Callable[[], Awaitable[None]] | None = None,
     ):
         self.db, self.run_dir, self.config, self.warn = db, run_dir, config, warn
-        self.paused, self.each_round = paused, each_round
+        self.paused, self.exited, self.each_round = paused, exited, each_round
         self.workers: dict[str, Worker] = {}
         self.gpus: list[str] = []  # device.gpus, a fixed setting, as the daemon resolved it at start
 
@@ -154,6 +155,8 @@ class Supervisor:
                 f"{worker.name} exited with code {code}; "
                 f"restarting in {worker.backoff:g} s (see {self.run_dir.log(worker.name)})"
             )
+            if self.exited is not None:
+                await self.exited(worker, code)
         if worker.process is None and now >= worker.not_before:
             await self._start(worker)
 

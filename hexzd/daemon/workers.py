@@ -365,6 +365,7 @@ class DuelWorker:
         def on_game(pair, moves, winner, colour):
             link.send(m.MatchGame(duel_id=duel_id, pair=pair, moves=moves, winner=winner, candidate_colour=colour))
 
+        link.send(m.MatchStart(duel_id=duel_id))  # the daemon blames a crash from here on this match
         started, inner = self.cpu(), self.inner
         end = play_match(self.db, duel_id, link.config, self.seed, on_game, stop, RunDir.of(self.db).path)
         own = self.cpu() - started - (self.inner - inner)
@@ -393,17 +394,22 @@ def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) ->
     if model_id is None:
         return False
     judged.add(model_id)
-    network = load(db, model_id, c.device)
-    report = measure(
-        c.game.board_size,
-        network.evaluate,
-        sims=sorted({0, c.duel.sims}),
-        positions=c.ratings.perfect_positions,
-        seed=0,
-        config=c.selfplay,
-        solver=shared_solver(c.game.board_size),
-        should_stop=should_stop,
-    )
+    try:
+        network = load(db, model_id, c.device)
+        report = measure(
+            c.game.board_size,
+            network.evaluate,
+            sims=sorted({0, c.duel.sims}),
+            positions=c.ratings.perfect_positions,
+            seed=0,
+            config=c.selfplay,
+            solver=shared_solver(c.game.board_size),
+            should_stop=should_stop,
+        )
+    except Exception as e:  # a model that cannot be measured (its weights do not load) must not stop evaluation
+        log.exception("model %s against perfect play failed", model_id)
+        link.event("error", f"model {model_id} against perfect play: {type(e).__name__}: {e}; skipped")
+        return True
     if report is None:
         return True
     sign = report.value_sign.rate if report.value_sign else None

@@ -247,6 +247,13 @@ MIGRATIONS = [
         the kept ladder when the file was fresh, the `run` of the state file that played it (schema 7) */;
     INSERT OR IGNORE INTO meta VALUES ('run', lower(hex(randomblob(16))));
     """,
+    # 7 -> 8: a match that crashes the duel worker again and again is given up, not resumed forever.
+    """
+    ALTER TABLE duels ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0 /* times the duel worker crashed while
+        playing it (schema 8); at 3 the match is given up */;
+    ALTER TABLE duels ADD COLUMN failed TEXT /* why the match was given up (schema 8), its result then
+        `rejected` (a promotion duel) or `played` (a rating match, with the games it has); NULL otherwise */;
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

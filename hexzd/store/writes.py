@@ -224,6 +224,31 @@ class Writer:
             (at, d.wins, d.losses, d.llr, d.result, d.cpu_seconds, d.duel_id),
         )
 
+    async def match_crashed(self, duel_id: int) -> int | None:
+        """Counts a crash of the duel worker in match `duel_id`; the match's crashes so far,
+        None if it is no longer open."""
+        await self.connection.execute(
+            "UPDATE duels SET crashes = crashes + 1 WHERE id = ? AND result IS NULL", (duel_id,)
+        )
+        row = await self._one("SELECT crashes FROM duels WHERE id = ? AND result IS NULL", (duel_id,))
+        return row[0] if row else None
+
+    async def fail_duel(self, at: float, duel_id: int, reason: str) -> None:
+        """Gives up an open match, saying why: a promotion duel is rejected, a rating match
+        ends `played` with the games it has."""
+        await self.connection.execute(
+            "UPDATE duels SET finished_at = ?, failed = ?,"
+            " result = CASE kind WHEN 'promotion' THEN 'rejected' ELSE 'played' END WHERE id = ? AND result IS NULL",
+            (at, reason, duel_id),
+        )
+
+    async def failed_ratings(self) -> list[tuple]:
+        """(candidate_id, sims, opponent_id, opponent_sims, opponent_engine) of each rating match given up."""
+        return await self._all(
+            "SELECT candidate_id, sims, opponent_id, opponent_sims, opponent_engine FROM duels"
+            " WHERE kind = 'rating' AND failed IS NOT NULL"
+        )
+
     async def promote(self, at: float, model_id: int, duel_id: int, score: float) -> None:
         await self.connection.execute("INSERT INTO promotions VALUES (?, ?, ?, ?)", (model_id, at, duel_id, score))
         await self.connection.execute("UPDATE models SET promoted_at = ? WHERE id = ?", (at, model_id))

@@ -24,7 +24,7 @@ from hexzd.daemon import messages as m
 from hexzd.daemon.control import ask
 from hexzd.daemon.core import Daemon
 from hexzd.daemon.rundir import RunDir
-from hexzd.daemon.scheduler import Scheduler
+from hexzd.daemon.scheduler import MATCH_CRASHES, Scheduler
 from hexzd.daemon.supervisor import FAIL_LOOPS, LOOP_FAILURES
 from hexzd.store.writes import Writer
 
@@ -156,6 +156,62 @@ def test_a_worker_restarted_while_paused_stays_paused(daemon, tmp_path):
     assert ask(run.db, "status")["state"] == "paused"
     assert run.hexzd("resume").returncode == 0
     run.wait_for(lambda: run.count("games") > games, 30, "games after the resume")
+    assert run.stop() == 0
+
+
+def add_model(connection, weights: bytes) -> int:
+    cursor = connection.execute(
+        "INSERT INTO models (created_at, train_step, positions_seen, samples_trained, params, flops_per_eval,"
+        " selfplay_flops, train_flops, wall_seconds, accel_seconds, positions_generated, weights)"
+        " VALUES (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ?)",
+        (weights,),
+    )
+    return cursor.lastrowid
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_a_match_that_crashes_the_duel_worker_is_given_up_and_the_next_is_played(daemon, tmp_path):
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    with sqlite3.connect(db) as connection:  # a promoted snapshot whose weights do not load, in an open rating match
+        model = add_model(connection, b"not a network")
+        promotion = connection.execute(
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, started_at, finished_at, result)"
+            " VALUES ('promotion', ?, 64, NULL, 64, 0, 0, 'accepted')",
+            (model,),
+        ).lastrowid
+        connection.execute("INSERT INTO promotions VALUES (?, 0, ?, 1.0)", (model, promotion))
+        connection.execute("UPDATE models SET promoted_at = 0 WHERE id = ?", (model,))
+        poison = connection.execute(
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_id, opponent_sims, pairs, started_at)"
+            " VALUES ('rating', ?, 64, NULL, 100, 2, 0)",
+            (model,),
+        ).lastrowid
+    edits = {  # no self-play: the duel worker, restarted again and again, has the machine
+        **QUICK,
+        "[selfplay]": ["workers = 0"],
+        "[daemon]": ["restart_backoff = 0.1"],
+        "[ratings]": ["perfect = false", "references = [100, 200]", "ladder_pairs = 1", "match_pairs = 2"],
+    }
+    run = daemon(edits=edits).start()
+    run.wait_for(lambda: run.count("duels", f"id = {poison} AND result IS NOT NULL") == 1, 120, "the match given up")
+    failed, crashes, result = run.query(f"SELECT failed, crashes, result FROM duels WHERE id = {poison}")[0]
+    assert crashes == MATCH_CRASHES and result == "played"
+    assert failed.startswith(f"the duel worker crashed in it {MATCH_CRASHES} times (the last: exit code 1, see ")
+    told = [message for level, _, message in events(run, "source = 'duel' AND message LIKE '%match %'")]
+    assert told[: MATCH_CRASHES - 1] == [
+        f"the duel worker crashed in match {poison} (exit code 1, see {RunDir.of(db).log('duel')}): {n} of 3"
+        for n in range(1, MATCH_CRASHES)
+    ]
+    assert f"match {poison} given up: {failed}; evaluation goes on with the next" in told
+    # Its check against perfect play, which cannot load it either, is told and skipped each time.
+    skipped = events(run, f"source = 'duel' AND message LIKE 'model {model} against perfect play: %; skipped'")
+    assert len(skipped) == MATCH_CRASHES and skipped[0][0] == "error"
+    # The next matches are played (the ladder's, then matchmaking's), none with the model given up.
+    next_ones = f"kind = 'rating' AND id > {poison}"
+    run.wait_for(lambda: run.count("duels", f"{next_ones} AND result IS NOT NULL") >= 2, 60, "two more matches")
+    assert run.count("duels", f"{next_ones} AND (candidate_id = {model} OR opponent_id = {model})") == 0
     assert run.stop() == 0
 
 
