@@ -13,8 +13,10 @@ other rating match (hexzd.evaluation.matches.play_pairs).
               so the board is enough: Black's and White's stones alternate
     answer    a cell is the engine's move and `resign` gives the game up
               (RESIGN). An error answer, no answer within the timeout, an
-              engine that dies, an unreadable or illegal move raise
-              EngineFailure: the engine is broken, not beaten
+              engine that dies or closes its output, an answer of more than
+              MAX_LINES lines or with a line over MAX_LINE characters, an
+              unreadable or illegal move raise EngineFailure: the engine is
+              broken, not beaten, and (but for an error answer) killed
     swap      not played: MoHex turns it on with `param_game allow_swap`,
               other engines not at all, and MoHex's swap keeps the stone
               where hexzd's moves it (docs/guides/htp-play.md, "Where hexzd differs")
@@ -40,10 +42,15 @@ COLOUR = {BLACK: "b", WHITE: "w"}
 STARTUP_SECONDS = 120.0  # the first answer of a process waits for its start-up (imports, network loading)
 ANSWER_SECONDS = 120.0  # the longest a rating match waits for one answer before the engine counts as broken
 QUIT_SECONDS = 5.0  # an engine that has not exited this long after `quit` is killed
+MAX_LINE = 16_384  # characters in a line of an answer: a longer line is a broken engine
+MAX_LINES = 1_000  # lines of one answer before the blank line that ends it (a 19x19 showboard has 23)
 
 
 class EngineFailure(RuntimeError):
-    """An engine that answered with an error, nothing, or too late."""
+    """An engine that answered with an error, nothing, too late or too much."""
+
+
+TOO_LONG = "line too long"  # the reader's mark, in place of a line over MAX_LINE characters
 
 
 class HtpClient:
@@ -51,7 +58,12 @@ class HtpClient:
 
     A reader thread turns its stdout into lines, so that an answer can be
     awaited with a timeout without select() on a pipe (which Windows lacks).
-    A command that cannot start raises OSError.
+    It holds at most MAX_LINES lines of MAX_LINE characters: an engine that
+    writes more than that in one answer, or a longer line, fails, as one that
+    does not answer in time or dies. An engine that fails so is killed and
+    reaped at once (`alive` is False: hexzd.protocols.match starts another);
+    `close` quits or kills it. Every wait has a deadline. A command that
+    cannot start raises OSError.
     """
 
     def __init__(self, command: str, log_path: Path | None = None):
@@ -64,48 +76,47 @@ class HtpClient:
                 stdout=subprocess.PIPE,
                 stderr=self._log,
                 text=True,
+                encoding="utf-8",
+                errors="replace",  # bytes that are not UTF-8 make an unreadable answer, not a dead reader
                 bufsize=1,
             )
         except (OSError, ValueError):
             if self._log is not subprocess.DEVNULL:
                 self._log.close()
             raise
-        self._lines: queue.Queue = queue.Queue()
+        self._lines: queue.Queue = queue.Queue(maxsize=MAX_LINES + 1)
+        self._closing = threading.Event()
         self._answered = False
+        self._killed = False  # by _stop: it failed, or would not quit
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)  # end of output: the engine has gone
+        """The engine's output line by line, then None at its end; TOO_LONG, and no more, for a line
+        over MAX_LINE characters. Waits while the queue is full, until `close`."""
+        try:
+            while line := self.process.stdout.readline(MAX_LINE + 1):
+                if len(line) > MAX_LINE and not line.endswith("\n"):
+                    self._put(TOO_LONG)
+                    return
+                self._put(line)
+        except (OSError, ValueError):  # the pipe was closed under it
+            pass
+        self._put(None)  # end of output: the engine has gone, or closed its stdout
+
+    def _put(self, item) -> None:
+        while not self._closing.is_set():
+            try:
+                self._lines.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                pass
 
     def ask(self, command: str, timeout: float) -> str:
-        """The answer's text without its `=`; raises EngineFailure on `?`, death or timeout."""
-        try:
-            self.process.stdin.write(command + "\n")
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise EngineFailure(f"the engine has exited (code {self.process.poll()})") from None
+        """The answer's text without its `=`; raises EngineFailure on `?`, death, timeout or too much output."""
         if not self._answered:
             timeout = max(timeout, STARTUP_SECONDS)
-        deadline, lines = time.monotonic() + timeout, []
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                # A late answer would be read as the answer to the next
-                # command: the engine is stopped, and started afresh.
-                self.process.kill()
-                self.process.wait()  # so that `alive` is False at once and it is restarted
-                raise EngineFailure(f"no answer to `{command}` within {timeout:g} s") from None
-            if line is None:
-                self._lines.put(None)
-                raise EngineFailure(f"the engine exited during `{command}` (code {self.process.wait()})")
-            if line.strip() == "" and lines:
-                break
-            if line.strip():
-                lines.append(line.strip())
+        lines = self._exchange(command, timeout)
         self._answered = True
         answer = " ".join(lines)
         if answer.startswith("?"):
@@ -114,27 +125,79 @@ class HtpClient:
             raise EngineFailure(f"`{command}` gave an answer that is not HTP: {answer[:80]!r}")
         return answer[1:].lstrip("0123456789").strip()  # drop an echoed id
 
+    def _exchange(self, command: str, timeout: float) -> list[str]:
+        """Sends `command` and reads its answer's lines up to the blank line that ends it.
+        Any failure but a refusal stops the engine: what it writes next cannot be trusted."""
+        try:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):  # a broken pipe, or one closed already
+            raise EngineFailure(f"the engine has exited (code {self._stop()})") from None
+        deadline, lines = time.monotonic() + timeout, []
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                # A late answer would be read as the answer to the next command.
+                self._stop()
+                raise EngineFailure(f"no answer to `{command}` within {timeout:g} s") from None
+            if line is None or line is TOO_LONG:
+                self._lines.put_nowait(line)  # for the next command too: nothing more will come
+                raise self._broken(command, line)
+            if line.strip() == "" and lines:
+                return lines
+            if line.strip():
+                if len(lines) == MAX_LINES:
+                    self._stop()
+                    raise EngineFailure(f"more than {MAX_LINES} lines and no blank line in the answer to `{command}`")
+                lines.append(line.strip())
+
+    def _broken(self, command: str, mark: str | None) -> EngineFailure:
+        """The failure of an engine whose output has ended (None) or ran over MAX_LINE (TOO_LONG); stopped."""
+        if mark is TOO_LONG:
+            self._stop()
+            return EngineFailure(f"a line of more than {MAX_LINE} characters in the answer to `{command}`")
+        code = self._stop(grace=QUIT_SECONDS)
+        if self._killed:
+            return EngineFailure(
+                f"the engine closed its output during `{command}` and had not exited {QUIT_SECONDS:g} s later: killed"
+            )
+        return EngineFailure(f"the engine exited during `{command}` (code {code})")
+
+    def _stop(self, grace: float = 0.0) -> int | None:
+        """The engine's exit code once it has gone: given `grace` seconds to exit, then killed
+        and reaped. None if even a kill leaves it there QUIT_SECONDS later (stuck in the kernel)."""
+        try:
+            return self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self._killed = True
+        try:
+            return self.process.wait(timeout=QUIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            return None
+
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def close(self) -> None:
-        """`quit`, then a kill if the engine is still there QUIT_SECONDS later."""
+        """`quit`, then a kill if the engine is still there QUIT_SECONDS later; the reader,
+        the pipes and the log closed. Safe to call again."""
         if self.alive:
             try:
-                self.ask("quit", timeout=QUIT_SECONDS)
-                self.process.wait(timeout=QUIT_SECONDS)
-            except (EngineFailure, subprocess.TimeoutExpired):
+                self._exchange("quit", QUIT_SECONDS)
+            except EngineFailure:
                 pass
-        if self.alive:
-            self.process.kill()
-        self.process.wait()
-        self._reader.join(timeout=QUIT_SECONDS)  # it reads to the end of the output, then the pipes can close
-        for pipe in (self.process.stdin, self.process.stdout):
-            try:
-                pipe.close()
-            except OSError:  # unwritten input to an engine that has gone
-                pass
+        try:
+            self.process.stdin.close()  # an engine that waits for the end of its input has it
+        except OSError:  # unwritten input to an engine that has gone
+            pass
+        self._stop(grace=QUIT_SECONDS)
+        self._closing.set()
+        self._reader.join(timeout=QUIT_SECONDS)  # it reads to the end of the output, then the pipe can close
+        if not self._reader.is_alive():  # else a child the engine left holds its stdout: the reader keeps it
+            self.process.stdout.close()
         if self._log is not subprocess.DEVNULL:
             self._log.close()
 

@@ -12,10 +12,12 @@ MoHex, or against any other engine that speaks HTP.
               move in a shuffled order (`plies` 1), random moves, or none
     referee   the referee keeps its own board and decides each game itself:
               a stone that joins the engine's edges wins; `resign`, an
-              illegal or unreadable move, an error answer, a timeout or an
+              illegal or unreadable move, an error answer, a timeout, an
+              answer too long (hexzd.evaluation.engines.HtpClient) or an
               engine that dies loses the game for that engine. An engine
-              that timed out is stopped; a stopped or dead engine is started
-              again for the next game
+              that failed so is stopped; a stopped or dead engine is started
+              again for the next game. Every engine started is closed at
+              the end, however the match ends
     result    A's score with a 95% interval over pairs, as Elo, and each
               game's moves (trmph) in the optional record (JSON lines)
 
@@ -122,9 +124,11 @@ def play_match(
     pairs = math.ceil(games / 2)
     commands = {"A": command_a, "B": command_b}
     logs = {k: (log_dir / f"engine-{k}.log" if log_dir else None) for k in commands}
-    engines = {k: HtpClient(c, logs[k]) for k, c in commands.items()}
+    engines: dict[str, HtpClient] = {}
     results = []
-    try:
+    try:  # every engine started is closed, however this ends: B that cannot start leaves no A behind
+        for k, command in commands.items():
+            engines[k] = HtpClient(command, logs[k])
         openings = Openings(n, seed, fewest=plies) if plies else None
         for pair in range(pairs):
             moves = opening(openings, pair) if openings else []

@@ -88,6 +88,11 @@ MISBEHAVING = {
     # dies when asked to move
     "crash": "sys.exit(3) if line.startswith('genmove') else print('= ', end='\\n\\n', flush=True)",
     "resign": "print('= resign' if line.startswith('genmove') else '= ', end='\\n\\n', flush=True)",
+    # floods its answer to genmove, with no blank line to end it
+    "flood": "print('= a1\\n' * 5000 if line.startswith('genmove') else '= ', end='' if line.startswith('genmove')"
+    " else '\\n\\n', flush=True)",
+    # closes its output when asked to move, and lives on
+    "mute": "(os.close(1), time.sleep(60)) if line.startswith('genmove') else print('= ', end='\\n\\n', flush=True)",
 }
 
 
@@ -98,11 +103,13 @@ MISBEHAVING = {
         ("silent", "B no answer"),
         ("crash", "B the engine exited"),
         ("resign", "B resigned"),
+        ("flood", "B more than 1000 lines and no blank line in the answer to `genmove"),
+        ("mute", "B the engine closed its output during `genmove"),
     ],
 )
 def test_an_engine_that_misbehaves_loses_and_the_match_goes_on(tmp_path, kind, reason):
     script = tmp_path / f"{kind}.py"
-    script.write_text(f"import sys, time\nfor line in sys.stdin:\n    {MISBEHAVING[kind]}\n")
+    script.write_text(f"import os, sys, time\nfor line in sys.stdin:\n    {MISBEHAVING[kind]}\n")
     result, games = match(
         tmp_path, f"{HEXZD} --sims 8", f"{sys.executable} {script}", "--size", "4", "--games", "2", "--timeout", "2"
     )
