@@ -295,21 +295,24 @@ def run(size: int = 3, minutes: float = 5.0, out=None, echo=print, seed: int = 0
     chaos = Chaos(where / "disk" if disk.startswith("tmpfs") else where, size, seed, echo)
     chaos.tally.disk = disk
     echo(f"hexzd bench chaos: {size}x{size} for {minutes:g} minutes in {chaos.where} ({disk})")
-    chaos.start()
     prober = threading.Thread(target=chaos.probe, daemon=True)
-    prober.start()
-    deadline = time.monotonic() + 60 * minutes
     try:
+        chaos.start()
+        prober.start()
+        deadline = time.monotonic() + 60 * minutes
         if not minutes:
             chaos.each_once()
         while time.monotonic() < deadline:
             time.sleep(chaos.rng.uniform(1.0, 4.0))
             chaos.step()
     finally:
-        final = chaos.stop()
-        prober.join()
+        final = chaos.stop() if chaos.daemon else None
+        if prober.is_alive():
+            prober.join()
         if disk.startswith("tmpfs"):
             subprocess.run(["umount", "-l", str(where / "disk")], check=False)
+    if final is None:
+        raise RuntimeError(f"the daemon never started: see {chaos.where / 'daemon.out'}")
     checks = {
         "counters equal rows": final["counted_games"] == final["last_game_id"],
         "integrity_check ok": final["integrity"] == "ok",

@@ -82,7 +82,7 @@ class Daemon:
             self.run_dir,
             lambda: self.config,
             self._warn,
-            paused=lambda: self.paused,
+            paused=self.halted,
             exited=self._exited,
             each_round=self._announce_pause,
         )
@@ -93,7 +93,8 @@ class Daemon:
         self.served = Totals()  # network evaluations as self-play's inference services ran them
         self.settling: dict[str, bool] = {}  # self-play workers still playing out games of an older batch shape
         self.best: int | None = None
-        self.paused = False
+        self.paused = False  # by a client
+        self.disk_full = False  # the state file's disk: self-play waits for room (hexzd.daemon.ingest)
         self.stopping: asyncio.Event | None = None
         self.stop_reason, self.exit_code = "", 0
         self.last_out_error = float("-inf")
@@ -304,7 +305,11 @@ class Daemon:
         """Says whether the run is paused, every round of the supervisor: a worker whose
         subscription came after the last change (ZeroMQ's slow joiner) learns it within a
         second. A worker started meanwhile starts as it says (`--paused`)."""
-        await self._publish(m.Pause(paused=self.paused))
+        await self._publish(m.Pause(paused=self.halted()))
+
+    def halted(self) -> bool:
+        """Whether self-play waits: paused by a client, or the disk is full."""
+        return self.paused or self.disk_full
 
     async def _flush(self) -> None:
         """Writes the pending messages and events (hexzd.daemon.ingest)."""
@@ -316,6 +321,11 @@ class Daemon:
         if store.damaged(error):
             self.out(f"error: daemon: {self.db} is damaged: {error}; stopping")
             self.stop(f"the state file is damaged: {error}", code=1)
+        if store.disk_full(error) and not self.disk_full:
+            self.disk_full = True  # the next supervisor round pauses self-play; ingest resumes it
+            message = f"disk full: {self.db} cannot be written; self-play waits until there is room"
+            self.out(f"error: daemon: {message}")
+            self.pending.messages.append(m.Event(level="error", source="daemon", message=message))
         now = time.monotonic()
         if now - self.last_write_error > 60:
             self.out(f"error: daemon: cannot write {self.db}: {error}; results are held and retried")

@@ -122,6 +122,10 @@ class Ingest:
 
     async def _writable_again(self) -> None:
         daemon, pending = self.daemon, self.daemon.pending
+        if daemon.disk_full:
+            daemon.disk_full = False
+            await daemon._event("info", "daemon", "the disk has room again: self-play goes on")
+            await daemon._announce_pause()
         if pending.failing_since is not None:
             seconds = time.monotonic() - pending.failing_since
             pending.failing_since = None

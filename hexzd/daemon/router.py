@@ -65,7 +65,7 @@ class Control:
         daemon = self.daemon
         if request.command in ("pause", "resume"):
             daemon.paused = request.command == "pause"
-            await daemon._publish(m.Pause(paused=daemon.paused))
+            await daemon._publish(m.Pause(paused=daemon.halted()))
             await daemon._event("info", "daemon", f"{request.command}d by a client")
         elif request.command == "stop":
             daemon.stop("stop requested by a client")
@@ -80,7 +80,7 @@ class Control:
             "pid": os.getpid(),
             "db": str(daemon.db),
             "config": str(daemon.config_path),
-            "state": "stopping" if daemon.stopping.is_set() else "paused" if daemon.paused else "running",
+            "state": _state(daemon),
             "stop_reason": daemon.stop_reason if daemon.stopping.is_set() else None,
             "uptime": time.monotonic() - daemon.started,
             "best": daemon.best,
@@ -122,3 +122,10 @@ class Control:
                 shown["visits"] = np.frombuffer(shown["visits"], "<f4").round(4).tolist()
                 return shown
         return None
+
+
+def _state(daemon) -> str:
+    """running, paused (by a client), disk full (self-play waits for room), or stopping."""
+    if daemon.stopping.is_set():
+        return "stopping"
+    return "disk full" if daemon.disk_full else "paused" if daemon.paused else "running"

@@ -91,6 +91,7 @@ class Ticks:
             f"best {best} | eval {daemon.cpu.overall('duel'):.0%} of CPU"
             + (f" | {duel}" if duel else "")
             + (" | paused" if daemon.paused else "")
+            + (" | disk full" if daemon.disk_full else "")
         )
 
     def _check_budgets(self) -> None:

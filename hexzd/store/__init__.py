@@ -53,6 +53,7 @@ from hexzd.store.schema import (  # noqa: F401
     StateFileError,
     check_writable,
     damaged,
+    disk_full,
     identify,
     migrate,
     prepare,

@@ -17,6 +17,7 @@ than this code or (to write) read-only is refused with a StateFileError
 whose reason fits on one line after the file's name.
 """
 
+import errno
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -259,7 +260,7 @@ VERSION = len(MIGRATIONS)
 
 # PRAGMA application_id of each kind of file hexzd makes: "hexz", "hexL", "hexK" in ASCII.
 APPLICATION_IDS = {"state file": 0x6865787A, "league file": 0x6865784C, "kept ladder": 0x6865784B}
-SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB = 8, 11, 14, 26  # SQLite's primary result codes
+SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 8, 11, 13, 14, 26  # primary codes
 
 
 class StateFileError(RuntimeError):
@@ -305,6 +306,19 @@ def damaged(error: BaseException) -> bool:
     if code is not None:
         return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
     return any(words in str(error) for words in ("malformed", "not a database"))
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether an error says the disk is full (SQLITE_FULL, or ENOSPC from the OS): trying
+    again helps once space returns."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    if not isinstance(error, sqlite3.Error):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == SQLITE_FULL
+    return "disk is full" in str(error)
 
 
 def refusal(error: sqlite3.Error, kind: Kind = STATE) -> StateFileError:
