@@ -412,7 +412,7 @@ class TrainConfig(Section):
         "positions in the sliding replay window, held in memory; auto: max(100_000, 2_000 * n * n): 162_000 at 9x9",
     )
     min_positions: int = live(2_000, "positions in the window before the first step", ge=1, le=10_000_000)
-    reuse: float = live(4.0, "target times each position is trained on, on average", gt=0, le=1000)
+    reuse: float = live(4.0, "target times each position is trained on, on average", gt=0, le=1_000_000)
     snapshot_every: int = live(200, "steps between candidate snapshots", ge=1, le=1_000_000)
     seed: int = fixed(0, "seed of the trainer's sampling and initial weights", ge=0, le=2**32 - 1)
     poll_seconds: float = live(2.0, "wait between looks for new games while the trainer is ahead", ge=0.1, le=600)

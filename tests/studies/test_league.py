@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def league(path, runs, lines=None, **settings):
 
 
 def read(path, sql, params=()):
-    with store.read_only(path) as c:
+    """A league file's rows, read only (store.read_only opens state files alone)."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
         return c.execute(sql, params).fetchall()
 
 
