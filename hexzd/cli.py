@@ -540,7 +540,7 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
     a timeout or a crash loses the game. Prints each game and A's score."""
     from pathlib import Path
 
-    from hexzd.protocols.match import play_match, summary, write_record
+    from hexzd.protocols.referee import referee_match, summary, write_record
 
     Path(log_dir).mkdir(parents=True, exist_ok=True)
 
@@ -554,7 +554,7 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
             )
 
     try:
-        results = play_match(engine_a, engine_b, size, games, plies, seed, timeout, Path(log_dir), on_game)
+        results = referee_match(engine_a, engine_b, size, games, plies, seed, timeout, Path(log_dir), on_game)
     except OSError as e:  # an engine command that cannot start at all
         raise click.ClickException(f"cannot start an engine: {e}") from None
     s = summary(results)

@@ -1,6 +1,6 @@
 """Outside HTP engines: the client that drives one, and an engine as a `Player`.
 
-`hexzd match` referees two engines through HtpClient (hexzd.protocols.match).
+`hexzd match` referees two engines through HtpClient (hexzd.protocols.referee).
 The daemon rates the engines of `[ratings] engines` (MoHex, say) on the
 run's scale through EnginePlayer, in the same colour-swapped pairs as every
 other rating match (hexzd.evaluation.matches.play_pairs).
@@ -61,7 +61,7 @@ class HtpClient:
     It holds at most MAX_LINES lines of MAX_LINE characters: an engine that
     writes more than that in one answer, or a longer line, fails, as one that
     does not answer in time or dies. An engine that fails so is killed and
-    reaped at once (`alive` is False: hexzd.protocols.match starts another);
+    reaped at once (`alive` is False: hexzd.protocols.referee starts another);
     `close` quits or kills it. Every wait has a deadline. A command that
     cannot start raises OSError.
     """

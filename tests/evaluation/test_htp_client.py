@@ -17,7 +17,7 @@ import pytest
 from hexzd.evaluation import engines
 from hexzd.evaluation.engines import EngineFailure, EnginePlayer, HtpClient
 from hexzd.game.rules import Games
-from hexzd.protocols.match import play_match
+from hexzd.protocols.referee import referee_match
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]  # real processes: `pytest -m e2e`
 
@@ -142,5 +142,5 @@ def test_a_match_whose_second_engine_cannot_start_leaves_no_first_engine(process
     """A lives on after its input ends, as a careless engine may: the referee must kill it."""
     a = engine(processes, "a", ANSWER, after_input="time.sleep(120)")
     with pytest.raises(OSError):
-        play_match(a, "no-such-engine-xyz --quiet", 3, 2, log_dir=processes)
+        referee_match(a, "no-such-engine-xyz --quiet", 3, 2, log_dir=processes)
     assert gone(pid_of(processes, "a"))

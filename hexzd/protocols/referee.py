@@ -37,7 +37,7 @@ from hexzd.game.notation import cell_name, to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove
 from hexzd.search.player import RESIGN
 
-__all__ = ["EngineFailure", "HtpClient", "GameResult", "play_match", "summary"]
+__all__ = ["EngineFailure", "HtpClient", "GameResult", "referee_match", "summary"]
 
 
 @dataclass
@@ -109,7 +109,7 @@ def _finish(result: GameResult, actions: list[int], n: int, winner: str, reason:
     return result
 
 
-def play_match(
+def referee_match(
     command_a: str,
     command_b: str,
     n: int,
