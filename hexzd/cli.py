@@ -123,13 +123,15 @@ def _state_file(db) -> Iterator[None]:
         raise Refused(f"{db}: {e}") from None
 
 
-def _check(db) -> None:
-    """Ends the command in one line if `db` is there but is not a state file this hexzd can read."""
+def _check(db) -> str | None:
+    """Ends the command in one line if `db` is there but is not a state file this hexzd can read;
+    else why its daemon last stopped (None if it never has, or there is no file)."""
     from hexzd import store
 
-    if Path(db).exists():
-        with _state_file(db), store.read_only(db):
-            pass
+    if not Path(db).exists():
+        return None
+    with _state_file(db), store.read_only(db) as connection:
+        return store.stop_reason(connection)
 
 
 def _duration(ctx, param, value):
@@ -216,9 +218,10 @@ def _request(db, command: str, port: int | None = None) -> dict:
     except (DaemonError, KeysMissing) as e:
         raise click.ClickException(str(e)) from None
     if status is None:
-        _check(db)  # a file that no daemon could run on is named as such
+        stopped = _check(db)  # a file that no daemon could run on is named as such
         where = f"on port {port}" if port else f"for {db}"
-        raise click.ClickException(f"no hexzd daemon answers {where}; start one with `hexzd start`")
+        last = f" (it last stopped: {stopped})" if stopped and not port else ""
+        raise click.ClickException(f"no hexzd daemon answers {where}{last}; start one with `hexzd start`")
     return status
 
 
@@ -233,6 +236,8 @@ def _print_status(status: dict) -> None:
         click.echo(f"  {status['duel']}")
     if status["config_error"]:
         click.echo(f"  config refused: {status['config_error']}")
+    if status.get("stop_reason"):
+        click.echo(f"  stopping: {status['stop_reason']}")
     for name, w in status["workers"].items():
         state = f"pid {w['pid']}" if w["alive"] else "down"
         click.echo(f"  {name:<12} {state:<12} restarts {w['restarts']}")

@@ -89,6 +89,8 @@ def test_a_loop_that_keeps_failing_stops_the_daemon_with_the_reason(daemon, tmp_
         assert store.stop_reason(connection).startswith(reason)
     assert seen and seen[-1].startswith(reason)
     assert reason in run.output.read_text()
+    gone = run.hexzd("status", timeout=30)  # after it: the CLI says why it stopped
+    assert gone.returncode == 1 and f"(it last stopped: {reason}" in gone.stderr
 
 
 @pytest.mark.e2e
