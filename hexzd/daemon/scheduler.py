@@ -25,7 +25,11 @@ machine can rate them. With the wait, promotions come at most a factor
 short; the rating matches take the whole evaluation share while it lasts.
 It is on by default (0.25): measured against off, it narrowed the intervals
 2-3x on 5x5 and 7x7 at no strength cost the seeds' spread could show (docs/results.md,
-"precise ratings first").
+"precise ratings first"). The wait is given up, with an event, once the rating
+matches' pace since the promotion shows that the interval cannot reach the
+target in the time left (an interval narrows as 1/sqrt(games)): on 7x7 a 2-core
+machine never reached +-50, so every candidate sat out the full 10 minutes while
+self-play played an older network.
 
 Outside engines ([ratings] engines) are rating opponents like any other. One
 that failed (the duel worker names it in the match's end) is not chosen again
@@ -52,6 +56,7 @@ from hexzd.evaluation.throttle import ratings_due
 from hexzd.store.writes import Writer
 
 MAX_RATING_WAIT = 600.0  # seconds: the longest a promotion duel waits for a rating, however old the run
+PACE_AFTER = 60.0  # seconds of waiting before the rating matches' pace may say the target is out of reach
 MATCH_CRASHES = 3  # crashes of the duel worker in one match, after which the match is given up
 
 
@@ -65,6 +70,7 @@ class Scheduler:
         self.broken: dict[str, str] = {}  # engine name -> the command line that failed
         self.playing: list[int] = []  # the matches the duel worker is in (MatchStart), innermost last
         self.crash: str | None = None  # how the duel worker's last crash went, until it is back
+        self.gave_up: int | None = None  # the promoted model whose rating the promotion no longer waits for
 
     def references(self) -> list[int]:
         """[ratings] references, each once (in its first place)."""
@@ -99,14 +105,25 @@ class Scheduler:
         newest = await self.store.newest_promotion()
         if newest is None or not (c.duel.rating_wait and c.ratings.share):
             return ""
-        model_id, at, half = newest
+        model_id, at, half, rated, since = newest
         f, waited = c.duel.rating_wait, time.time() - at
         # The wait ends when waited >= f * age; both grow with the clock, so f * age - waited
         # shrinks by 1 - f a second.
         left = min((f * self.age() - waited) / (1 - f), MAX_RATING_WAIT - waited)
-        if (half is not None and half <= c.ratings.target_elo) or left <= 0:
+        if (half is not None and half <= c.ratings.target_elo) or left <= 0 or model_id == self.gave_up:
             return ""
         interval = "unrated" if half is None else f"+-{half:.0f}"
+        if waited >= PACE_AFTER and _out_of_reach(half, c.ratings.target_elo, rated, since / waited, left):
+            self.gave_up = model_id
+            await self.store.add_event(
+                time.time(),
+                "info",
+                "scheduler",
+                f"promotion stops waiting for model {model_id}'s rating: at {since / waited * 60:.0f} rated"
+                f" games a minute, its interval ({interval}) cannot reach +-{c.ratings.target_elo:g}"
+                f" in the {left:.0f} s left",
+            )
+            return ""
         return f"promotion waits {left:.0f} s for model {model_id}'s rating ({interval})"
 
     def ended(self, duel_id: int) -> None:
@@ -203,3 +220,12 @@ class Scheduler:
         """Whether perfect play tops the ladder now ([ratings] perfect is live)."""
         c = self.config()
         return scale.has_perfect(c.game.board_size, c.game.swap, c.ratings.perfect)
+
+
+def _out_of_reach(half: float | None, target: float, rated: int, pace: float, left: float) -> bool:
+    """Whether a snapshot rated +-half on `rated` games cannot reach a 95% interval of +-target
+    in `left` seconds at `pace` rated games a second: intervals narrow as 1/sqrt(games). Unknown
+    (so not out of reach) while it is unrated or no rating game has ended since its promotion."""
+    if half is None or pace <= 0:
+        return False
+    return rated * ((half / target) ** 2 - 1) > pace * left

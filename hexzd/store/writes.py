@@ -341,11 +341,15 @@ class Writer:
     async def has_duels(self) -> bool:
         return await self._one("SELECT 1 FROM duels LIMIT 1") is not None
 
-    async def newest_promotion(self) -> tuple[int, float, float | None] | None:
-        """The newest promoted model: (its id, when, its 95% interval's half-width, None unrated)."""
+    async def newest_promotion(self) -> tuple[int, float, float | None, int, int] | None:
+        """The newest promoted model: (its id, when, its 95% interval's half-width or None
+        unrated, the rated games its interval stands on, its rating-match games since then)."""
         row = await self._one(
-            "SELECT m.id, p.at, (m.rating_hi - m.rating_lo) / 2 FROM promotions p JOIN models m ON m.id = p.model_id"
-            " ORDER BY p.at DESC LIMIT 1"
+            "SELECT m.id, p.at, (m.rating_hi - m.rating_lo) / 2,"
+            " (SELECT COALESCE(MAX(r.games), 0) FROM ratings r WHERE r.model_id = m.id),"
+            " (SELECT COALESCE(SUM(d.wins + d.losses), 0) FROM duels d WHERE d.kind = 'rating'"
+            "  AND d.started_at >= p.at AND m.id IN (d.candidate_id, d.opponent_id))"
+            " FROM promotions p JOIN models m ON m.id = p.model_id ORDER BY p.at DESC LIMIT 1"
         )
         return tuple(row) if row else None
 

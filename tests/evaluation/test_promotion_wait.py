@@ -80,3 +80,46 @@ def test_a_promotion_duel_waits_for_the_newest_snapshots_rating_within_its_share
     promoted_ago(db, MAX_RATING_WAIT - 60, None)
     line, kinds = schedule(db, 0.25, 100_000)
     assert kinds == {"rating"} and "waits 60 s" in line
+
+
+def rated_since(db, model_id: int, half: float, rated: int, games: int, seconds: float) -> None:
+    """Model `model_id` promoted `seconds` ago, +-half on `rated` games, of which `games` came
+    from one rating match played since its promotion."""
+    promoted_ago(db, seconds, half)
+    now = time.time()
+    with sqlite3.connect(db) as c:
+        c.execute(
+            "INSERT OR REPLACE INTO ratings VALUES (?, ?, 64, 0, ?, ?, ?, 0, ?)",
+            (f"model {model_id} @64", model_id, -half, half, rated, now),
+        )
+        c.execute(
+            "INSERT INTO duels (kind, candidate_id, sims, opponent_sims, pairs, started_at, finished_at,"
+            " wins, losses, result) VALUES ('rating', ?, 64, 100, 8, ?, ?, ?, ?, 'played')",
+            (model_id, now - seconds + 1, now, games // 2, games - games // 2),
+        )
+
+
+def test_the_wait_is_given_up_when_the_pace_of_rating_games_cannot_reach_the_target(tmp_path):
+    """+-80 on 100 games needs 100 * ((80/50)^2 - 1) = 156 more for +-50. 120 s after the
+    promotion of a 1,000 s run it may wait (250 - 120) / 0.75 = 173 s more."""
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    add_model(db, 4)
+    add_model(db, 4, promoted=False)
+
+    rated_since(db, 1, 80.0, 100, 240, 120)  # 2 games a second: 156 games in 78 s, it waits
+    line, kinds = schedule(db, 0.25, 1000)
+    assert kinds == {"rating"} and "promotion waits 173 s for model 1's rating (+-80)" in line
+
+    rated_since(db, 1, 80.0, 100, 20, 120)  # 1/6 a second: 156 games take 936 s, so it does not
+    line, kinds = schedule(db, 0.25, 1000)
+    assert "promotion" in kinds and "waits" not in line
+    with sqlite3.connect(db) as c:
+        (said,) = c.execute("SELECT message FROM events WHERE source = 'scheduler'").fetchone()
+    assert said == (
+        "promotion stops waiting for model 1's rating: at 10 rated games a minute, its interval (+-80)"
+        " cannot reach +-50 in the 173 s left"
+    )
+
+    rated_since(db, 1, 80.0, 100, 20, 30)  # the same pace, too soon to judge it: it waits
+    assert schedule(db, 0.25, 1000)[1] == {"rating"}
