@@ -381,6 +381,75 @@ def ratings(db, as_json):
         )
 
 
+def _id_range(ctx, param, value):
+    """`A..B`, `A..`, `..B` or `A` -> (first, last), last None for no end."""
+    if value is None:
+        return 1, None
+    first, dots, last = value.partition("..")
+    try:
+        bounds = int(first or 1), int(last) if last else None if dots else int(first)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not A..B, A.., ..B or one id") from None
+    if bounds[0] < 1 or bounds[1] is not None and bounds[1] < bounds[0]:
+        raise click.BadParameter(f"'{value}' holds no id: ids start at 1 and A..B needs A <= B")
+    return bounds
+
+
+@main.command()
+@DB_OPTION
+@click.option(
+    "--kind",
+    type=click.Choice(["selfplay", "duel", "rating", "all"]),
+    default="selfplay",
+    show_default=True,
+    help="self-play games, promotion duels' games, rating matches' games, or all of them",
+)
+@click.option("--model", type=click.IntRange(1), help="only the games model N played: its self-play, its matches")
+@click.option(
+    "--ids",
+    callback=_id_range,
+    help="ids A..B, A.., ..B or one id: self-play games (`games.id`) and match games (`duel_games.id`) "
+    "are numbered apart, so not with --kind all",
+)
+@click.option("--last", "newest", type=click.IntRange(1), help="only the newest N games of the selection")
+@click.option(
+    "--format", "fmt", type=click.Choice(["sgf", "trmph"]), default="sgf", show_default=True, help="SGF or trmph"
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="a file for all the games, or a folder (one there, or a name ending in /) for a file a game"
+    "  [default: stdout]",
+)
+def games(db, kind, model, ids, newest, fmt, out):
+    """Game records as SGF for HexGui (one game tree a game) or trmph.com lines (one a game).
+
+    SGF names the players as `hexzd ratings` does, with the result (`B+R`/`W+R`:
+    the loser resigned), the date and the event; moves, the swap (`swap-pieces`)
+    and cells as HexGui writes them. HexGui opens the first game of a file: write
+    a folder to open each."""
+    from hexzd.protocols import game_records
+
+    if ids != (1, None) and kind == "all":
+        raise click.UsageError("--ids needs one --kind: self-play games and match games are numbered apart")
+    if not Path(db).exists():
+        raise click.ClickException(f"no state file {db}")
+    selection = game_records.Selection(kind, model, *ids, newest)
+    try:
+        with _state_file(db):
+            records = game_records.read_records(db, selection)
+        if not records:
+            click.echo("no games match the selection", err=True)
+        if out is None:
+            click.echo("".join(game_records.texts(records, fmt)), nl=False)
+            return
+        folder = Path(out).is_dir() or out.endswith(("/", "\\"))
+        game_records.write(records, fmt, Path(out), folder)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{len(records)} games written to {out}{' (a file each)' if folder else ''}", err=True)
+
+
 @main.command()
 @click.option(
     "--db",

@@ -400,3 +400,50 @@ def events_where(connection, levels=(), containing=()) -> list[dict]:
         f"SELECT id, at, level, source, message FROM events WHERE {' OR '.join(tests)} ORDER BY id",
         (*levels, *(f"%{text}%" for text in containing)),
     )
+
+
+# -- hexzd games ---------------------------------------------------------------------
+
+RECORD_COLUMNS = "id, model_id, sims, board_size, moves, winner, created_at"
+MATCH_RECORD_COLUMNS = """g.id, g.duel_id, d.kind, g.moves, g.winner, g.candidate_colour, g.created_at,
+    d.candidate_id, d.sims, d.opponent_id, d.opponent_sims"""
+
+
+def has_model(connection, model_id: int) -> bool:
+    return connection.execute("SELECT 1 FROM models WHERE id = ?", (model_id,)).fetchone() is not None
+
+
+def selfplay_records(connection, model: int | None, first: int, last: int | None, newest: int | None) -> list[dict]:
+    """`hexzd games`: the self-play games with ids from `first` to `last` (None: no end), of
+    model `model` (None: any), the newest `newest` of them (None: all), oldest first, as
+    RECORD_COLUMNS."""
+    found = rows(
+        connection,
+        f"""
+        SELECT {RECORD_COLUMNS} FROM games
+        WHERE (:model IS NULL OR model_id = :model) AND id >= :first AND (:last IS NULL OR id <= :last)
+        ORDER BY id DESC LIMIT COALESCE(:newest, -1)""",
+        {"model": model, "first": first, "last": last, "newest": newest},
+    )
+    return found[::-1]
+
+
+def match_records(
+    connection, kinds: tuple[str, ...], model: int | None, first: int, last: int | None, newest: int | None
+) -> list[dict]:
+    """`hexzd games`: the games of the duels of `kinds` (promotion, rating), selected as
+    `selfplay_records` selects, `model` as either player; oldest first, as
+    MATCH_RECORD_COLUMNS and the opponent's engine (NULL in files before schema 5)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(duels)")}
+    engine = "d.opponent_engine" if "opponent_engine" in columns else "NULL"
+    found = rows(
+        connection,
+        f"""
+        SELECT {MATCH_RECORD_COLUMNS}, {engine} AS opponent_engine
+        FROM duel_games g JOIN duels d ON d.id = g.duel_id
+        WHERE d.kind IN ({", ".join("?" * len(kinds))}) AND (? IS NULL OR ? IN (d.candidate_id, d.opponent_id))
+            AND g.id >= ? AND (? IS NULL OR g.id <= ?)
+        ORDER BY g.id DESC LIMIT COALESCE(?, -1)""",
+        (*kinds, model, model, first, last, last, newest),
+    )
+    return found[::-1]
