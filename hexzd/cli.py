@@ -462,16 +462,24 @@ def games(db, kind, model, ids, newest, fmt, out):
 )
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False), help="where to write")
 @click.option("--format", "fmt", default="png", show_default=True, type=click.Choice(["png", "svg"]))
-def report(dbs, out, fmt):
+@click.option(
+    "--tensorboard",
+    "board",
+    type=click.Path(file_okay=False),
+    help="write the run's curves as TensorBoard event files into this folder, instead of figures",
+)
+def report(dbs, out, fmt, board):
     """Figures of a run for a paper: rating against time, compute and steps, the
     Pareto front, perfect play, losses, throughput and the tuner's settings.
 
     Reads the state files read-only, also while their daemons run. With several
-    --db, each figure overlays the runs, one colour each, named by file."""
-    from hexzd.studies.report import ReportError, Unreadable, write_report
+    --db, each figure overlays the runs, one colour each, named by file.
+    --tensorboard DIR writes the curves as TensorBoard event files into DIR
+    instead (a folder per run with several --db), for `tensorboard --logdir DIR`."""
+    from hexzd.studies.report import ReportError, Unreadable, write_report, write_tensorboard
 
     try:
-        written, missing = write_report(dbs, out, fmt)
+        written, missing = write_tensorboard(dbs, board) if board else write_report(dbs, out, fmt)
     except Unreadable as e:  # each file named with its reason
         raise Refused(str(e)) from None
     except ReportError as e:

@@ -6,6 +6,7 @@ state file inconsistent). `live(...)` and `fixed(...)` declare which, and the
 description is the comment that `config.toml` carries on the key's line.
 """
 
+import importlib.util
 import json
 import math
 import re
@@ -293,6 +294,33 @@ class RetentionConfig(Section):
     log_files: int = live(3, "rotated logs kept of each (NAME.log.1 the newest)", ge=0, le=1000)
 
 
+class LoggingConfig(Section):
+    """[logging]: the run's curves written for other tools too; the state file stays the source."""
+
+    tensorboard: str = live(
+        "",
+        "folder of TensorBoard event files kept up to date from the state file, relative to this file's folder"
+        ' ("": none; the tensorboard extra)',
+    )
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard_installed(cls, folder: str) -> str:
+        if "\0" in folder:
+            raise ValueError("a path has no NUL character")
+        if folder and not installed("tensorboard"):
+            raise ValueError("needs the tensorboard package, which is not installed: pip install 'hexzd[tensorboard]'")
+        return folder
+
+
+def installed(package: str) -> bool:
+    """Whether `package` can be imported, found without importing it."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules, one that cannot load
+        return False
+
+
 class DaemonConfig(Section):
     """[daemon]: supervision, logging and endpoints."""
 
@@ -434,6 +462,7 @@ class Config(BaseModel):
     budget: BudgetConfig = BudgetConfig()
     device: DeviceConfig = DeviceConfig()
     retention: RetentionConfig = RetentionConfig()
+    logging: LoggingConfig = LoggingConfig()
     daemon: DaemonConfig = DaemonConfig()
 
     @model_validator(mode="after")

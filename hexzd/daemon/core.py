@@ -15,6 +15,9 @@ One asyncio process, its concerns each in a module:
                 (hexzd.daemon.reconfigure)
     tick        progress lines, metrics, budgets, the tuner, ratings, retention
                 (hexzd.daemon.ticks)
+    tensorboard the state file's new rows as TensorBoard event files, when
+                [logging] tensorboard names a folder
+                (hexzd.daemon.tensorboard_live)
 This module holds the Daemon: the state they share (counters, best model,
 pending results, whether it is paused), its start, transactions and events,
 signals and shutdown. Each of those long-running concerns runs supervised
@@ -48,6 +51,7 @@ from hexzd.daemon.router import Control
 from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.supervisor import Loops, Supervisor, Worker, describe
+from hexzd.daemon.tensorboard_live import LiveExport
 from hexzd.daemon.ticks import Ticks
 from hexzd.evaluation import scale
 from hexzd.processes import STOP_SIGNALS
@@ -110,6 +114,7 @@ class Daemon:
         self.control = Control(self)
         self.config_file = ConfigFile(self)
         self.ticks = Ticks(self)
+        self.tensorboard = LiveExport(self)  # [logging] tensorboard
 
     # -- start and stop ------------------------------------------------------
 
@@ -146,12 +151,14 @@ class Daemon:
                 ("config", self.config_file.watch),
                 ("ticks", self.ticks.run),
                 ("gpu", self.ticks.sample_gpu),
+                ("tensorboard", self.tensorboard.run),
             ):
                 self.loops.start(name, loop)
             await self.stopping.wait()
             self.loops.cancel("workers")  # no restarts while the workers stop
             await self._shutdown(list(self.loops.tasks.values()))
             await self._keep_ladder()  # the games of a ladder match the stop cut short
+            await self.tensorboard.close()  # the last commit's rows too
             return self.exit_code
         finally:
             await self.store.close()

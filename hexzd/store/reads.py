@@ -346,6 +346,51 @@ def tuning_history(connection) -> list[dict]:
     return rows(connection, "SELECT at, knob, old, new, reason FROM tuning ORDER BY at, rowid")
 
 
+# -- TensorBoard event files (hexzd.store.tensorboard_export) ---------------------------
+# Each reads on from the rowid it was given: a table's rows are added in commit order by
+# the daemon, its one writer, so a rowid above the last one read is a row not yet read.
+
+
+def run_id(connection) -> str | None:
+    """The state file's own id (`run` in meta, schema 7 on), or None in an older file."""
+    row = connection.execute("SELECT value FROM meta WHERE key = 'run'").fetchone()
+    return row[0] if row else None
+
+
+def metric_samples_after(connection, after: int, limit: int) -> list[tuple]:
+    """(rowid, at, source, name, value, train_step) of up to `limit` metric samples with rowids
+    above `after`, oldest first; train_step is the one the trainer reported with the sample (its
+    source, at the same moment), None for samples that came without one."""
+    return connection.execute(
+        "SELECT m.rowid, m.at, m.source, m.name, m.value, t.value FROM metrics m"
+        " LEFT JOIN metrics t ON t.name = 'train_step' AND t.at = m.at AND t.source = m.source"
+        " WHERE m.rowid > ? ORDER BY m.rowid LIMIT ?",
+        (after, limit),
+    ).fetchall()
+
+
+def tuning_after(connection, after: int) -> list[tuple]:
+    """(rowid, at, knob, new) of the tuner's decisions with rowids above `after`, oldest first."""
+    return connection.execute(
+        "SELECT rowid, at, knob, new FROM tuning WHERE rowid > ? AND new IS NOT NULL ORDER BY rowid", (after,)
+    ).fetchall()
+
+
+def promotions_after(connection, after: int) -> list[tuple]:
+    """(model_id, at, score, train_step) of the promotions of models above `after`, in model order
+    (a promotion duel's candidate is newer than every earlier one's)."""
+    return connection.execute(
+        "SELECT p.model_id, p.at, p.score, m.train_step FROM promotions p JOIN models m ON m.id = p.model_id"
+        " WHERE p.model_id > ? ORDER BY p.model_id",
+        (after,),
+    ).fetchall()
+
+
+def ratings_fitted_at(connection) -> float | None:
+    """When the ratings were last fitted (the ratings table's rows all carry it); None before the first fit."""
+    return connection.execute("SELECT MAX(updated_at) FROM ratings").fetchone()[0]
+
+
 # -- hexzd league -----------------------------------------------------------------
 
 

@@ -6,6 +6,9 @@ colour per run in every figure. matplotlib is an optional extra
 (`hexzd[report]`), imported only when a figure is drawn, and used without
 pyplot: Figure objects on the Agg canvas, so no display is needed and no
 global state changes.
+
+`hexzd report --tensorboard DIR` writes a run's curves as TensorBoard event
+files instead (`write_tensorboard`): the daemon's live export, run once.
 """
 
 from collections.abc import Callable
@@ -16,6 +19,7 @@ from hexzd import store
 from hexzd.config import Config, stored
 from hexzd.evaluation import scale
 from hexzd.store import reads
+from hexzd.store.tensorboard_export import Exporter, ExportError, tensorboard
 
 FORMATS = ("png", "svg")
 INSTALL = "pip install 'hexzd[report]'"
@@ -142,17 +146,22 @@ def load_all(dbs) -> tuple[list[Run], list[str]]:
     Legends name a run by its file name, or by the path given where two runs
     share a name. One unreadable file among others is skipped; alone, or when
     all are, it is an error."""
-    dbs = [str(db) for db in dbs]
-    names = [Path(db).name for db in dbs]
     runs, unread = [], []
-    for db, name in zip(dbs, names):
+    for db, label in labelled(dbs):
         try:
-            runs.append(load(db, name if names.count(name) == 1 else db))
+            runs.append(load(db, label))
         except ReportError as e:
             unread.append(f"{db}: {e}")
     if not runs:
         raise Unreadable("; ".join(unread))
     return runs, [f"skipped {line}" for line in unread]
+
+
+def labelled(dbs) -> list[tuple[str, str]]:
+    """(state file, its run's name): the file's name, or the path given where two share a name."""
+    dbs = [str(db) for db in dbs]
+    names = [Path(db).name for db in dbs]
+    return [(db, name if names.count(name) == 1 else db) for db, name in zip(dbs, names)]
 
 
 # -- what each figure draws of one run -------------------------------------------------
@@ -383,3 +392,50 @@ def write_report(dbs, out, fmt: str = "png") -> tuple[list[Path], list[str]]:
             fig.savefig(out / name, format=fmt, dpi=150)
             written.append(out / name)
     return written, missing
+
+
+# -- TensorBoard event files ---------------------------------------------------------------
+
+
+def write_tensorboard(dbs, folder) -> tuple[list[str], list[str]]:
+    """Writes each run's curves as TensorBoard event files (hexzd.store.tensorboard_export, one
+    export of the whole file): into `folder` for one state file, into a folder of its own under
+    `folder` for each of several, named as the figures' legends name the runs.
+
+    Returns (a line per run written: its folder and points, a line for each state file skipped).
+    Raises Unreadable when no state file can be read, ReportError without the tensorboard package."""
+    try:
+        tensorboard()  # before any work: without tensorboard nothing can be written
+    except ExportError as e:
+        raise ReportError(str(e)) from None
+    runs = labelled(dbs)
+    written, unread = [], []
+    for db, label in runs:
+        where = Path(folder) if len(runs) == 1 else Path(folder) / _within(label)
+        try:
+            written.append(f"{where}: {_export(db, where)} points")
+        except store.StateFileError as e:
+            unread.append(f"{db}: {e}")
+    if not written:
+        raise Unreadable("; ".join(unread))
+    return written, [f"skipped {line}" for line in unread]
+
+
+def _within(label: str) -> Path:
+    """A run's label as a folder under the export's: a path given loses its root and any `..`."""
+    path = Path(label)
+    return Path(*(part for part in path.parts if part not in (path.anchor, "..", ".")))
+
+
+def _export(db, folder: Path) -> int:
+    """One state file's curves, all of them, into `folder`: the points written. Raises
+    StateFileError for a state file that cannot be read, ReportError for a folder that cannot be written."""
+    if not Path(db).is_file():
+        raise store.StateFileError("no such state file")
+    exporter = Exporter(db, folder)
+    try:
+        return exporter.export()
+    except OSError as e:
+        raise ReportError(f"cannot write {folder}: {e.strerror or e}") from None
+    finally:
+        exporter.close()
