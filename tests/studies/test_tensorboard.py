@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from daemon_run import DaemonRun
+from daemon_run import DaemonRun, config_text
 
 from hexzd import store
 from hexzd.cli import main
@@ -184,11 +184,13 @@ def test_the_key_is_refused_without_the_tensorboard_package(monkeypatch):
 
 @pytest.mark.e2e
 def test_the_live_export_survives_a_kill_and_a_restart_without_a_lost_or_doubled_point():
+    """The key set by a live edit; the daemon killed with -9, then started again and stopped."""
     path = Path(tempfile.mkdtemp(prefix="hz", dir="/tmp"))  # ipc socket paths are limited to ~100 characters
-    edits = {"[selfplay]": ["workers = 0"], "[daemon]": ["progress_seconds = 0.5"], "[logging]": ['tensorboard = "tb"']}
+    edits = {"[selfplay]": ["workers = 0"], "[daemon]": ["progress_seconds = 0.5"]}
     run = DaemonRun(path, edits=edits)
     try:
         run.start()
+        run.config.write_text(config_text({**edits, "[logging]": ['tensorboard = "tb"']}))
         run.wait_for(lambda: (path / "tb").is_dir() and run.count("metrics") >= 10, 60, "metric samples")
         time.sleep(1.0)  # a round or two of the export
         run.kill9()
