@@ -348,7 +348,8 @@ def tuning_history(connection) -> list[dict]:
 
 # -- TensorBoard event files (hexzd.store.tensorboard_export) ---------------------------
 # Each reads on from the rowid it was given: a table's rows are added in commit order by
-# the daemon, its one writer, so a rowid above the last one read is a row not yet read.
+# the daemon, its one writer, so a rowid above the last one read is a row not yet read
+# (retention keeps each series' newest row, so the newest rowid is not freed for reuse).
 
 
 def run_id(connection) -> str | None:

@@ -184,12 +184,20 @@ def test_the_key_is_refused_without_the_tensorboard_package(monkeypatch):
 
 @pytest.mark.e2e
 def test_the_live_export_survives_a_kill_and_a_restart_without_a_lost_or_doubled_point():
-    """The key set by a live edit; the daemon killed with -9, then started again and stopped."""
+    """The key set by live edits, first to a folder that cannot be made (a warning, once, and the run
+    goes on); the daemon killed with -9, then started again and stopped."""
     path = Path(tempfile.mkdtemp(prefix="hz", dir="/tmp"))  # ipc socket paths are limited to ~100 characters
+    (path / "a-file").write_text("")
     edits = {"[selfplay]": ["workers = 0"], "[daemon]": ["progress_seconds = 0.5"]}
     run = DaemonRun(path, edits=edits)
+    warned = "source = 'tensorboard' AND level = 'warning' AND message LIKE '%a-file/tb%Not a directory%'"
     try:
         run.start()
+        run.config.write_text(config_text({**edits, "[logging]": ['tensorboard = "a-file/tb"']}))
+        run.wait_for(lambda: run.count("events", warned) == 1, 30, "the warning")
+        ticks = run.count("metrics", "name = 'games_per_s'")
+        run.wait_for(lambda: run.count("metrics", "name = 'games_per_s'") >= ticks + 3, 30, "three more rounds")
+        assert run.count("events", warned) == 1
         run.config.write_text(config_text({**edits, "[logging]": ['tensorboard = "tb"']}))
         run.wait_for(lambda: (path / "tb").is_dir() and run.count("metrics") >= 10, 60, "metric samples")
         time.sleep(1.0)  # a round or two of the export
