@@ -52,11 +52,11 @@ from pathlib import Path
 import numpy as np
 
 from hexzd import __version__, store
-from hexzd.config import SearchConfig, stored
+from hexzd.config import SearchConfig
 from hexzd.evaluation.engines import read_move
 from hexzd.game.notation import HTP_RESIGN, HTP_SWAP, board_text, cell_name
 from hexzd.game.rules import BLACK, EMPTY, WHITE, Games, IllegalMove, check_size
-from hexzd.nn.loader import Network, load
+from hexzd.nn.loader import Network, find, load
 from hexzd.search.mcts import Search
 from hexzd.search.player import RESIGN
 
@@ -390,12 +390,10 @@ def load_network(db, model: str = "best"):
     """
     if not Path(db).is_file():
         raise EngineError(f"no state file {db}: give --db FILE, or --random-rollouts for plain MCTS")
-    if model != "best" and not model.isdigit():
-        raise EngineError(f"--model is `best` or a model id, not '{model}'")
-    with store.consistent_read(db) as connection:
-        text = store.config_text(connection)
-        model_id = store.best_model(connection) if model == "best" else int(model)
-    config = stored(text) if text else None
+    try:
+        model_id, config = find(db, model)
+    except ValueError as e:  # a --model that is neither `best` nor an id
+        raise EngineError(str(e)) from None
     if model_id is None:
         return None, config, bool(config and config.game.swap), f"no model of {db} is promoted yet"
     try:
