@@ -772,6 +772,65 @@ def _network_of(db, model):
     return network, config, label + (", trained with swap, measured without" if swap else "")
 
 
+@main.command()
+@DB_OPTION
+@MODEL_OPTION
+@click.option(
+    "--out",
+    default=".",
+    show_default=True,
+    type=click.Path(),
+    help="a directory, or a file name ending .onnx or .pt2 (both files take its stem)",
+)
+def export(db, model, out):
+    """Write a model's network as ONNX and as a torch.export program (.pt2).
+
+    Both take float32 planes [B, 4, n, n] and give policy logits [B, n*n] and
+    values [B]; each file's metadata says what the planes and outputs mean
+    (docs/guides/export.md). The files are checked against the network before
+    the command ends."""
+    from hexzd.nn import export as ex
+
+    missing = ex.missing_packages()
+    if missing:
+        raise click.ClickException(f"hexzd export needs {', '.join(missing)}: pip install 'hexzd[export]'")
+    snapshot, model_id, swap = _snapshot_of(db, model)
+    spec = snapshot.spec
+    onnx_path, pt2_path = ex.paths(out, spec.board_size, model_id)
+    try:
+        done = ex.write(snapshot, ex.metadata(snapshot, model_id, swap), onnx_path, pt2_path)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    for path in (done.onnx, done.pt2):
+        click.echo(f"{path}  {path.stat().st_size:,} bytes")
+    click.echo(
+        f"model {model_id}: {spec.board_size}x{spec.board_size}, {spec.blocks}x{spec.channels} network;"
+        f" both files give its outputs within {done.max_difference:.1g}"
+    )
+
+
+def _snapshot_of(db, model):
+    """(Snapshot, model id, whether the run has the swap rule) of a state file's model, or a one-line error."""
+    import sqlite3
+
+    from hexzd import store
+    from hexzd.nn.loader import find, snapshot
+
+    if not Path(db).is_file():
+        raise click.ClickException(f"no state file {db}: give --db FILE")
+    try:
+        with _state_file(db):
+            model_id, config = find(db, model)
+            if model_id is None:
+                raise click.ClickException(f"no model of {db} is promoted yet: give --model ID")
+            try:
+                return snapshot(db, model_id), model_id, bool(config and config.game.swap)
+            except sqlite3.Error as e:  # a page of the weights that cannot be read
+                raise store.refusal(e) from None
+    except (KeyError, ValueError) as e:  # a bad --model, a missing or pruned model, an unknown snapshot format
+        raise click.ClickException(e.args[0]) from None
+
+
 def _openings_table(n: int, results) -> str:
     lines = [
         f"the {n * n} first moves, each played out by the agent from the side that wins it,"

@@ -1,1 +1,1 @@
-"""The network, its `Snapshot`, the inference backends and the one model loader."""
+"""The network, its `Snapshot`, the inference backends, the one model loader, and `export`."""
