@@ -241,6 +241,14 @@ def _print_status(status: dict) -> None:
     for name, w in status["workers"].items():
         state = f"pid {w['pid']}" if w["alive"] else "down"
         click.echo(f"  {name:<12} {state:<12} restarts {w['restarts']}")
+    if status.get("cluster"):  # [cluster] address: the Ray nodes beside this machine
+        click.echo(f"  Ray cluster at {status['cluster']['address']}:")
+        for n in status["cluster"]["nodes"]:
+            click.echo(
+                f"    node {n['node'][:8]} {n['address']:<15} {n['cpus']:g} CPUs {n['gpus']:g} GPUs"
+                f"  actors {n['actors']}  batch {n['batch']}  {n['games_per_s']:.1f} games/s"
+                f"  {n['evals_per_s']:,.0f} evals/s  games {n['games']:,}"
+            )
 
 
 @main.command()

@@ -337,6 +337,29 @@ class DaemonConfig(Section):
     )
 
 
+CLUSTER_ADDRESS = re.compile(r"(auto|(ray://)?[A-Za-z0-9.\-\[\]:]+:\d{1,5})")
+
+
+class ClusterConfig(Section):
+    """[cluster]: self-play on a Ray cluster beside this machine's (the `cluster` extra)."""
+
+    address: str = live(
+        "",
+        'empty: this machine alone, Ray never imported; "auto" or "ray://host:port": the Ray cluster to join',
+        max_length=300,
+    )
+    batch_seconds: float = live(
+        2.0, "seconds of self-play a node's actor plays before it hands its finished games back", ge=0.1, le=600
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _an_address(cls, address: str) -> str:
+        if address and not CLUSTER_ADDRESS.fullmatch(address):
+            raise ValueError(f'should be empty, "auto", "ray://host:port" or "host:port", not {address!r}')
+        return address
+
+
 class ModelConfig(Section):
     """[model]: the network's shape, fixed for the run."""
 
@@ -464,6 +487,7 @@ class Config(BaseModel):
     retention: RetentionConfig = RetentionConfig()
     logging: LoggingConfig = LoggingConfig()
     daemon: DaemonConfig = DaemonConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _scale_with_the_board(self):

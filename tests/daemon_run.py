@@ -119,3 +119,8 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return True
+
+
+def ray_loaded(pid: int) -> bool:
+    """Whether process `pid` has imported Ray: its core library (_raylet) is mapped into it."""
+    return "_raylet" in Path(f"/proc/{pid}/maps").read_text()

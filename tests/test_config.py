@@ -161,6 +161,11 @@ CRASH_LOOPS = [
         "device.precision: the cpu backend runs fp32 (or auto), not int8",
     ),
     ("[train]", "seed = -1", f"train.seed: {AT_LEAST} 0"),
+    (
+        "[cluster]",
+        'address = "head node"',
+        """cluster.address: Value error, should be empty, "auto", "ray://host:port" or "host:port", not 'head node'""",
+    ),
 ]
 
 

@@ -371,7 +371,8 @@ def _gb(value) -> str:
 
 
 def device_panel(status: dict | None) -> Text:
-    """Each GPU's utilisation, memory and power; without one, each worker's CPU share and the load."""
+    """Each GPU's utilisation, memory and power; without one, each worker's CPU share and the load;
+    with a Ray cluster, its nodes."""
     if status is None:
         return Text("no daemon: nothing measured", style="dim")
     text = Text()
@@ -397,7 +398,21 @@ def device_panel(status: dict | None) -> Text:
     backend = (status.get("live") or {}).get("backend")
     if backend:
         text.append(f"inference: {backend}\n")
+    _nodes(text, status.get("cluster"))
     return text
+
+
+def _nodes(text: Text, cluster: dict | None) -> None:
+    """The Ray cluster's nodes ([cluster] address): devices, actors, batch, games/s and evals/s of each."""
+    if not cluster:
+        return
+    text.append(f"Ray cluster at {cluster['address']}: {len(cluster['nodes'])} nodes\n", style="bold")
+    for n in cluster["nodes"]:
+        text.append(f"  {n['node'][:8]} {n['address']}  {n['cpus']:g} CPUs {n['gpus']:g} GPUs\n")
+        text.append(
+            f"    {n['actors']} actors  batch {n['batch']}  {n['games_per_s']:.1f} games/s"
+            f"  {n['evals_per_s']:,.0f} evals/s\n"
+        )
 
 
 def tuner_panel(status: dict | None, snap: dict) -> Text:

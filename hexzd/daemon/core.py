@@ -108,6 +108,7 @@ class Daemon:
         self.started = time.monotonic()
         self.trainer_waiting: list[float] = []  # the trainer's reports since the last tick, for the tuner
         self.live: dict[str, m.Live] = {}  # each self-play worker's game in progress: the dashboard's board
+        self.nodes: m.Nodes | None = None  # the Ray cluster's nodes, as the cluster worker last told
         self.cpu_recent: dict[str, float] = {}  # each worker's CPU share over the last tick
         self.ladder_stale = False  # a ladder match ended: its games go to the kept ladder
         self.ingest = Ingest(self)
@@ -304,9 +305,12 @@ class Daemon:
             self.last_out_error = time.monotonic()
 
     async def _exited(self, worker: Worker, code: int) -> None:
-        """A worker exited: a crash of the duel worker counts against the match it was in."""
+        """A worker exited: a crash of the duel worker counts against the match it was in; the
+        cluster worker's nodes are forgotten."""
         if worker.kind == "duel" and code != 0 and not self.stopping.is_set():
             self.scheduler.crashed(code, str(self.run_dir.log(worker.name)))
+        if worker.kind == "cluster":  # its nodes are unknown until it is back: none shown meanwhile
+            self.nodes = None
 
     async def _announce_pause(self) -> None:
         """Says whether the run is paused, every round of the supervisor: a worker whose

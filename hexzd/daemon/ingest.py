@@ -78,6 +78,8 @@ class Ingest:
             message = m.decode(frame)
             if isinstance(message, m.Live):  # shown, never stored: the latest replaces the last
                 self.daemon.live[message.worker] = message
+            elif isinstance(message, m.Nodes):  # the cluster's nodes: shown, never stored, the latest kept
+                self.daemon.nodes = message
             else:
                 pending.messages.append(message)
         except m.BadMessage as e:
@@ -211,7 +213,8 @@ class Ingest:
             daemon.trainer_waiting.append(values["train_waiting"])
 
     async def _on_game(self, game: m.Game, after) -> None:
-        await self.daemon.store.add_game(time.time(), game)
+        if not await self.daemon.store.add_game(time.time(), game):
+            return  # a repeat (a cluster batch delivered twice): stored and counted once
         c = self.daemon.counters
         c["games"] += 1
         c["positions"] += game.length

@@ -8,7 +8,7 @@ never stops the daemon.
 
 Sockets (endpoints in the run directory, see hexzd.daemon.rundir):
     results  PUSH (workers) -> PULL (daemon): game, snapshot, match_start,
-             match_game, match_end, perfect_play, metrics, event, hello, live
+             match_game, match_end, perfect_play, metrics, event, hello, live, nodes
     updates  PUB (daemon) -> SUB (workers): best, config, pause, stop
     duels    not a message: the daemon writes a row into the `duels` table, the
              duel worker polls it (the table is the queue that survives restarts)
@@ -52,6 +52,8 @@ class Game(Message):
     policy: bytes
     evals: int = Field(ge=0)  # network evaluations spent on the game (0 with rollouts)
     seconds: float = Field(ge=0)  # accelerator-or-CPU time of the worker, per game
+    node: str | None = Field(default=None, max_length=100)  # the Ray node that played it; None: this machine
+    uid: str | None = Field(default=None, max_length=100)  # `ACTOR:SEQ` from a cluster actor: stored once
 
 
 class SnapshotMade(Message):
@@ -120,6 +122,27 @@ class Live(Message):
     backend: str  # the network's backend and precision, or "random rollouts"
 
 
+class Node(Message):
+    """One Ray node's self-play, as the cluster worker sees it (hexzd.daemon.cluster)."""
+
+    node: str  # Ray's node id
+    address: str  # its IP address
+    cpus: float = Field(ge=0)
+    gpus: float = Field(ge=0)
+    actors: int = Field(ge=0)  # self-play actors on it now
+    batch: int = Field(ge=1)  # games per group on it (each node's tuner sets its own)
+    games_per_s: float = Field(ge=0)  # over the last few seconds
+    evals_per_s: float = Field(ge=0)
+    games: int = Field(ge=0)  # games it delivered since the cluster worker started
+
+
+class Nodes(Message):
+    """The cluster worker's nodes, about once a second: shown by `status` and the dashboard, not stored."""
+
+    address: str  # [cluster] address it joined
+    nodes: list[Node]
+
+
 class Metrics(Message):
     source: str
     values: dict[str, float]
@@ -180,6 +203,7 @@ KINDS: dict[str, type[Message]] = {
     "reply": Reply,
     "perfect_play": PerfectPlay,
     "live": Live,
+    "nodes": Nodes,
 }
 KIND_OF = {model: kind for kind, model in KINDS.items()}
 

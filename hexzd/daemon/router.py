@@ -99,7 +99,15 @@ class Control:
             "live": self._live(workers),
             "config_error": daemon.config_file.error,
             "workers": workers,
+            "cluster": self._cluster(),
         }
+
+    def _cluster(self) -> dict | None:
+        """The Ray cluster's nodes as the cluster worker last told ([cluster] address); None without one."""
+        nodes = self.daemon.nodes
+        if not self.daemon.config.cluster.address or nodes is None:
+            return None
+        return nodes.model_dump()
 
     def _tuner(self) -> dict:
         t, tuner = self.daemon.config.tune, self.daemon.tuner

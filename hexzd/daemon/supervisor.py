@@ -1,4 +1,5 @@
-"""The daemon's workers: K self-play processes per GPU, a trainer and a duel worker.
+"""The daemon's workers: K self-play processes per GPU, a trainer, a duel worker, and with
+`[cluster] address` the cluster worker (hexzd.daemon.cluster), which alone imports Ray.
 
 With GPUs (`device.gpus`, default all that CUDA would see), each GPU gets
 `selfplay.workers` self-play processes, each seeing that GPU alone
@@ -122,7 +123,10 @@ class Supervisor:
         per = [(k, gpu) for gpu in gpus or [None] for k in range(c.selfplay.workers)]
         wanted = [Worker(f"selfplay-{i}", "selfplay", i, gpu=gpu) for i, (_, gpu) in enumerate(per)]
         first, last = (gpus[0], gpus[-1]) if gpus else (None, None)
-        return wanted + [Worker("trainer", "trainer", 0, gpu=first), Worker("duel", "duel", 0, gpu=last)]
+        wanted += [Worker("trainer", "trainer", 0, gpu=first), Worker("duel", "duel", 0, gpu=last)]
+        if c.cluster.address:  # the Ray driver (hexzd.daemon.cluster); no GPU of this machine's
+            wanted.append(Worker("cluster", "cluster", 0, gpu=""))
+        return wanted
 
     async def run(self) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""Worker processes: self-play, trainer and duel, each its own process.
+"""Worker processes: self-play, trainer, duel and cluster, each its own process.
 
 The daemon starts each as `python -m hexzd.daemon.workers KIND --db FILE --name NAME --daemon-pid PID`,
 with its thread counts in the environment (see Supervisor). A worker:
@@ -162,31 +162,48 @@ def selfplay(link: Link, db, seed: int) -> None:
             if link.paused:
                 link.wait(1.0)
                 continue
-            if link.config.selfplay != games.config:
-                games.apply(link.config.selfplay)
-            if link.best is not None and (games.network is None or games.network.model_id != link.best):
-                games.network = load(db, link.best, link.config.device)
-                link.event("info", f"self-play now uses model {link.best} ({games.network.reason})")
-            for record, evals, seconds in games.move():
-                link.send(
-                    m.Game(
-                        worker=link.name,
-                        model_id=record.model_id,
-                        board_size=record.board_size,
-                        sims=record.sims,
-                        moves=record.moves,
-                        winner=record.winner,
-                        length=len(record.actions),
-                        policy=record.policy,
-                        evals=evals,
-                        seconds=seconds,
-                    )
-                )
+            finished, loaded = play_move(games, link.config, link.best, lambda best: load(db, best, link.config.device))
+            if loaded is not None:
+                link.event("info", f"self-play now uses model {link.best} ({loaded})")
+            for record, evals, seconds in finished:
+                link.send(game_message(link.name, record, evals, seconds))
             if time.monotonic() - shown > LIVE_EVERY and (live := _live(link.name, games)) is not None:
                 link.send(live)
                 shown = time.monotonic()
     finally:
         games.close()
+
+
+def play_move(games, config: Config, best: int | None, load) -> tuple[list, str | None]:
+    """One move of every game of `games` (a hexzd.train.selfplay.SelfPlay), under the config and
+    best model in force: the step of this machine's self-play workers and of the cluster's actors
+    (hexzd.daemon.actors) alike. load(model_id) -> Network. Returns the games that ended, as
+    (record, evals, seconds), and why the new best's backend was chosen when it was just loaded."""
+    if config.selfplay != games.config:
+        games.apply(config.selfplay)
+    loaded = None
+    if best is not None and (games.network is None or games.network.model_id != best):
+        games.network = load(best)
+        loaded = games.network.reason
+    return games.move(), loaded
+
+
+def game_message(worker: str, record, evals: int, seconds: float, node=None, uid=None) -> m.Game:
+    """A finished game (a hexzd.game.records.GameRecord) as the daemon stores it."""
+    return m.Game(
+        worker=worker,
+        model_id=record.model_id,
+        board_size=record.board_size,
+        sims=record.sims,
+        moves=record.moves,
+        winner=record.winner,
+        length=len(record.actions),
+        policy=record.policy,
+        evals=evals,
+        seconds=seconds,
+        node=node,
+        uid=uid,
+    )
 
 
 def _live(worker: str, games) -> m.Live | None:
@@ -431,7 +448,17 @@ def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) ->
     return True
 
 
-KINDS = {"selfplay": selfplay, "trainer": trainer, "duel": duel}
+# -- the cluster -----------------------------------------------------------------
+
+
+def cluster(link: Link, db, seed: int) -> None:
+    """Self-play on a Ray cluster's nodes, its games pushed here ([cluster] address)."""
+    from hexzd.daemon.cluster import Driver  # Ray: imported by this worker alone
+
+    Driver(link, db, seed).run()
+
+
+KINDS = {"selfplay": selfplay, "trainer": trainer, "duel": duel, "cluster": cluster}
 
 
 def main(argv=None) -> int:

@@ -255,6 +255,15 @@ MIGRATIONS = [
     ALTER TABLE duels ADD COLUMN failed TEXT /* why the match was given up (schema 8), its result then
         `rejected` (a promotion duel) or `played` (a rating match, with the games it has); NULL otherwise */;
     """,
+    # 8 -> 9: self-play on a Ray cluster ([cluster] address). A game says which node made it,
+    # and carries an id of its own, so that a batch delivered twice is stored once.
+    """
+    ALTER TABLE games ADD COLUMN node TEXT /* the Ray node whose self-play actor played it (schema 9); NULL
+        for this machine's own self-play workers */;
+    ALTER TABLE games ADD COLUMN uid TEXT /* the game's id from the actor that played it, `ACTOR:SEQ`
+        (schema 9): a game delivered twice is stored once; NULL for this machine's own workers */;
+    CREATE UNIQUE INDEX games_uid ON games(uid);
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

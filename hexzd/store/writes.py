@@ -128,10 +128,13 @@ class Writer:
         )
         self._added("metrics", len(values))
 
-    async def add_game(self, at: float, game) -> None:
-        await self.connection.execute(
+    async def add_game(self, at: float, game) -> bool:
+        """Stores a self-play game; False for a repeat of a game already stored (the same `uid`:
+        a batch delivered twice), which is stored once."""
+        cursor = await self.connection.execute(
             "INSERT INTO games (model_id, created_at, board_size, sims, moves, winner, length, policy,"
-            " evals, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " evals, worker, node, uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(uid) DO NOTHING",  # only a repeat: any other refusal still raises
             (
                 game.model_id,
                 at,
@@ -143,8 +146,11 @@ class Writer:
                 game.policy,
                 game.evals,
                 game.worker,
+                game.node,
+                game.uid,
             ),
         )
+        return bool(cursor.rowcount)
 
     async def flops_per_eval(self, model_id: int) -> int:
         row = await self._one("SELECT flops_per_eval FROM models WHERE id = ?", (model_id,))

@@ -1,0 +1,121 @@
+"""Self-play on a real Ray cluster ([cluster] address): three Ray nodes on this machine.
+
+`ray.cluster_utils.Cluster` starts a head (no CPUs: nothing is placed there, and
+the daemon's cluster worker attaches to it as this machine's node) and worker
+nodes of one CPU each, every one its own raylet process with its own
+resources, as `ray start` makes them (docs/guides/cluster.md), with Ray's token
+authentication on. A real daemon joins it and gets games from the nodes' actors
+in its state file; a node removed mid-run and one added later; a client without
+the token refused. Mark `cluster` (and e2e): CI's `pytest -m e2e` runs them.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from daemon_run import DaemonRun, ray_loaded
+from states import add_model
+
+from hexzd import store
+
+# Ray's token authentication for every process of the module: the cluster's, the daemon's, and
+# this one's, which reads RAY_AUTH_MODE once, when it imports Ray.
+TOKEN = secrets.token_hex(32)
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=TOKEN)
+ray = pytest.importorskip("ray", reason="the cluster extra: pip install 'hexzd[cluster]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+
+EDITS = {
+    "[selfplay]": ["batch = 8", "groups = 2"],
+    "[train]": ["min_positions = 100_000"],  # self-play is what is tested: the trainer waits
+    "[cluster]": ["batch_seconds = 1.0"],
+}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [c.add_node(num_cpus=1, resources={f"node_{k}": 1}) for k in "ab"]
+    c.wait_for_nodes()
+    yield c, nodes
+    c.shutdown()
+
+
+def node_games(run: DaemonRun) -> dict[str, int]:
+    return dict(run.query("SELECT node, COUNT(*) FROM games WHERE node IS NOT NULL GROUP BY node"))
+
+
+@pytest.mark.timeout(240)
+def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(cluster, tmp_path):
+    c, (a, b) = cluster
+    edits = dict(EDITS, **{"[cluster]": EDITS["[cluster]"] + [f'address = "{c.address}"']})
+    store.prepare(tmp_path / "run.sqlite")
+    best = add_model(tmp_path / "run.sqlite", 5)  # a promoted network: its weights go out through Ray
+    run = DaemonRun(tmp_path, edits=edits).start()
+    try:
+        run.wait_for(lambda: set(node_games(run)) >= {a.node_id, b.node_id}, 90, "games from both nodes")
+        assert run.count("games", f"node IS NOT NULL AND model_id IS NOT {best}") == 0  # its network played them
+        pids = run.worker_pids()
+        # Ray lives in the cluster worker alone: the daemon and this machine's workers never load it.
+        assert ray_loaded(pids["cluster"])
+        assert not any(ray_loaded(p) for p in [run.process.pid, *(p for w, p in pids.items() if w != "cluster")])
+        status = run.hexzd("status").stdout
+        assert f"Ray cluster at {c.address}" in status and a.node_id[:8] in status and b.node_id[:8] in status
+
+        c.remove_node(a)  # mid-run: its actor and the games it has in flight go with it
+        run.wait_for(lambda: run.count("events", f"message LIKE 'node {a.node_id[:8]}% left the cluster%'"), 60, "a")
+        left = node_games(run).get(a.node_id, 0)
+        fresh = c.add_node(num_cpus=1, resources={"node_c": 1})
+        run.wait_for(lambda: node_games(run).get(fresh.node_id, 0) > 0, 90, "games from the node added")
+        from_b = node_games(run)[b.node_id]
+        run.wait_for(lambda: node_games(run)[b.node_id] > from_b, 30, "more games from the node that stayed")
+        assert node_games(run).get(a.node_id, 0) == left  # nothing of the lost node's came after its loss
+
+        assert run.hexzd("stop").returncode == 0
+        assert run.process.wait(60) == 0
+    finally:
+        run.cleanup()
+    # Every game an actor delivered is there, in order: each actor life's ids are 1..k, no gap, none twice.
+    lives: dict[str, list[int]] = {}
+    for (uid,) in run.query("SELECT uid FROM games WHERE uid IS NOT NULL ORDER BY id"):
+        life, seq = uid.rsplit(":", 1)
+        lives.setdefault(life, []).append(int(seq))
+    assert len(lives) >= 3 and all(seqs == list(range(1, len(seqs) + 1)) for seqs in lives.values())
+    counted = run.query("SELECT value FROM meta WHERE key = 'counter.games'")[0][0]
+    assert float(counted) == run.count("games")
+    joined = run.query("SELECT message FROM events WHERE message LIKE 'joined the Ray cluster%'")[0][0]
+    assert "3 nodes, 2 CPUs, 0 GPUs" in joined
+    # The weights went into the object store once, for the actors there then and those placed later.
+    assert run.count("events", f"message LIKE 'model {best} sent to%'") == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_client_without_the_token_is_refused(cluster):
+    c, _ = cluster
+    join = f"import ray; ray.init(address={c.address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+    for given in ({}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}):
+        assert refusal(join, env | given).startswith("Failed to get cluster ID from GCS server: Unauthenticated")
+    joined = subprocess.run([sys.executable, "-c", join], capture_output=True, text=True, timeout=90)
+    assert joined.returncode == 0 and joined.stdout.strip().endswith("3"), joined.stderr[-2000:]
+
+
+def refusal(command: str, env: dict) -> str:
+    """The cluster's answer to a client that runs `command`: the first refusal it logs (Ray
+    retries for 20 s before it gives up; the first says it all), or its output if it joins."""
+    client = subprocess.Popen(
+        [sys.executable, "-c", command], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        for line in client.stdout:
+            if "InvalidAuthToken" in line:
+                return line.split("] ", 1)[-1].split(" gcs_client.cc:", 1)[-1].split(": ", 1)[-1].strip()
+        return f"it joined: {client.wait()}"
+    finally:
+        client.kill()
+        client.wait()
+        client.stdout.close()
