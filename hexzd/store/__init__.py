@@ -10,6 +10,7 @@ Every SQL statement of hexzd is in this package:
     schema   the tables and views, and the migrations between versions
     reads    the queries of workers, the CLI and the dashboard (sqlite3, sync)
     writes   the daemon's statements (aiosqlite), one method per kind of result
+    filesystem  whether a folder is on a network filesystem, where WAL does not work
 """
 
 import os
@@ -21,6 +22,7 @@ from typing import Literal
 
 import aiosqlite
 
+from hexzd.store.filesystem import check_local
 from hexzd.store.reads import (  # noqa: F401 (the package is the one entry point)
     best_model,
     config_text,
@@ -113,11 +115,13 @@ def _opened(uri: str, timeout: float) -> "ReadOnly":
 
 def writable(path) -> None:
     """Raises StateFileError unless the daemon could open `path` to write: a file that is not
-    a state file this code can use, or read-only (the file, or its folder). Writes nothing."""
+    a state file this code can use, read-only (the file, or its folder), or in a folder on a
+    network filesystem (filesystem.check_local). Writes nothing."""
     if Path(path).is_file() and Path(path).stat().st_size:
         with _reader(path, 10.0) as connection:
             identify(connection)
     check_writable(path)
+    check_local(path)
 
 
 @contextmanager
