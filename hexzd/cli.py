@@ -134,6 +134,16 @@ def _check(db) -> str | None:
         return store.stop_reason(connection)
 
 
+def _sockets_fit(db) -> None:
+    """Ends the command in one line if the run directory's sockets could not be bound: too long a path."""
+    from hexzd.daemon.rundir import RunDir, SocketPathTooLong
+
+    try:
+        RunDir.of(db).check_sockets()
+    except SocketPathTooLong as e:
+        raise Refused(f"{db}: {e}") from None
+
+
 def _duration(ctx, param, value):
     from hexzd.daemon.core import parse_duration
 
@@ -171,6 +181,7 @@ def start(config_path, db, headless, duration):
 
     with _state_file(db):
         store.writable(db)  # read-only, or not a state file this hexzd can run on: said before anything starts
+    _sockets_fit(db)
     if not headless:
         if sys.stdout.isatty() and sys.stdin.isatty():
             from hexzd.tui.launch import start_attached
@@ -197,7 +208,10 @@ def attach(db):
     """Show the dashboard of the running daemon (q quits it; the daemon keeps running)."""
     from hexzd.tui.launch import attach as run_dashboard
 
+    if not Path(db).exists():
+        raise Refused(f"{db}: no such file: no run there to show; `hexzd start --db {db}` starts one")
     _check(db)
+    _sockets_fit(db)
     run_dashboard(db)
 
 
@@ -213,6 +227,8 @@ def _request(db, command: str, port: int | None = None) -> dict:
     from hexzd.daemon.control import DaemonError, ask
     from hexzd.daemon.keys import KeysMissing
 
+    if not port:
+        _sockets_fit(db)
     try:
         status = ask(db, command, timeout=5.0, port=port)
     except (DaemonError, KeysMissing) as e:

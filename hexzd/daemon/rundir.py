@@ -24,18 +24,26 @@ import json
 import os
 import shutil
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from hexzd.config import Config
 
-IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the OS
+# The bytes of a UNIX socket's path, its NUL not counted: sockaddr_un's sun_path holds 108
+# bytes on Linux, 104 on macOS and the BSDs.
+IPC_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 CONTROL_LIMIT = 1 << 20  # a request, or an update to the workers (a config): kilobytes at most
 REPLY_LIMIT = 64 << 20  # the daemon's status, with its workers and the game in progress: kilobytes
+SOCKETS = ("results", "updates", "control")  # the run directory's ipc sockets, each NAME.ipc
 
 
 class UnsafeRunDir(RuntimeError):
     """A run directory (or its config.json) that someone else could write."""
+
+
+class SocketPathTooLong(ValueError):
+    """A socket of the run directory whose path the OS cannot bind: the state file's folder is too deep."""
 
 
 def check_private(path: Path, what: str = "the run directory", info: os.stat_result | None = None) -> None:
@@ -113,14 +121,24 @@ class RunDir:
         return cls(db.parent / f"{db.name}.d")
 
     def endpoint(self, name: str) -> str:
-        """ipc://.../name.ipc, or a clear error when the path is too long for a socket."""
+        """ipc://.../name.ipc; SocketPathTooLong when the OS could not bind it.
+
+        The limit is in bytes (a path's UTF-8 bytes, as the kernel takes it), and
+        the path is the resolved one: a symbolic link to a short folder does not
+        shorten it (RunDir.of resolves the state file's path)."""
         path = self.path / f"{name}.ipc"
-        if len(str(path)) > IPC_PATH_MAX:
-            raise ValueError(
-                f"the socket path {path} is longer than {IPC_PATH_MAX} characters; "
-                f"put the state file in a shorter directory"
+        size = len(os.fsencode(path))
+        if size > IPC_PATH_MAX:
+            raise SocketPathTooLong(
+                f"the socket path {path} is {size} bytes, over the {IPC_PATH_MAX} a UNIX socket's path may have: "
+                "put the state file in a folder with a shorter path"
             )
         return f"ipc://{path}"
+
+    def check_sockets(self) -> None:
+        """Raises SocketPathTooLong unless every socket of the run could be bound: said before anything starts."""
+        for name in SOCKETS:
+            self.endpoint(name)
 
     @property
     def results(self) -> str:

@@ -329,3 +329,18 @@ def test_damage_is_told_from_a_busy_file(tmp_path):
     assert not store.damaged(busy.value)
     assert not store.damaged(store.StateFileError("cannot be read: database is locked"))
     assert not store.damaged(OSError("disk full"))
+
+
+def test_attach_to_a_missing_file_says_so_at_once(tmp_path):
+    """It used to open the dashboard on nothing, and wait there for a daemon that would never come."""
+    db = tmp_path / "run.sqlite"
+    run = subprocess.run(
+        [sys.executable, "-m", "hexzd", "attach", "--db", str(db)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (run.returncode, run.stdout) == (1, "")
+    assert run.stderr == f"hexzd: {db}: no such file: no run there to show; `hexzd start --db {db}` starts one\n"
+    assert not db.exists()
