@@ -251,7 +251,7 @@ def _print_status(status: dict) -> None:
     if status["duel"]:
         click.echo(f"  {status['duel']}")
     if status["config_error"]:
-        click.echo(f"  config refused: {status['config_error']}")
+        click.echo("  config refused: " + status["config_error"].replace("\n", "\n    "))  # every problem, one a line
     if status.get("stop_reason"):
         click.echo(f"  stopping: {status['stop_reason']}")
     for name, w in status["workers"].items():

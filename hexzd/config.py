@@ -544,9 +544,18 @@ RENAMED = {
 def renamed(data: dict, path="config.toml", line: Callable[[tuple], int | None] = lambda loc: None):
     """`data` with renamed keys under their new names, and a notice for each old name it used.
 
-    Raises ValueError where a file sets a key under both names."""
+    Raises ValueError where a file sets a key under both names, one line each."""
+    data, notices, both = _renamed(data, path, line)
+    if both:
+        raise ValueError("\n".join(both))
+    return data, notices
+
+
+def _renamed(data: dict, path, line: Callable[[tuple], int | None]) -> tuple[dict, list[str], list[str]]:
+    """`renamed`'s data and notices, and the refusal of each key set under both names (its old
+    name dropped, so that validation goes on to tell every other problem of the file)."""
     data = {section: dict(v) if isinstance(v, dict) else v for section, v in data.items()}
-    notices = []
+    notices, both = [], []
     for (section, key), (new_section, new_key) in RENAMED.items():
         old = data.get(section)
         if not isinstance(old, dict) or key not in old:
@@ -555,12 +564,14 @@ def renamed(data: dict, path="config.toml", line: Callable[[tuple], int | None] 
         if not isinstance(new, dict):
             continue  # validation names the section
         if new_key in new:
+            old.pop(key)
             message = f"now {new_section}.{new_key}, which this file sets too: remove one"
-            raise refusal(path, line((section, key)), (section, key), message)
+            both.append(str(refusal(path, line((section, key)), (section, key), message)))
+            continue
         new[new_key] = old.pop(key)
         where = _where(path, line((section, key)))
         notices.append(f"{where}: {section}.{key} is now {new_section}.{new_key}; the old name reads until renamed")
-    return data, notices
+    return data, notices, both
 
 
 def stored(text: str) -> Config:
@@ -637,8 +648,16 @@ def notices(text: str, path="config.toml") -> list[str]:
 
 
 def checked(data: dict, path, line: Callable[[tuple], int | None]) -> Config:
-    """A config's tables (a file's, or a sweep's run) as a Config, old key names read as the new."""
-    return validate(Config, renamed(data, path, line)[0], path, line)
+    """A config's tables (a file's, or a sweep's run) as a Config, old key names read as the new.
+    Raises ValueError with every problem, one a line: keys set under both names, then validation's."""
+    data, _, both = _renamed(data, path, line)
+    try:
+        config = validate(Config, data, path, line)
+    except ValueError as e:
+        raise ValueError("\n".join([*both, str(e)])) from None
+    if both:
+        raise ValueError("\n".join(both))
+    return config
 
 
 def read_toml(text: str, path) -> dict:

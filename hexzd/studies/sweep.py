@@ -115,8 +115,11 @@ def load(path) -> Sweep:
     path = Path(path)
     text = path.read_text()
     spec = config.validate(SweepFile, config.read_toml(text, path), path, lambda loc: config.line_of(text, loc))
-    fixed, lines = _fixed_keys(spec.set, path, text)
-    axes = _axes(spec.grid, path, text, lines, fixed)
+    problems: list[str] = []  # every key of [set] and [grid] that is not a config key, told at once
+    fixed, lines = _fixed_keys(spec.set, path, text, problems)
+    axes = _axes(spec.grid, path, text, lines, fixed, problems)
+    if problems:
+        raise ValueError("\n".join(problems))
     name = spec.sweep.name or path.stem
     base = f"the config {spec.sweep.base}" if spec.sweep.base else "hexzd's default config"
     template = _Template(path, name, base, _base(spec.sweep, path, text), fixed, lines, _labels(axes))
@@ -156,37 +159,50 @@ def _config_key(key: tuple, path: Path, line: int | None) -> str:
     return ".".join(config.RENAMED.get(key, key))  # an old name sets its new one
 
 
-def _fixed_keys(table: dict, path: Path, text: str) -> tuple[dict, dict]:
-    """[set]: {config key: value}, and {config key: its line in the sweep file}."""
+def _fixed_keys(table: dict, path: Path, text: str, problems: list[str]) -> tuple[dict, dict]:
+    """[set]: {config key: value}, and {config key: its line in the sweep file}; the refusal
+    of each key that is not a config key appended to `problems`."""
     fixed, lines = {}, {}
     for key, value in _keys(table):
         line = config.line_of(text, ("set", *key))
-        name = _config_key(key, path, line)
+        try:
+            name = _config_key(key, path, line)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
         fixed[name], lines[name] = value, line
     return fixed, lines
 
 
-def _axes(table: dict, path: Path, text: str, lines: dict, fixed: dict) -> list[list[dict]]:
-    """[grid]: per key, a list of the overrides each of its values makes.
+def _axes(table: dict, path: Path, text: str, lines: dict, fixed: dict, problems: list[str]) -> list[list[dict]]:
+    """[grid]: per key, a list of the overrides each of its values makes; the refusal of each
+    key that cannot be one appended to `problems`.
 
     A value that is a table sets several keys together: `model = [{blocks = 2,
     channels = 16}, {blocks = 4, channels = 32}]` grows depth and width at once.
     """
     axes = []
     for key, values in _keys(table):
-        line = config.line_of(text, ("grid", *key))
-        if not isinstance(values, list) or not values:
-            message = "a grid key takes a non-empty list of values, one per run"
-            raise config.refusal(path, line, key, message)
-        axis = [dict(_keys(v, key)) if isinstance(v, dict) else {key: v} for v in values]
-        axis = [{_config_key(k, path, line): v for k, v in overrides.items()} for overrides in axis]
-        for name in {k for overrides in axis for k in overrides}:
-            if name in lines:
-                where = "[set]" if name in fixed else "another grid key"
-                raise config.refusal(path, line, key, f"{name} is also set by {where}")
-            lines[name] = line
-        axes.append(axis)
+        try:
+            axes.append(_axis(key, values, path, config.line_of(text, ("grid", *key)), lines, fixed))
+        except ValueError as e:
+            problems.append(str(e))
     return axes
+
+
+def _axis(key: tuple, values, path: Path, line: int | None, lines: dict, fixed: dict) -> list[dict]:
+    """One [grid] key's overrides, one per value; its keys' line recorded in `lines`."""
+    if not isinstance(values, list) or not values:
+        message = "a grid key takes a non-empty list of values, one per run"
+        raise config.refusal(path, line, key, message)
+    axis = [dict(_keys(v, key)) if isinstance(v, dict) else {key: v} for v in values]
+    axis = [{_config_key(k, path, line): v for k, v in overrides.items()} for overrides in axis]
+    for name in {k for overrides in axis for k in overrides}:
+        if name in lines:
+            where = "[set]" if name in fixed else "another grid key"
+            raise config.refusal(path, line, key, f"{name} is also set by {where}")
+        lines[name] = line
+    return axis
 
 
 @dataclass(frozen=True)

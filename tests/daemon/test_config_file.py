@@ -188,3 +188,49 @@ def test_config_toml_moved_away_keeps_the_run_going_and_applies_when_back(tmp_pa
         assert run.stop() == 0
     finally:
         run.cleanup()
+
+
+def several_mistakes() -> tuple[str, list[tuple[str, str]]]:
+    """A config.toml with four mistakes of three kinds, and each one's (key, message) as told."""
+    text = config_text({"[selfplay]": ["sims = 0"], "[tune]": ["sims_min = 900"], "[train]": ["window = 0"]})
+    text = text.replace("batch = 32 ", "batch = 32\ngames = 16 ", 1)  # set under its old name too
+    return text, [
+        ("selfplay.games", "now selfplay.batch, which this file sets too: remove one"),
+        ("selfplay.sims", "Input should be greater than or equal to 1"),
+        ("tune.sims_min", "should be at most sims_max (800), not 900"),
+        ("train.window", "Value error, should be from 1 to 10000000"),
+    ]
+
+
+def told(path, text: str, mistakes: list[tuple[str, str]]) -> set[str]:
+    """Each mistake as `file:line: key: message`, its line found in the text by its section and key."""
+    lines, where = text.splitlines(), {}
+    section = ""
+    for number, line in enumerate(lines, 1):
+        if line.startswith("["):
+            section = line[1 : line.index("]")]
+        elif "=" in line:
+            where.setdefault(f"{section}.{line.split('=')[0].strip()}", number)
+    return {f"{path}:{where[key]}: {key}: {message}" for key, message in mistakes}
+
+
+def test_a_live_edit_with_several_mistakes_is_refused_with_every_one(daemon):
+    text, mistakes = several_mistakes()
+    daemon.config_path.write_text(text)
+    reload(daemon)
+    _, accepted, error = daemon.history[-1]
+    assert not accepted and set(error.splitlines()) == told(daemon.config_path, text, mistakes)
+
+
+def test_hexzd_start_tells_every_mistake_of_a_config_at_once_each_on_its_line(tmp_path):
+    """It used to tell the key set under two names alone, and the others one start later."""
+    text, mistakes = several_mistakes()
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    command = [sys.executable, "-m", "hexzd", "start", "--headless", "--config", str(path)]
+    result = subprocess.run(
+        [*command, "--db", str(tmp_path / "run.sqlite")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: ")
+    assert set(result.stderr.removeprefix("Error: ").splitlines()) == told(path, text, mistakes)

@@ -86,6 +86,20 @@ def test_a_bad_sweep_file_is_refused_with_its_line_and_key(tmp_path, text, error
     assert bad(text, tmp_path).startswith(error)
 
 
+def test_every_bad_key_of_a_sweep_file_is_told_at_once_from_the_command_line(tmp_path):
+    """Keys that are not config keys, and a grid key that is not a list: each on its line (the
+    first used to be told alone)."""
+    text = "[set]\nchannels = 8\n'budget.games' = 9\n[grid]\n'model.blocks' = 4\n'selfplay.sims' = [8]\nsims = [1]\n"
+    (tmp_path / "sweep.toml").write_text(text)
+    done = hexzd_sweep(tmp_path, "--dry-run", timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [
+        "Error: sweep.toml:2: channels: a config key is section.key, such as model.channels",
+        "sweep.toml:5: model.blocks: a grid key takes a non-empty list of values, one per run",
+        "sweep.toml:7: sims: a config key is section.key, such as model.channels",
+    ]
+
+
 def test_a_bad_base_config_is_refused_in_its_own_file(tmp_path):
     (tmp_path / "base.toml").write_text("[model]\nchannels = 2\n")
     error = bad("[sweep]\nbase = 'base.toml'\n[grid]\n'model.blocks' = [1]\n", tmp_path)
