@@ -25,6 +25,7 @@ BENCHMARKS = {
     "selfplay": "selfplay",
     "strength": "strength",
     "chaos": "chaos",
+    "cluster": "cluster",
 }
 
 
@@ -63,7 +64,8 @@ BENCHMARKS = {
 def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, as_json):
     """Time hexzd against a baseline measured in the same run; `strength`: train from
     scratch and judge the result from outside (perfect play up to 5x5, else OpenSpiel's MCTS);
-    `chaos`: kill, misconfigure, pause, starve and flood a daemon, then check that nothing was lost."""
+    `chaos`: kill, misconfigure, pause, starve and flood a daemon, then check that nothing was lost;
+    `cluster`: self-play through Ray actors against local processes, and the daemon's ingest."""
     module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
     if name == "strength":
         work = {"minutes": minutes, "seeds": seeds, "out": out, "curve": curve, "rejudge": rejudge}
@@ -77,7 +79,8 @@ def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge,
     try:
         result = module.run(size=size, **work)
     except ModuleNotFoundError as e:
-        raise click.ClickException(f"the baseline needs {e.name}: pip install 'hexzd[bench]'") from None
+        extra = "cluster" if (e.name or "").split(".")[0] == "ray" else "bench"
+        raise click.ClickException(f"`bench {name}` needs {e.name}: pip install 'hexzd[{extra}]'") from None
     except RuntimeError as e:  # a step of `bench strength` failed: its command and stderr
         raise click.ClickException(str(e)) from None
     if as_json:
