@@ -925,25 +925,57 @@ def _steps(ctx, param, values):
 @click.option(
     "--minutes", default=3.0, show_default=True, type=click.FloatRange(min=0.1), help="length of the daemon run"
 )
-@click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
+@click.option("--size", type=click.IntRange(2, 19), help="board side n  [default: 9; --suggest: the default config's]")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     help="where the steps' output and the run go  [default: a temporary directory]",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object")
+@click.option(
+    "--suggest",
+    is_flag=False,
+    flag_value="config.toml",
+    type=click.Path(dir_okay=False),
+    metavar="[PATH]",
+    help="instead of the checks: measure for a few seconds and write a config fitted to this machine"
+    " [default PATH: config.toml]",
+)
+@click.option("--force", is_flag=True, help="--suggest: overwrite PATH")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    help="--suggest: the run's budget.hours; the network is sized to the compute of those hours",
+)
+@click.option(
+    "--for-gpu",
+    "profile",
+    metavar="NAME",
+    help="--suggest: what it would write on that GPU's machine, measuring nothing (h100: one H100, 16 cores)",
+)
+@click.option("--seconds", default=2.0, hidden=True, type=click.FloatRange(min=0.1), help="--suggest: per measurement")
 @click.option("--skip", multiple=True, callback=_steps, hidden=True, help="steps to leave out: tests,bench,daemon...")
 @click.option("--budget", multiple=True, callback=_budgets, hidden=True, help="STEP=SECONDS: a step's time budget")
 @click.option("--selfplay-bench", default="selfplay", hidden=True, help="the benchmark the bench-selfplay step runs")
-def doctor(gpu, minutes, size, out, as_json, skip, budget, selfplay_bench):
+def doctor(gpu, minutes, size, out, as_json, skip, budget, selfplay_bench, suggest, force, hours, profile, seconds):
     """Check this machine in one go (about 8 minutes with the defaults): the environment,
     the GPU tests, `bench net` and `bench selfplay` on every backend, and a short daemon
-    run with GPU telemetry and the tuner; then one summary. Exits 1 if any step failed."""
+    run with GPU telemetry and the tuner; then one summary. Exits 1 if any step failed.
+
+    With --suggest: write a config.toml fitted to this machine instead (workers, threads,
+    groups and batch from its cores, GPUs and a few seconds of measurement; with --hours,
+    the network too), each changed key under a comment that says why."""
+    if suggest is None:
+        for name, value in (("--force", force), ("--hours", hours), ("--for-gpu", profile)):
+            if value:
+                raise click.UsageError(f"{name} goes with --suggest")
+    else:
+        return _suggest(Path(suggest), size, hours, profile, force, gpu, seconds)
     from hexzd.benchmarks import doctor as dr
 
     try:
         summary = dr.run(
-            size=size,
+            size=size or 9,
             minutes=minutes,
             out=out,
             gpu=gpu,
@@ -957,3 +989,22 @@ def doctor(gpu, minutes, size, out, as_json, skip, budget, selfplay_bench):
     click.echo(json.dumps(summary) if as_json else dr.text(summary))
     if not summary["ok"]:
         raise SystemExit(1)
+
+
+def _suggest(path: Path, size, hours, profile, force, gpu, seconds) -> None:
+    """`hexzd doctor --suggest`: writes the fitted config; each change and why, on stderr."""
+    from hexzd.benchmarks import suggest
+
+    if gpu:
+        raise click.UsageError("--gpu checks a GPU; with --suggest, --for-gpu NAME writes for one")
+    if profile is not None and profile not in suggest.PROFILES:
+        known = ", ".join(suggest.PROFILES)
+        raise click.BadParameter(f"no profile {profile!r}; known: {known}", param_hint="--for-gpu")
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    try:
+        fitted = suggest.run(path, size, hours, profile, force, seconds, echo)
+    except (FileExistsError, ValueError) as e:
+        raise Refused(str(e)) from None
+    for e in fitted.edits:
+        echo(f"  {e.section}.{e.key} = {e.value}: {e.why}")
+    click.echo(f"wrote {path}: {len(fitted.edits)} key(s) fitted to {fitted.machine.source}, the rest the defaults")
