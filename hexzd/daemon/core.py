@@ -260,6 +260,7 @@ class Daemon:
             self._cannot_write(e)
         if self.pending.messages:
             self.out(f"error: daemon: {len(self.pending.messages)} results could not be written to {self.db}")
+        await self.ticks.look_at_best()
         self.out(self.ticks.progress_line("stopped"))
 
     # -- the state file ------------------------------------------------------

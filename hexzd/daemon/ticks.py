@@ -1,6 +1,8 @@
 """The daemon's tick, every daemon.progress_seconds: what is done on a clock, not on a message.
 
-Each tick prints the progress line (headless), stops the run once a budget is
+Each tick prints the progress line (headless: the counters and their rates,
+the best model's rating, the budget spent and what is left of each one set),
+stops the run once a budget is
 spent, adds the tick's time to the counters, stores the rates and each
 worker's CPU share, feeds the tuner, schedules the next duel, refits the
 ratings when games came in, keeps the ladder's new games, and thins what
@@ -16,6 +18,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
+from hexzd.config import BudgetConfig
 from hexzd.daemon import messages as m
 from hexzd.daemon.rundir import rotate
 from hexzd.train.tuner import Telemetry
@@ -26,12 +29,46 @@ if TYPE_CHECKING:
 RATES = ("games", "positions", "evals", "train_step")  # the counters whose rates each tick measures
 
 
+def clock(seconds: float) -> str:
+    """Seconds as hh:mm:ss."""
+    t = int(seconds)
+    return f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+
+
+def rating_text(rating: dict | None) -> str:
+    """A model's rating (Writer.rating_of) with its 95% interval, or why it has no number:
+    "not rated yet", or its rating_status ("too few games"), as `hexzd ratings` says it."""
+    if rating is None:
+        return "not rated yet"
+    if rating["status"] != "rated":
+        return rating["status"]
+    return f"{rating['rating']:.0f} ±{rating['half_width']:.0f} (95%)"
+
+
+def budget_text(budget: BudgetConfig, counters: dict, run_seconds: float, for_left: float | None) -> str:
+    """What the run has spent (its time over every restart, games, PFLOP), and what is left
+    of each budget that is set: [budget] hours, games, positions, pflops, and --for."""
+    games, pflop = counters["games"], (counters["selfplay_flops"] + counters["train_flops"]) / 1e15
+    left = [f"{clock(max(0.0, for_left))} of --for"] if for_left is not None else []
+    if budget.hours:
+        left.append(clock(max(0.0, budget.hours * 3600 - run_seconds)))
+    if budget.games:
+        left.append(f"{max(0, budget.games - games):,.0f} games")
+    if budget.positions:
+        left.append(f"{max(0, budget.positions - counters['positions']):,.0f} positions")
+    if budget.pflops:
+        left.append(f"{max(0.0, budget.pflops - pflop):.3g} PFLOP")
+    spent = f"spent {clock(run_seconds)}, {games:,.0f} games, {pflop:.3g} PFLOP"
+    return spent + (f"; left {', '.join(left)}" if left else "")
+
+
 class Ticks:
     """The tick's work; holds when the last tick's time was counted."""
 
     def __init__(self, daemon: Daemon):
         self.daemon = daemon
         self.last_tick = time.monotonic()
+        self.best_rating: dict | None = None  # the best model's, as last read (look_at_best)
 
     def unticked(self) -> float:
         """Seconds since the last tick's time was counted."""
@@ -59,6 +96,7 @@ class Ticks:
             rates["served"] = (daemon.served.sum - served) / elapsed
             last, served = dict(daemon.counters), daemon.served.sum
             if daemon.headless:
+                await self.look_at_best()
                 daemon.out(self.progress_line(rates=rates))
             self._check_budgets()
             try:
@@ -77,18 +115,27 @@ class Ticks:
             except sqlite3.Error as e:  # the file is locked or full: the next tick tries again
                 daemon._cannot_write(e)
 
+    async def look_at_best(self) -> None:
+        """Reads the best model's rating for the progress line; a file it cannot read now keeps the last."""
+        daemon = self.daemon
+        try:
+            self.best_rating = await daemon.store.rating_of(daemon.best) if daemon.best else None
+        except sqlite3.Error:
+            pass
+
     def progress_line(self, label: str = "", rates: dict | None = None) -> str:
         daemon = self.daemon
         c, r = daemon.counters, rates or {}
-        t = int(time.monotonic() - daemon.started)
-        clock = f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+        up = time.monotonic() - daemon.started
         rate = lambda k: f" ({r[k]:,.1f}/s)" if k in r else ""  # noqa: E731
-        best = f"model {daemon.best}" if daemon.best else "rollouts"
+        best = f"model {daemon.best}: {rating_text(self.best_rating)}" if daemon.best else "rollouts"
+        for_left = daemon.duration - up if daemon.duration else None
         duel = daemon.scheduler.line
         return (
-            f"{label or 'progress'} {clock} games {c['games']:,.0f}{rate('games')} positions "
+            f"{label or 'progress'} {clock(up)} games {c['games']:,.0f}{rate('games')} positions "
             f"{c['positions']:,.0f}{rate('positions')} step {c['train_step']:,.0f}{rate('train_step')} "
-            f"best {best} | eval {daemon.cpu.overall('duel'):.0%} of CPU"
+            f"best {best} | {budget_text(daemon.config.budget, c, self.age(), for_left)}"
+            f" | eval {daemon.cpu.overall('duel'):.0%} of CPU"
             + (f" | {duel}" if duel else "")
             + (" | paused" if daemon.paused else "")
             + (" | disk full" if daemon.disk_full else "")

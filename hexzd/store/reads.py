@@ -28,6 +28,10 @@ def rows(connection, sql: str, params=()) -> list[dict]:
 
 BEST_MODEL_SQL = "SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1"
 COUNTERS_SQL = "SELECT key, value FROM meta WHERE key LIKE 'counter.%'"
+# A model's rating, as models.rating holds it: that of its player with the most games.
+MODEL_RATING_SQL = (
+    "SELECT rating, half_width, status, games FROM rating_status WHERE model_id = ? ORDER BY games DESC LIMIT 1"
+)
 
 
 def best_model(connection) -> int | None:

@@ -92,6 +92,12 @@ class Writer:
     async def set_made_with(self, config_json: str) -> None:
         await self.connection.execute("INSERT INTO meta VALUES ('config', ?)", (config_json,))
 
+    async def rating_of(self, model_id: int) -> dict | None:
+        """A model's rating, its 95% interval's half width, status (reads.MODEL_RATING_SQL) and
+        games; None while it has none."""
+        row = await self._one(reads.MODEL_RATING_SQL, (model_id,))
+        return None if row is None else dict(zip(("rating", "half_width", "status", "games"), row))
+
     async def counters(self, names) -> dict[str, float]:
         """The counters `names`, 0 for those not saved yet."""
         saved = reads.counters_of(await self._all(reads.COUNTERS_SQL))

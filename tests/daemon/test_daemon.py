@@ -75,6 +75,16 @@ def test_three_minutes_on_the_default_config_learns_and_promotes(runs, tmp_path)
     shares = [v for (v,) in run.query("SELECT value FROM metrics WHERE source = 'duel' AND name = 'cpu_share'")]
     print(f"evaluation's CPU share: {sum(shares) / len(shares):.1%} on average, {max(shares):.1%} at most")
     assert len(shares) >= 12 and sum(shares) / len(shares) <= 0.22
+    # Each progress line tells the budget spent and left (--for 3m), and the last one the best
+    # model's rating as the state file ends with it: that of its player with the most games.
+    lines = [t for t in run.output.read_text().splitlines() if t.startswith(("progress ", "stopped "))]
+    assert len(lines) > 10 and lines[-1].startswith("stopped ")
+    assert all(" | spent " in t and " of --for | " in t for t in lines), lines[-1]
+    best = run.query("SELECT model_id FROM promotions ORDER BY at DESC, model_id DESC LIMIT 1")[0][0]
+    sql = "SELECT rating, half_width, status FROM rating_status WHERE model_id = ? ORDER BY games DESC LIMIT 1"
+    (rating, half, status), *_ = run.query(sql, (best,)) or [(None, None, "not rated yet")]
+    said = f"{rating:.0f} ±{half:.0f} (95%)" if status == "rated" else status
+    assert f" best model {best}: {said} | spent " in lines[-1], lines[-1]
 
 
 @pytest.mark.slow  # a 100-second run: the default suite keeps CI within its 20 minutes
