@@ -344,8 +344,8 @@ def fit_gpu(fitted: Fitted, config: Config, seconds: float, echo) -> float | Non
         "workers",
         workers,
         f"{machine.cores} cores, {gpus} GPU(s): {per_gpu:.1f} cores a GPU search once evaluation ({share:g}) and "
-        f"the trainer (1) have theirs; a process runs {most} threads at most (80% of them by Amdahl, "
-        f"{SERIAL_SHARE:.1%} of a thread's time holding the GIL)",
+        f"the trainer (1) have theirs; a process runs at most {most} threads, each then at 80% or more of a lone "
+        f"thread's speed (Amdahl: {SERIAL_SHARE:.1%} of a thread's time holds the GIL)",
     )
     fitted.set("selfplay", "threads", threads, f"{per_gpu:.1f} search cores a GPU over {workers} process(es)")
     fitted.set("selfplay", "groups", 2 * threads, "two groups a search thread: one searches while one is evaluated")
