@@ -9,6 +9,7 @@ in its state file; a node removed mid-run and one added later; a client without
 the token refused. Mark `cluster` (and e2e): CI's `pytest -m e2e` runs them.
 """
 
+import json
 import os
 import secrets
 import subprocess
@@ -19,6 +20,7 @@ from daemon_run import DaemonRun, ray_loaded
 from states import add_model
 
 from hexzd import store
+from hexzd.tui import views
 
 # Ray's token authentication for every process of the module: the cluster's, the daemon's, and
 # this one's, which reads RAY_AUTH_MODE once, when it imports Ray.
@@ -65,6 +67,10 @@ def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(clus
         assert not any(ray_loaded(p) for p in [run.process.pid, *(p for w, p in pids.items() if w != "cluster")])
         status = run.hexzd("status").stdout
         assert f"Ray cluster at {c.address}" in status and a.node_id[:8] in status and b.node_id[:8] in status
+        nodes = json.loads(run.hexzd("status", "--json").stdout)["cluster"]  # what the dashboard reads
+        assert {(n["node"], n["cpus"], n["actors"]) for n in nodes["nodes"]} == {(a.node_id, 1, 1), (b.node_id, 1, 1)}
+        system = views.device_panel({"cluster": nodes}).plain  # the dashboard's system tab
+        assert f"Ray cluster at {c.address}: 2 nodes" in system and "1 actors" in system
 
         c.remove_node(a)  # mid-run: its actor and the games it has in flight go with it
         run.wait_for(lambda: run.count("events", f"message LIKE 'node {a.node_id[:8]}% left the cluster%'"), 60, "a")
@@ -119,3 +125,30 @@ def refusal(command: str, env: dict) -> str:
         client.kill()
         client.wait()
         client.stdout.close()
+
+
+@pytest.mark.slow  # two clusters one after the other, and the backoff between: 2 minutes
+@pytest.mark.timeout(300)
+def test_the_head_lost_leaves_local_self_play_going_and_the_daemon_joins_again(tmp_path):
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    port = int(c.address.rsplit(":", 1)[1])
+    node = c.add_node(num_cpus=1)
+    edits = dict(EDITS, **{"[cluster]": EDITS["[cluster]"] + [f'address = "{c.address}"']})
+    run = DaemonRun(tmp_path, edits=edits).start()
+    again = None
+    try:
+        run.wait_for(lambda: node_games(run).get(node.node_id, 0) > 0, 90, "games from the node")
+        c.shutdown()  # the head, and the node with it
+        local = run.count("games", "node IS NULL")
+        run.wait_for(lambda: run.count("events", "message LIKE 'cluster exited with code%'") > 0, 60, "the loss")
+        run.wait_for(lambda: run.count("games", "node IS NULL") > local + 50, 60, "local games meanwhile")
+        again = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "gcs_server_port": port})
+        fresh = again.add_node(num_cpus=1)
+        run.wait_for(lambda: node_games(run).get(fresh.node_id, 0) > 0, 120, "games from the cluster back")
+        assert run.hexzd("stop").returncode == 0
+        assert run.process.wait(60) == 0
+    finally:
+        run.cleanup()
+        for cluster in (c, again):
+            if cluster is not None:
+                cluster.shutdown()
