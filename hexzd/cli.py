@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -604,10 +605,71 @@ def league(runs, db, as_json, **options):
     click.echo(json.dumps(summary) if as_json else table(summary))
 
 
+MATCH_SIZE = 9  # the board of a match whose engines do not say theirs
+
+
+def _match_size(size: int | None, any_size: bool, commands: dict[str, str]) -> int:
+    """--size, or the board of the engines that are `hexzd htp` on a state file; a one-line
+    refusal of a size their networks were not trained on (`hexzd htp` plays rollouts there)."""
+    boards = {k: b for k, command in commands.items() if (b := _engine_board(k, command)) is not None}
+    if size is None:
+        if len(set(boards.values())) > 1:
+            told = " and ".join(f"{k} {b}x{b}" for k, b in boards.items())
+            raise click.ClickException(f"the engines' networks play {told}: give --size, with --any-size")
+        return next(iter(boards.values()), MATCH_SIZE)
+    for k, board in boards.items():
+        if board != size and not any_size:
+            raise click.ClickException(
+                f"engine {k}'s network was trained on {board}x{board}, not {size}x{size}, where `hexzd htp` "
+                f"plays random-rollout MCTS: --size {board}, or --any-size to play {size}x{size} anyway"
+            )
+    return size
+
+
+def _engine_board(name: str, command: str) -> int | None:
+    """The board of an engine command that runs `hexzd htp` on a state file: its run's board
+    size, read read-only; None for any other engine, --random-rollouts, or a run with no config."""
+    from hexzd import store
+    from hexzd.config import stored
+
+    try:
+        words = shlex.split(command)
+    except ValueError:  # the referee says why it cannot start it
+        return None
+    at = next((i for i, w in enumerate(words) if w == "htp" and _runs_hexzd(words[:i])), None)
+    if at is None:
+        return None
+    try:
+        options = htp.make_context("htp", words[at + 1 :]).params
+    except (click.ClickException, click.exceptions.Exit):  # the engine will say what is wrong
+        return None
+    if options["random_rollouts"]:
+        return None
+    if not Path(options["db"]).is_file():
+        raise Refused(f"{options['db']}: no such file (the state file of engine {name})")
+    with _state_file(options["db"]), store.consistent_read(options["db"]) as connection:
+        text = store.config_text(connection)
+    return stored(text).game.board_size if text else None
+
+
+def _runs_hexzd(words: list[str]) -> bool:
+    """Whether a command line's words run hexzd: `hexzd`, a path to it, or `python -m hexzd`."""
+    return bool(words) and (Path(words[-1]).name == "hexzd" or words[-2:] == ["-m", "hexzd"])
+
+
 @main.command()
 @click.argument("engine_a")
 @click.argument("engine_b")
-@click.option("--size", default=9, show_default=True, type=click.IntRange(2, 19), help="board side n")
+@click.option(
+    "--size",
+    type=click.IntRange(2, 19),
+    help=f"board side n  [default: the state file's board of an engine `hexzd htp --db FILE`, else {MATCH_SIZE}]",
+)
+@click.option(
+    "--any-size",
+    is_flag=True,
+    help="play --size though a `hexzd htp` engine's network was trained on another board (it plays rollouts there)",
+)
 @click.option(
     "--games",
     default=20,
@@ -640,18 +702,27 @@ def league(runs, db, as_json, **options):
     help="where the engines' stderr goes (engine-A.log, engine-B.log)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object at the end")
-def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir, as_json):
-    """Referee a match between two HTP engine command lines, e.g.
+def match(engine_a, engine_b, size, any_size, games, plies, seed, timeout, record, log_dir, as_json):
+    """Referee a match between two HTP engine command lines.
 
     hexzd match "hexzd htp --db run.sqlite --sims 800" "mohex --use-logfile=false"
 
     The referee keeps its own board: an illegal move, a resignation, an error,
-    a timeout or a crash loses the game. Prints each game and A's score."""
+    a timeout or a crash loses the game. Prints the engines' names, each game,
+    A's score, and A's wins and losses with each colour."""
     from pathlib import Path
 
     from hexzd.protocols.referee import referee_match, summary, write_record
 
+    size = _match_size(size, any_size, {"A": engine_a, "B": engine_b})
     Path(log_dir).mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+
+    def on_start(answers):
+        names.update(answers)
+        if not as_json:
+            for k, command in (("A", engine_a), ("B", engine_b)):
+                click.echo(f"{k} {names[k] or '(no name)'}  [{command}]")
 
     def on_game(r):
         if record:
@@ -663,24 +734,30 @@ def match(engine_a, engine_b, size, games, plies, seed, timeout, record, log_dir
             )
 
     try:
-        results = referee_match(engine_a, engine_b, size, games, plies, seed, timeout, Path(log_dir), on_game)
+        results = referee_match(engine_a, engine_b, size, games, plies, seed, timeout, Path(log_dir), on_game, on_start)
     except OSError as e:  # an engine command that cannot start at all
         raise click.ClickException(f"cannot start an engine: {e}") from None
     s = summary(results)
     if as_json:
-        click.echo(json.dumps({"a": engine_a, "b": engine_b, "size": size, **s}))
-        return
+        click.echo(json.dumps({"a": engine_a, "b": engine_b, "size": size, "names": names, **s}))
+    else:
+        _match_summary(s, log_dir)
 
+
+def _match_summary(s: dict, log_dir) -> None:
     def elo(x, score):
         return ("+inf" if score >= 1 else "-inf") if x is None else f"{x:+.0f}"
 
-    click.echo(f"A {engine_a}\nB {engine_b}")
+    def record(colour):
+        wins, losses = s[f"a_wins_as_{colour}"], s[f"a_losses_as_{colour}"]
+        return f"A as {colour.capitalize()}: {wins} win{'s' * (wins != 1)}, {losses} loss{'es' * (losses != 1)}"
+
     click.echo(
         f"A scored {s['a_wins']}-{s['b_wins']} ({s['score']:.1%}, 95% CI [{s['score_lo']:.1%}, "
-        f"{s['score_hi']:.1%}]); as Black {s['a_wins_as_black']}, as White {s['a_wins_as_white']}; "
-        f"Elo A - B {elo(s['elo'], s['score'])} [{elo(s['elo_lo'], s['score_lo'])}, "
+        f"{s['score_hi']:.1%}]); Elo A - B {elo(s['elo'], s['score'])} [{elo(s['elo_lo'], s['score_lo'])}, "
         f"{elo(s['elo_hi'], s['score_hi'])}]"
     )
+    click.echo(f"{record('black')}; {record('white')}")
     if any(s["resigned"].values()):
         click.echo(f"resigned: A {s['resigned']['A']}, B {s['resigned']['B']}")
     if any(s["forfeits"].values()):

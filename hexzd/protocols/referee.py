@@ -18,8 +18,12 @@ MoHex, or against any other engine that speaks HTP.
               that failed so is stopped; a stopped or dead engine is started
               again for the next game. Every engine started is closed at
               the end, however the match ends
-    result    A's score with a 95% interval over pairs, as Elo, and each
-              game's moves (trmph) in the optional record (JSON lines)
+    names     each engine's answers to `name` and `version`, asked once it has
+              started, after `boardsize` (so that `hexzd htp` says whether its
+              network plays that board); an engine that answers neither has none
+    result    A's score with a 95% interval over pairs, as Elo, A's wins and
+              losses with each colour, and each game's moves (trmph) in the
+              optional record (JSON lines)
 
 Swap is off: both engines are told nothing about it, and `swap` is illegal.
 """
@@ -37,7 +41,7 @@ from hexzd.game.notation import cell_name, to_trmph
 from hexzd.game.rules import BLACK, WHITE, Games, IllegalMove
 from hexzd.search.player import RESIGN
 
-__all__ = ["EngineFailure", "HtpClient", "GameResult", "referee_match", "summary"]
+__all__ = ["EngineFailure", "HtpClient", "GameResult", "engine_name", "referee_match", "summary"]
 
 
 @dataclass
@@ -109,6 +113,21 @@ def _finish(result: GameResult, actions: list[int], n: int, winner: str, reason:
     return result
 
 
+def engine_name(engine: HtpClient, n: int, timeout: float) -> str:
+    """The engine's `name` and `version` answers on an n x n board, "" where it gives neither."""
+    answers = []
+    for command in (f"boardsize {n}", "name", "version"):
+        try:
+            answer = engine.ask(command, timeout)
+        except EngineFailure:  # an optional command: refused, it says nothing; a broken engine is stopped
+            if not engine.alive:
+                break
+            continue
+        if not command.startswith("boardsize") and answer:
+            answers.append(answer)
+    return " ".join(answers)
+
+
 def referee_match(
     command_a: str,
     command_b: str,
@@ -119,8 +138,10 @@ def referee_match(
     timeout: float = 60.0,
     log_dir: Path | None = None,
     on_game=None,
+    on_start=None,
 ) -> list[GameResult]:
-    """Plays `games` games (rounded up to whole pairs) and returns them in order."""
+    """Plays `games` games (rounded up to whole pairs) and returns them in order; on_start gets
+    the engines' names ({"A": ..., "B": ...}, `engine_name`) before the first game."""
     pairs = math.ceil(games / 2)
     commands = {"A": command_a, "B": command_b}
     logs = {k: (log_dir / f"engine-{k}.log" if log_dir else None) for k in commands}
@@ -129,6 +150,9 @@ def referee_match(
     try:  # every engine started is closed, however this ends: B that cannot start leaves no A behind
         for k, command in commands.items():
             engines[k] = HtpClient(command, logs[k])
+        names = {k: engine_name(engine, n, timeout) for k, engine in engines.items()}
+        if on_start:
+            on_start(names)
         openings = Openings(n, seed, fewest=plies) if plies else None
         for pair in range(pairs):
             moves = opening(openings, pair) if openings else []
@@ -158,6 +182,8 @@ def summary(results: list[GameResult]) -> dict:
         "b_wins": len(results) - a_wins,
         "a_wins_as_black": sum(r.winner == "A" and r.black == "A" for r in results),
         "a_wins_as_white": sum(r.winner == "A" and r.black == "B" for r in results),
+        "a_losses_as_black": sum(r.winner == "B" and r.black == "A" for r in results),
+        "a_losses_as_white": sum(r.winner == "B" and r.black == "B" for r in results),
         "score": score,
         "score_lo": lo,
         "score_hi": hi,

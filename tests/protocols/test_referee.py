@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hexzd import __version__
+
 pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
 
 pyspiel = pytest.importorskip("pyspiel")
@@ -130,3 +132,70 @@ def test_a_command_that_cannot_start_is_a_clear_error(tmp_path):
         cwd=tmp_path,
     )
     assert run.returncode == 1 and "cannot start an engine" in run.stderr
+
+
+def state_file_3x3(tmp_path: Path) -> Path:
+    """A run's state file as the daemon leaves it: made with a 3x3 config, one model promoted."""
+    import sqlite3
+
+    from states import add_model
+
+    from hexzd import store
+    from hexzd.config import Config
+
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO meta VALUES ('config', ?)", (Config(game={"board_size": 3}).model_dump_json(),))
+    add_model(db, board_size=3)
+    return db
+
+
+def hexzd_match(tmp_path: Path, a: str, b: str, *options: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "hexzd", "match", a, b, "--log-dir", str(tmp_path), *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+
+
+def test_match_plays_the_state_files_board_names_the_engines_and_scores_each_colour(tmp_path):
+    db = state_file_3x3(tmp_path)
+    a, b = f"{sys.executable} -m hexzd htp --db {db} --sims 4 --no-resign", f"{OPENSPIEL} --sims 20"
+    run = hexzd_match(tmp_path, a, b, "--games", "4", "--record", str(tmp_path / "games.jsonl"))
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    # `name` and `version` as each engine answers them (hexzd.protocols.htp, openspiel_htp): on 3x3
+    # the state file's network plays.
+    assert lines[:2] == [
+        f"A hexzd {__version__} model 1 (1x8 network), 4 simulations per move  [{a}]",
+        f"B openspiel-mcts 20 simulations  [{b}]",
+    ]
+    games = [json.loads(line) for line in (tmp_path / "games.jsonl").read_text().splitlines()]
+    won = {"black": [0, 0], "white": [0, 0]}  # A's [wins, losses] with each colour, from OpenSpiel's replays
+    for g in games:
+        winner, over = openspiel_winner(g["moves"], 3)
+        assert over
+        a_colour = "black" if g["black"] == "A" else "white"
+        won[a_colour][winner != a_colour] += 1
+    plural = lambda k, word, many: f"{k} {word if k == 1 else many}"  # noqa: E731
+    assert next(line for line in lines if line.startswith("A as Black")) == "; ".join(
+        f"A as {c.capitalize()}: {plural(w, 'win', 'wins')}, {plural(lost, 'loss', 'losses')}"
+        for c, (w, lost) in won.items()
+    )
+
+
+def test_match_refuses_a_board_the_network_was_not_trained_on_unless_asked(tmp_path):
+    db = state_file_3x3(tmp_path)
+    a = f"{sys.executable} -m hexzd htp --db {db} --sims 4"
+    refused = hexzd_match(tmp_path, a, f"{OPENSPIEL} --sims 20", "--size", "4", "--games", "2")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == (
+        "Error: engine A's network was trained on 3x3, not 4x4, where `hexzd htp` plays random-rollout MCTS:"
+        " --size 3, or --any-size to play 4x4 anyway\n"
+    )
+    assert not (tmp_path / "engine-A.log").exists()  # no engine was started
+    played = hexzd_match(tmp_path, a, f"{OPENSPIEL} --sims 20", "--size", "4", "--any-size", "--games", "2", "--json")
+    result = json.loads(played.stdout)
+    assert (result["size"], result["games"]) == (4, 2)
+    assert result["names"]["A"] == (
+        f"hexzd random-rollouts {__version__} random-rollout MCTS (model 1 plays 3x3, not 4x4), 4 simulations per move"
+    )
+    assert result["names"]["B"] == "openspiel-mcts 20 simulations"
