@@ -3,6 +3,7 @@
 import importlib
 import json
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,10 +13,36 @@ import click
 from hexzd import __version__
 
 
-@click.group()
+def first_sentence(text: str | None) -> str:
+    """A docstring's first sentence, whole: its first paragraph up to the first word that ends with a full stop."""
+    words = []
+    for word in (text or "").split("\f")[0].split("\n\n")[0].split():
+        words.append(word)
+        if word.endswith("."):
+            break
+    return " ".join(words)
+
+
+class Command(click.Command):
+    """A command whose line in `hexzd --help` is its docstring's whole first sentence: click's own
+    cuts it at the width left beside the longest command name, with "..."."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.short_help or first_sentence(self.help)
+
+
+class Group(click.Group):
+    command_class = Command
+
+
+@click.group(cls=Group)
 @click.version_option(__version__, prog_name="hexzd")
 def main():
     """hexzd: a single-machine AlphaZero trainer for the game of Hex."""
+    if sys.platform == "win32":  # fcntl, resource, process groups: ImportErrors and tracebacks further on
+        raise click.ClickException(
+            "hexzd runs on Linux and macOS, not on Windows itself: run it in WSL2 (docs/guides/platforms.md)"
+        )
 
 
 # command name: module in hexzd.benchmarks
@@ -63,8 +90,10 @@ BENCHMARKS = {
 @click.option("--rejudge", is_flag=True, help="strength: judge the runs already in --out; train none")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, as_json):
-    """Time hexzd against a baseline measured in the same run; `strength`: train from
-    scratch and judge the result from outside (perfect play up to 5x5, else OpenSpiel's MCTS);
+    """Time hexzd against a baseline measured in the same run, or judge and stress it.
+
+    `strength`: train from scratch and judge the result from outside (perfect play up to 5x5,
+    else OpenSpiel's MCTS);
     `chaos`: kill, misconfigure, pause, starve and flood a daemon, then check that nothing was lost;
     `cluster`: self-play through Ray actors against local processes, and the daemon's ingest."""
     module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
