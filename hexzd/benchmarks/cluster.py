@@ -9,12 +9,16 @@ Three figures, on this machine:
   `local`: each in a process of its own, its games back over a pipe, as this
   machine's self-play workers push theirs. `ray`: each a Ray actor of one CPU
   on a Ray instance started for the run, the weights sent by one `ray.put`,
-  the games taken with `ray.wait`, as the cluster worker does. Games/s are
-  counted as the games reach this process, over `seconds` after a warm-up
-  call each (compiled kernels, loaded network), every worker starting its
-  first timed call at once. Games arrive a call at a time, so `seconds` should
-  be many calls long (60 s: 2% off at most). `ratio` = ray / local; the
-  target is 0.9 or more.
+  the games taken with `ray.wait`, as the cluster worker does, at the local
+  processes' niceness (Ray's own default is 15). Games/s are
+  counted as the games reach this process. Both pools start and warm up
+  (compiled kernels, loaded network), then take turns: ROUNDS rounds of each,
+  `seconds` / ROUNDS long, every worker starting its first call of a round at
+  once, the idle pool waiting (a shared machine's speed drifts from one
+  minute to the next, so each side is measured beside the other). Games
+  arrive a call at a time, so a call lasts `[cluster] batch_seconds` or a
+  CALLS-th of a round, whichever is shorter. `ratio` = the median round's
+  ray / local; the target is 0.9 or more.
 - ingest: a real daemon (`hexzd start --headless`, paused, so its own workers
   add nothing) takes INGEST_GAMES synthetic games, random games of the board
   with sparse visit distributions of real size, pushed to its results socket
@@ -53,6 +57,8 @@ from hexzd.nn.snapshot import Snapshot
 __all__ = ["run", "report"]
 
 WARM_SECONDS = 1.0  # each actor's first call: kernels compiled, network loaded
+ROUNDS = 3  # rounds of each kind, local and Ray in turn: a shared machine's speed drifts
+CALLS = 10  # play calls of a worker in a round at least: games arrive a call at a time
 INGEST_SIZES = (9, 19)
 INGEST_GAMES = 2000
 H100_UTILISATION = 0.3  # the share of the bf16 peak a small residual network's inference keeps, assumed
@@ -65,19 +71,16 @@ def run(size: int = 9, seconds: float = 3.0, **_) -> dict:
 
     cores = len(os.sched_getaffinity(0))
     config = Config.model_validate({"game": {"board_size": size}}).model_dump()
-    weights = _network(size)
-    local = _local(cores, config, weights, seconds)
-    ray_rate = _ray(cores, config, weights, seconds)
+    selfplay = _selfplay(cores, config, _network(size), seconds)
     ingest = {n: _ingest(n) for n in INGEST_SIZES}
     return {
         "unit": "games/s",
         "size": size,
         "cores": cores,
-        "hexzd_per_s": ray_rate["games_per_s"],
-        "baseline_per_s": local["games_per_s"],
-        "ratio": ray_rate["games_per_s"] / max(local["games_per_s"], 1e-9),
-        "local": local,
-        "ray": ray_rate,
+        "hexzd_per_s": selfplay["ray_games_per_s"],
+        "baseline_per_s": selfplay["local_games_per_s"],
+        "ratio": selfplay["ratio"],
+        "selfplay": selfplay,
         "ingest": ingest,
         "nodes": {n: _nodes(n, ingest[n]["games_per_s"], config) for n in INGEST_SIZES},
     }
@@ -92,72 +95,115 @@ def _network(n: int) -> bytes:
 # -- self-play: local processes and Ray actors ---------------------------------------------
 
 
-def _play_locally(name: str, config: dict, weights: bytes, seconds: float, seed: int, pipe) -> None:
-    """One local self-play process: a warm-up call, then call after call, each call's games sent back."""
+def _play_locally(name: str, config: dict, weights: bytes, seed: int, pipe) -> None:
+    """One local self-play process: a call of self-play for each number of seconds it is sent,
+    the call's games sent back; None ends it."""
     actor = SelfPlayActor(name, "local", config, seed)
     actor.set_weights(1, weights)
-    actor.play(config, WARM_SECONDS)
-    pipe.send([])
-    pipe.recv()  # every process is warm: the measurement starts for all at once, as the Ray actors' calls do
-    while True:  # until the measurement ends it
+    while (seconds := pipe.recv()) is not None:
         pipe.send(actor.play(config, seconds)["games"])
 
 
-def _local(workers: int, config: dict, weights: bytes, seconds: float) -> dict:
-    context = multiprocessing.get_context("spawn")
-    batch = config["cluster"]["batch_seconds"]
-    pipes, children = [], []
-    os.environ.update(environment(Config.model_validate(config), {"num_cpus": 1}))  # as the Ray actors get
-    for k in range(workers):
-        ours, theirs = context.Pipe()
-        child = context.Process(target=_play_locally, args=(f"local-{k}", config, weights, batch, k, theirs))
-        child.start()
-        pipes.append(ours)
-        children.append(child)
-    for pipe in pipes:
-        pipe.recv()  # warm
-    for pipe in pipes:
-        pipe.send("go")
-    start, games = time.monotonic(), 0
-    while time.monotonic() - start < seconds:
-        for pipe in multiprocessing.connection.wait(pipes, timeout=0.1):
-            got = pipe.recv()
-            if time.monotonic() - start < seconds:
-                games += len(got)
-    elapsed = time.monotonic() - start
-    for child in children:
-        child.terminate()
-        child.join()
-    return {"workers": workers, "games": games, "seconds": elapsed, "games_per_s": games / elapsed}
+class LocalPool:
+    """`workers` local self-play processes, called as Ray actors are: one call at a time each."""
+
+    def __init__(self, workers: int, config: dict, weights: bytes):
+        context = multiprocessing.get_context("spawn")
+        os.environ.update(environment(Config.model_validate(config), {"num_cpus": 1}))  # as the Ray actors get
+        self.pipes, self.children = [], []
+        for k in range(workers):
+            ours, theirs = context.Pipe()
+            child = context.Process(target=_play_locally, args=(f"local-{k}", config, weights, k, theirs))
+            child.start()
+            self.pipes.append(ours)
+            self.children.append(child)
+
+    def call(self, worker: int, seconds: float) -> int:
+        self.pipes[worker].send(seconds)
+        return worker
+
+    def ended(self, calls: list[int]) -> list[tuple[int, list]]:
+        """The calls (of those given) that ended within a moment, each with its games."""
+        ready = multiprocessing.connection.wait([self.pipes[w] for w in calls], timeout=0.1)
+        return [(self.pipes.index(pipe), pipe.recv()) for pipe in ready]
+
+    def close(self) -> None:
+        for pipe, child in zip(self.pipes, self.children):
+            pipe.send(None)
+            child.join(10)
 
 
-def _ray(workers: int, config: dict, weights: bytes, seconds: float) -> dict:
-    import ray
+class RayPool:
+    """`workers` Ray actors of one CPU each on a Ray instance of this machine's cores; the weights
+    sent by one ray.put, as the cluster worker sends them."""
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        batch = config["cluster"]["batch_seconds"]
+    def __init__(self, workers: int, config: dict, weights: bytes):
+        import ray
+
+        self.ray = ray
+        # Ray starts its workers at niceness 15, and on a busy machine they would lose the cores to
+        # anything else running: the same priority as the local processes, for the comparison.
+        os.environ["RAY_worker_niceness"] = "0"  # noqa: SIM112  Ray spells it so
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
         resources = {"num_cpus": 1}
         env = {"env_vars": environment(Config.model_validate(config), resources)}
         remote = ray.remote(SelfPlayActor).options(**resources, runtime_env=env)
-        actors = [remote.remote(f"ray-{k}", "local", config, k) for k in range(workers)]
+        self.config = config
+        self.actors = [remote.remote(f"ray-{k}", "local", config, k) for k in range(workers)]
         ref = ray.put(weights)  # once: every actor gets the ObjectRef
-        ray.get([a.set_weights.remote(1, ref) for a in actors])
-        ray.get([a.play.remote(config, WARM_SECONDS) for a in actors])
-        calls = {a.play.remote(config, batch): a for a in actors}
-        start, games = time.monotonic(), 0
-        while time.monotonic() - start < seconds:
-            ready, _ = ray.wait(list(calls), num_returns=len(calls), timeout=0.1)
-            for done in ready:
-                actor = calls.pop(done)
-                got = ray.get(done)["games"]
-                if time.monotonic() - start < seconds:
-                    games += len(got)
-                calls[actor.play.remote(config, batch)] = actor
-        elapsed = time.monotonic() - start
+        ray.get([a.set_weights.remote(1, ref) for a in self.actors])
+
+    def call(self, worker: int, seconds: float):
+        return self.actors[worker].play.remote(self.config, seconds)
+
+    def ended(self, calls: list) -> list[tuple[object, list]]:
+        """The calls (of those given) that ended within a moment, each with its games."""
+        ready, _ = self.ray.wait(calls, num_returns=len(calls), timeout=0.1)
+        return [(ref, self.ray.get(ref)["games"]) for ref in ready]
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def _round(pool, workers: int, batch: float, seconds: float) -> int:
+    """Games that reach this process within `seconds`, every worker calling again as its call ends;
+    the calls still in flight at the end are waited for (and not counted), so the pool is idle after."""
+    calls = [pool.call(w, batch) for w in range(workers)]
+    start, games = time.monotonic(), 0
+    while any(call is not None for call in calls):
+        for call, got in pool.ended([call for call in calls if call is not None]):
+            worker = calls.index(call)
+            within = time.monotonic() - start < seconds
+            games += len(got) if within else 0
+            calls[worker] = pool.call(worker, batch) if within else None
+    return games
+
+
+def _selfplay(workers: int, config: dict, weights: bytes, seconds: float) -> dict:
+    """Local and Ray rounds in turn (ROUNDS each, `seconds` / ROUNDS long), both pools warm throughout."""
+    span = seconds / ROUNDS
+    batch = min(config["cluster"]["batch_seconds"], span / CALLS)  # many calls a round, as the cluster's
+    pools = {"local": LocalPool(workers, config, weights)}
+    try:
+        pools["ray"] = RayPool(workers, config, weights)
+        for pool in pools.values():
+            _round(pool, workers, WARM_SECONDS, 0.0)  # compiled kernels, the network loaded
+        rounds: dict[str, list[float]] = {"local": [], "ray": []}
+        for _ in range(ROUNDS):
+            for name, pool in pools.items():
+                rounds[name].append(_round(pool, workers, batch, span) / span)
     finally:
-        ray.shutdown()
-    return {"workers": workers, "games": games, "seconds": elapsed, "games_per_s": games / elapsed}
+        for pool in pools.values():
+            pool.close()
+    ratios = sorted(r / max(lo, 1e-9) for r, lo in zip(rounds["ray"], rounds["local"]))
+    return {
+        "workers": workers,
+        "call_seconds": batch,
+        "rounds": rounds,
+        "local_games_per_s": float(np.median(rounds["local"])),
+        "ray_games_per_s": float(np.median(rounds["ray"])),
+        "ratio": ratios[len(ratios) // 2],
+    }
 
 
 # -- the daemon's ingest -------------------------------------------------------------------
@@ -268,11 +314,11 @@ def _nodes(n: int, ingest_per_s: float, config: dict) -> dict:
 
 
 def report(result: dict) -> None:
-    r, lo = result["ray"], result["local"]
-    print(f"self-play {result['size']}x{result['size']}, {result['cores']} cores, one actor a core:")
-    print(f"  local processes {lo['games_per_s']:8.1f} games/s ({lo['games']} games in {lo['seconds']:.1f} s)")
-    print(f"  Ray actors      {r['games_per_s']:8.1f} games/s ({r['games']} games in {r['seconds']:.1f} s)")
-    print(f"  Ray / local     {result['ratio']:8.2f}  (the target: 0.90 or more)")
+    sp = result["selfplay"]
+    print(f"self-play {result['size']}x{result['size']}, {result['cores']} cores, one worker a core, {ROUNDS} rounds:")
+    print(f"  local processes {sp['local_games_per_s']:8.1f} games/s  (rounds: {_rounds(sp['rounds']['local'])})")
+    print(f"  Ray actors      {sp['ray_games_per_s']:8.1f} games/s  (rounds: {_rounds(sp['rounds']['ray'])})")
+    print(f"  Ray / local     {result['ratio']:8.2f}  (the median round's; the target: 0.90 or more)")
     print("the daemon's ingest (validated and committed), and the 8 x H100 nodes it serves:")
     for n, i in result["ingest"].items():
         est = result["nodes"][n]
@@ -281,3 +327,7 @@ def report(result: dict) -> None:
             f" an H100 ~{est['games_per_s_per_gpu']:.0f} games/s at {H100_UTILISATION:.0%} of its bf16 peak:"
             f" ~{est['nodes']:.1f} nodes"
         )
+
+
+def _rounds(rates: list[float]) -> str:
+    return ", ".join(f"{r:.1f}" for r in rates)

@@ -51,6 +51,7 @@ def test_bench_cluster_runs_end_to_end():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
-    assert result["local"]["games"] > 0 and result["ray"]["games"] > 0
+    rounds = result["selfplay"]["rounds"]
+    assert len(rounds["local"]) == len(rounds["ray"]) == 3 and min(rounds["local"] + rounds["ray"]) > 0
     assert {int(n) for n in result["ingest"]} == {9, 19}
     assert all(i["games"] == 2000 and i["games_per_s"] > 0 for i in result["ingest"].values())
