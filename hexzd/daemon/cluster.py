@@ -109,7 +109,7 @@ class Driver:
         self.nodes: dict[str, Node] = {}
         self.calls: dict = {}  # ObjectRef of a play call -> (node id, actor name)
         self.weights: tuple[int, object] | None = None  # (model id, ObjectRef of its bytes)
-        self.looked = self.reported = float("-inf")
+        self.looked = self.reported = self.recorded = float("-inf")
 
     def run(self) -> None:
         self.connect()
@@ -298,11 +298,17 @@ class Driver:
     # -- the daemon's view, and each node's tuner ------------------------------------
 
     def report(self) -> None:
-        """Each node's rates to its tuner, and every node to the daemon."""
+        """Each node's rates to its tuner, and every node to the daemon: shown at once, and
+        stored as metrics every `[daemon] progress_seconds` (source `node ID8`)."""
+        record = time.monotonic() - self.recorded >= self.link.config.daemon.progress_seconds
+        self.recorded = time.monotonic() if record else self.recorded
         rows = []
         for node in self.nodes.values():
             games_per_s, positions_per_s, evals_per_s = node.rates()
             self.tune(node, positions_per_s, evals_per_s)
+            if record:
+                values = {"games_per_s": games_per_s, "evals_per_s": evals_per_s, "actors": len(node.actors)}
+                self.link.send(m.Metrics(source=f"node {node.short}", values=values))
             rows.append(
                 m.Node(
                     node=node.id,

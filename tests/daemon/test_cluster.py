@@ -95,6 +95,8 @@ def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(clus
     assert float(counted) == run.count("games")
     joined = run.query("SELECT message FROM events WHERE message LIKE 'joined the Ray cluster%'")[0][0]
     assert "3 nodes, 2 CPUs, 0 GPUs" in joined
+    stored = run.query("SELECT DISTINCT source FROM metrics WHERE name = 'games_per_s' AND source LIKE 'node %'")
+    assert {f"node {a.node_id[:8]}", f"node {b.node_id[:8]}"} <= {source for (source,) in stored}
     # The weights went into the object store once, for the actors there then and those placed later.
     assert run.count("events", f"message LIKE 'model {best} sent to%'") == 1
 
