@@ -12,8 +12,10 @@ the token refused. Mark `cluster` (and e2e): CI's `pytest -m e2e` runs them.
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from daemon_run import DaemonRun, ray_loaded
@@ -47,6 +49,20 @@ def cluster():
     c.shutdown()
 
 
+def actor_of(node) -> int:
+    """The pid of the self-play actor on `node` (a Ray node of the Cluster): a child of its raylet."""
+    raylet = dict(node.live_processes())["raylet"].pid
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat, command = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if command.startswith(b"ray::SelfPlayActor") and int(stat.rsplit(")", 1)[1].split()[1]) == raylet:
+                return int(entry.name)
+    raise AssertionError(f"no self-play actor on node {node.node_id}")
+
+
 def node_games(run: DaemonRun) -> dict[str, int]:
     return dict(run.query("SELECT node, COUNT(*) FROM games WHERE node IS NOT NULL GROUP BY node"))
 
@@ -71,6 +87,12 @@ def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(clus
         assert {(n["node"], n["cpus"], n["actors"]) for n in nodes["nodes"]} == {(a.node_id, 1, 1), (b.node_id, 1, 1)}
         system = views.device_panel({"cluster": nodes}).plain  # the dashboard's system tab
         assert f"Ray cluster at {c.address}: 2 nodes" in system and "1 actors" in system
+
+        os.kill(actor_of(b), signal.SIGKILL)  # an actor lost, its node staying: another is placed there
+        lost = f"message LIKE 'self-play actor ray-{b.node_id[:8]}-0 % is lost%'"
+        run.wait_for(lambda: run.count("events", lost), 30, "the lost actor's event")
+        again = f"ray-{b.node_id[:8]}-1-%"
+        run.wait_for(lambda: run.count("games", f"uid LIKE '{again}'") > 0, 60, "games from the actor placed again")
 
         c.remove_node(a)  # mid-run: its actor and the games it has in flight go with it
         run.wait_for(lambda: run.count("events", f"message LIKE 'node {a.node_id[:8]}% left the cluster%'"), 60, "a")
