@@ -103,6 +103,9 @@ def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(clus
         run.wait_for(lambda: node_games(run)[b.node_id] > from_b, 30, "more games from the node that stayed")
         assert node_games(run).get(a.node_id, 0) == left  # nothing of the lost node's came after its loss
 
+        run.config.write_text(run.config.read_text().replace(f'address = "{c.address}"', 'address = ""'))
+        run.wait_for(lambda: "cluster" not in run.worker_pids(), 30, "the cluster worker to stop")  # a live key
+        assert "Ray cluster" not in run.hexzd("status").stdout
         assert run.hexzd("stop").returncode == 0
         assert run.process.wait(60) == 0
     finally:
