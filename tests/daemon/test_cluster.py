@@ -118,6 +118,7 @@ def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(clus
     assert len(lives) >= 3 and all(seqs == list(range(1, len(seqs) + 1)) for seqs in lives.values())
     counted = run.query("SELECT value FROM meta WHERE key = 'counter.games'")[0][0]
     assert float(counted) == run.count("games")
+    assert run.count("events", "message LIKE 'cluster exited%' OR (source = 'cluster' AND level = 'error')") == 0
     joined = run.query("SELECT message FROM events WHERE message LIKE 'joined the Ray cluster%'")[0][0]
     assert "3 nodes, 2 CPUs, 0 GPUs" in joined
     stored = run.query("SELECT DISTINCT source FROM metrics WHERE name = 'games_per_s' AND source LIKE 'node %'")
