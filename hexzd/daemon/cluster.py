@@ -69,7 +69,8 @@ class Node:
     evals: int = 0
     gpu_util: float | None = None  # the least busy of its actors' GPUs, over their last calls
     settling: bool = False  # an actor plays out games of an older batch shape
-    tuned: tuple = ()  # the [tune] section, sims and batch its tuner was last configured with
+    start_batch: int = 0  # the batch in force when it joined, where its tuner started
+    tuned: tuple = ()  # the [tune] section and sims its tuner was last configured with
     backoff: float = 0.0  # seconds before an actor lost while the node stays is placed again; doubles
     retry_at: float = 0.0  # monotonic time before which no actor is placed on it
     samples: deque = field(default_factory=lambda: deque(maxlen=64))  # (monotonic, games, positions, evals)
@@ -185,6 +186,7 @@ class Driver:
             resources.get("CPU", 0.0),
             resources.get("GPU", 0.0),
             Tuner(c.tune, c.selfplay.sims, c.selfplay.batch),
+            start_batch=c.selfplay.batch,
         )
         count = len(wanted_actors(node.cpus, node.gpus, c.selfplay.workers))
         self.link.event("info", f"{self.describe(info)} joined: {count} self-play actors")
@@ -327,9 +329,11 @@ class Driver:
     def tune(self, node: Node, positions_per_s: float, evals_per_s: float) -> None:
         """The node's batch, from its own evaluations/s and GPU use; sims stay the run's."""
         c = self.link.config
-        if node.tuned != (c.tune, c.selfplay.sims, c.selfplay.batch):
-            node.tuned = (c.tune, c.selfplay.sims, c.selfplay.batch)
-            node.tuner.configure(*node.tuned)
+        if node.tuned != (c.tune, c.selfplay.sims):
+            # The batch in force here is the daemon's tuner's, for this machine: a node's stays its own,
+            # its tuner told the batch it started from, which leaves the tuned one in place.
+            node.tuned = (c.tune, c.selfplay.sims)
+            node.tuner.configure(c.tune, c.selfplay.sims, node.start_batch)
         telemetry = Telemetry(
             positions_per_s=positions_per_s,
             evals_per_s=evals_per_s,
