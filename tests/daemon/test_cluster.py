@@ -37,6 +37,7 @@ EDITS = {
     "[selfplay]": ["batch = 8", "groups = 2"],
     "[train]": ["min_positions = 100_000"],  # self-play is what is tested: the trainer waits
     "[cluster]": ["batch_seconds = 1.0"],
+    "[tune]": ["interval = 2.0"],  # each node's tuner decides within the test
 }
 
 
@@ -119,6 +120,8 @@ def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(clus
     counted = run.query("SELECT value FROM meta WHERE key = 'counter.games'")[0][0]
     assert float(counted) == run.count("games")
     assert run.count("events", "message LIKE 'cluster exited%' OR (source = 'cluster' AND level = 'error')") == 0
+    tuned = f"source = 'cluster' AND message LIKE 'node {b.node_id[:8]}: %evals/s%batch%'"
+    assert run.count("events", tuned) > 0  # the node's batch, by its tuner from its own evaluations/s
     joined = run.query("SELECT message FROM events WHERE message LIKE 'joined the Ray cluster%'")[0][0]
     assert "3 nodes, 2 CPUs, 0 GPUs" in joined
     stored = run.query("SELECT DISTINCT source FROM metrics WHERE name = 'games_per_s' AND source LIKE 'node %'")
