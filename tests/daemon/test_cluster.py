@@ -11,10 +11,14 @@ the token refused. Mark `cluster` (and e2e): CI's `pytest -m e2e` runs them.
 
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -183,3 +187,90 @@ def test_the_head_lost_leaves_local_self_play_going_and_the_daemon_joins_again(t
         for cluster in (c, again):
             if cluster is not None:
                 cluster.shutdown()
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "cluster.md"
+
+
+def guide_commands() -> list[str]:
+    """The shell commands of the guide's "Two machines, step by step", in order, comments cut."""
+    section = GUIDE.read_text().split("## Two machines, step by step")[1].split("\n## ")[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(300)
+def test_the_guides_two_machines_as_its_commands_start_them(tmp_path):
+    port = free_port()
+    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay short
+    # The token file, as the guide has it; and Ray's files under a folder of the test's, where "auto"
+    # finds this cluster and not another (the module's): RAY_TMPDIR, for Ray's commands and the daemon.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"} | {"RAY_TMPDIR": str(temp)}
+    commands = guide_commands()[:6]  # then the queries of its games
+    assert [c.split(" --")[0] for c in commands] == [
+        "ray get-auth-token",
+        "chmod 600 ~/.ray/auth_token",
+        "export RAY_AUTH_MODE=token",
+        "ray start",
+        "hexzd start",
+        "ray start",
+    ]
+    head, worker = commands[3], commands[5]
+    shell = {"HEAD_IP": "127.0.0.1", "6379": str(port)}
+    for name, value in shell.items():
+        head, worker = head.replace(name, value), worker.replace(name, value)
+    run = DaemonRun(tmp_path, edits=dict(EDITS, **{"[cluster]": ['address = "auto"']}))
+    try:
+        setup = " && ".join([*commands[:3], head, worker])
+        started = subprocess.run(["bash", "-c", setup], env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert oct(Path(env["HOME"], ".ray", "auth_token").stat().st_mode & 0o777) == "0o600"
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)  # the daemon's, and so its cluster worker's
+        try:
+            run.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        run.wait_for(lambda: len(node_games(run)) > 0, 120, "games from the worker node")
+        joined = run.query("SELECT message FROM events WHERE message LIKE 'joined the Ray cluster at auto%'")
+        assert joined and "2 nodes, 2 CPUs" in joined[0][0] and "this machine: its own workers" in joined[0][0]
+        assert run.hexzd("stop").returncode == 0
+    finally:
+        run.cleanup()
+        stop_ray_under(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_ray_under(temp: Path) -> None:
+    """Kills the Ray processes whose command line names `temp` (`ray stop` would stop every Ray
+    of the machine), then their children: the raylets' workers."""
+    named = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(temp).encode() in (entry / "cmdline").read_bytes():
+                    named.add(int(entry.name))
+            except OSError:
+                continue
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            if parent in named:
+                children.add(int(entry.name))
+    for pid in named | children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
