@@ -5,8 +5,10 @@ the daemon's cluster worker attaches to it as this machine's node) and worker
 nodes of one CPU each, every one its own raylet process with its own
 resources, as `ray start` makes them (docs/guides/cluster.md), with Ray's token
 authentication on. A real daemon joins it and gets games from the nodes' actors
-in its state file; a node removed mid-run and one added later; a client without
-the token refused. Mark `cluster` (and e2e): CI's `pytest -m e2e` runs them.
+in its state file; an actor killed, a node removed mid-run and one added later;
+a client without the token refused; the head lost and back (slow). And the
+guide's own `ray start` commands, read from the page and run as written. Mark
+`cluster` (and e2e): CI's `pytest -m e2e` runs them, about 75 s on 2 cores.
 """
 
 import json
