@@ -238,6 +238,14 @@ def test_the_guides_two_machines_as_its_commands_start_them(tmp_path):
         run.wait_for(lambda: len(node_games(run)) > 0, 120, "games from the worker node")
         joined = run.query("SELECT message FROM events WHERE message LIKE 'joined the Ray cluster at auto%'")
         assert joined and "2 nodes, 2 CPUs" in joined[0][0] and "this machine: its own workers" in joined[0][0]
+        # A live edit to the head's client port, as through the guide's SSH tunnel: the worker leaves and
+        # comes back through Ray's client, no node is this machine's then, and the node's actor is new.
+        lives = "SELECT COUNT(DISTINCT substr(uid, 1, instr(uid, ':'))) FROM games WHERE uid IS NOT NULL"
+        before = run.query(lives)[0][0]
+        run.config.write_text(run.config.read_text().replace('address = "auto"', 'address = "ray://127.0.0.1:10001"'))
+        client = "message LIKE 'joined the Ray cluster at ray://127.0.0.1:10001: 2 nodes, 2 CPUs%'"
+        run.wait_for(lambda: run.count("events", client), 90, "the connection through Ray's client")
+        run.wait_for(lambda: run.query(lives)[0][0] > before, 90, "games through Ray's client")
         assert run.hexzd("stop").returncode == 0
     finally:
         run.cleanup()
