@@ -70,6 +70,25 @@ def actor_of(node) -> int:
     raise AssertionError(f"no self-play actor on node {node.node_id}")
 
 
+def listening(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on: its sockets' inodes found in /proc/net/tcp{,6} in LISTEN."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def node_games(run: DaemonRun) -> dict[str, int]:
     return dict(run.query("SELECT node, COUNT(*) FROM games WHERE node IS NOT NULL GROUP BY node"))
 
@@ -88,6 +107,7 @@ def test_self_play_on_two_nodes_survives_a_node_lost_and_takes_a_node_added(clus
         # Ray lives in the cluster worker alone: the daemon and this machine's workers never load it.
         assert ray_loaded(pids["cluster"])
         assert not any(ray_loaded(p) for p in [run.process.pid, *(p for w, p in pids.items() if w != "cluster")])
+        assert listening(run.process.pid) == set()  # no port of hexzd's own for the cluster: Ray's alone
         status = run.hexzd("status").stdout
         assert f"Ray cluster at {c.address}" in status and a.node_id[:8] in status and b.node_id[:8] in status
         nodes = json.loads(run.hexzd("status", "--json").stdout)["cluster"]  # what the dashboard reads
