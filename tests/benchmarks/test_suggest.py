@@ -13,6 +13,8 @@ from hexzd.cli import main
 from hexzd.config import Config, default_toml, load
 from hexzd.nn.net import NetSpec, count_params
 
+pytestmark = pytest.mark.e2e  # the doctor measures this machine (about 10 s)
+
 DOCTOR = "# hexzd doctor: "
 
 

@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from hexzd.daemon.cpu import CpuShares
 from hexzd.evaluation.throttle import Throttle
 
@@ -12,6 +14,7 @@ def busy(seconds: float) -> None:
         pass
 
 
+@pytest.mark.e2e  # a 4-second trial on real CPU time
 def test_a_throttled_busy_loop_stays_within_its_share():
     """A loop that would take a whole core, held to a quarter of two cores (0.5 CPU-s/s)."""
     throttle, started, cpu = Throttle(cores=2, burst=0.2), time.monotonic(), time.process_time()

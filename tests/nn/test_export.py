@@ -38,6 +38,8 @@ from hexzd.nn.net import NetSpec, count_flops, count_params
 from hexzd.nn.snapshot import Snapshot
 from hexzd.store.writes import Writer
 
+pytestmark = pytest.mark.e2e  # a network trained and exported through the CLI (about 10 s)
+
 pyspiel = pytest.importorskip("pyspiel")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,7 +187,6 @@ def without(packages: str, *argv, cwd) -> subprocess.CompletedProcess:
     return done
 
 
-@pytest.mark.e2e
 def test_both_files_give_the_networks_outputs_on_legal_positions_without_hexzd(run, tmp_path):
     positions = replayed(spiel_games(64, swap=True, seed=2), swap=True)
     assert positions.ply.min() == 0 and (positions.ply == 1).sum() >= 2  # the swap plane is on in some
@@ -245,7 +246,6 @@ def hexzd_move(network, cells: list[str]) -> tuple[str, float]:
     return cell_name(int(prior.argmax()), N), float(values[0])
 
 
-@pytest.mark.e2e
 def test_the_docs_example_plays_hexzds_move_with_onnxruntime_and_numpy_alone(run, tmp_path):
     (tmp_path / "play_onnx.py").write_text(example())
     games = spiel_games(24, swap=False, seed=3)

@@ -379,6 +379,7 @@ def check_learns(n: int, count: int, max_stones: int, steps: int, blocks: int):
     assert np.mean(mass) >= 0.8, f"{np.mean(mass):.1%} of the policy on winning moves"
 
 
+@pytest.mark.e2e  # a long trial: 600 steps, 10 s here
 def test_learns_solved_3x3_positions():
     check_learns(3, 3000, 9, steps=600, blocks=2)
 
