@@ -12,12 +12,14 @@ Without a GPU (self-play and training on the cores), it measures:
                      positions/s, evaluations/s, and the cores it keeps busy (its search thread
                      and its inference service's thread overlap)
     the trainer      optimiser steps of train.batch_size on the run's network, one torch thread
-    batches          network evaluations/s at a few batch sizes (as `hexzd bench net` times them)
 and sizes:
     workers          evaluation keeps evaluation.cpu_share of the cores; each worker needs its own
                      cores and the trainer's for train.reuse passes over what it makes
     trainer_threads  enough threads for those passes
-    batch            the smallest measured batch within BATCH_KNEE of the best rate
+It leaves selfplay.batch at the default: on a CPU the tuner hill-climbs it on the
+run's own evaluations/s, which a few seconds on a fresh network cannot foresee.
+(The doctor once chose the batch by network evaluations/s alone: 256 here,
+which bought no strength on 5x5 in 5 minutes; docs/results.md, 2026-12-05.)
 With GPUs the search runs on the cores and the network on the GPUs: each
 GPU gets an even share of the cores left by evaluation and the trainer,
 spread over search threads, no more than Amdahl's law lets one process use
@@ -42,10 +44,6 @@ from hexzd.evaluation.throttle import usable_cores
 
 __all__ = ["PROFILES", "Edit", "Machine", "fitted_text", "run"]
 
-# The batches timed on a CPU, and how close to the best rate the chosen one must come:
-# a larger batch costs memory and staleness (games played by an older network) for little.
-CPU_BATCHES = (32, 64, 128, 256)
-BATCH_KNEE = 0.9
 # One search thread's share of time outside the GIL-free kernels at 512 games a group,
 # 9x9 (docs/results.md, "the inference service's hops and the GIL", 2026-12-03). By
 # Amdahl, T threads of one process run 1 / (s + (1 - s) / T) times one thread; at most
@@ -179,17 +177,17 @@ def fitted_text(edits: list[Edit], head: list[str]) -> str:
 
 
 def fit_cpu(fitted: Fitted, config: Config, seconds: float, echo) -> float:
-    """Workers, trainer threads and batch for self-play and training on the cores; the self-play
-    FLOP/s the machine will run at."""
+    """Workers and trainer threads for self-play and training on the cores; the self-play FLOP/s
+    the machine will run at."""
     n, cores = config.game.board_size, fitted.machine.cores
     worker = measure_worker(config, seconds)
     samples = measure_trainer(config, seconds)
-    rates = measure_batches(config, CPU_BATCHES, seconds / 2)  # half the time a batch, over its rounds
-    fitted.figures.update(worker=worker, trainer_samples_per_s=samples, batch_rates=rates)
+    fitted.figures.update(worker=worker, trainer_samples_per_s=samples)
     echo(
         f"a self-play worker ({n}x{n}, {worker['shape']}): {worker['positions_per_s']:,.0f} positions/s, "
         f"{worker['evals_per_s']:,.0f} evals/s on {worker['cores']:.2f} cores; the trainer "
-        f"{samples:,.0f} samples/s a thread; evals/s by batch: " + ", ".join(f"{b}: {r:,.0f}" for b, r in rates.items())
+        f"{samples:,.0f} samples/s a thread; selfplay.batch is left to the tuner, which hill-climbs "
+        "it on the run's own evals/s"
     )
     workers, threads = split_cores(cores, config, worker, samples)
     reuse, share, made = config.train.reuse, config.evaluation.cpu_share, worker["positions_per_s"]
@@ -206,14 +204,6 @@ def fit_cpu(fitted: Fitted, config: Config, seconds: float, echo) -> float:
         threads,
         f"{workers} worker(s) x {made:,.0f} positions/s x train.reuse {reuse:g} / {samples:,.0f} samples/s a thread",
     )
-    batch = knee(rates)
-    fitted.set(
-        "selfplay",
-        "batch",
-        batch,
-        f"network evals/s a core by batch {', '.join(f'{b}: {r:,.0f}' for b, r in rates.items())}: "
-        f"{batch} is the smallest within {BATCH_KNEE:.0%} of the best",
-    )
     return workers * worker["evals_per_s"] * worker["flops_per_eval"]
 
 
@@ -225,12 +215,6 @@ def split_cores(cores: int, config: Config, worker: dict, samples_per_s: float) 
     workers = max(1, math.floor(left / (worker["cores"] + trainer_per_worker)))
     threads = max(1, math.ceil(workers * trainer_per_worker))
     return workers, min(threads, max(1, math.floor(left - workers * worker["cores"])))
-
-
-def knee(rates: dict[int, float]) -> int:
-    """The smallest batch whose rate is within BATCH_KNEE of the best."""
-    best = max(rates.values())
-    return min(b for b, r in rates.items() if r >= BATCH_KNEE * best)
 
 
 @contextmanager
