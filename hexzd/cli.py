@@ -823,13 +823,13 @@ def _sims_list(ctx, param, values):
     default=100,
     show_default=True,
     type=click.IntRange(1, 100_000),
-    help="test positions: the empty board and random openings",
+    help="test positions: the empty board and random openings (above 5x5: late ones only)",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the positions and agents")
 @click.option(
     "--size",
     type=click.IntRange(2, 19),
-    help="board side n, at most 5  [default: the model's; 5 with --random-rollouts]",
+    help="board side n, at most 7 (5 with --openings)  [default: the model's; 5 with --random-rollouts]",
 )
 @ROLLOUTS_OPTION
 @click.option(
@@ -840,13 +840,14 @@ def _sims_list(ctx, param, values):
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, as_json):
-    """Strength against perfect play: solved positions of boards up to 5x5.
+    """Strength against perfect play: solved positions of boards up to 7x7.
 
     In won positions: how often the agent's move keeps the win, and how often
     it converts the win against perfect defence; for the network, how often
-    its value's sign is right. With --openings: of the n*n first moves, how
-    many the agent converts from the side that wins, and its first losing
-    move in each it does not."""
+    its value's sign is right. Above 5x5 the positions are late ones, with few
+    enough empty cells for the solver to prove them in seconds. With --openings (up
+    to 5x5): of the n*n first moves, how many the agent converts from the side
+    that wins, and its first losing move in each it does not."""
     from hexzd.evaluation import perfect as pf
 
     evaluate, config, label = None, None, "random-rollout MCTS"
@@ -859,7 +860,7 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, every_openi
             )
         size = network.board_size
     try:
-        size = pf.check_size(size or pf.MAX_SIZE)
+        size = pf.check_size(size or pf.MAX_SIZE, late=not every_opening)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     if not as_json:
@@ -985,7 +986,8 @@ def _openings_table(n: int, results) -> str:
 
 def _perfect_table(report) -> str:
     lines = [
-        f"{report.positions} positions: {report.won} won and {report.lost} lost for the player to move "
+        f"{report.positions} positions ({report.first_ply} plies or more): {report.won} won and {report.lost} "
+        "lost for the player to move "
         f"(solver {report.solver_seconds:.1f} s, {report.solver_nodes:,} nodes)"
     ]
     if report.value_sign:

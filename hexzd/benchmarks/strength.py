@@ -13,6 +13,11 @@ is then judged from outside, as `hexzd htp` plays (800 simulations):
   swapped (`hexzd match`, n*n pairs). The milestone is the first judged
   snapshot to score 95%. Each such match takes minutes of a core, which is
   why the curve is opt-in and `rejudge` judges runs already trained.
+- 6x6 and 7x7, besides: a finer judge, since MCTS @10k stops telling 7x7
+  snapshots apart within minutes. From LATE_POSITIONS late positions
+  (`hexzd perfect`: random openings that leave at most MAX_EMPTY empty cells, the
+  same ones for every snapshot), the share of the won ones the snapshot
+  converts against perfect defence, with its 95% interval.
 A snapshot's minutes, PFLOP and CPU-hours are those of the run when the
 trainer made it (models.wall_seconds, selfplay_flops + train_flops: network
 FLOPs only, as boardlaw counts; cpu_seconds: every process's CPU time, the
@@ -44,6 +49,8 @@ SIMS = 800  # hexzd htp's default
 OPPONENT_SIMS = 10_000
 TARGET_SCORE = 0.95
 PERFECT_MAX_SIZE = 5
+LATE_MAX_SIZE = 7  # late positions up to here (hexzd.evaluation.perfect.LATE_MAX_SIZE)
+LATE_POSITIONS = 400  # about +-3% at 95% where 90% are converted
 BOARDLAW_FLOPS = {6: 2.3e14, 7: 2e15, 9: 3.6e16}
 
 
@@ -109,7 +116,7 @@ def _judge(db: Path, size: int, curve: int, echo) -> dict:
         return {**run, "final": None}
     perfect = size <= PERFECT_MAX_SIZE
     judged = snapshots if perfect else spread(snapshots, curve)
-    judge = (lambda s: _openings(db, s["model_id"], size)) if perfect else (lambda s: _match(db, s["model_id"], size))
+    judge = (lambda s: _openings(db, s["model_id"], size)) if perfect else (lambda s: _outside(db, s["model_id"], size))
     points = []
     with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process (a match: two, in turn)
         for s, score in zip(judged, pool.map(judge, judged)):
@@ -149,6 +156,21 @@ def _openings(db: Path, model: int, size: int) -> dict:
     out = hexzd("perfect", "--db", db, "--model", model, "--openings", "--sims", SIMS, "--json", capture=True)
     [agent] = json.loads(out)["agents"]
     return {"converted": agent["converted"]["hits"], "of": size * size}
+
+
+def _outside(db: Path, model: int, size: int) -> dict:
+    """The match against MCTS, and on boards the solver takes, the late positions converted."""
+    return {**_match(db, model, size), **(_late(db, model) if size <= LATE_MAX_SIZE else {})}
+
+
+def _late(db: Path, model: int) -> dict:
+    """Won late positions converted against perfect defence, at hexzd htp's simulations."""
+    out = hexzd(
+        "perfect", "--db", db, "--model", model, "--sims", SIMS, "--positions", LATE_POSITIONS, "--json", capture=True
+    )
+    [agent] = json.loads(out)["agents"]
+    c = agent["conversion"]
+    return {"late_converted": c["hits"], "late_of": c["total"], "late_lo": c["lo"], "late_hi": c["hi"]}
 
 
 def _match(db: Path, model: int, size: int) -> dict:
@@ -220,7 +242,13 @@ def report(result: dict) -> None:
 def _score(f: dict) -> str:
     if "converted" in f:
         return f"{f['converted']}/{f['of']} won openings converted"
+    late = ""
+    if "late_of" in f:
+        late = (
+            f"; {f['late_converted']}/{f['late_of']} won late positions converted "
+            f"(95% CI [{f['late_lo']:.0%}, {f['late_hi']:.0%}])"
+        )
     return (
         f"{f['wins']}/{f['games']} against MCTS @{OPPONENT_SIMS} "
-        f"({f['score']:.0%}, 95% CI [{f['score_lo']:.0%}, {f['score_hi']:.0%}])"
+        f"({f['score']:.0%}, 95% CI [{f['score_lo']:.0%}, {f['score_hi']:.0%}])" + late
     )

@@ -1,11 +1,16 @@
 """`hexzd perfect`: an agent's strength against perfect play on solved small boards.
 
 Elo against other agents says who is stronger; this says how far from
-perfect an agent is, on boards small enough to solve exactly (n <= MAX_SIZE):
+perfect an agent is, on boards small enough to solve exactly (n <= MAX_SIZE),
+and in late positions of boards up to LATE_MAX_SIZE:
 
     positions      N random openings, the empty board first: 0 .. n*n - 2 plies
                    uniformly at random (no swap), finished games and repeats
-                   dropped. Reproducible from the seed.
+                   dropped. Reproducible from the seed. On boards above
+                   MAX_SIZE, late positions only: n*n - MAX_EMPTY .. n*n - 2
+                   plies, so that the solver meets at most MAX_EMPTY empty
+                   cells (the empty 5x5 board has 25 and takes it under a
+                   second; 7x7 openings of 20 random plies took up to 7 s).
     solved         each by native/solver.py: won or lost for the player to move
     perfect-move   in each won position, does the agent's move keep the win?
     conversion     from each won position, the agent to move plays out the game
@@ -41,6 +46,8 @@ from hexzd.search.mcts import Evaluate
 from hexzd.search.player import Player, subset
 
 __all__ = [
+    "LATE_MAX_SIZE",
+    "MAX_EMPTY",
     "MAX_SIZE",
     "AgentResult",
     "OpeningGame",
@@ -51,22 +58,35 @@ __all__ = [
     "Solver",
     "agent",
     "check_size",
+    "first_ply",
     "measure",
     "openings",
     "undecided_positions",
 ]
 
 MAX_SIZE = 5  # the empty 5x5 board is solved in under a second; the empty 6x6 not in five minutes
+LATE_MAX_SIZE = 7  # the solver's bitmasks hold 7x7 (native/solver.py MAX_CELLS)
+MAX_EMPTY = 27  # empty cells of a late position on boards above MAX_SIZE
 DEFAULT_SIMS = (0, 64, 800)
 DEFAULT_POSITIONS = 100
 MAX_ANSWERS = 1_000_000  # positions a Solver remembers (about 150 MB), then it starts afresh
 
 
-def check_size(n: int) -> int:
-    """n, if `hexzd perfect` can solve n x n boards; else ValueError naming the limit."""
-    if n > MAX_SIZE:
-        raise ValueError(f"{n}x{n} is too large to solve: `hexzd perfect` takes boards up to {MAX_SIZE}x{MAX_SIZE}")
+def check_size(n: int, late: bool = False) -> int:
+    """n, if `hexzd perfect` can solve n x n boards (late: in late positions); else ValueError
+    naming the limit."""
+    if n > (LATE_MAX_SIZE if late else MAX_SIZE):
+        raise ValueError(
+            f"{n}x{n} is too large to solve: `hexzd perfect` takes boards up to {MAX_SIZE}x{MAX_SIZE}, "
+            f"and late positions up to {LATE_MAX_SIZE}x{LATE_MAX_SIZE}"
+        )
     return n
+
+
+def first_ply(n: int) -> int:
+    """The fewest plies of a test position's opening: none up to MAX_SIZE, then enough that at
+    most MAX_EMPTY cells are empty."""
+    return 0 if n <= MAX_SIZE else n * n - MAX_EMPTY
 
 
 class Solver:
@@ -145,20 +165,21 @@ class Solver:
         return board, int(to_play), self.n
 
 
-def undecided_positions(solver: Solver, count: int, seed: int) -> Games:
-    """`count` distinct undecided positions: the empty board, then random openings.
+def undecided_positions(solver: Solver, count: int, seed: int, first: int = 0) -> Games:
+    """`count` distinct undecided positions: random openings, the empty board first if first = 0.
 
-    An opening's length is uniform in 0 .. n*n - 2; Black moves first and the
-    players alternate. Fewer come back only where the board has fewer
+    An opening's length is uniform in first .. n*n - 2; Black moves first and
+    the players alternate. Fewer come back only where the board has fewer
     (tiny boards): the draw gives up after 100 tries per position.
     """
     n, nn = solver.n, solver.n * solver.n
     rng = np.random.default_rng(seed)
-    lines, seen = [[]], {bytes(nn)}
+    lines: list = [[]] if first == 0 else []
+    seen = {bytes(nn)}
     for _ in range(100 * count):
         if len(lines) >= count:
             break
-        line = rng.permutation(nn)[: rng.integers(0, nn - 1)]
+        line = rng.permutation(nn)[: rng.integers(first, nn - 1)]
         board = np.zeros(nn, np.int8)
         board[line[0::2]], board[line[1::2]] = BLACK, WHITE
         if board.tobytes() not in seen and solver.winner(board) == EMPTY:
@@ -278,6 +299,7 @@ class AgentResult:
 class Report:
     board_size: int
     seed: int
+    first_ply: int  # the shortest opening of a position
     positions: int
     won: int  # positions won for the player to move
     lost: int
@@ -378,9 +400,9 @@ def measure(
 
     None if `should_stop()` said so on the way (a worker asked to stop).
     """
-    check_size(n)
+    check_size(n, late=True)
     solver, clock = solver or Solver(n), _Clock()
-    games = undecided_positions(solver, positions, seed)
+    games = undecided_positions(solver, positions, seed, first_ply(n))
     with clock:
         won = np.array([solver.wins(games.board[b], games.to_play[b]) for b in range(games.batch)], np.bool_)
     value_sign = None
@@ -407,7 +429,16 @@ def measure(
         if on_agent:
             on_agent(result)
     return Report(
-        n, seed, games.batch, int(won.sum()), int((~won).sum()), value_sign, results, solver.nodes, clock.seconds
+        n,
+        seed,
+        first_ply(n),
+        games.batch,
+        int(won.sum()),
+        int((~won).sum()),
+        value_sign,
+        results,
+        solver.nodes,
+        clock.seconds,
     )
 
 

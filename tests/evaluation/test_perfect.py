@@ -18,7 +18,7 @@ from states import add_model
 
 from hexzd import store
 from hexzd.cli import main
-from hexzd.evaluation.perfect import MAX_SIZE, Solver, undecided_positions
+from hexzd.evaluation.perfect import MAX_EMPTY, MAX_SIZE, Solver, first_ply, undecided_positions
 from hexzd.game.rules import BLACK, EMPTY, WHITE
 
 
@@ -150,6 +150,15 @@ def test_openings_are_distinct_undecided_and_reproducible():
     assert len(undecided_positions(Solver(2, table_bits=8), 50, seed=0).board) < 50  # 2x2 has fewer
 
 
+def test_above_5x5_the_positions_are_late_ones():
+    assert first_ply(5) == 0 and first_ply(7) == 49 - MAX_EMPTY
+    solver = Solver(7, table_bits=8)
+    games = undecided_positions(solver, 40, seed=3, first=first_ply(7))
+    stones = (games.board != EMPTY).sum(axis=1)
+    assert games.batch == 40 and stones.min() >= first_ply(7) and stones.max() <= 47 and not games.done.any()
+    assert len(set(stones.tolist())) > 5  # lengths spread over the range, not one
+
+
 # -- hexzd perfect ---------------------------------------------------------------------
 
 
@@ -227,11 +236,22 @@ def test_the_4x4_openings_are_won_for_black_on_the_short_diagonal_only():
     assert black == ["d1", "c2", "b3", "a4"]  # cells 3, 6, 9, 12: the brute force's answer above
 
 
+def test_7x7_late_positions_from_the_command_line():
+    result = perfect("--random-rollouts", "--size", "7", "--sims", "0", "--positions", "8", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["first_ply"] == first_ply(7) and report["won"] + report["lost"] == report["positions"] == 8
+    [random] = report["agents"]
+    assert random["conversion"]["total"] == report["won"] > 0
+
+
 def test_the_table_and_its_refusals():
     result = perfect("--random-rollouts", "--size", "3", "--sims", "0,50", "--positions", "20")
     assert result.exit_code == 0, result.output
     assert "perfect-move rate" in result.output and "rollouts-50" in result.output
-    result = perfect("--random-rollouts", "--size", "6")
+    result = perfect("--random-rollouts", "--size", "8")
+    assert result.exit_code != 0 and "late positions up to 7x7" in result.output
+    result = perfect("--random-rollouts", "--size", "6", "--openings")
     assert result.exit_code != 0 and f"up to {MAX_SIZE}x{MAX_SIZE}" in result.output
     result = perfect("--random-rollouts", "--sims", "-3")
     assert result.exit_code != 0 and "0 (no search) or more" in result.output
