@@ -41,6 +41,8 @@ import tomlkit
 
 from hexzd import store
 from hexzd.config import default_toml
+from hexzd.evaluation.perfect import LATE_MAX_SIZE
+from hexzd.evaluation.perfect import MAX_SIZE as PERFECT_MAX_SIZE
 from hexzd.evaluation.stats import wilson
 from hexzd.evaluation.throttle import usable_cores
 from hexzd.store import reads
@@ -48,8 +50,6 @@ from hexzd.store import reads
 SIMS = 800  # hexzd htp's default
 OPPONENT_SIMS = 10_000
 TARGET_SCORE = 0.95
-PERFECT_MAX_SIZE = 5
-LATE_MAX_SIZE = 7  # late positions up to here (hexzd.evaluation.perfect.LATE_MAX_SIZE)
 LATE_POSITIONS = 400  # about +-3% at 95% where 90% are converted
 BOARDLAW_FLOPS = {6: 2.3e14, 7: 2e15, 9: 3.6e16}
 
