@@ -18,6 +18,7 @@ the daemon was up, and paused time produced no games. Every figure is in the
 result; `ok` says whether all the checks held.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -207,14 +208,15 @@ class Chaos:
     def fill_disk(self) -> None:
         if not self.tally.disk.startswith("tmpfs"):
             return
+        self.echo(f"  on the disk before filling it: {_largest(self.where)}")
         filler = self.where / "filler"
-        with open(filler, "wb") as f:
-            try:
+        try:
+            with open(filler, "wb") as f:
                 while True:
                     f.write(b"\0" * (1 << 20))
                     f.flush()
-            except OSError:
-                pass  # full
+        except OSError:
+            pass  # full (even before the filler's first byte: the listing above says by what)
         self.tally.disk_full += 1
         time.sleep(self.rng.uniform(4.0, 8.0))
         filler.unlink()
@@ -253,10 +255,10 @@ class Chaos:
         for action in self.actions():
             self._do(action)
         for kind in sorted(self.bad):
-            self._do(lambda kind=kind: self.edit_bad(kind))
+            self._do(lambda kind=kind: self.edit_bad(kind), f"edit_bad ({kind})")
 
-    def _do(self, action) -> None:
-        self.echo(f"{time.strftime('%H:%M:%S')} {getattr(action, '__name__', 'edit_bad')}")
+    def _do(self, action, name: str = "") -> None:
+        self.echo(f"{time.strftime('%H:%M:%S')} {name or action.__name__}")
         action()
 
     # -- the end -----------------------------------------------------------------------------
@@ -398,6 +400,18 @@ def _processes_of(db: Path) -> list[int]:
             if str(db).encode() in command:
                 found.append(int(entry.name))
     return found
+
+
+def _largest(where: Path, count: int = 4) -> str:
+    """The biggest files under `where`, for the log: what fills the run's disk."""
+    files = []
+    for path in where.rglob("*"):
+        with contextlib.suppress(OSError):  # gone while we looked: the daemon's own churn
+            if path.is_file():
+                files.append((path.stat().st_size, path))
+    total = sum(size for size, _ in files)
+    top = ", ".join(f"{p.relative_to(where)} {size / 2**20:.1f} MB" for size, p in sorted(files, reverse=True)[:count])
+    return f"{total / 2**20:.1f} MB in {len(files)} files ({top})"
 
 
 def _mount_tmpfs(where: Path, megabytes: int = 256) -> str:
