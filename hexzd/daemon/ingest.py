@@ -241,6 +241,9 @@ class Ingest:
         if await self.daemon.store.add_duel_game(time.time(), g):
             self.daemon.scheduler.ratings_stale = True  # refitted on the next tick
 
+    async def _on_checking(self, c: m.Checking, after) -> None:
+        self.daemon.scheduler.checking(c.model_id, c.done)
+
     async def _on_perfect_play(self, p: m.PerfectPlay, after) -> None:
         await self.daemon.store.add_perfect_play(time.time(), p)
 

@@ -8,7 +8,8 @@ never stops the daemon.
 
 Sockets (endpoints in the run directory, see hexzd.daemon.rundir):
     results  PUSH (workers) -> PULL (daemon): game, snapshot, match_start,
-             match_game, match_end, perfect_play, metrics, event, hello, live, nodes
+             match_game, match_end, checking, perfect_play, metrics, event, hello, live,
+             nodes
     updates  PUB (daemon) -> SUB (workers): best, config, pause, stop
     duels    not a message: the daemon writes a row into the `duels` table, the
              duel worker polls it (the table is the queue that survives restarts)
@@ -74,6 +75,14 @@ class MatchStart(Message):
     """The duel worker begins (or resumes) a match; a crash before its end counts against it."""
 
     duel_id: int
+
+
+class Checking(Message):
+    """The duel worker begins (done: ends) a model's check against perfect play; a crash
+    in between counts against the check."""
+
+    model_id: int
+    done: bool = False
 
 
 class MatchGame(Message):
@@ -202,6 +211,7 @@ KINDS: dict[str, type[Message]] = {
     "request": Request,
     "reply": Reply,
     "perfect_play": PerfectPlay,
+    "checking": Checking,
     "live": Live,
     "nodes": Nodes,
 }

@@ -40,7 +40,9 @@ state file, over restarts) is given up, with the reason in `duels.failed`,
 and evaluation goes on with the next: the duel worker says which match it is
 in (MatchStart), and a crash counts against the innermost. The models and
 engines of a rating match given up are not chosen for rating matches again,
-and a ladder match given up counts as played.
+and a ladder match given up counts as played. A model's check against
+perfect play (Checking) is given up the same way, in `perfect_play_crashes`,
+so that a check which kills the worker does not crash-loop it.
 
 Each reference of [ratings] references counts once, in its first place: a
 reference twice would be a ladder match of a player against itself.
@@ -68,7 +70,9 @@ class Scheduler:
         self.open: dict[int, str] = {}  # the open duels, for progress lines and status
         self.ratings_stale = False
         self.broken: dict[str, str] = {}  # engine name -> the command line that failed
-        self.playing: list[int] = []  # the matches the duel worker is in (MatchStart), innermost last
+        # What the duel worker is in, innermost last: ("match", duel id) from MatchStart, and
+        # ("check", model id) from Checking (a promotion duel runs inside a check or a match).
+        self.playing: list[tuple[str, int]] = []
         self.crash: str | None = None  # how the duel worker's last crash went, until it is back
         self.gave_up: int | None = None  # the promoted model whose rating the promotion no longer waits for
 
@@ -78,7 +82,8 @@ class Scheduler:
 
     @property
     def line(self) -> str:
-        return "; ".join([*self.open.values(), *([self.waiting] if self.waiting else [])])
+        checks = [f"model {key} against perfect play" for kind, key in self.playing if kind == "check"]
+        return "; ".join([*checks, *self.open.values(), *([self.waiting] if self.waiting else [])])
 
     async def schedule(self, best: int | None) -> None:
         """Opens a rating match and a promotion duel where none of that kind is open.
@@ -128,10 +133,16 @@ class Scheduler:
 
     def ended(self, duel_id: int) -> None:
         self.open.pop(duel_id, None)
-        self.playing = [d for d in self.playing if d != duel_id]
+        self.playing = [p for p in self.playing if p != ("match", duel_id)]
 
     def started(self, duel_id: int) -> None:
-        self.playing.append(duel_id)
+        self.playing.append(("match", duel_id))
+
+    def checking(self, model_id: int, done: bool) -> None:
+        """The duel worker began (done: ended) model_id's check against perfect play."""
+        self.playing = [p for p in self.playing if p != ("check", model_id)]
+        if not done:
+            self.playing.append(("check", model_id))
 
     def crashed(self, code: int, log: str) -> None:
         """The duel worker crashed: counted against its innermost match once the worker is
@@ -139,13 +150,16 @@ class Scheduler:
         self.crash = f"exit code {code}, see {log}"
 
     async def restarted(self, best: int | None) -> tuple[str, str] | None:
-        """The duel worker is up (its hello). After a crash inside a match, the crash counts
-        against the match, and the MATCH_CRASHES-th gives it up. Returns the event to tell
-        (level, message), or None. Runs inside the caller's transaction."""
+        """The duel worker is up (its hello). After a crash inside a match or a check against
+        perfect play, the crash counts against it, and the MATCH_CRASHES-th gives it up.
+        Returns the event to tell (level, message), or None. Runs inside the caller's transaction."""
         crash, playing, self.crash, self.playing = self.crash, self.playing, None, []
         if crash is None or not playing:
             return None
-        duel_id = playing[-1]
+        kind, key = playing[-1]
+        if kind == "check":
+            return await self._check_crashed(key, crash)
+        duel_id = key
         crashes = await self.store.match_crashed(duel_id)
         if crashes is None:
             return None  # it ended meanwhile
@@ -157,6 +171,17 @@ class Scheduler:
         self.ratings_stale = True
         await self.schedule(best)
         return "error", f"match {duel_id} given up: {reason}; evaluation goes on with the next"
+
+    async def _check_crashed(self, model_id: int, crash: str) -> tuple[str, str]:
+        crashes = await self.store.check_crashed(model_id)
+        if crashes < MATCH_CRASHES:
+            return "warning", (
+                f"the duel worker crashed in model {model_id}'s check against perfect play ({crash}):"
+                f" {crashes} of {MATCH_CRASHES}"
+            )
+        reason = f"the duel worker crashed in it {crashes} times (the last: {crash})"
+        await self.store.fail_check(model_id, reason)
+        return "error", f"model {model_id}'s check against perfect play given up: {reason}; evaluation goes on"
 
     async def _open(self, kind: str, pairing: scale.Pairing, pairs: int | None) -> None:
         p = pairing

@@ -411,6 +411,7 @@ def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) ->
     if model_id is None:
         return False
     judged.add(model_id)
+    link.send(m.Checking(model_id=model_id))  # the daemon blames a crash from here on this check
     try:
         network = load(db, model_id, c.device)
         report = measure(
@@ -427,6 +428,8 @@ def judge_against_perfect_play(link: Link, db, judged: set[int], should_stop) ->
         log.exception("model %s against perfect play failed", model_id)
         link.event("error", f"model {model_id} against perfect play: {type(e).__name__}: {e}; skipped")
         return True
+    finally:
+        link.send(m.Checking(model_id=model_id, done=True))
     if report is None:
         return True
     sign = report.value_sign.rate if report.value_sign else None

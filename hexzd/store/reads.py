@@ -154,12 +154,14 @@ def pairing_games(connection, duel_id: int) -> list[tuple]:
 
 
 def unjudged_promotions(connection) -> list[int]:
-    """Promoted models with weights and no perfect-play result yet, newest promotion first."""
+    """Promoted models with weights and no perfect-play result yet, newest promotion first;
+    not those whose check was given up (it crashed the duel worker again and again)."""
     return [
         row[0]
         for row in connection.execute(
             "SELECT p.model_id FROM promotions p JOIN models m ON m.id = p.model_id"
             " WHERE m.weights IS NOT NULL AND p.model_id NOT IN (SELECT model_id FROM perfect_play)"
+            " AND p.model_id NOT IN (SELECT model_id FROM perfect_play_crashes WHERE failed IS NOT NULL)"
             " ORDER BY p.at DESC"
         )
     ]

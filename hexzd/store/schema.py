@@ -264,6 +264,14 @@ MIGRATIONS = [
         (schema 9): a game delivered twice is stored once; NULL for this machine's own workers */;
     CREATE UNIQUE INDEX games_uid ON games(uid);
     """,
+    # 9 -> 10: a perfect-play check that crashes the duel worker again and again is given up too.
+    """
+    CREATE TABLE perfect_play_crashes (  -- checks against perfect play that crashed the duel worker (schema 10)
+        model_id INTEGER PRIMARY KEY REFERENCES models(id),  -- the promoted model being checked
+        crashes INTEGER NOT NULL,  -- times the duel worker crashed during its check; at 3 it is given up
+        failed TEXT  -- why its check was given up; NULL while it is tried again
+    );
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

@@ -245,6 +245,21 @@ class Writer:
         row = await self._one("SELECT crashes FROM duels WHERE id = ? AND result IS NULL", (duel_id,))
         return row[0] if row else None
 
+    async def check_crashed(self, model_id: int) -> int:
+        """Counts a crash of the duel worker in model_id's check against perfect play; its crashes so far."""
+        await self.connection.execute(
+            "INSERT INTO perfect_play_crashes (model_id, crashes) VALUES (?, 1)"
+            " ON CONFLICT (model_id) DO UPDATE SET crashes = crashes + 1",
+            (model_id,),
+        )
+        return (await self._one("SELECT crashes FROM perfect_play_crashes WHERE model_id = ?", (model_id,)))[0]
+
+    async def fail_check(self, model_id: int, reason: str) -> None:
+        """Gives up model_id's check against perfect play: it is not tried again."""
+        await self.connection.execute(
+            "UPDATE perfect_play_crashes SET failed = ? WHERE model_id = ?", (reason, model_id)
+        )
+
     async def fail_duel(self, at: float, duel_id: int, reason: str) -> None:
         """Gives up an open match, saying why: a promotion duel is rejected, a rating match
         ends `played` with the games it has."""

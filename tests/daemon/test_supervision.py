@@ -7,6 +7,7 @@ injected where it cannot (HEXZD_TEST_FAIL_LOOPS, hexzd.daemon.supervisor.FAIL_LO
 """
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import sys
 import time
 
 import pytest
+import states
 import zmq
 from daemon_run import QUICK, DaemonRun
 
@@ -214,6 +216,41 @@ def test_a_match_that_crashes_the_duel_worker_is_given_up_and_the_next_is_played
     next_ones = f"kind = 'rating' AND id > {poison}"
     run.wait_for(lambda: run.count("duels", f"{next_ones} AND result IS NOT NULL") >= 2, 60, "two more matches")
     assert run.count("duels", f"{next_ones} AND (candidate_id = {model} OR opponent_id = {model})") == 0
+    assert run.stop() == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_a_check_against_perfect_play_that_kills_the_duel_worker_is_given_up(daemon, tmp_path):
+    """A hard crash inside the check (kill -9 here; a segfault or the OOM killer in life)
+    would repeat on every restart: the third gives the check up, and matches go on."""
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    model = states.add_model(db, 5)  # a real network, promoted, with weights that load
+    edits = {  # a long check (thousands of positions), no self-play
+        **QUICK,
+        "[game]": ["board_size = 5"],
+        "[selfplay]": ["workers = 0"],
+        "[daemon]": ["restart_backoff = 0.1"],
+        "[ratings]": ["perfect_positions = 5000", "references = [100, 200]", "ladder_pairs = 1", "match_pairs = 2"],
+    }
+    run = daemon(edits=edits).start()
+    checking = f"model {model} against perfect play"
+    told = f"source = 'duel' AND message LIKE '%model {model}''s check against perfect play%'"
+    for crash in range(1, MATCH_CRASHES + 1):
+        run.wait_for(lambda: checking in json.loads(run.hexzd("status", "--json").stdout)["duel"], 60, "the check")
+        os.kill(run.worker_pids()["duel"], signal.SIGKILL)
+        run.wait_for(lambda n=crash: len(events(run, told)) == n, 60, f"crash {crash} told")
+    (*warnings, (level, _, message)) = events(run, told)
+    assert [w[2].split(" (exit code -9, see ")[1].split(": ")[-1] for w in warnings] == ["1 of 3", "2 of 3"]
+    assert all(w[0] == "warning" and w[2].startswith("the duel worker crashed in model") for w in warnings)
+    assert level == "error"
+    assert message.startswith(f"model {model}'s check against perfect play given up: the duel worker crashed in it 3")
+    assert run.query(f"SELECT crashes FROM perfect_play_crashes WHERE model_id = {model}") == [(MATCH_CRASHES,)]
+    # The worker goes on to the rating matches, and never checks the model again.
+    run.wait_for(lambda: run.count("duels", "kind = 'rating' AND result IS NOT NULL") >= 1, 60, "a rating match")
+    assert checking not in json.loads(run.hexzd("status", "--json").stdout)["duel"]
+    assert run.count("perfect_play", f"model_id = {model}") == 0
     assert run.stop() == 0
 
 
