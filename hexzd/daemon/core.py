@@ -129,6 +129,7 @@ class Daemon:
         self.lock = self.run_dir.lock()  # first: a second daemon must not touch anything
         self.context = zmq.asyncio.Context()
         self.config = self.config_file.load()
+        self.control.check_keys()  # before the state file is opened: a refusal touches nothing
         self.supervisor.gpus = self.config_file.gpus()
         self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.batch)
         await self.open()

@@ -9,6 +9,8 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -19,7 +21,7 @@ import zmq
 import zmq.asyncio
 from states import snapshot_made, trained_snapshot
 
-from hexzd.config import Config
+from hexzd.config import Config, default_toml
 from hexzd.daemon import keys
 from hexzd.daemon import messages as m
 from hexzd.daemon.control import ask
@@ -231,6 +233,20 @@ def test_a_tcp_port_without_keys_is_refused_naming_the_command(bound, key_dir):
     b = bound(Config(daemon={"tcp_port": free_port()}))
     with pytest.raises(keys.KeysMissing, match="hexzd keys"):
         b.bind()
+
+
+@curve
+def test_hexzd_start_refuses_a_tcp_port_without_keys_before_it_makes_a_state_file(short_dir, key_dir):
+    (short_dir / "config.toml").write_text(default_toml().replace("\ntcp_port = 0 ", f"\ntcp_port = {free_port()} "))
+    done = subprocess.run(
+        [sys.executable, "-m", "hexzd", "start", "--headless", "--for", "10s"],
+        cwd=short_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "make them with `hexzd keys`" in done.stderr
+    assert not (short_dir / "run.sqlite").exists()
 
 
 @curve
