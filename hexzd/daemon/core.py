@@ -127,9 +127,13 @@ class Daemon:
     async def run(self) -> int:
         """Runs until stopped; returns the process exit code."""
         self.lock = self.run_dir.lock()  # first: a second daemon must not touch anything
+        try:
+            self.config = self.config_file.load()
+            self.control.check_keys()  # before the state file is opened: a refusal touches nothing
+        except BaseException:
+            self.lock.close()
+            raise
         self.context = zmq.asyncio.Context()
-        self.config = self.config_file.load()
-        self.control.check_keys()  # before the state file is opened: a refusal touches nothing
         self.supervisor.gpus = self.config_file.gpus()
         self.tuner = Tuner(self.config.tune, self.config.selfplay.sims, self.config.selfplay.batch)
         await self.open()

@@ -9,8 +9,6 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -21,7 +19,7 @@ import zmq
 import zmq.asyncio
 from states import snapshot_made, trained_snapshot
 
-from hexzd.config import Config, default_toml
+from hexzd.config import Config
 from hexzd.daemon import keys
 from hexzd.daemon import messages as m
 from hexzd.daemon.control import ask
@@ -236,20 +234,6 @@ def test_a_tcp_port_without_keys_is_refused_naming_the_command(bound, key_dir):
 
 
 @curve
-def test_hexzd_start_refuses_a_tcp_port_without_keys_before_it_makes_a_state_file(short_dir, key_dir):
-    (short_dir / "config.toml").write_text(default_toml().replace("\ntcp_port = 0 ", f"\ntcp_port = {free_port()} "))
-    done = subprocess.run(
-        [sys.executable, "-m", "hexzd", "start", "--headless", "--for", "10s"],
-        cwd=short_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 1 and "make them with `hexzd keys`" in done.stderr
-    assert not (short_dir / "run.sqlite").exists()
-
-
-@curve
 def test_the_tcp_port_answers_the_client_key_alone(bound, key_dir):
     keys.make()
     for path in [key_dir, *key_dir.iterdir()]:
@@ -323,3 +307,4 @@ def test_hexzd_start_with_a_tcp_port_and_no_keys_names_the_command(short_dir, ke
     result = CliRunner().invoke(main, ["start", "--headless", "--db", db, "--config", str(config), "--for", "5s"])
     assert result.exit_code == 1, result.output
     assert "make them with `hexzd keys`" in result.output
+    assert not Path(db).exists()  # refused before the state file is made
