@@ -88,8 +88,13 @@ BENCHMARKS = {
     help="strength, boards above 5x5: snapshots judged, spread over the run (each match takes minutes)",
 )
 @click.option("--rejudge", is_flag=True, help="strength: judge the runs already in --out; train none")
+@click.option(
+    "--judge-sims",
+    type=click.IntRange(1, 10_000_000),
+    help="strength, boards above 5x5: the MCTS judge's simulations a move (more: finer, slower)  [default: 10000]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, as_json):
+def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, judge_sims, as_json):
     """Time hexzd against a baseline measured in the same run, or judge and stress it.
 
     `strength`: train from scratch and judge the result from outside (perfect play up to 5x5,
@@ -99,6 +104,8 @@ def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge,
     module = importlib.import_module(f"hexzd.benchmarks.{BENCHMARKS[name]}")
     if name == "strength":
         work = {"minutes": minutes, "seeds": seeds, "out": out, "curve": curve, "rejudge": rejudge}
+        if judge_sims:
+            work["judge_sims"] = judge_sims
         work["echo"] = lambda line: click.echo(line, err=as_json)
         if config_path:
             work["config"] = _config_text(config_path)

@@ -9,7 +9,7 @@ is then judged from outside, as `hexzd htp` plays (800 simulations):
   --openings`). The milestone is the first snapshot that converts all n*n.
 - larger boards: the final best (and with `curve` K, K snapshots spread
   evenly over the run's minutes) plays OpenSpiel's C++ MCTS with random
-  rollouts (10,000 simulations a move), every first move with colours
+  rollouts (OPPONENT_SIMS simulations a move, or `judge_sims`), every first move with colours
   swapped (`hexzd match`, n*n pairs). The milestone is the first judged
   snapshot to score 95%. Each such match takes minutes of a core, which is
   why the curve is opt-in and `rejudge` judges runs already trained.
@@ -62,6 +62,7 @@ def run(
     config: str | None = None,
     curve: int = 1,
     rejudge: bool = False,
+    judge_sims: int = OPPONENT_SIMS,
     echo=print,
 ) -> dict:
     """Trains and judges `seeds` runs; the median seed's figures and every seed's.
@@ -69,6 +70,7 @@ def run(
     config: a config file's text (default: the default config); each run
     takes it with `size` and its own seed. curve: snapshots judged on boards
     above 5x5. rejudge: judge the runs already in `out`, training none.
+    judge_sims: the MCTS judge's simulations a move on boards above 5x5.
     """
     if rejudge and not (out and Path(out, f"{size}x{size}-seed0.sqlite").exists()):
         raise RuntimeError(f"nothing to rejudge: no {size}x{size}-seed0.sqlite in {out}")
@@ -82,7 +84,7 @@ def run(
             _train(db, size, minutes, seed, config or default_toml())
         elif not db.exists():
             break
-        results.append(_judge(db, size, curve, echo))
+        results.append(_judge(db, size, curve, judge_sims, echo))
     trained = None if rejudge else minutes  # a rejudged run's length is its own
     return {"bench": "strength", "size": size, "minutes": trained, "runs": results, **_median(results)}
 
@@ -107,7 +109,7 @@ def _train(db: Path, size: int, minutes: float, seed: int, text: str) -> None:
         )
 
 
-def _judge(db: Path, size: int, curve: int, echo) -> dict:
+def _judge(db: Path, size: int, curve: int, judge_sims: int, echo) -> dict:
     with store.read_only(db) as connection:
         snapshots = reads.rateable_snapshots(connection)
         games = int(store.counters(connection).get("games", 0))
@@ -116,7 +118,10 @@ def _judge(db: Path, size: int, curve: int, echo) -> dict:
         return {**run, "final": None}
     perfect = size <= PERFECT_MAX_SIZE
     judged = snapshots if perfect else spread(snapshots, curve)
-    judge = (lambda s: _openings(db, s["model_id"], size)) if perfect else (lambda s: _outside(db, s["model_id"], size))
+
+    def judge(s: dict) -> dict:
+        return _openings(db, s["model_id"], size) if perfect else _outside(db, s["model_id"], size, judge_sims)
+
     points = []
     with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process (a match: two, in turn)
         for s, score in zip(judged, pool.map(judge, judged)):
@@ -158,9 +163,9 @@ def _openings(db: Path, model: int, size: int) -> dict:
     return {"converted": agent["converted"]["hits"], "of": size * size}
 
 
-def _outside(db: Path, model: int, size: int) -> dict:
+def _outside(db: Path, model: int, size: int, judge_sims: int) -> dict:
     """The match against MCTS, and on boards the solver takes, the late positions converted."""
-    return {**_match(db, model, size), **(_late(db, model) if size <= LATE_MAX_SIZE else {})}
+    return {**_match(db, model, size, judge_sims), **(_late(db, model) if size <= LATE_MAX_SIZE else {})}
 
 
 def _late(db: Path, model: int) -> dict:
@@ -173,15 +178,16 @@ def _late(db: Path, model: int) -> dict:
     return {"late_converted": c["hits"], "late_of": c["total"], "late_lo": c["lo"], "late_hi": c["hi"]}
 
 
-def _match(db: Path, model: int, size: int) -> dict:
+def _match(db: Path, model: int, size: int, judge_sims: int) -> dict:
     """The snapshot against OpenSpiel's MCTS, every first move with colours swapped."""
     engine = f"{sys.executable} -m hexzd htp --db {db} --model {model} --sims {SIMS}"
-    opponent = f"{sys.executable} -m hexzd.benchmarks.openspiel_htp --sims {OPPONENT_SIMS}"
+    opponent = f"{sys.executable} -m hexzd.benchmarks.openspiel_htp --sims {judge_sims}"
     out = hexzd("match", engine, opponent, "--size", size, "--games", 2 * size * size, "--json", capture=True)
     s = json.loads(out)
     wins, games = s["a_wins"], s["a_wins"] + s["b_wins"]
     lo, hi = wilson(wins, games)
-    return {"wins": wins, "games": games, "score": wins / games, "score_lo": lo, "score_hi": hi}
+    judge = s["names"]["B"]  # as the judge names itself: "openspiel-mcts 10000 simulations"
+    return {"wins": wins, "games": games, "score": wins / games, "score_lo": lo, "score_hi": hi, "judge": judge}
 
 
 def _median(results: list[dict]) -> dict:
@@ -249,6 +255,6 @@ def _score(f: dict) -> str:
             f"(95% CI [{f['late_lo']:.0%}, {f['late_hi']:.0%}])"
         )
     return (
-        f"{f['wins']}/{f['games']} against MCTS @{OPPONENT_SIMS} "
+        f"{f['wins']}/{f['games']} against {f['judge']} "
         f"({f['score']:.0%}, 95% CI [{f['score_lo']:.0%}, {f['score_hi']:.0%}])" + late
     )

@@ -91,5 +91,16 @@ def test_7x7_snapshots_are_judged_on_late_positions_too(tmp_path, monkeypatch):
     [agent] = report["agents"]
     assert report["first_ply"] == 49 - MAX_EMPTY and late["late_of"] == report["won"] > 0
     assert late["late_converted"] == agent["conversion"]["hits"] and late["late_lo"] <= late["late_hi"]
-    line = strength._score({"wins": 3, "games": 98, "score": 3 / 98, "score_lo": 0.01, "score_hi": 0.09, **late})
-    assert f"{late['late_converted']}/{late['late_of']} won late positions converted" in line
+    judged = {"wins": 3, "games": 98, "score": 3 / 98, "score_lo": 0.01, "score_hi": 0.09, "judge": "mcts", **late}
+    assert f"{late['late_converted']}/{late['late_of']} won late positions converted" in strength._score(judged)
+
+
+def test_the_mcts_judge_plays_at_the_simulations_asked(tmp_path, monkeypatch):
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    model = add_model(db, 3)
+    monkeypatch.setattr(strength, "SIMS", 8)
+    judged = strength._match(db, model, 3, judge_sims=50)
+    assert judged["judge"] == "openspiel-mcts 50 simulations"  # as the judge's own engine names itself
+    assert judged["games"] == 18 and judged["score_lo"] <= judged["score"] <= judged["score_hi"]
+    assert "against openspiel-mcts 50 simulations (" in strength._score(judged)
