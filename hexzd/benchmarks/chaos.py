@@ -109,6 +109,8 @@ class Tally:
     status_answers: int = 0
     status_missed: int = 0
     status_slowest: float = 0.0
+    loop_stall_worst: float = 0.0  # the daemon's own worst event-loop stall it reported (hexzd.daemon.stalls)
+    loop_stall_in: str = ""  # and where its loop was
     restarts_waited: list = field(default_factory=list)  # seconds a restarted daemon took to answer
 
 
@@ -146,10 +148,14 @@ class Chaos:
             if not self.up.is_set():
                 continue
             asked = time.monotonic()
-            answered = _status(self.db, STATUS_WITHIN) is not None
+            status = _status(self.db, STATUS_WITHIN)
+            answered = status is not None
             if not self.up.is_set():
                 continue  # killed while we asked: not the daemon's fault
             took = time.monotonic() - asked
+            stalls = (status or {}).get("stalls") or {}
+            if stalls.get("worst_seconds", 0.0) > self.tally.loop_stall_worst:
+                self.tally.loop_stall_worst, self.tally.loop_stall_in = stalls["worst_seconds"], stalls["worst_in"]
             if answered and took <= STATUS_WITHIN:
                 self.tally.status_answers += 1
                 self.tally.status_slowest = max(self.tally.status_slowest, round(took, 3))
@@ -349,6 +355,8 @@ def report(result: dict) -> None:
     print(f"  pauses: {t['pauses']} ({t['games_while_paused']} games while paused); disk full: {t['disk_full']}")
     print(f"  frames: {t['frames_malformed']} malformed, {t['frames_oversized']} oversized")
     print(f"  status: {t['status_answers']} answered, {t['status_missed']} missed, slowest {t['status_slowest']:.3f} s")
+    stall = f"{t['loop_stall_worst']:.2f} s, in {t['loop_stall_in']}" if t["loop_stall_worst"] else "none"
+    print(f"  the daemon's worst loop stall: {stall}")
     print(f"  final: {t['final']}")
     for check, held in t["checks"].items():
         print(f"  {'ok  ' if held else 'FAIL'} {check}")

@@ -50,6 +50,7 @@ from hexzd.daemon.reconfigure import ConfigFile
 from hexzd.daemon.router import Control
 from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
 from hexzd.daemon.scheduler import Scheduler
+from hexzd.daemon.stalls import Stalls
 from hexzd.daemon.supervisor import Loops, Supervisor, Worker, describe
 from hexzd.daemon.tensorboard_live import LiveExport
 from hexzd.daemon.ticks import Ticks
@@ -116,6 +117,7 @@ class Daemon:
         self.config_file = ConfigFile(self)
         self.ticks = Ticks(self)
         self.tensorboard = LiveExport(self)  # [logging] tensorboard
+        self.stalls = Stalls(lambda level, message: self._event(level, "daemon", message))
 
     # -- start and stop ------------------------------------------------------
 
@@ -158,8 +160,10 @@ class Daemon:
                 ("ticks", self.ticks.run),
                 ("gpu", self.ticks.sample_gpu),
                 ("tensorboard", self.tensorboard.run),
+                ("stalls", self.stalls.run),
             ):
                 self.loops.start(name, loop)
+            self.stalls.start()
             await self.stopping.wait()
             self.loops.cancel("workers")  # no restarts while the workers stop
             await self._shutdown(list(self.loops.tasks.values()))
@@ -167,6 +171,7 @@ class Daemon:
             await self.tensorboard.close()  # the last commit's rows too
             return self.exit_code
         finally:
+            self.stalls.close()
             await self.store.close()
             if self.meter is not None:
                 self.meter.close()

@@ -105,6 +105,7 @@ class Control:
             "config_error": daemon.config_file.error,
             "workers": workers,
             "cluster": self._cluster(),
+            "stalls": daemon.stalls.status(),  # the event loop's (hexzd.daemon.stalls): why an answer was slow
         }
 
     def _cluster(self) -> dict | None:
