@@ -12,7 +12,6 @@ from hexzd.benchmarks import strength
 from hexzd.benchmarks.strength import spread
 from hexzd.cli import main
 from hexzd.config import stored
-from hexzd.evaluation.perfect import MAX_EMPTY
 from hexzd.store import reads
 
 pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
@@ -74,25 +73,6 @@ def test_a_bad_config_is_refused_before_anything_runs(tmp_path):
     result = CliRunner().invoke(main, ["bench", "strength", "--size", "3", "--out", str(tmp_path), "--config", config])
     assert result.exit_code == 1 and "bad.toml:2: selfplay.sims" in result.output
     assert not list(tmp_path.glob("*.sqlite"))
-
-
-def test_7x7_snapshots_are_judged_on_late_positions_too(tmp_path, monkeypatch):
-    db = tmp_path / "run.sqlite"
-    store.prepare(db)
-    model = add_model(db, 7)
-    monkeypatch.setattr(strength, "LATE_POSITIONS", 12)
-    monkeypatch.setattr(strength, "SIMS", 8)
-    late = strength._late(db, model)
-    # the won ones of `hexzd perfect`'s late positions, each played out against perfect defence
-    cli = CliRunner().invoke(
-        main, ["perfect", "--db", db, "--model", model, "--sims", "8", "--positions", 12, "--json"]
-    )
-    report = json.loads(cli.output)
-    [agent] = report["agents"]
-    assert report["first_ply"] == 49 - MAX_EMPTY and late["late_of"] == report["won"] > 0
-    assert late["late_converted"] == agent["conversion"]["hits"] and late["late_lo"] <= late["late_hi"]
-    judged = {"wins": 3, "games": 98, "score": 3 / 98, "score_lo": 0.01, "score_hi": 0.09, "judge": "mcts", **late}
-    assert f"{late['late_converted']}/{late['late_of']} won late positions converted" in strength._score(judged)
 
 
 def test_the_mcts_judge_plays_at_the_simulations_asked(tmp_path, monkeypatch):
