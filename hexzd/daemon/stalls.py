@@ -58,6 +58,7 @@ class Stalls:
             if stalled >= STALL:
                 caught_after, where = self._caught
                 await self._stalled(stalled, where if caught_after == beat else "(not caught: no CPU for the watcher)")
+                self._beat = time.monotonic()  # the wait to tell it is not the loop's
 
     async def _stalled(self, seconds: float, where: str) -> None:
         self.count += 1
