@@ -48,7 +48,7 @@ from hexzd.daemon.cpu import CpuShares, Totals
 from hexzd.daemon.ingest import Ingest, Pending
 from hexzd.daemon.reconfigure import ConfigFile
 from hexzd.daemon.router import Control
-from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
+from hexzd.daemon.rundir import CONTROL_LIMIT, Follow, RunDir, limit
 from hexzd.daemon.scheduler import Scheduler
 from hexzd.daemon.stalls import Stalls
 from hexzd.daemon.supervisor import Loops, Supervisor, Worker, describe
@@ -118,6 +118,7 @@ class Daemon:
         self.ticks = Ticks(self)
         self.tensorboard = LiveExport(self)  # [logging] tensorboard
         self.stalls = Stalls(lambda level, message: self._event(level, "daemon", message))
+        self.follow = Follow(self.run_dir.log("daemon"))  # its output, when started in the background
 
     # -- start and stop ------------------------------------------------------
 

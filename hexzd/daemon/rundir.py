@@ -85,13 +85,16 @@ def limit(socket, size: int) -> None:
     socket.setsockopt(zmq.MAXMSGSIZE, size)
 
 
-def rotate(path: Path, max_bytes: int, keep: int) -> bool:
+def rotate(path: Path, max_bytes: int, keep: int, follows: bool = False) -> bool:
     """Rotates a log over `max_bytes`: path.1 .. path.<keep> hold the older ones; True if it did.
 
-    Its writers (a worker's stdout, an engine's stderr) keep the file open in
-    append mode, so it is copied to path.1 and truncated in place (logrotate's
-    copytruncate); each writer's next line lands at the new end. A line written
-    during the copy can be lost; none is cut in two.
+    follows: its writer follows the name (the daemon and its workers, with
+    Follow), so the file is renamed to path.1 and a new one started: a line
+    written before the writer reopens lands in path.1, none is lost or cut.
+    Other writers (an outside engine's stderr) keep the file open in append
+    mode and cannot be told, so it is copied to path.1 and truncated in place
+    (logrotate's copytruncate): each writer's next line lands at the new end,
+    and a line written during the copy can be lost; none is cut in two.
     """
     try:
         if path.stat().st_size <= max_bytes:
@@ -104,11 +107,45 @@ def rotate(path: Path, max_bytes: int, keep: int) -> bool:
             older.unlink(missing_ok=True)
         elif older.exists():
             os.replace(older, path.with_name(f"{path.name}.{k + 1}"))
+    if keep > 0 and follows:
+        os.replace(path, path.with_name(f"{path.name}.1"))
+        path.touch()
+        return True
     if keep > 0:
         with open(path, "rb") as source, open(path.with_name(f"{path.name}.1"), "wb") as copy:
             shutil.copyfileobj(source, copy)
     os.truncate(path, 0)
     return True
+
+
+class Follow:
+    """A process whose stdout and stderr are its log: called now and then, it reopens them
+    on the log's name once rotate(follows=True) renamed the file under them. A process
+    whose stdout is something else (a terminal, a pipe) is left alone."""
+
+    def __init__(self, log: Path):
+        self.log = log
+        self.file = _identity(log) if _identity(log) == _identity(1) else None
+
+    def __call__(self) -> None:
+        if self.file is None or _identity(self.log) == self.file:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        self.file = _identity(1)
+
+
+def _identity(file) -> tuple[int, int] | None:
+    """(device, inode) of a path or a file descriptor; None for a path that is not there."""
+    try:
+        s = os.fstat(file) if isinstance(file, int) else os.stat(file)
+    except FileNotFoundError:
+        return None
+    return s.st_dev, s.st_ino
 
 
 @dataclass(frozen=True)

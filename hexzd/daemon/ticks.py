@@ -185,11 +185,13 @@ class Ticks:
             "config_history": keep.config_rows,
         }
         await daemon._transaction(lambda: daemon.store.thin_tables(limits))
+        ours = {"daemon", *daemon.supervisor.workers}  # their writers follow a rename (rundir.Follow)
         for log in daemon.run_dir.logs():
             try:
-                rotate(log, int(keep.log_mb * 1e6), keep.log_files)
+                rotate(log, int(keep.log_mb * 1e6), keep.log_files, follows=log.stem in ours)
             except OSError as e:  # a full disk, say: the next tick tries again
                 daemon._cannot_write(e)
+        daemon.follow()  # the daemon's own output, when it is daemon.log
 
     # -- the tuner ------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import zmq
 from hexzd import store
 from hexzd.config import Config
 from hexzd.daemon import messages as m
-from hexzd.daemon.rundir import CONTROL_LIMIT, RunDir, limit
+from hexzd.daemon.rundir import CONTROL_LIMIT, Follow, RunDir, limit
 from hexzd.evaluation.throttle import Throttle, ratings_due
 from hexzd.game.notation import to_trmph
 
@@ -35,6 +35,7 @@ DUEL_POLL = 1.0  # seconds between looks at the duels table for a new duel
 ENDED_POLL = 0.05  # ...and while the daemon has not yet stored the end of the last one (rating matches last ~0.1 s)
 PROMOTION_LOOK = 0.5  # seconds between a measurement's looks for a promotion duel waiting behind it
 CPU_REPORT = 1.0  # seconds between a worker's reports of its running totals: CPU time, evaluations (the tuner's rates)
+FOLLOW_EVERY = 1.0  # seconds between looks whether the log was rotated away (hexzd.daemon.rundir.Follow)
 LIVE_EVERY = 1.0  # seconds between a self-play worker's views of its game in progress (the dashboard's board)
 
 
@@ -72,6 +73,7 @@ class Link:
         self.read_best()
         self.cpu_sent = float("-inf")
         self.totals = dict  # more running totals for the CPU report: self-play's inference service sets them
+        self.follow, self.followed = Follow(run.log(name)), time.monotonic()  # the log, after a rotation
         self.send(m.Hello(worker=name, pid=os.getpid()))
 
     def read_best(self) -> None:
@@ -108,6 +110,9 @@ class Link:
             return True
         if time.monotonic() - self.best_read > BEST_REFRESH:
             self.read_best()
+        if time.monotonic() - self.followed > FOLLOW_EVERY:
+            self.followed = time.monotonic()
+            self.follow()
         if time.monotonic() - self.cpu_sent > CPU_REPORT:  # the daemon turns these into CPU shares
             self.cpu_sent = time.monotonic()
             self.send(m.Metrics(source=self.name, values={"cpu_seconds": time.process_time(), **self.totals()}))

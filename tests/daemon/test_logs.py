@@ -3,7 +3,10 @@
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,42 @@ def test_a_log_past_its_size_rotates_and_its_writer_goes_on(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["selfplay-0.log", "selfplay-0.log.1", "selfplay-0.log.2"]
     assert not rotate(log, 1000, keep=2)  # small: left alone
     assert rotate(log, 1, keep=0) and log.read_bytes() == b"" and not (tmp_path / "selfplay-0.log.3").exists()
+
+
+WRITER = """
+import sys
+import time
+from pathlib import Path
+from hexzd.daemon.rundir import Follow
+follow = Follow(Path(sys.argv[1]))
+for i in range(int(sys.argv[2])):
+    print(f"line {i} " + "x" * 60, flush=True)
+    if i % 50 == 0:  # a worker looks once a second; rotations here come every few ms
+        follow()
+        time.sleep(0.001)
+"""
+
+
+def test_a_log_rotated_under_a_writer_that_follows_loses_no_line(tmp_path):
+    """A real process writing its stdout to the log, rotated again and again while it writes:
+    every line is in the log or a rotated one, once and whole."""
+    log, lines = tmp_path / "trainer.log", 20_000
+    with open(log, "ab") as out:
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(lines)], stdout=out, stderr=out)
+    rotations = 0
+    while writer.poll() is None:
+        rotations += rotate(log, 1, keep=1000, follows=True)  # never as many: none is deleted
+        time.sleep(0.005)
+    assert writer.returncode == 0 and rotations >= 20
+    written = [line for path in tmp_path.iterdir() for line in path.read_text().splitlines()]
+    assert sorted(written, key=lambda line: int(line.split()[1])) == [f"line {i} " + "x" * 60 for i in range(lines)]
+
+
+def test_a_writer_whose_output_is_not_the_log_is_left_alone(tmp_path):
+    log = tmp_path / "trainer.log"
+    log.write_text("old\n")
+    done = subprocess.run([sys.executable, "-c", WRITER, str(log), "3"], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1].startswith("line 2 ") and log.read_text() == "old\n"
 
 
 def test_the_tick_rotates_every_log_of_the_run_directory(short_dir):
