@@ -32,7 +32,8 @@ class Control:
     def check_keys(self) -> None:
         """KeysMissing, naming the command that makes them, where `[daemon] tcp_port` has no keys."""
         if self.daemon.config.daemon.tcp_port:
-            keys.load("daemon"), keys.load("client")
+            keys.load("daemon")
+            keys.load("client")
 
     def bind(self, context) -> None:
         """The ipc socket (0600); with `[daemon] tcp_port`, also 127.0.0.1:port, CURVE only

@@ -33,7 +33,7 @@ class Stalls:
         self._beat = time.monotonic()
         self._caught = (0.0, "")  # (the beat the stall came after, the stack the thread caught in it)
         self._warned = float("-inf")
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = 0  # set by start()
         self._closed = threading.Event()
 
     def start(self) -> None:
@@ -56,8 +56,8 @@ class Stalls:
             self._beat = now
             stalled = now - beat - BEAT
             if stalled >= STALL:
-                caught_after, where = self._caught
-                await self._stalled(stalled, where if caught_after == beat else "(not caught: no CPU for the watcher)")
+                caught_after, place = self._caught
+                await self._stalled(stalled, place if caught_after == beat else "(not caught: no CPU for the watcher)")
                 self._beat = time.monotonic()  # the wait to tell it is not the loop's
 
     async def _stalled(self, seconds: float, where: str) -> None:
