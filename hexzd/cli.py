@@ -845,8 +845,18 @@ def _sims_list(ctx, param, values):
     is_flag=True,
     help="instead: every first move, its winning side played by the agent against perfect defence",
 )
+@click.option(
+    "--from-games",
+    type=click.Path(exists=True, dir_okay=False),
+    help="instead: the position after --ply plies of each game in this record file (`hexzd match --record`)",
+)
+@click.option(
+    "--ply",
+    type=click.IntRange(0),
+    help="with --from-games: plies into each game  [default: n*n - 27 above 5x5, so 22 on 7x7; else n*n // 2]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, as_json):
+def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, from_games, ply, as_json):
     """Strength against perfect play: solved positions of boards up to 7x7.
 
     In won positions: how often the agent's move keeps the win, and how often
@@ -854,7 +864,9 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, every_openi
     its value's sign is right. Above 5x5 the positions are late ones, with few
     enough empty cells for the solver to prove them in seconds. With --openings (up
     to 5x5): of the n*n first moves, how many the agent converts from the side
-    that wins, and its first losing move in each it does not."""
+    that wins, and its first losing move in each it does not. With --from-games:
+    positions from real play, harder than random ones; where the player to move
+    loses, the perfect player moves first, so the agent plays the winning side."""
     from hexzd.evaluation import perfect as pf
 
     evaluate, config, label = None, None, "random-rollout MCTS"
@@ -870,8 +882,13 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, every_openi
         size = pf.check_size(size or pf.MAX_SIZE, late=not every_opening)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    if every_opening and from_games:
+        raise click.UsageError("--openings and --from-games choose the positions each: give one")
+    if ply is not None and not from_games:
+        raise click.UsageError("--ply goes with --from-games")
+    games = _recorded_positions(from_games, size, ply) if from_games else None
     if not as_json:
-        click.echo(f"{label}, {size}x{size}, seed {seed}")
+        click.echo(f"{label}, {size}x{size}, seed {seed}" + (f", {from_games} after {games[1]} plies" if games else ""))
     if every_opening:
         results = pf.openings(
             size,
@@ -894,8 +911,30 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, every_openi
         seed,
         config.selfplay if config else None,
         on_agent=None if as_json else lambda r: click.echo(f"measured {r.name}", err=True),
+        from_games=games,
     )
     click.echo(json.dumps(report.as_dict()) if as_json else _perfect_table(report))
+
+
+def _recorded_positions(path: str, n: int, ply: int | None) -> tuple[list[list[int]], int]:
+    """(each game's actions, the ply) from a `hexzd match --record` file, or a clear error."""
+    from hexzd.evaluation import perfect as pf
+    from hexzd.game.notation import parse_trmph
+
+    if ply is None:
+        ply = pf.first_ply(n) if n > pf.MAX_SIZE else n * n // 2
+    if n > pf.MAX_SIZE and ply < pf.first_ply(n):
+        raise click.UsageError(f"--ply {ply}: on {n}x{n} the solver needs at least {pf.first_ply(n)} plies played")
+    lines = []
+    with open(path) as f:
+        for number, text in enumerate(f, 1):
+            try:
+                lines.append(parse_trmph(json.loads(text)["moves"], n))
+            except (ValueError, KeyError, TypeError) as e:
+                raise click.ClickException(f"{path}, line {number}: not a {n}x{n} game record ({e})") from None
+    if not any(len(line) > ply for line in lines):
+        raise click.ClickException(f"{path}: no game lasted beyond {ply} plies")
+    return lines, ply
 
 
 def _network_of(db, model):
@@ -997,6 +1036,8 @@ def _perfect_table(report) -> str:
         "lost for the player to move "
         f"(solver {report.solver_seconds:.1f} s, {report.solver_nodes:,} nodes)"
     ]
+    if report.replied:
+        lines.append(f"(the perfect player moved first in {report.replied} that the player to move had lost)")
     if report.value_sign:
         lines.append(f"raw network's value sign right in {report.value_sign} of them")
     lines += [

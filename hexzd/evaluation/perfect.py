@@ -19,6 +19,11 @@ and in late positions of boards up to LATE_MAX_SIZE:
                    defence wins. So games stop at the agent's first losing move.
     value sign     the raw network's value is > 0 exactly where the mover wins,
                    over every position, won or lost
+    from games     (`--from-games`) the position after `ply` plies of each game in a
+                   record file (`hexzd match --record`), so from the play of whoever
+                   played them: random openings leave positions far easier than
+                   strong play does. Where the player to move loses, the perfect
+                   player moves first; so the agent always plays the winning side.
     openings       (`--openings`) every first move, played out by the agent from
                    the side it leaves won (after the perfect player's reply when
                    that is Black): n*n won openings, each converted or not, with
@@ -60,6 +65,7 @@ __all__ = [
     "check_size",
     "first_ply",
     "measure",
+    "positions_from_games",
     "openings",
     "undecided_positions",
 ]
@@ -191,6 +197,34 @@ def undecided_positions(solver: Solver, count: int, seed: int, first: int = 0) -
     return games
 
 
+def positions_from_games(solver: Solver, lines: list[list[int]], ply: int) -> tuple[Games, int]:
+    """(positions, how many the perfect player moved first in): one from each game in `lines`
+    (actions from the empty board) that lasted beyond `ply` plies, its position after them.
+
+    Where that position is lost for the player to move, the perfect player makes that
+    move, so that every position comes back won for the player to move. Repeats are
+    dropped.
+    """
+    n, nn = solver.n, solver.n * solver.n
+    if not 0 <= ply <= nn - 2:
+        raise ValueError(f"a position after {ply} plies: {n}x{n} games take 0 to {nn - 2}")
+    kept, seen = [], set()
+    for line in lines:
+        board = np.zeros(nn, np.int8)
+        board[line[:ply:2]], board[line[1:ply:2]] = BLACK, WHITE
+        if len(line) > ply and board.tobytes() not in seen and solver.winner(board) == EMPTY:
+            seen.add(board.tobytes())
+            kept.append(line[:ply])
+    if not kept:
+        raise ValueError(f"no game lasted beyond {ply} plies")
+    games = Games.new(len(kept), n)
+    for i in range(ply):
+        games.play([line[i] for line in kept])
+    lost = [not solver.wins(board, to_play) for board, to_play in zip(games.board, games.to_play)]
+    games.play([solver.reply(games.board[b], games.to_play[b]) if lost[b] else -1 for b in range(games.batch)])
+    return games, sum(lost)
+
+
 # -- agents: each has a name and moves(games) -> int64[B], -1 for finished games
 
 
@@ -299,7 +333,7 @@ class AgentResult:
 class Report:
     board_size: int
     seed: int
-    first_ply: int  # the shortest opening of a position
+    first_ply: int  # the shortest opening of a position; from games, the plies taken
     positions: int
     won: int  # positions won for the player to move
     lost: int
@@ -307,6 +341,7 @@ class Report:
     agents: list[AgentResult]
     solver_nodes: int
     solver_seconds: float
+    replied: int = 0  # positions from games lost for the player to move: the perfect player moved first
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -395,15 +430,21 @@ def measure(
     solver: Solver | None = None,
     on_agent=None,
     should_stop=lambda: False,
+    from_games: tuple[list[list[int]], int] | None = None,
 ) -> Report | None:
     """Every figure of the module docstring for one network (or rollouts, evaluate=None).
 
-    None if `should_stop()` said so on the way (a worker asked to stop).
+    from_games: (games as actions, ply) for positions_from_games' positions, not
+    random ones. None if `should_stop()` said so on the way (a worker asked to stop).
     """
     check_size(n, late=True)
     solver, clock = solver or Solver(n), _Clock()
-    games = undecided_positions(solver, positions, seed, first_ply(n))
     with clock:
+        games, replied = (
+            positions_from_games(solver, *from_games)
+            if from_games
+            else (undecided_positions(solver, positions, seed, first_ply(n)), 0)
+        )
         won = np.array([solver.wins(games.board[b], games.to_play[b]) for b in range(games.batch)], np.bool_)
     value_sign = None
     if evaluate is not None:
@@ -415,15 +456,11 @@ def measure(
         start, before = time.perf_counter(), clock.seconds
         player = agent(s, evaluate, config, seed)
         out = play_out(player, solver, winning, clock, should_stop)
-        first, converted = out.first, out.won
         if should_stop():
             return None
+        seconds = time.perf_counter() - start - (clock.seconds - before)
         result = AgentResult(
-            player.name,
-            s,
-            Rate(int(first.sum()), winning.batch),
-            Rate(int(converted.sum()), winning.batch),
-            time.perf_counter() - start - (clock.seconds - before),
+            player.name, s, Rate(int(out.first.sum()), winning.batch), Rate(int(out.won.sum()), winning.batch), seconds
         )
         results.append(result)
         if on_agent:
@@ -431,7 +468,7 @@ def measure(
     return Report(
         n,
         seed,
-        first_ply(n),
+        from_games[1] if from_games else first_ply(n),
         games.batch,
         int(won.sum()),
         int((~won).sum()),
@@ -439,6 +476,7 @@ def measure(
         results,
         solver.nodes,
         clock.seconds,
+        replied,
     )
 
 

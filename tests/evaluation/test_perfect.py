@@ -18,7 +18,8 @@ from states import add_model
 
 from hexzd import store
 from hexzd.cli import main
-from hexzd.evaluation.perfect import MAX_EMPTY, MAX_SIZE, Solver, first_ply, undecided_positions
+from hexzd.evaluation.perfect import MAX_EMPTY, MAX_SIZE, Solver, first_ply, positions_from_games, undecided_positions
+from hexzd.game.notation import cell_name
 from hexzd.game.rules import BLACK, EMPTY, WHITE
 
 
@@ -243,6 +244,42 @@ def test_7x7_late_positions_from_the_command_line():
     assert report["first_ply"] == first_ply(7) and report["won"] + report["lost"] == report["positions"] == 8
     [random] = report["agents"]
     assert random["conversion"]["total"] == report["won"] > 0
+
+
+def test_positions_from_recorded_games_as_the_brute_force_sees_them(tmp_path):
+    """4x4 games, some too short, some repeating another's start, some already won at the ply:
+    one position per distinct undecided start, each won for the player to move (where the start
+    was lost for the mover, after one move of the mover's), as the brute force says."""
+    n, ply, rng = 4, 8, np.random.default_rng(5)
+    lines = [list(rng.permutation(16)[: rng.integers(4, 15)]) for _ in range(60)]
+    lines += [lines[0][:ply] + [c for c in range(16) if c not in lines[0][:ply]]]  # lines[0]'s start again
+    lines += [[0, 1, 4, 2, 8, 3, 12, 5, 6, 7]]  # Black joins a1 to a4 at ply 7
+    starts = {}
+    for line in lines:
+        cells = [EMPTY] * 16
+        for i, a in enumerate(line[:ply]):
+            cells[a] = BLACK if i % 2 == 0 else WHITE
+        if len(line) > ply and not reference.winner(tuple(cells), n):
+            starts[tuple(cells)] = reference.wins(tuple(cells), n, BLACK)  # Black moves after 8 plies
+    games, replied = positions_from_games(Solver(n), lines, ply)
+    assert games.batch == len(starts) and replied == sum(not w for w in starts.values())
+    for board, to_play in zip(games.board, games.to_play):
+        cells = tuple(int(c) for c in board)
+        assert reference.wins(cells, n, int(to_play)) and not reference.winner(cells, n)
+        start = next(s for s in starts if all(a in (EMPTY, b) for a, b in zip(s, cells)))
+        assert sum(a != b for a, b in zip(start, cells)) == (0 if starts[start] else 1)
+    record = tmp_path / "games.jsonl"
+    record.write_text("".join(json.dumps({"moves": "".join(cell_name(a, n) for a in line)}) + "\n" for line in lines))
+    result = perfect("--random-rollouts", "--size", "4", "--from-games", str(record), "--ply", "8", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["positions"] == report["won"] == len(starts) and report["replied"] == replied
+    assert report["first_ply"] == ply and report["agents"][0]["conversion"]["total"] == len(starts)
+    record.write_text('{"moves": "a1b2"}\n{"moves": "a1z9"}\n')
+    result = perfect("--random-rollouts", "--size", "4", "--from-games", str(record))
+    assert result.exit_code != 0 and "line 2: not a 4x4 game record" in result.output
+    result = perfect("--random-rollouts", "--size", "7", "--from-games", str(record), "--ply", "5")
+    assert result.exit_code != 0 and "at least 22 plies" in result.output
 
 
 def test_the_table_and_its_refusals():
