@@ -327,6 +327,7 @@ class AgentResult:
     perfect_moves: Rate
     conversion: Rate
     seconds: float
+    slip_plies: list[int]  # where conversion failed: the ply (from the empty board) of the losing move
 
 
 @dataclass
@@ -372,6 +373,7 @@ class PlayOut:
     first: np.ndarray  # its first move kept the win
     won: np.ndarray  # it won the game
     slip: np.ndarray  # its first move that lost the win; -1 where none did
+    slip_ply: np.ndarray  # that move's ply from the empty board; -1 where none
     moves: list[list[int]]  # every move from the start position, the defence's included
 
 
@@ -384,7 +386,7 @@ def play_out(player, solver: Solver, games: Games, clock: _Clock, should_stop=la
     """
     games, me = games.copy(), games.to_play.copy()
     first = np.zeros(games.batch, np.bool_)
-    slip = np.full(games.batch, -1, np.int64)
+    slip, slip_ply = np.full(games.batch, -1, np.int64), np.full(games.batch, -1, np.int64)
     lines = [[] for _ in range(games.batch)]
     alive = np.arange(games.batch)  # the games the agent still wins, agent to move
     for ply in range(games.n * games.n):
@@ -398,6 +400,7 @@ def play_out(player, solver: Solver, games: Games, clock: _Clock, should_stop=la
         if ply == 0:
             first = kept
         slip[alive[~kept]] = moves[~kept]
+        slip_ply[alive[~kept]] = games.ply[alive[~kept]]
         _record(lines, alive, moves)
         games.play(_spread(moves, alive, games.batch))
         alive = alive[kept & ~games.done[alive]]
@@ -405,7 +408,7 @@ def play_out(player, solver: Solver, games: Games, clock: _Clock, should_stop=la
             replies = np.array([solver.reply(games.board[b], games.to_play[b]) for b in alive], np.int64)
         _record(lines, alive, replies)
         games.play(_spread(replies, alive, games.batch))
-    return PlayOut(first, games.winner == me, slip, lines)
+    return PlayOut(first, games.winner == me, slip, slip_ply, lines)
 
 
 def _record(lines: list[list[int]], index: np.ndarray, moves: np.ndarray) -> None:
@@ -459,9 +462,8 @@ def measure(
         if should_stop():
             return None
         seconds = time.perf_counter() - start - (clock.seconds - before)
-        result = AgentResult(
-            player.name, s, Rate(int(out.first.sum()), winning.batch), Rate(int(out.won.sum()), winning.batch), seconds
-        )
+        rates = Rate(int(out.first.sum()), winning.batch), Rate(int(out.won.sum()), winning.batch)
+        result = AgentResult(player.name, s, *rates, seconds, sorted(int(p) for p in out.slip_ply if p >= 0))
         results.append(result)
         if on_agent:
             on_agent(result)

@@ -270,11 +270,17 @@ def test_positions_from_recorded_games_as_the_brute_force_sees_them(tmp_path):
         assert sum(a != b for a, b in zip(start, cells)) == (0 if starts[start] else 1)
     record = tmp_path / "games.jsonl"
     record.write_text("".join(json.dumps({"moves": "".join(cell_name(a, n) for a in line)}) + "\n" for line in lines))
-    result = perfect("--random-rollouts", "--size", "4", "--from-games", str(record), "--ply", "8", "--json")
+    result = perfect(
+        "--random-rollouts", "--size", "4", "--from-games", str(record), "--ply", "8", "--sims", "0", "--json"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["positions"] == report["won"] == len(starts) and report["replied"] == replied
-    assert report["first_ply"] == ply and report["agents"][0]["conversion"]["total"] == len(starts)
+    [random] = report["agents"]
+    assert report["first_ply"] == ply and random["conversion"]["total"] == len(starts)
+    # Where the random mover lost the win: one ply each, at the position's first move or later.
+    lost = random["conversion"]["total"] - random["conversion"]["hits"]
+    assert len(random["slip_plies"]) == lost > 0 and all(p >= ply for p in random["slip_plies"])
     record.write_text('{"moves": "a1b2"}\n{"moves": "a1z9"}\n')
     result = perfect("--random-rollouts", "--size", "4", "--from-games", str(record))
     assert result.exit_code != 0 and "line 2: not a 4x4 game record" in result.output
