@@ -93,8 +93,13 @@ BENCHMARKS = {
     type=click.IntRange(1, 10_000_000),
     help="strength, boards above 5x5: the MCTS judge's simulations a move (more: finer, slower)  [default: 10000]",
 )
+@click.option(
+    "--judge-games",
+    type=click.Path(exists=True, dir_okay=False),
+    help="strength, 6x6 and 7x7: also convert these recorded games' late positions against perfect defence",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, judge_sims, as_json):
+def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge, judge_sims, judge_games, as_json):
     """Time hexzd against a baseline measured in the same run, or judge and stress it.
 
     `strength`: train from scratch and judge the result from outside (perfect play up to 5x5,
@@ -106,6 +111,8 @@ def bench(name, size, seconds, minutes, seeds, out, config_path, curve, rejudge,
         work = {"minutes": minutes, "seeds": seeds, "out": out, "curve": curve, "rejudge": rejudge}
         if judge_sims:
             work["judge_sims"] = judge_sims
+        if judge_games:
+            work["judge_games"] = judge_games
         work["echo"] = lambda line: click.echo(line, err=as_json)
         if config_path:
             work["config"] = _config_text(config_path)

@@ -15,7 +15,9 @@ is then judged from outside, as `hexzd htp` plays (800 simulations):
   core, which is why the curve is opt-in and `rejudge` judges runs already
   trained. MCTS @10k stops telling 7x7 snapshots apart within minutes; a
   finer judge is more simulations (`judge_sims` 100,000, about ten times the
-  time). Random late positions against perfect defence (`hexzd perfect`) were
+  time), or on 6x6 and 7x7 the late positions of strong games (`judge_games`,
+  a record file) played out against perfect defence (`hexzd perfect
+  --from-games`). Random late positions against perfect defence (`hexzd perfect`) were
   tried as the finer 7x7 judge and left out: every snapshot from minute 13 of
   a 60-minute run converted 281 to 283 of 283 (docs/results.md).
 A snapshot's minutes, PFLOP and CPU-hours are those of the run when the
@@ -41,6 +43,7 @@ import tomlkit
 
 from hexzd import store
 from hexzd.config import default_toml
+from hexzd.evaluation.perfect import LATE_MAX_SIZE
 from hexzd.evaluation.perfect import MAX_SIZE as PERFECT_MAX_SIZE
 from hexzd.evaluation.stats import wilson
 from hexzd.evaluation.throttle import usable_cores
@@ -61,6 +64,7 @@ def run(
     curve: int = 1,
     rejudge: bool = False,
     judge_sims: int = OPPONENT_SIMS,
+    judge_games: str | None = None,
     echo=print,
 ) -> dict:
     """Trains and judges `seeds` runs; the median seed's figures and every seed's.
@@ -69,7 +73,12 @@ def run(
     takes it with `size` and its own seed. curve: snapshots judged on boards
     above 5x5. rejudge: judge the runs already in `out`, training none.
     judge_sims: the MCTS judge's simulations a move on boards above 5x5.
+    judge_games: on 6x6 and 7x7, a record file (`hexzd match --record`) whose
+    games' late positions each judged snapshot also converts against perfect
+    defence (`hexzd perfect --from-games`).
     """
+    if judge_games and not PERFECT_MAX_SIZE < size <= LATE_MAX_SIZE:
+        raise RuntimeError(f"judge games are for 6x6 and 7x7 boards, not {size}x{size}")
     if rejudge and not (out and Path(out, f"{size}x{size}-seed0.sqlite").exists()):
         raise RuntimeError(f"nothing to rejudge: no {size}x{size}-seed0.sqlite in {out}")
     where = Path(out) if out else Path(tempfile.mkdtemp(prefix="hexzd-strength-"))
@@ -82,7 +91,7 @@ def run(
             _train(db, size, minutes, seed, config or default_toml())
         elif not db.exists():
             break
-        results.append(_judge(db, size, curve, judge_sims, echo))
+        results.append(_judge(db, size, curve, judge_sims, judge_games, echo))
     trained = None if rejudge else minutes  # a rejudged run's length is its own
     return {"bench": "strength", "size": size, "minutes": trained, "runs": results, **_median(results)}
 
@@ -107,7 +116,7 @@ def _train(db: Path, size: int, minutes: float, seed: int, text: str) -> None:
         )
 
 
-def _judge(db: Path, size: int, curve: int, judge_sims: int, echo) -> dict:
+def _judge(db: Path, size: int, curve: int, judge_sims: int, judge_games: str | None, echo) -> dict:
     with store.read_only(db) as connection:
         snapshots = reads.rateable_snapshots(connection)
         games = int(store.counters(connection).get("games", 0))
@@ -118,7 +127,10 @@ def _judge(db: Path, size: int, curve: int, judge_sims: int, echo) -> dict:
     judged = snapshots if perfect else spread(snapshots, curve)
 
     def judge(s: dict) -> dict:
-        return _openings(db, s["model_id"], size) if perfect else _match(db, s["model_id"], size, judge_sims)
+        if perfect:
+            return _openings(db, s["model_id"], size)
+        score = _match(db, s["model_id"], size, judge_sims)
+        return {**score, **_positions(db, s["model_id"], judge_games)} if judge_games else score
 
     points = []
     with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process (a match: two, in turn)
@@ -159,6 +171,14 @@ def _openings(db: Path, model: int, size: int) -> dict:
     out = hexzd("perfect", "--db", db, "--model", model, "--openings", "--sims", SIMS, "--json", capture=True)
     [agent] = json.loads(out)["agents"]
     return {"converted": agent["converted"]["hits"], "of": size * size}
+
+
+def _positions(db: Path, model: int, games: str) -> dict:
+    """Late positions of recorded games converted against perfect defence, at hexzd htp's simulations."""
+    out = hexzd("perfect", "--db", db, "--model", model, "--from-games", games, "--sims", SIMS, "--json", capture=True)
+    [agent] = json.loads(out)["agents"]
+    converted = agent["conversion"]
+    return {"positions_converted": converted["hits"], "positions": converted["total"]}
 
 
 def _match(db: Path, model: int, size: int, judge_sims: int) -> dict:
@@ -231,7 +251,11 @@ def report(result: dict) -> None:
 def _score(f: dict) -> str:
     if "converted" in f:
         return f"{f['converted']}/{f['of']} won openings converted"
-    return (
+    said = (
         f"{f['wins']}/{f['games']} against {f['judge']} "
         f"({f['score']:.0%}, 95% CI [{f['score_lo']:.0%}, {f['score_hi']:.0%}])"
     )
+    if "positions" in f:
+        lo, hi = wilson(f["positions_converted"], f["positions"])
+        said += f"; {f['positions_converted']}/{f['positions']} positions converted ([{lo:.0%}, {hi:.0%}])"
+    return said

@@ -3,7 +3,9 @@
 import json
 import os
 
+import numpy as np
 import pytest
+import solver as reference
 from click.testing import CliRunner
 from states import add_model
 
@@ -12,6 +14,7 @@ from hexzd.benchmarks import strength
 from hexzd.benchmarks.strength import spread
 from hexzd.cli import main
 from hexzd.config import stored
+from hexzd.game.notation import cell_name
 from hexzd.store import reads
 
 pytestmark = pytest.mark.e2e  # daemons and processes: `pytest -m e2e`
@@ -84,3 +87,34 @@ def test_the_mcts_judge_plays_at_the_simulations_asked(tmp_path, monkeypatch):
     assert judged["judge"] == "openspiel-mcts 50 simulations"  # as the judge's own engine names itself
     assert judged["games"] == 18 and judged["score_lo"] <= judged["score"] <= judged["score_hi"]
     assert "against openspiel-mcts 50 simulations (" in strength._score(judged)
+
+
+def test_the_positions_judge_converts_each_recorded_games_late_position(tmp_path, monkeypatch):
+    db = tmp_path / "run.sqlite"
+    store.prepare(db)
+    model = add_model(db, 7)
+    monkeypatch.setattr(strength, "SIMS", 8)
+    rng = np.random.default_rng(3)
+    lines = [[cell_name(int(a), 7) for a in rng.permutation(49)[:30]] for _ in range(3)]
+    lines.append(lines[0][:25])  # the same position after 22 plies: counted once
+    lines.append(lines[1][:20])  # over before ply 22: not counted
+    record = tmp_path / "strong.jsonl"
+    record.write_text("".join(json.dumps({"moves": "".join(line)}) + "\n" for line in lines))
+    judged = strength._positions(db, model, str(record))
+    # Random 22-ply openings can already be won (they are dropped); most are not.
+    undecided = sum(reference.winner(replayed(line[:22]), 7) == 0 for line in lines[:3])
+    assert judged["positions"] == undecided > 0 and 0 <= judged["positions_converted"] <= undecided
+    score = {"wins": 1, "games": 2, "judge": "x", "score": 0.5, "score_lo": 0.1, "score_hi": 0.9, **judged}
+    assert f"{judged['positions_converted']}/{undecided} positions converted" in strength._score(score)
+    result = CliRunner().invoke(
+        main, ["bench", "strength", "--size", "9", "--out", str(tmp_path), "--judge-games", record]
+    )
+    assert result.exit_code == 1 and "for 6x6 and 7x7 boards, not 9x9" in result.output
+
+
+def replayed(names: list[str]) -> tuple:
+    """Plain Python: the cells after these moves, Black first."""
+    cells = [0] * 49
+    for ply, name in enumerate(names):
+        cells[(int(name[1:]) - 1) * 7 + "abcdefg".index(name[0])] = 1 if ply % 2 == 0 else 2
+    return tuple(cells)
