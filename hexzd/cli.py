@@ -860,7 +860,7 @@ def _sims_list(ctx, param, values):
 @click.option(
     "--ply",
     type=click.IntRange(0),
-    help="with --from-games: plies into each game  [default: n*n - 27 above 5x5, so 22 on 7x7; else n*n // 2]",
+    help="with --from-games: plies into each game  [default: n*n - 25 above 5x5, so 24 on 7x7; else n*n // 2]",
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, from_games, ply, as_json):
@@ -929,7 +929,7 @@ def _recorded_positions(path: str, n: int, ply: int | None) -> tuple[list[list[i
     from hexzd.game.notation import parse_trmph
 
     if ply is None:
-        ply = pf.first_ply(n) if n > pf.MAX_SIZE else n * n // 2
+        ply = n * n - pf.GAMES_EMPTY if n > pf.MAX_SIZE else n * n // 2
     if n > pf.MAX_SIZE and ply < pf.first_ply(n):
         raise click.UsageError(f"--ply {ply}: on {n}x{n} the solver needs at least {pf.first_ply(n)} plies played")
     lines = []

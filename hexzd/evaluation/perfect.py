@@ -51,6 +51,7 @@ from hexzd.search.mcts import Evaluate
 from hexzd.search.player import Player, subset
 
 __all__ = [
+    "GAMES_EMPTY",
     "LATE_MAX_SIZE",
     "MAX_EMPTY",
     "MAX_SIZE",
@@ -73,6 +74,10 @@ __all__ = [
 MAX_SIZE = 5  # the empty 5x5 board is solved in under a second; the empty 6x6 not in five minutes
 LATE_MAX_SIZE = 7  # the solver's bitmasks hold 7x7 (native/solver.py MAX_CELLS)
 MAX_EMPTY = 27  # empty cells of a late position on boards above MAX_SIZE
+# Positions of strong play are harder to prove than random ones: 7x7 games between
+# snapshots at 800 simulations took up to 33 s (3.6 s on average) at 27 empty cells,
+# at 25 up to 2.7 s (0.4 s on average).
+GAMES_EMPTY = 25  # empty cells of a position from recorded games, by default, above MAX_SIZE
 DEFAULT_SIMS = (0, 64, 800)
 DEFAULT_POSITIONS = 100
 MAX_ANSWERS = 1_000_000  # positions a Solver remembers (about 150 MB), then it starts afresh

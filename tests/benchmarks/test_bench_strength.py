@@ -96,13 +96,13 @@ def test_the_positions_judge_converts_each_recorded_games_late_position(tmp_path
     monkeypatch.setattr(strength, "SIMS", 8)
     rng = np.random.default_rng(3)
     lines = [[cell_name(int(a), 7) for a in rng.permutation(49)[:30]] for _ in range(3)]
-    lines.append(lines[0][:25])  # the same position after 22 plies: counted once
-    lines.append(lines[1][:20])  # over before ply 22: not counted
+    lines.append(lines[0][:25])  # the same position after 24 plies: counted once
+    lines.append(lines[1][:20])  # over before ply 24: not counted
     record = tmp_path / "strong.jsonl"
     record.write_text("".join(json.dumps({"moves": "".join(line)}) + "\n" for line in lines))
     judged = strength._positions(db, model, str(record))
-    # Random 22-ply openings can already be won (they are dropped); most are not.
-    undecided = sum(reference.winner(replayed(line[:22]), 7) == 0 for line in lines[:3])
+    # Random 24-ply openings can already be won (they are dropped); most are not.
+    undecided = sum(reference.winner(replayed(line[:24]), 7) == 0 for line in lines[:3])
     assert judged["positions"] == undecided > 0 and 0 <= judged["positions_converted"] <= undecided
     score = {"wins": 1, "games": 2, "judge": "x", "score": 0.5, "score_lo": 0.1, "score_hi": 0.9, **judged}
     assert f"{judged['positions_converted']}/{undecided} positions converted" in strength._score(score)
