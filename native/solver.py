@@ -16,7 +16,10 @@ move. At each node ("me" to move):
      (step 1 would have found it); with one, that cell is my only move;
   3. a chain of bridges that joins either player's edges (see _virtual)
      decides the position, whoever is to move;
-  4. otherwise the empty cells nearest the centre first, where Hex is won,
+  4. semi-connections (see _semis): a cell after which I have a bridge
+     chain wins; a cell after which the opponent would have one is a threat
+     of theirs, and my move must fall on it or in its chain;
+  5. otherwise the empty cells nearest the centre first, where Hex is won,
      and only those in the must-play region (below).
 Threats take two flood fills per player, whole bitmasks at a time: an empty
 cell wins when it touches the groups of both edges.
@@ -26,12 +29,15 @@ wins when the loser owns every other empty cell (a proof's support, as in
 Hayward et al.'s Hex solvers). When my move x loses to a strategy on carrier
 C, a move y outside C loses to the same strategy, so only cells inside every
 such C are left to try: the must-play region. A loss's carrier is the union
-of the moves tried and their carriers; a win's is the winning move and the
-carrier below it; a bridge chain's is its bridges' cells.
+of the moves tried and their carriers, and of the opponent's threats that
+shrank the region; a win's is the winning move and the carrier below it; a
+bridge chain's is its bridges' cells.
 
 What each step is worth on the empty 5x5 board, on one core: plain
 alpha-beta with the table, over ten minutes; with the must-play region,
-6 s (35M nodes); with bridge chains, under a second (1.5M nodes).
+6 s (35M nodes); with bridge chains, under a second (1.5M nodes); with
+semi-connections, 0.4 s (42k nodes). On 20 positions of 7x7 games between
+strong snapshots, 27 cells empty: 72 s without semi-connections, 2 s with.
 
 The transposition table keeps exact results and their carriers, keyed by
 the whole position (no false hits) in replace-always slots: a `Table` of
@@ -253,6 +259,33 @@ def _virtual(stones, empty, colour, n, m, scratch):
     return used
 
 
+@numba.njit(nogil=True, cache=True)
+def _semis(mine, theirs, empty, me, mustplay, n, m, order, scratch):
+    """Semi-connections, by bridge chains: (do I win?, carrier, what is left to try).
+
+    A cell of mustplay after which I have a bridge chain wins. A cell after
+    which the opponent would have one is their threat: my move must fall on
+    it or in its chain's carrier, so mustplay shrinks to the cells common to
+    every such threat; with none left, I lose, and the threats' cells and
+    carriers are the loss's carrier.
+    """
+    for i in range(order.shape[0]):
+        bit = np.int64(1) << order[i]
+        if (mustplay & bit) != 0:
+            chain = _virtual(mine | bit, empty & ~bit, me, n, m, scratch)
+            if chain != 0:
+                return True, chain | bit, np.int64(0)
+    you, carrier, rest = WHITE if me == BLACK else BLACK, np.int64(0), empty
+    while rest != 0 and mustplay != 0:
+        bit = rest & -rest
+        rest &= rest - 1
+        chain = _virtual(theirs | bit, empty & ~bit, you, n, m, scratch)
+        if chain != 0 and (mustplay & ~(chain | bit)) != 0:
+            mustplay &= chain | bit
+            carrier |= chain | bit
+    return False, carrier, mustplay
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _play(black, white, me, bit):
     """The position after my stone on `bit`: (black, white, the opponent)."""
@@ -288,6 +321,8 @@ def _solve(black, white, me, n, m, order, tb, tw, tv, tc, scratch, stats):
         chain = _virtual(theirs, empty, WHITE if me == BLACK else BLACK, n, m, scratch)
         if chain != 0:
             carrier, mustplay = chain, 0
+        else:
+            won, carrier, mustplay = _semis(mine, theirs, empty, me, mustplay, n, m, order, scratch)
     # My move x loses to a strategy of the opponent's on carrier C: then any
     # move outside C loses to the same strategy, so only cells in every such
     # C are left to try (the must-play region).
