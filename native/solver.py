@@ -209,20 +209,14 @@ def _two(x):
 
 
 @numba.njit(nogil=True, cache=True)
-def _virtual(stones, empty, colour, n, m, scratch):
-    """The carrier of a bridge chain joining `colour`'s edges, or 0 if none is found.
+def _nodes(stones, colour, n, m, scratch):
+    """The nodes of `colour`'s bridge chains in scratch, and their count.
 
-    Nodes are the two edges and the groups of stones. A group on an edge is
-    joined to it; two nodes that share two empty neighbours are joined by a
-    bridge (for an edge, its cells next to the group: edge template II). A
-    path whose bridges have disjoint carriers wins against any defence: an
-    intrusion takes one cell of one bridge, and the other cell restores it.
-    Breadth-first search finds a path and its carriers are taken greedily,
-    so a chain may be missed, never invented.
+    Nodes are the two edges and the groups of stones: scratch[0] holds a
+    node's stones (none for an edge), scratch[1] the cells next to it.
     """
     a, b = _edges(colour, m)
-    cells, touch, parent, queue = scratch[0], scratch[1], scratch[2], scratch[3]
-    # cells: a node's stones (none for an edge); touch: the cells next to it
+    cells, touch = scratch[0], scratch[1]
     cells[0], touch[0], cells[1], touch[1] = 0, a, 0, b
     k, rest = 2, stones
     while rest != 0:
@@ -230,6 +224,21 @@ def _virtual(stones, empty, colour, n, m, scratch):
         cells[k], touch[k] = g, _neighbours(g, n, m)
         rest &= ~g
         k += 1
+    return k
+
+
+@numba.njit(nogil=True, cache=True)
+def _chain(k, empty, scratch):
+    """The carrier of a bridge chain joining nodes 0 and 1 of the first k, or 0 if none is found.
+
+    A group on an edge is joined to it; two nodes that share two empty
+    neighbours are joined by a bridge (for an edge, its cells next to the
+    group: edge template II). A path whose bridges have disjoint carriers
+    wins against any defence: an intrusion takes one cell of one bridge, and
+    the other cell restores it. Breadth-first search finds a path and its
+    carriers are taken greedily, so a chain may be missed, never invented.
+    """
+    cells, touch, parent, queue = scratch[0], scratch[1], scratch[2], scratch[3]
     parent[:k] = -1
     parent[0] = 0
     queue[0], head, tail = 0, 0, 1
@@ -260,6 +269,28 @@ def _virtual(stones, empty, colour, n, m, scratch):
 
 
 @numba.njit(nogil=True, cache=True)
+def _virtual(stones, empty, colour, n, m, scratch):
+    """The carrier of a bridge chain joining `colour`'s edges, or 0 if none is found (see _chain)."""
+    return _chain(_nodes(stones, colour, n, m, scratch), empty, scratch)
+
+
+@numba.njit(nogil=True, cache=True)
+def _with(k, bit, empty, n, m, scratch):
+    """_virtual after one more stone, on `bit`, its k nodes being in scratch already.
+
+    The stone and the groups it touches make one more node (those groups
+    stay, joined to it), so no group is found again for each cell tried.
+    """
+    cells, touch = scratch[0], scratch[1]
+    joined, near = bit, _neighbours(bit, n, m)
+    for i in range(2, k):
+        if (cells[i] & near) != 0:
+            joined |= cells[i]
+    cells[k], touch[k] = joined, _neighbours(joined, n, m)
+    return _chain(k + 1, empty & ~bit, scratch)
+
+
+@numba.njit(nogil=True, cache=True)
 def _semis(mine, theirs, empty, me, mustplay, n, m, order, scratch):
     """Semi-connections, by bridge chains: (do I win?, carrier, what is left to try).
 
@@ -269,17 +300,19 @@ def _semis(mine, theirs, empty, me, mustplay, n, m, order, scratch):
     every such threat; with none left, I lose, and the threats' cells and
     carriers are the loss's carrier.
     """
+    k = _nodes(mine, me, n, m, scratch)
     for i in range(order.shape[0]):
         bit = np.int64(1) << order[i]
         if (mustplay & bit) != 0:
-            chain = _virtual(mine | bit, empty & ~bit, me, n, m, scratch)
+            chain = _with(k, bit, empty, n, m, scratch)
             if chain != 0:
                 return True, chain | bit, np.int64(0)
-    you, carrier, rest = WHITE if me == BLACK else BLACK, np.int64(0), empty
+    k = _nodes(theirs, WHITE if me == BLACK else BLACK, n, m, scratch)
+    carrier, rest = np.int64(0), empty
     while rest != 0 and mustplay != 0:
         bit = rest & -rest
         rest &= rest - 1
-        chain = _virtual(theirs | bit, empty & ~bit, you, n, m, scratch)
+        chain = _with(k, bit, empty, n, m, scratch)
         if chain != 0 and (mustplay & ~(chain | bit)) != 0:
             mustplay &= chain | bit
             carrier |= chain | bit
