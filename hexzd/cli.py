@@ -860,7 +860,7 @@ def _sims_list(ctx, param, values):
 @click.option(
     "--ply",
     type=click.IntRange(0),
-    help="with --from-games: plies into each game  [default: n*n - 25 above 5x5, so 24 on 7x7; else n*n // 2]",
+    help="with --from-games: plies into each game  [default: n*n - 29 above 5x5, so 20 on 7x7; else n*n // 2]",
 )
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, from_games, ply, as_json):

@@ -10,7 +10,7 @@ and in late positions of boards up to LATE_MAX_SIZE:
                    MAX_SIZE, late positions only: n*n - MAX_EMPTY .. n*n - 2
                    plies, so that the solver meets at most MAX_EMPTY empty
                    cells (the empty 5x5 board has 25 and takes it under a
-                   second; 7x7 openings of 20 random plies took up to 7 s).
+                   second).
     solved         each by native/solver.py: won or lost for the player to move
     perfect-move   in each won position, does the agent's move keep the win?
     conversion     from each won position, the agent to move plays out the game
@@ -73,11 +73,11 @@ __all__ = [
 
 MAX_SIZE = 5  # the empty 5x5 board is solved in under a second; the empty 6x6 not in five minutes
 LATE_MAX_SIZE = 7  # the solver's bitmasks hold 7x7 (native/solver.py MAX_CELLS)
-MAX_EMPTY = 27  # empty cells of a late position on boards above MAX_SIZE
-# Positions of strong play are harder to prove than random ones: 7x7 games between
-# snapshots at 800 simulations took up to 33 s (3.6 s on average) at 27 empty cells,
-# at 25 up to 2.7 s (0.4 s on average).
-GAMES_EMPTY = 25  # empty cells of a position from recorded games, by default, above MAX_SIZE
+MAX_EMPTY = 29  # empty cells of a late position on boards above MAX_SIZE
+# Positions of strong play are harder to prove than random ones: in 7x7 games between
+# snapshots at 800 simulations, 20 positions with 29 empty cells took 15 s (up to 10 s
+# each), with 27 2 s; a judge converting 181 of them at 29 took 10 to 15 minutes.
+GAMES_EMPTY = 29  # empty cells of a position from recorded games, by default, above MAX_SIZE
 DEFAULT_SIMS = (0, 64, 800)
 DEFAULT_POSITIONS = 100
 MAX_ANSWERS = 1_000_000  # positions a Solver remembers (about 150 MB), then it starts afresh

@@ -14,6 +14,7 @@ from hexzd.benchmarks import strength
 from hexzd.benchmarks.strength import spread
 from hexzd.cli import main
 from hexzd.config import stored
+from hexzd.evaluation.perfect import GAMES_EMPTY
 from hexzd.game.notation import cell_name
 from hexzd.store import reads
 
@@ -94,15 +95,15 @@ def test_the_positions_judge_converts_each_recorded_games_late_position(tmp_path
     store.prepare(db)
     model = add_model(db, 7)
     monkeypatch.setattr(strength, "SIMS", 8)
-    rng = np.random.default_rng(3)
-    lines = [[cell_name(int(a), 7) for a in rng.permutation(49)[:30]] for _ in range(3)]
-    lines.append(lines[0][:25])  # the same position after 24 plies: counted once
-    lines.append(lines[1][:20])  # over before ply 24: not counted
+    rng, ply = np.random.default_rng(3), 49 - GAMES_EMPTY
+    lines = [[cell_name(int(a), 7) for a in rng.permutation(49)[: ply + 6]] for _ in range(3)]
+    lines.append(lines[0][: ply + 1])  # the same position after the ply: counted once
+    lines.append(lines[1][:ply])  # over before the ply: not counted
     record = tmp_path / "strong.jsonl"
     record.write_text("".join(json.dumps({"moves": "".join(line)}) + "\n" for line in lines))
     judged = strength._positions(db, model, str(record))
-    # Random 24-ply openings can already be won (they are dropped); most are not.
-    undecided = sum(reference.winner(replayed(line[:24]), 7) == 0 for line in lines[:3])
+    # Random openings can already be won at the ply (they are dropped); most are not.
+    undecided = sum(reference.winner(replayed(line[:ply]), 7) == 0 for line in lines[:3])
     assert judged["positions"] == undecided > 0 and 0 <= judged["positions_converted"] <= undecided
     score = {"wins": 1, "games": 2, "judge": "x", "score": 0.5, "score_lo": 0.1, "score_hi": 0.9, **judged}
     assert f"{judged['positions_converted']}/{undecided} positions converted" in strength._score(score)
