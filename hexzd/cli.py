@@ -862,8 +862,14 @@ def _sims_list(ctx, param, values):
     type=click.IntRange(0),
     help="with --from-games: plies into each game  [default: n*n - 29 above 5x5, so 20 on 7x7; else n*n // 2]",
 )
+@click.option(
+    "--solved",
+    type=click.Path(dir_okay=False),
+    help="a file of proved positions: read first if it exists, every answer merged into it at the end; "
+    "judges of the same positions that share one search each position once",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, from_games, ply, as_json):
+def perfect(db, model, sims, positions, seed, size, random_rollouts, every_opening, from_games, ply, solved, as_json):
     """Strength against perfect play: solved positions of boards up to 7x7.
 
     In won positions: how often the agent's move keeps the win, and how often
@@ -894,33 +900,34 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, every_openi
     if ply is not None and not from_games:
         raise click.UsageError("--ply goes with --from-games")
     games = _recorded_positions(from_games, size, ply) if from_games else None
+    solver = _solver(size, solved)
     if not as_json:
         click.echo(f"{label}, {size}x{size}, seed {seed}" + (f", {from_games} after {games[1]} plies" if games else ""))
+    on_agent = None if as_json else lambda r: click.echo(f"measured {r.name}", err=True)
+    selfplay, sims = config.selfplay if config else None, sims or pf.DEFAULT_SIMS
     if every_opening:
-        results = pf.openings(
-            size,
-            evaluate,
-            sims or pf.DEFAULT_SIMS,
-            seed,
-            config.selfplay if config else None,
-            on_agent=None if as_json else lambda r: click.echo(f"measured {r.name}", err=True),
-        )
-        if as_json:
-            click.echo(json.dumps({"board_size": size, "seed": seed, "agents": [r.as_dict() for r in results]}))
-        else:
-            click.echo(_openings_table(size, results))
-        return
-    report = pf.measure(
-        size,
-        evaluate,
-        sims or pf.DEFAULT_SIMS,
-        positions,
-        seed,
-        config.selfplay if config else None,
-        on_agent=None if as_json else lambda r: click.echo(f"measured {r.name}", err=True),
-        from_games=games,
-    )
-    click.echo(json.dumps(report.as_dict()) if as_json else _perfect_table(report))
+        results = pf.openings(size, evaluate, sims, seed, selfplay, solver, on_agent)
+        as_dict = {"board_size": size, "seed": seed, "agents": [r.as_dict() for r in results]}
+        out = json.dumps(as_dict) if as_json else _openings_table(size, results)
+    else:
+        report = pf.measure(size, evaluate, sims, positions, seed, selfplay, solver, on_agent, from_games=games)
+        out = json.dumps(report.as_dict()) if as_json else _perfect_table(report)
+    if solved:
+        solver.save_answers(solved)
+    click.echo(out)
+
+
+def _solver(size: int, solved: str | None):
+    """A Solver for size x size boards, with the answers kept in the file `solved` if there is one."""
+    from hexzd.evaluation import perfect as pf
+
+    solver = pf.Solver(size)
+    try:
+        if solved:
+            solver.load_answers(solved)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    return solver
 
 
 def _recorded_positions(path: str, n: int, ply: int | None) -> tuple[list[list[int]], int]:

@@ -130,7 +130,7 @@ def _judge(db: Path, size: int, curve: int, judge_sims: int, judge_games: str | 
         if perfect:
             return _openings(db, s["model_id"], size)
         score = _match(db, s["model_id"], size, judge_sims)
-        return {**score, **_positions(db, s["model_id"], judge_games)} if judge_games else score
+        return {**score, **_positions(db, s["model_id"], size, judge_games)} if judge_games else score
 
     points = []
     with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process (a match: two, in turn)
@@ -173,9 +173,15 @@ def _openings(db: Path, model: int, size: int) -> dict:
     return {"converted": agent["converted"]["hits"], "of": size * size}
 
 
-def _positions(db: Path, model: int, games: str) -> dict:
-    """Late positions of recorded games converted against perfect defence, at hexzd htp's simulations."""
-    out = hexzd("perfect", "--db", db, "--model", model, "--from-games", games, "--sims", SIMS, "--json", capture=True)
+def _positions(db: Path, model: int, size: int, games: str) -> dict:
+    """Late positions of recorded games converted against perfect defence, at hexzd htp's simulations.
+
+    The snapshots judged play mostly the same moves, so one file of proved positions, kept
+    beside the runs, spares each judge the proofs of those before it (34 times fewer nodes
+    for the second of two 7x7 snapshots)."""
+    solved = db.with_name(f"{size}x{size}-solved.json")
+    args = ("--from-games", games, "--solved", solved, "--sims", SIMS, "--json")
+    out = hexzd("perfect", "--db", db, "--model", model, *args, capture=True)
     [agent] = json.loads(out)["agents"]
     converted = agent["conversion"]
     return {"positions_converted": converted["hits"], "positions": converted["total"]}

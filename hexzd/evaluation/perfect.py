@@ -35,9 +35,14 @@ An agent is the network with S simulations per move, as `hexzd htp` plays it
 Rates come with 95% Wilson intervals. The state file is only read.
 """
 
+import fcntl
 import functools
+import json
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -139,6 +144,41 @@ class Solver:
                 self._answers.clear()
             self._answers[key] = ask(*self._position(board, to_play), *self.table, self.stats)
         return self._answers[key]
+
+    def load_answers(self, path) -> None:
+        """Adds the answers that save_answers kept in `path`, if there is such a file."""
+        path = Path(path)
+        if path.exists():
+            self._answers.update(self._read_answers(path))
+
+    def save_answers(self, path) -> None:
+        """Writes every answer to `path` (JSON), merged with those already there, for later Solvers
+        of this size: judges of the same positions then search nothing they have proved before.
+
+        Answers are exact whoever found them; a lost position's reply is one of the moves
+        perfect defence may make, which may depend on what the solver searched before. Writers
+        take turns (an flock on `path`.lock), and the file is replaced whole, never half written.
+        """
+        path = Path(path)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            answers = {**(self._read_answers(path) if path.exists() else {}), **self._answers}
+            rows = [[q, "".join(map(str, board)), to_play, value] for (q, board, to_play), value in answers.items()]
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump({"board_size": self.n, "answers": rows}, f)
+            os.replace(temp, path)
+
+    def _read_answers(self, path: Path) -> dict:
+        try:
+            saved = json.loads(path.read_text())
+            size, rows = saved["board_size"], saved["answers"]
+            answers = {(q, bytes(map(int, board)), int(to_play)): value for q, board, to_play, value in rows}
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a file of solved positions ({e})") from None
+        if size != self.n:
+            raise ValueError(f"{path} holds solved {size}x{size} positions, not {self.n}x{self.n}")
+        return answers
 
     def winning_moves(self, board, to_play: int) -> np.ndarray:
         """bool[n*n]: the cells after which the player to move wins."""

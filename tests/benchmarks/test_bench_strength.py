@@ -101,7 +101,8 @@ def test_the_positions_judge_converts_each_recorded_games_late_position(tmp_path
     lines.append(lines[1][:ply])  # over before the ply: not counted
     record = tmp_path / "strong.jsonl"
     record.write_text("".join(json.dumps({"moves": "".join(line)}) + "\n" for line in lines))
-    judged = strength._positions(db, model, str(record))
+    judged = strength._positions(db, model, 7, str(record))
+    assert (tmp_path / "7x7-solved.json").exists()  # the proofs, for the next snapshot judged
     # Random openings can already be won at the ply (they are dropped); most are not.
     undecided = sum(reference.winner(replayed(line[:ply]), 7) == 0 for line in lines[:3])
     assert judged["positions"] == undecided > 0 and 0 <= judged["positions_converted"] <= undecided

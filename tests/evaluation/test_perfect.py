@@ -288,6 +288,33 @@ def test_positions_from_recorded_games_as_the_brute_force_sees_them(tmp_path):
     assert result.exit_code != 0 and f"at least {first_ply(7)} plies" in result.output
 
 
+def test_proved_positions_kept_in_a_file_are_not_searched_again(tmp_path):
+    """Two judges of the same 4x4 positions share a file: the second searches nothing and says
+    the same, every answer in the file is the brute force's, and a wrong file is refused."""
+    rng = np.random.default_rng(8)
+    lines = [list(rng.permutation(16)[:12]) for _ in range(30)]
+    record, solved = tmp_path / "games.jsonl", tmp_path / "solved.json"
+    record.write_text("".join(json.dumps({"moves": "".join(cell_name(a, 4) for a in line)}) + "\n" for line in lines))
+    args = ["--random-rollouts", "--size", "4", "--from-games", str(record), "--ply", "6", "--sims", "0,8", "--json"]
+    first, again = (json.loads(perfect(*args, "--solved", str(solved)).output) for _ in range(2))
+    assert first["solver_nodes"] > 0 and again["solver_nodes"] == 0
+    assert again["agents"] == [{**a, "seconds": b["seconds"]} for a, b in zip(first["agents"], again["agents"])]
+    saved = json.loads(solved.read_text())
+    assert saved["board_size"] == 4 and len(saved["answers"]) > first["positions"]
+    for question, board, to_play, value in saved["answers"]:
+        cells = tuple(int(c) for c in board)
+        if question == "wins":
+            assert value == reference.wins(cells, 4, to_play), board
+        else:  # the perfect player's move: a winning one wherever there is one
+            good = reference.winning_moves(cells, 4, to_play)
+            assert cells[value] == EMPTY and (value in good or not good), board
+    result = perfect("--random-rollouts", "--size", "5", "--sims", "0", "--positions", "4", "--solved", str(solved))
+    assert result.exit_code != 0 and "holds solved 4x4 positions, not 5x5" in result.output
+    solved.write_text('{"answers": 3}')
+    result = perfect(*args, "--solved", str(solved))
+    assert result.exit_code != 0 and "not a file of solved positions" in result.output
+
+
 def test_the_table_and_its_refusals():
     result = perfect("--random-rollouts", "--size", "3", "--sims", "0,50", "--positions", "20")
     assert result.exit_code == 0, result.output
