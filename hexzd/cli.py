@@ -912,9 +912,12 @@ def perfect(db, model, sims, positions, seed, size, random_rollouts, every_openi
     else:
         report = pf.measure(size, evaluate, sims, positions, seed, selfplay, solver, on_agent, from_games=games)
         out = json.dumps(report.as_dict()) if as_json else _perfect_table(report)
-    if solved:
-        solver.save_answers(solved)
     click.echo(out)
+    try:
+        if solved:
+            solver.save_answers(solved)
+    except OSError as e:  # the measurement stands; only the next judge's head start is lost
+        click.echo(f"warning: the proved positions were not saved to {solved}: {e}", err=True)
 
 
 def _solver(size: int, solved: str | None):

@@ -165,9 +165,13 @@ class Solver:
             answers = {**(self._read_answers(path) if path.exists() else {}), **self._answers}
             rows = [[q, "".join(map(str, board)), to_play, value] for (q, board, to_play), value in answers.items()]
             fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump({"board_size": self.n, "answers": rows}, f)
-            os.replace(temp, path)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"board_size": self.n, "answers": rows}, f)
+                os.replace(temp, path)
+            finally:
+                if os.path.exists(temp):  # a full disk, say: the old file stays whole
+                    os.unlink(temp)
 
     def _read_answers(self, path: Path) -> dict:
         try:

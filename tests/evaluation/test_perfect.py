@@ -313,6 +313,9 @@ def test_proved_positions_kept_in_a_file_are_not_searched_again(tmp_path):
     solved.write_text('{"answers": 3}')
     result = perfect(*args, "--solved", str(solved))
     assert result.exit_code != 0 and "not a file of solved positions" in result.output
+    result = perfect(*args, "--solved", str(tmp_path / "gone" / "solved.json"))  # cannot be written
+    assert result.exit_code == 0 and json.loads(result.stdout)["agents"][0]["name"] == first["agents"][0]["name"]
+    assert "were not saved" in result.stderr
 
 
 def test_the_table_and_its_refusals():
