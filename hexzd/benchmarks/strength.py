@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -126,11 +127,16 @@ def _judge(db: Path, size: int, curve: int, judge_sims: int, judge_games: str | 
     perfect = size <= PERFECT_MAX_SIZE
     judged = snapshots if perfect else spread(snapshots, curve)
 
+    solving = threading.Lock()  # one positions judge at a time, so each starts from the proofs of those before
+
     def judge(s: dict) -> dict:
         if perfect:
             return _openings(db, s["model_id"], size)
         score = _match(db, s["model_id"], size, judge_sims)
-        return {**score, **_positions(db, s["model_id"], size, judge_games)} if judge_games else score
+        if not judge_games:
+            return score
+        with solving:
+            return {**score, **_positions(db, s["model_id"], size, judge_games)}
 
     points = []
     with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process (a match: two, in turn)
