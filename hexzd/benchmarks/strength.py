@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -127,20 +126,19 @@ def _judge(db: Path, size: int, curve: int, judge_sims: int, judge_games: str | 
     perfect = size <= PERFECT_MAX_SIZE
     judged = snapshots if perfect else spread(snapshots, curve)
 
-    solving = threading.Lock()  # one positions judge at a time, so each starts from the proofs of those before
-
     def judge(s: dict) -> dict:
         if perfect:
             return _openings(db, s["model_id"], size)
-        score = _match(db, s["model_id"], size, judge_sims)
-        if not judge_games:
-            return score
-        with solving:
-            return {**score, **_positions(db, s["model_id"], size, judge_games)}
+        return _match(db, s["model_id"], size, judge_sims)
 
-    points = []
-    with ThreadPoolExecutor(usable_cores()) as pool:  # each judge is a one-core child process (a match: two, in turn)
-        for s, score in zip(judged, pool.map(judge, judged)):
+    # Each judge is a one-core child process (a match: two, in turn). The positions judges
+    # take one core and run one after another, each from the proofs of those before it.
+    cores = usable_cores()
+    with ThreadPoolExecutor(max(1, cores - 1) if judge_games else cores) as pool, ThreadPoolExecutor(1) as solving:
+        positions = [solving.submit(_positions, db, s["model_id"], size, judge_games) for s in judged if judge_games]
+        points = []
+        for i, (s, score) in enumerate(zip(judged, pool.map(judge, judged))):
+            score = {**score, **positions[i].result()} if judge_games else score
             points.append({**_cost(s), **score})
             echo(f"  model {s['model_id']}: {_score(score)}")
             if run["milestone"] is None and _reached(score):

@@ -81,7 +81,7 @@ LATE_MAX_SIZE = 7  # the solver's bitmasks hold 7x7 (native/solver.py MAX_CELLS)
 MAX_EMPTY = 29  # empty cells of a late position on boards above MAX_SIZE
 # Positions of strong play are harder to prove than random ones: in 7x7 games between
 # snapshots at 800 simulations, 20 positions with 29 empty cells took 15 s (up to 10 s
-# each), with 27 2 s; a judge converting 181 of them at 29 took 10 to 15 minutes.
+# each), with 27 1.1 s; a judge converting 181 of them at 29 took 10 to 15 minutes.
 GAMES_EMPTY = 29  # empty cells of a position from recorded games, by default, above MAX_SIZE
 DEFAULT_SIMS = (0, 64, 800)
 DEFAULT_POSITIONS = 100
